@@ -1,0 +1,187 @@
+"""The ``hiddencost`` command line: a thin layer over the library.
+
+Every command turns :class:`~hiddencost.errors.HiddenCostError` into one line on stderr and exit
+status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hiddencost.errors import HiddenCostError
+
+app = typer.Typer(
+    help="Measure the hidden cost of model compression for visual prompting and linear probing.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(fn: F) -> F:
+    """Report HiddenCostError as ``error: <message>`` and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HiddenCostError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def compression_from_flags(
+    prune: str, sparsity: float, scope: str, weight_bits: int | None,
+    activation_bits: int | None, exclude_first_conv: bool, exclude_classifier: bool, seed: int,
+) -> dict[str, Any]:
+    """The CompressionSpec fields that the ``run`` flags describe (validated later)."""
+    quantized = weight_bits is not None or activation_bits is not None
+    if prune != "none" and quantized:
+        raise HiddenCostError("use either --prune or --weight-bits/--activation-bits, not both")
+    if prune == "none" and sparsity:
+        raise HiddenCostError("--sparsity needs --prune magnitude or --prune random")
+    if prune not in ("none", "magnitude", "random"):
+        raise HiddenCostError(f"unknown --prune {prune!r}; use none, magnitude or random")
+    if prune != "none" and not 0.0 < sparsity < 1.0:
+        raise HiddenCostError(f"--sparsity must be in (0, 1) for pruning, got {sparsity}")
+    method = "quantize" if quantized else prune
+    return {
+        "method": method, "sparsity": sparsity, "scope": scope, "weight_bits": weight_bits,
+        "activation_bits": activation_bits, "exclude_first_conv": exclude_first_conv,
+        "exclude_classifier": exclude_classifier, "seed": seed,
+    }
+
+
+@app.command()
+@friendly_errors
+def run(
+    model: Annotated[str, typer.Option(help="Backbone, arch or arch.tag (see `models`).")] = (
+        "efficientnet_lite0"),
+    weights: Annotated[str, typer.Option(help="pretrained or random.")] = "pretrained",
+    checkpoint: Annotated[Path | None, typer.Option(help="Local state-dict file.")] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset name or imagefolder:PATH.")] = "digits",
+    data_root: Annotated[Path | None, typer.Option(help="Root of torchvision datasets.")] = None,
+    download: Annotated[bool, typer.Option(help="Let torchvision download the dataset.")] = False,
+    split_seed: Annotated[int, typer.Option(help="Seed of the splits made by hiddencost.")] = 0,
+    method: Annotated[str, typer.Option(help="ilm, flm, rlm, fm (VP) or lp.")] = "ilm",
+    n_shot: Annotated[str, typer.Option(help="Examples per class, or 'full'.")] = "full",
+    seed: Annotated[int, typer.Option(help="Seed of sampling, shuffling and init.")] = 0,
+    prune: Annotated[str, typer.Option(help="none, magnitude or random.")] = "none",
+    sparsity: Annotated[float, typer.Option(help="Fraction of weights zeroed, in (0, 1).")] = 0.0,
+    scope: Annotated[str, typer.Option(help="Pruning scope: global or layer.")] = "global",
+    weight_bits: Annotated[int | None, typer.Option(help="Quantize weights: 2, 3, 4 or 8.")] = None,
+    activation_bits: Annotated[int | None, typer.Option(help="Quantize activations.")] = None,
+    exclude_first_conv: Annotated[bool, typer.Option(help="Keep the first conv dense.")] = False,
+    exclude_classifier: Annotated[bool, typer.Option(help="Keep the classifier dense.")] = False,
+    epochs: Annotated[int, typer.Option(help="Training epochs (ILM-VP used 200).")] = 100,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.01,
+    batch_size: Annotated[int | None, typer.Option(help="Default: the N-shot table.")] = None,
+    canvas_size: Annotated[int | None, typer.Option(help="Default: backbone input.")] = None,
+    inner_size: Annotated[int | None, typer.Option(help="Default: the dataset's.")] = None,
+    lp_image_size: Annotated[int | None, typer.Option(help="LP input; default backbone's.")] = None,
+    many_to_one: Annotated[bool, typer.Option(help="Allow K > K' by reusing sources.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    save_prompt_history: Annotated[bool, typer.Option(help="Keep every epoch's prompt.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for result.json and weights.")] = Path(
+        "runs/latest"),
+) -> None:
+    """Run one experiment and write OUT/result.json."""
+    from hiddencost.data import parse_n_shot
+    from hiddencost.progress import epoch_progress
+    from hiddencost.run import make_config, run_one
+
+    cfg = make_config(
+        model=model, weights=weights, checkpoint=str(checkpoint) if checkpoint else None,
+        dataset=dataset, data_root=str(data_root) if data_root else None, download=download,
+        split_seed=split_seed, method=method, n_shot=parse_n_shot(n_shot), seed=seed,
+        compression=compression_from_flags(prune, sparsity, scope, weight_bits, activation_bits,
+                                           exclude_first_conv, exclude_classifier, seed),
+        epochs=epochs, lr=lr, batch_size=batch_size, canvas_size=canvas_size,
+        inner_size=inner_size, lp_image_size=lp_image_size, many_to_one=many_to_one,
+        device=device, save_prompt_history=save_prompt_history,
+    )
+    with epoch_progress(console, cfg.epochs) as on_epoch:
+        record = run_one(cfg, out_dir=out, on_epoch=on_epoch)
+    keys = ("accuracy", "ece", "mce", "nll", "brier", "mean_confidence_correct",
+            "kl_to_uniform_incorrect", "sparsity", "weight_bits", "wall_time_s")
+    table = Table(title=f"{cfg.method} · {record['compression']['label']} · {cfg.dataset}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k in keys:
+        v = record[k]
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    console.print(f"wrote {out / 'result.json'}")
+
+
+@app.command()
+@friendly_errors
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Where results go.")] = Path(
+        "hiddencost-results/quickstart"),
+    epochs: Annotated[int | None, typer.Option(help="Override the preset's epochs.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """A small real study on the offline default (EfficientNet-Lite0 → digits), < 10 min on CPU."""
+    from hiddencost.quickstart import run_quickstart
+
+    run_quickstart(out, console, epochs=epochs, device=device)
+
+
+@app.command()
+@friendly_errors
+def models() -> None:
+    """List the registered backbones."""
+    from hiddencost.backbones import available_backbones
+
+    table = Table(title="backbones")
+    for col in ("name", "weights", "input", "description"):
+        table.add_column(col)
+    for e in available_backbones():
+        table.add_row(e.name, e.cfg.source, str(e.cfg.input_size), e.cfg.description)
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def datasets() -> None:
+    """List the registered datasets."""
+    from hiddencost.data import available_datasets
+
+    table = Table(title="datasets")
+    for col in ("name", "classes", "inner size", "needs --data-root", "description"):
+        table.add_column(col)
+    for d in available_datasets():
+        table.add_row(d.name, str(d.num_classes or "any"), str(d.inner_size),
+                      "yes" if d.needs_root else "no", d.description)
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def show(result: Annotated[Path, typer.Argument(help="A result.json file.")]) -> None:
+    """Print the main numbers of a result.json."""
+    if not result.is_file():
+        raise HiddenCostError(f"{result} does not exist")
+    try:
+        record = json.loads(result.read_text())
+    except json.JSONDecodeError as exc:
+        raise HiddenCostError(f"{result} is not valid JSON: {exc}") from None
+    for k in ("accuracy", "ece", "nll", "brier", "sparsity", "weight_bits"):
+        console.print(f"{k:>12}: {record.get(k)}")

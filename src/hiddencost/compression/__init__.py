@@ -1,0 +1,54 @@
+"""Compression of a frozen backbone: unstructured pruning, k-bit fake quantization, measurement.
+
+Every compressed model reports what it measurably holds (:class:`CompressionReport`): exact zero
+counts over the prunable layers (``nn.Conv2d`` / ``nn.Linear`` weights) and distinct weight values
+per output channel.
+"""
+
+from hiddencost.compression.measure import (
+    distinct_values_per_channel,
+    layer_sparsities,
+    max_distinct_values_per_channel,
+    measure_sparsity,
+    sparsity_counts,
+)
+from hiddencost.compression.pruning import magnitude_prune, prunable_layers, random_prune
+from hiddencost.compression.quantization import (
+    SUPPORTED_BITS,
+    ActivationFakeQuant,
+    QuantizedInput,
+    activation_quantizers,
+    calibrate_activations,
+    quantize_activations,
+    quantize_weight_tensor,
+    quantize_weights,
+)
+from hiddencost.compression.spec import (
+    CompressionReport,
+    CompressionSpec,
+    apply_compression,
+    measure_compression,
+)
+
+__all__ = [
+    "SUPPORTED_BITS",
+    "ActivationFakeQuant",
+    "CompressionReport",
+    "CompressionSpec",
+    "QuantizedInput",
+    "activation_quantizers",
+    "apply_compression",
+    "calibrate_activations",
+    "distinct_values_per_channel",
+    "layer_sparsities",
+    "magnitude_prune",
+    "max_distinct_values_per_channel",
+    "measure_compression",
+    "measure_sparsity",
+    "prunable_layers",
+    "quantize_activations",
+    "quantize_weight_tensor",
+    "quantize_weights",
+    "random_prune",
+    "sparsity_counts",
+]

@@ -1,0 +1,35 @@
+"""Device choice and the mixed-precision context used by training and evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from hiddencost.errors import HiddenCostError
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` → CUDA when present, else CPU; ``cpu`` / ``cuda`` / ``cuda:N`` as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise HiddenCostError(f"unknown device {device!r}; use auto, cpu or cuda") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise HiddenCostError("--device cuda was asked for but no CUDA GPU is available")
+    if dev.type not in ("cpu", "cuda"):
+        raise HiddenCostError(f"unsupported device {device!r}; use auto, cpu or cuda")
+    return dev
+
+
+@contextlib.contextmanager
+def autocast_for(device: torch.device) -> Iterator[None]:
+    """bf16 autocast on CUDA (frozen backbone, trainable prompt stays fp32); nothing on CPU."""
+    if device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            yield
+    else:
+        yield

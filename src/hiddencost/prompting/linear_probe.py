@@ -1,0 +1,106 @@
+"""Linear probing: a fresh linear head on the frozen backbone's penultimate features.
+
+Images are resized to the backbone's input size, normalised, and passed once through the frozen
+eval-mode backbone. Nothing upstream of the head is trained and there is no augmentation, so the
+features are computed once and cached: training on cached features gives the same result as
+recomputing them every epoch, at a fraction of the cost (see ``benchmarks/``). Adam lr 0.01 and the
+MultiStepLR schedule of VP.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hiddencost.backbones import penultimate_features
+from hiddencost.device import autocast_for
+from hiddencost.errors import TrainingDivergedError
+from hiddencost.prompting.schedule import adam_multistep, epoch_batches
+from hiddencost.prompting.visual_prompt import TrainHistory, to_unit
+
+
+class ResizeNormalize(nn.Module):
+    """[0, 1] images → bilinear (antialiased) resize to ``size`` → (x − μ)/σ, channels_last."""
+
+    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.size = size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def extract_features(
+    backbone: nn.Module,
+    preprocess: ResizeNormalize,
+    images_u8: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 128,
+) -> torch.Tensor:
+    """Penultimate features (float32, CPU) of uint8 images through a frozen backbone."""
+    preprocess = preprocess.to(device)
+    feats = []
+    with autocast_for(device):
+        for chunk in images_u8.split(batch_size):
+            feats.append(penultimate_features(backbone, preprocess(to_unit(chunk, device)))
+                         .float().cpu())
+    return torch.cat(feats)
+
+
+def train_linear_head(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    lr: float = 0.01,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> tuple[nn.Linear, TrainHistory]:
+    """Train ``nn.Linear(D, K)`` on cached features with Adam + MultiStepLR; seeded init/shuffle."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = nn.Linear(features.shape[1], num_classes)
+    head.to(device)
+    feats, labels = features.to(device), labels.to(device)
+    optimizer, scheduler = adam_multistep(head.parameters(), epochs, lr)
+    generator = torch.Generator().manual_seed(seed)
+    history = TrainHistory()
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        total_loss, correct = 0.0, 0
+        for idx in epoch_batches(len(labels), batch_size, generator):
+            idx = idx.to(device)
+            logits = head(feats[idx])
+            loss = F.cross_entropy(logits, labels[idx])
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(f"training loss became {loss.item()} at epoch {epoch + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == labels[idx]).sum())
+        record = {
+            "epoch": epoch + 1,
+            "loss": total_loss / len(labels),
+            "train_accuracy": correct / len(labels),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - start,
+        }
+        scheduler.step()
+        history.epochs.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    return head, history

@@ -1,0 +1,31 @@
+"""The optimiser and learning-rate schedule shared by VP and LP (ILM-VP protocol)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+
+def milestones(epochs: int, fractions: tuple[float, ...] = (0.5, 0.72)) -> list[int]:
+    """MultiStepLR milestones ⌊f·E⌋ for each fraction f.
+
+    Milestones below 1 are dropped: with very few epochs ⌊0.5·E⌋ can be 0, and a milestone at 0
+    would cut the learning rate before the first step.
+    """
+    return sorted({int(f * epochs) for f in fractions if int(f * epochs) >= 1})
+
+
+def adam_multistep(
+    params: Iterable[torch.nn.Parameter], epochs: int, lr: float = 0.01, gamma: float = 0.1
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.MultiStepLR]:
+    """Adam(lr) with MultiStepLR(milestones=⌊0.5E⌋, ⌊0.72E⌋; γ), stepped once per epoch."""
+    optimizer = torch.optim.Adam(params, lr=lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones(epochs), gamma=gamma)
+    return optimizer, scheduler
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A seeded shuffle of range(n) cut into batches (the last one may be smaller)."""
+    order = torch.randperm(n, generator=generator)
+    return list(order.split(batch_size))

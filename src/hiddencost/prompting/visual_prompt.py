@@ -1,0 +1,184 @@
+"""Visual prompting (model reprogramming) of a frozen backbone: the model and its training loop.
+
+Protocol (ILM-VP, see DESIGN §3): frozen eval-mode backbone, pad prompt, Adam lr 0.01 on the
+prompt (and the FM layer, for ``fm``), MultiStepLR at ⌊0.5E⌋, ⌊0.72E⌋ with γ = 0.1, no data
+augmentation, final-epoch result. Mappings: ``rlm`` fixed random; ``flm`` computed once with the
+initial prompt; ``ilm`` recomputed at the start of every epoch (epoch 0 = FLM) without gradients.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hiddencost.device import autocast_for
+from hiddencost.errors import TrainingDivergedError
+from hiddencost.prompting.label_mapping import (
+    FullyConnectedMapping,
+    apply_mapping,
+    check_class_counts,
+    frequency_mapping,
+    random_mapping,
+)
+from hiddencost.prompting.pad_prompt import PadPrompt
+from hiddencost.prompting.schedule import adam_multistep, epoch_batches
+
+VPMethod = Literal["rlm", "flm", "ilm", "fm"]
+VP_METHODS: tuple[str, ...] = ("ilm", "flm", "rlm", "fm")
+
+
+class ReprogrammedModel(nn.Module):
+    """prompt → frozen backbone (channels_last) → label mapping (index selection or FM layer)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        prompt: PadPrompt,
+        num_source: int,
+        num_target: int,
+        fully_connected: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.prompt = prompt
+        self.fm = FullyConnectedMapping(num_source, num_target) if fully_connected else None
+        self.register_buffer("mapping", torch.arange(num_target) % num_source)
+
+    def source_logits(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.prompt(x).contiguous(memory_format=torch.channels_last)
+        return self.backbone(z)
+
+    def map_logits(self, source_logits: torch.Tensor) -> torch.Tensor:
+        if self.fm is not None:
+            return self.fm(source_logits.float())
+        return apply_mapping(source_logits, self.mapping).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.map_logits(self.source_logits(x))
+
+
+def to_unit(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 images → float in [0, 1] on ``device``."""
+    return images_u8.to(device, non_blocking=True).float().div_(255.0)
+
+
+@torch.inference_mode()
+def source_predictions(
+    model: ReprogrammedModel, images_u8: torch.Tensor, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
+    """Top-1 source class of each image seen through the current prompt (CPU LongTensor)."""
+    preds = []
+    with autocast_for(device):
+        for chunk in images_u8.split(batch_size):
+            preds.append(model.source_logits(to_unit(chunk, device)).argmax(1).cpu())
+    return torch.cat(preds)
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, images_u8: torch.Tensor, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
+    """Target logits (float32, CPU) of a model on uint8 images."""
+    out = []
+    with autocast_for(device):
+        for chunk in images_u8.split(batch_size):
+            out.append(model(to_unit(chunk, device)).float().cpu())
+    return torch.cat(out)
+
+
+@dataclass
+class TrainHistory:
+    """Per-epoch training record; ``prompts`` holds δ after each epoch when asked for."""
+
+    epochs: list[dict] = field(default_factory=list)
+    prompts: list[torch.Tensor] = field(default_factory=list)
+    mappings: list[list[int]] = field(default_factory=list)
+
+
+def train_visual_prompt(
+    backbone: nn.Module,
+    prompt: PadPrompt,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    num_classes: int,
+    num_source: int,
+    method: VPMethod,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    lr: float = 0.01,
+    many_to_one: bool = False,
+    save_prompt_history: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> tuple[ReprogrammedModel, TrainHistory]:
+    """Train a pad prompt (and FM layer) on uint8 ``train_images`` with a frozen backbone.
+
+    Returns the trained model (its ``mapping`` is the one used in the final epoch) and the
+    history: per epoch the mean training loss, training accuracy, learning rate, how many
+    targets changed source (ILM) and seconds.
+    """
+    if method not in VP_METHODS:
+        raise ValueError(f"unknown VP method {method!r}")
+    if method != "fm":
+        check_class_counts(num_source, num_classes, many_to_one)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # FM layer initialisation, without touching global RNG state
+        model = ReprogrammedModel(backbone, prompt, num_source, num_classes, method == "fm")
+    model.to(device)
+    model.backbone.eval()
+    labels = train_labels.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = adam_multistep(params, epochs, lr)
+    generator = torch.Generator().manual_seed(seed)
+    history = TrainHistory()
+
+    if method == "rlm":
+        model.mapping.copy_(random_mapping(num_source, num_classes, seed, many_to_one))
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        changed = 0
+        if method == "ilm" or (method == "flm" and epoch == 0):
+            preds = source_predictions(model, train_images, device)
+            new = frequency_mapping(preds, train_labels, num_source, num_classes, many_to_one)
+            changed = int((new.to(device) != model.mapping).sum()) if epoch else num_classes
+            model.mapping.copy_(new)
+        history.mappings.append(model.mapping.tolist())
+        total_loss, correct, seen = 0.0, 0, 0
+        for idx in epoch_batches(len(train_labels), batch_size, generator):
+            x = to_unit(train_images[idx], device)
+            y = labels[idx.to(device)]
+            with autocast_for(device):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"training loss became {loss.item()} at epoch {epoch + 1}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(idx)
+        record = {
+            "epoch": epoch + 1,
+            "loss": total_loss / seen,
+            "train_accuracy": correct / seen,
+            "lr": optimizer.param_groups[0]["lr"],
+            "mapping_changes": changed,
+            "seconds": time.perf_counter() - start,
+        }
+        scheduler.step()
+        history.epochs.append(record)
+        if save_prompt_history:
+            history.prompts.append(model.prompt.delta.detach().cpu().clone())
+        if on_epoch is not None:
+            on_epoch(record)
+    return model, history
