@@ -9,7 +9,6 @@ PIP_FLAGS ?=
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install $(PIP_FLAGS) -e .
@@ -27,7 +26,8 @@ demo: install
 
 test: install-test
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo 'pytest collected no tests: that is a failure here'; fi; exit $$rc
 
 bench: install-test
 	$(BIN)/python benchmarks/bench_training.py

@@ -29,7 +29,7 @@ from hiddencost.errors import HiddenCostError
 from hiddencost.metrics import calibration_summary, paper_ece
 from hiddencost.prompting.linear_probe import ResizeNormalize, extract_features, train_linear_head
 from hiddencost.prompting.pad_prompt import PadPrompt
-from hiddencost.prompting.visual_prompt import predict_logits, train_visual_prompt, to_unit
+from hiddencost.prompting.visual_prompt import predict_logits, to_unit, train_visual_prompt
 
 Method = Literal["ilm", "flm", "rlm", "fm", "lp"]
 METHODS: tuple[str, ...] = ("ilm", "flm", "rlm", "fm", "lp")

@@ -86,7 +86,9 @@ def train_linear_head(
             logits = head(feats[idx])
             loss = F.cross_entropy(logits, labels[idx])
             if not torch.isfinite(loss):
-                raise TrainingDivergedError(f"training loss became {loss.item()} at epoch {epoch + 1}")
+                raise TrainingDivergedError(
+                    f"training loss became {loss.item()} at epoch {epoch + 1}"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
