@@ -48,7 +48,12 @@ def extract_features(
     device: torch.device,
     batch_size: int = 128,
 ) -> torch.Tensor:
-    """Penultimate features (float32, CPU) of uint8 images through a frozen backbone."""
+    """Penultimate features (float32, CPU) of uint8 images through a frozen backbone.
+
+    The backbone is put in eval mode first, so BatchNorm uses its running statistics and a
+    feature never depends on which other images share its batch.
+    """
+    backbone.eval()
     preprocess = preprocess.to(device)
     feats = []
     with autocast_for(device):

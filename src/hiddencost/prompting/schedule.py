@@ -11,9 +11,10 @@ def milestones(epochs: int, fractions: tuple[float, ...] = (0.5, 0.72)) -> list[
     """MultiStepLR milestones ⌊f·E⌋ for each fraction f.
 
     Milestones below 1 are dropped: with very few epochs ⌊0.5·E⌋ can be 0, and a milestone at 0
-    would cut the learning rate before the first step.
+    would cut the learning rate before the first step. Coinciding milestones are kept, as
+    MultiStepLR (and the ILM-VP code) then applies γ once per listed milestone.
     """
-    return sorted({int(f * epochs) for f in fractions if int(f * epochs) >= 1})
+    return sorted(int(f * epochs) for f in fractions if int(f * epochs) >= 1)
 
 
 def adam_multistep(

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hiddencost.backbones import freeze
 from hiddencost.device import autocast_for
 from hiddencost.errors import TrainingDivergedError
 from hiddencost.prompting.label_mapping import (
@@ -131,8 +132,8 @@ def train_visual_prompt(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # FM layer initialisation, without touching global RNG state
         model = ReprogrammedModel(backbone, prompt, num_source, num_classes, method == "fm")
+    freeze(model.backbone)  # no weight gradients, eval-mode BatchNorm, whatever the caller did
     model.to(device)
-    model.backbone.eval()
     labels = train_labels.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = adam_multistep(params, epochs, lr)
