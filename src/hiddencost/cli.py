@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hiddencost.errors import HiddenCostError
+from hiddencost.study.cli import study_app
 
 app = typer.Typer(
     help="Measure the hidden cost of model compression for visual prompting and linear probing.",
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(study_app, name="study")
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])

@@ -17,8 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hiddencost.compression import CompressionSpec
-from hiddencost.progress import make_progress
-from hiddencost.run import RunCache, RunConfig, run_one
+from hiddencost.run import RunConfig
 
 QUICKSTART_COMPRESSIONS = (
     CompressionSpec(),
@@ -50,10 +49,6 @@ def quickstart_configs(epochs: int | None = None, device: str = "auto") -> list[
 
 def shot_label(n_shot: int | None) -> str:
     return "full" if n_shot is None else f"{n_shot}-shot"
-
-
-def run_dir(out: Path, cfg: RunConfig) -> Path:
-    return out / cfg.compression.label / f"{cfg.method}-{shot_label(cfg.n_shot)}"
 
 
 def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -98,32 +93,24 @@ def print_table(console: Console, rows: list[dict[str, Any]]) -> None:
 def run_quickstart(
     out: Path, console: Console, epochs: int | None = None, device: str = "auto"
 ) -> list[dict[str, Any]]:
-    """Run the preset, write ``out/<compression>/<method>-<shot>/result.json`` and
-    ``out/summary.csv``, print the table; return the result records."""
+    """Run the ``quickstart`` study preset (resumable: an interrupted quickstart finishes only
+    its missing runs), write ``out/summary.csv``, print the table; return the result records.
+
+    The study keeps ``out/study.sqlite`` and one folder per run under ``out/artifacts/<key>/``
+    (``result.json``, ``weights.safetensors``).
+    """
+    from hiddencost.study.driver import run_preset
+
     configs = quickstart_configs(epochs, device)
     first = configs[0]
     console.print(
         f"quickstart: {len(configs)} runs · {first.model} → {first.dataset} · "
         f"epochs {first.epochs} · canvas {first.canvas_size} (inner {first.inner_size}) · "
-        f"LP input {first.lp_image_size} · device {device}"
+        f"LP input {first.lp_image_size}"
     )
-    cache = RunCache()
-    records = []
     start = time.perf_counter()
-    with make_progress(console) as progress:
-        runs = progress.add_task("runs", total=len(configs), status="")
-        epochs_task = progress.add_task("epochs", total=first.epochs, status="")
-        for cfg in configs:
-            name = f"{cfg.compression.label} {cfg.method} {shot_label(cfg.n_shot)}"
-            progress.update(runs, status=name)
-            progress.reset(epochs_task, total=cfg.epochs)
-
-            def on_epoch(rec: dict) -> None:
-                progress.update(epochs_task, advance=1, status=f"loss {rec['loss']:.3f}")
-
-            records.append(run_one(cfg, out_dir=run_dir(out, cfg), cache=cache,
-                                   on_epoch=on_epoch))
-            progress.update(runs, advance=1)
+    records = run_preset("quickstart", out=out, console=console,
+                         params={"epochs": epochs} if epochs else None, device=device)
     rows = summary_rows(records)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "summary.csv", "w", newline="") as fh:
@@ -132,5 +119,5 @@ def run_quickstart(
         writer.writerows(rows)
     print_table(console, rows)
     console.print(f"done in {time.perf_counter() - start:.0f} s; results in {out}/ "
-                  f"(summary.csv, and result.json + weights per run)")
+                  "(summary.csv, study.sqlite, artifacts/<run key>/result.json)")
     return records

@@ -1,0 +1,289 @@
+"""Executors: how the pending runs of a study get executed.
+
+Every executor receives :class:`~hiddencost.study.worker.Task` objects and a :class:`Hooks`
+object from the driver. It must ``claim`` a task (the driver marks it running) before the run
+starts, hand every outcome to ``record`` (the driver writes the store: workers never do) and
+``release`` the runs it claimed but could not finish when interrupted.
+
+- :class:`LocalExecutor`: in-process and sequential, one :class:`~hiddencost.run.RunCache`.
+- :class:`RayExecutor`: Ray Core tasks (not Ray Tune, far too slow for thousands of short
+  runs), at most ``max_in_flight`` submitted at once, ``num_gpus`` per run may be a fraction
+  (``0.25`` packs four runs on a GPU); outcomes are recorded as they arrive. Local Ray by
+  default, a cluster with ``address`` or ``RAY_ADDRESS``. Needs ``pip install
+  'hiddencost[ray]'``.
+- :class:`SlurmExecutor`: a submitit job array (``map_array``), ``runs_per_job`` runs per array
+  job. Jobs write one ``outcome.json`` per run on the shared filesystem and the driver merges
+  them into its store, so the store can stay on local disk when the cluster filesystem is NFS
+  (where SQLite is unsafe). submitit's ``local`` and ``debug`` clusters run the same path on one
+  machine. Needs ``pip install 'hiddencost[slurm]'``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+from hiddencost.errors import HiddenCostError
+from hiddencost.study.worker import (
+    Task,
+    execute_chunk,
+    execute_in_process_cache,
+    execute_task,
+    failed_outcome,
+    one_line_error,
+    read_outcome,
+)
+
+EXECUTORS: tuple[str, ...] = ("local", "ray", "slurm")
+
+
+class Hooks(Protocol):
+    """What an executor calls back into the driver."""
+
+    on_epoch: Callable[[dict], None] | None
+
+    def claim(self, task: Task) -> bool:
+        """Mark the run running; False when it is no longer pending (skip it)."""
+        ...
+
+    def started(self, task: Task) -> None:
+        """The run is about to execute (for progress display)."""
+        ...
+
+    def record(self, outcome: dict[str, Any]) -> None:
+        """Store a finished run's outcome."""
+        ...
+
+    def release(self, keys: Sequence[str]) -> None:
+        """Return claimed but unfinished runs to pending."""
+        ...
+
+
+class Executor(Protocol):
+    name: str
+
+    def execute(self, tasks: Sequence[Task], hooks: Hooks) -> None: ...
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import an optional dependency or explain in one line how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise HiddenCostError(f"the {extra} executor needs {module}, which is not installed: "
+                              f"pip install 'hiddencost[{extra}]'") from None
+
+
+class LocalExecutor:
+    """Runs tasks one after the other in this process, sharing one RunCache."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.cache: Any = None
+
+    def execute(self, tasks: Sequence[Task], hooks: Hooks) -> None:
+        if self.cache is None:
+            from hiddencost.run import RunCache
+
+            self.cache = RunCache()
+        for task in tasks:
+            if not hooks.claim(task):
+                continue
+            hooks.started(task)
+            try:
+                outcome = execute_task(task, cache=self.cache, on_epoch=hooks.on_epoch)
+            except BaseException:
+                hooks.release([task.key])
+                raise
+            hooks.record(outcome)
+
+
+class RayExecutor:
+    """Ray Core tasks with a bounded number in flight; see the module docstring."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+        max_in_flight: int | None = None,
+        max_retries: int = 1,
+    ) -> None:
+        if num_cpus <= 0 or num_gpus < 0:
+            raise HiddenCostError("--num-cpus must be > 0 and --num-gpus >= 0 (fractions allowed)")
+        self.address = address
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.max_in_flight = max_in_flight
+        self.max_retries = max_retries
+
+    def _slots(self, ray: ModuleType) -> int:
+        resources = ray.cluster_resources()
+        slots = resources.get("CPU", 1.0) / self.num_cpus
+        if self.num_gpus:
+            gpus = resources.get("GPU", 0.0)
+            if not gpus:
+                raise HiddenCostError(f"--num-gpus {self.num_gpus} per run, but the Ray cluster "
+                                      "has no GPU")
+            slots = min(slots, gpus / self.num_gpus)
+        return max(1, int(slots))
+
+    def execute(self, tasks: Sequence[Task], hooks: Hooks) -> None:
+        ray = require("ray", "ray")
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+        try:
+            self._run(ray, tasks, hooks)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _run(self, ray: ModuleType, tasks: Sequence[Task], hooks: Hooks) -> None:
+        remote = ray.remote(execute_in_process_cache).options(
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries)
+        limit = self.max_in_flight or 2 * self._slots(ray)
+        queue = deque(tasks)
+        in_flight: dict[Any, Task] = {}
+        try:
+            while queue or in_flight:
+                while queue and len(in_flight) < limit:
+                    task = queue.popleft()
+                    if hooks.claim(task):
+                        hooks.started(task)
+                        in_flight[remote.remote(task)] = task
+                if not in_flight:
+                    break
+                ready, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in ready:
+                    task = in_flight.pop(ref)
+                    try:
+                        outcome = ray.get(ref)
+                    except Exception as exc:  # the worker died: the run failed, not the study
+                        outcome = failed_outcome(task, f"ray: {one_line_error(exc)}")
+                    hooks.record(outcome)
+        except BaseException:
+            for ref in in_flight:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # already finished or gone
+                    pass
+            hooks.release([t.key for t in in_flight.values()])
+            raise
+
+
+class SlurmExecutor:
+    """A submitit job array; see the module docstring.
+
+    ``cluster``: None (detect; Slurm on a Slurm login node), ``"slurm"``, ``"local"`` (one
+    subprocess per job on this machine) or ``"debug"`` (in this process, for tests).
+    """
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        folder: str | Path,
+        cluster: str | None = None,
+        partition: str | None = None,
+        timeout_min: int = 60,
+        gpus_per_node: int = 0,
+        cpus_per_task: int | None = None,
+        mem_gb: float | None = None,
+        array_parallelism: int = 256,
+        runs_per_job: int = 1,
+        poll_s: float = 5.0,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        if runs_per_job < 1:
+            raise HiddenCostError("--runs-per-job must be at least 1")
+        self.folder = Path(folder)
+        self.cluster = cluster
+        self.parameters: dict[str, Any] = {
+            "name": "hiddencost", "timeout_min": timeout_min, "gpus_per_node": gpus_per_node,
+            "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
+            "slurm_partition": partition, "slurm_array_parallelism": array_parallelism,
+            **(extra or {}),
+        }
+        self.runs_per_job = runs_per_job
+        self.poll_s = poll_s
+
+    def execute(self, tasks: Sequence[Task], hooks: Hooks) -> None:
+        submitit = require("submitit", "slurm")
+        claimed = [t for t in tasks if hooks.claim(t)]
+        if not claimed:
+            return
+        chunks = [claimed[i:i + self.runs_per_job]
+                  for i in range(0, len(claimed), self.runs_per_job)]
+        outstanding = {t.key: t for t in claimed}
+        jobs: list[tuple[Any, list[Task]]] = []
+        try:
+            executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
+            executor.update_parameters(
+                **{k: v for k, v in self.parameters.items() if v is not None})
+            jobs = list(zip(executor.map_array(execute_chunk, chunks), chunks, strict=True))
+            for task in claimed:
+                hooks.started(task)
+            while outstanding:
+                self._collect(outstanding, hooks)
+                jobs = [(job, chunk) for job, chunk in jobs
+                        if not self._finish(job, chunk, outstanding, hooks)]
+                if outstanding:
+                    time.sleep(self.poll_s)
+        except BaseException:
+            for job, _ in jobs:
+                try:
+                    job.cancel(check=False)
+                except Exception:  # already finished or gone
+                    pass
+            hooks.release(list(outstanding))
+            raise
+
+    @staticmethod
+    def _collect(outstanding: dict[str, Task], hooks: Hooks) -> None:
+        for key, task in list(outstanding.items()):
+            outcome = read_outcome(task.out_dir, key)
+            if outcome is not None:
+                del outstanding[key]
+                hooks.record(outcome)
+
+    @staticmethod
+    def _finish(job: Any, chunk: list[Task], outstanding: dict[str, Task], hooks: Hooks) -> bool:
+        """Record what a finished job left; False while it is still running."""
+        if not job.done():
+            return False
+        results: dict[str, dict[str, Any]] = {}
+        reason = "no result"
+        try:
+            results = {o["key"]: o for o in job.result()}
+        except Exception as exc:  # the job crashed, timed out or was cancelled
+            reason = one_line_error(exc)
+        for task in chunk:
+            if task.key not in outstanding:
+                continue
+            outcome = read_outcome(task.out_dir, task.key) or results.get(task.key)
+            if outcome is None:
+                outcome = failed_outcome(
+                    task, f"slurm job {job.job_id} ended without a result: {reason}")
+            del outstanding[task.key]
+            hooks.record(outcome)
+        return True
+
+
+def make_executor(name: str, **options: Any) -> Executor:
+    """An executor by name (``local``, ``ray`` or ``slurm``) with its options."""
+    if name == "local":
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(**options)
+    if name == "slurm":
+        return SlurmExecutor(**options)
+    raise HiddenCostError(f"unknown executor {name!r}; use {', '.join(EXECUTORS)}")

@@ -1,0 +1,361 @@
+"""Study specs: one YAML file describes a grid of runs; :func:`expand` turns it into runs.
+
+A spec lists values per axis and shares everything else::
+
+    name: sparse-vp                 # names the default output folder
+    description: ILM-VP vs LP on pruned EfficientNet-Lite0
+    model: [efficientnet_lite0]     # axis: backbone names (see `hiddencost models`)
+    dataset: [digits]               # axis: dataset names (see `hiddencost datasets`)
+    compression:                    # axis: one entry per compression family, with its levels
+      - method: none                #   dense
+      - method: magnitude           #   any CompressionSpec field may be a list: one point each
+        sparsity: [0.5, 0.9]
+      - method: quantize
+        weight_bits: [4, 2]
+      - name: acdc                  #   checkpoint families: one checkpoint file per level
+        tag: "acdc-s{level}"        #   model becomes <arch>.acdc-s80 (a hiddencost.zoo name)
+        checkpoint: "acdc/{arch}_s{level}.pth"   # relative to checkpoint_root
+        levels: [80, 90]
+        unit: sparsity_percent
+    method: [ilm, flm, rlm, lp]     # axis
+    n_shot: [1, 10, full]           # axis: positive ints or "full"
+    seed: [0, 1, 2]                 # axis
+    params:                         # shared hyper-parameters: any other RunConfig field
+      epochs: 100
+    checkpoint_root: /data/ckpts    # where relative checkpoint paths live (not part of identity)
+
+An axis may be written as a scalar (``seed: 0``). Unknown keys are errors. The grid is the
+product of the axes in the order model → dataset → compression → method → n_shot → seed (so runs
+that share data and LP features are adjacent); runs whose resolved configurations are equal are
+kept once. ``params`` may also hold the environment fields ``device``, ``data_root`` and
+``download``; like ``checkpoint_root`` they say where and how runs execute, not what they
+compute, and are not part of a run's identity (see :mod:`hiddencost.study.identity`).
+
+``runner`` (advanced) names a callable with :func:`hiddencost.run.run_one`'s signature as
+``package.module:function`` or ``path/to/file.py:function``; the default is ``run_one``. It
+exists to test the study machinery itself (see :mod:`hiddencost.study.testing`). Like any
+code path, it is imported and run: only run study files you trust.
+"""
+
+from __future__ import annotations
+
+import itertools
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hiddencost.backbones import resolve_backbone_name
+from hiddencost.compression import CompressionSpec
+from hiddencost.data import parse_n_shot
+from hiddencost.errors import HiddenCostError
+from hiddencost.run import ENVIRONMENT_FIELDS, Method, RunConfig, make_config
+from hiddencost.study.identity import key_of_identity
+
+#: The axes of a study grid, outermost first (the expansion order).
+AXES: tuple[str, ...] = ("model", "dataset", "compression", "method", "n_shot", "seed")
+#: Placeholders a checkpoint template may use.
+TEMPLATE_FIELDS = frozenset({"level", "model", "arch"})
+_PARAM_FIELDS = frozenset(RunConfig.model_fields) - set(AXES)
+
+
+class CheckpointFamily(BaseModel):
+    """A family of compressed checkpoints (e.g. lottery tickets), one file per level.
+
+    ``checkpoint`` is a path template with ``{level}`` and optionally ``{model}`` (the name as
+    written in the spec) or ``{arch}`` (the registry architecture, e.g. ``resnet50``); relative
+    paths are resolved against the study's ``checkpoint_root`` when a run executes, and the
+    relative path (not the root) is what identifies the run. ``tag``, a template with the same
+    placeholders, names the model ``<arch>.<tag>``: a name of the compression zoo
+    (:mod:`hiddencost.zoo`, e.g. ``acdc-s{level}`` → ``resnet50.acdc-s90``) reads the file in
+    its published format and checks its claim; without a tag the file is a plain state dict
+    loaded strictly into the spec's model. No further compression is applied.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    checkpoint: str = Field(min_length=1)
+    levels: list[float | int | str] = Field(min_length=1)
+    tag: str | None = Field(None, min_length=1)
+    unit: str = "level"
+
+
+@dataclass(frozen=True)
+class CompressionPoint:
+    """One point of the compression axis: what to apply, and how to tag it in the store."""
+
+    spec: CompressionSpec
+    family: str
+    label: str
+    level: float | int | str | None = None
+    unit: str | None = None
+    checkpoint: str | None = None  # template, for checkpoint families
+    tag: str | None = None  # template of the model's tag, for checkpoint families
+
+    def checkpoint_for(self, model: str, arch: str) -> str | None:
+        """The checkpoint path of this point for one backbone (None when there is none)."""
+        if self.checkpoint is None:
+            return None
+        return self.checkpoint.format(level=self.level, model=model, arch=arch)
+
+    def model_for(self, model: str, arch: str) -> str:
+        """The model name of this point: ``<arch>.<tag>`` for tagged families, else ``model``."""
+        if self.tag is None:
+            return model
+        return f"{arch}.{self.tag.format(level=self.level, model=model, arch=arch)}"
+
+    def tags(self) -> dict[str, Any]:
+        return {"family": self.family, "compression": self.label, "level": self.level,
+                "unit": self.unit}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of an expanded study: its key, its environment-free configuration, its tags."""
+
+    key: str
+    identity: dict[str, Any]
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """A short human name: ``arch compression dataset method shot seed``."""
+        c = self.identity
+        shot = "full" if c["n_shot"] is None else f"{c['n_shot']}-shot"
+        return (f"{c['model'].split('.')[0]} {self.tags.get('compression', '?')} {c['dataset']} "
+                f"{c['method']} {shot} s{c['seed']}")
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+def _pydantic_message(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {where!r}"
+    return f"{where}: {msg}" if where else msg
+
+
+def _grid_points(entry: dict[str, Any]) -> list[CompressionPoint]:
+    unknown = sorted(set(entry) - set(CompressionSpec.model_fields), key=str)
+    if unknown:
+        known = ", ".join(CompressionSpec.model_fields)
+        raise ValueError(f"unknown key {unknown[0]!r} in a compression entry; known keys: "
+                         f"{known} (or name/checkpoint/levels/unit for checkpoint families)")
+    keys = list(entry)
+    points = []
+    for combo in itertools.product(*(_as_list(entry[k]) for k in keys)):
+        try:
+            spec = CompressionSpec(**dict(zip(keys, combo, strict=True)))
+        except ValidationError as exc:
+            raise ValueError(f"compression {dict(zip(keys, combo, strict=True))}: "
+                             f"{_pydantic_message(exc)}") from None
+        if spec.method == "none":
+            level, unit = None, None
+        elif spec.method == "quantize":
+            level, unit = spec.weight_bits or spec.activation_bits, "bits"
+        else:
+            level, unit = spec.sparsity, "sparsity"
+        family = "dense" if spec.method == "none" else spec.method
+        points.append(CompressionPoint(spec, family, spec.label, level, unit))
+    return points
+
+
+def _family_points(entry: dict[str, Any]) -> list[CompressionPoint]:
+    try:
+        family = CheckpointFamily.model_validate(entry)
+    except ValidationError as exc:
+        raise ValueError(f"checkpoint family {entry.get('name', '?')!r}: "
+                         f"{_pydantic_message(exc)}") from None
+    for what, template in (("checkpoint", family.checkpoint), ("tag", family.tag)):
+        if template is None:
+            continue
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"{what} template {template!r}: {exc}") from None
+        if names - TEMPLATE_FIELDS:
+            raise ValueError(f"{what} template {template!r} uses "
+                             f"{{{sorted(names - TEMPLATE_FIELDS)[0]}}}; "
+                             "only {level}, {model} and {arch} are known")
+    names = {f for _, f, _, _ in string.Formatter().parse(family.checkpoint) if f is not None}
+    if "level" not in names and len(family.levels) > 1:
+        raise ValueError(f"checkpoint template {family.checkpoint!r} needs {{level}}: "
+                         f"family {family.name!r} has {len(family.levels)} levels")
+    return [
+        CompressionPoint(CompressionSpec(), family.name, f"{family.name}-{level}", level,
+                         family.unit, family.checkpoint, family.tag)
+        for level in family.levels
+    ]
+
+
+def compression_points(entries: list[dict[str, Any]]) -> list[CompressionPoint]:
+    """The points of a compression axis, in the order written (see the module docstring)."""
+    points: list[CompressionPoint] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f"compression[{i}] must be a mapping such as "
+                             f"{{method: magnitude, sparsity: [0.5, 0.9]}}, got {entry!r}")
+        is_family = {"checkpoint", "levels", "name", "tag"} & set(entry)
+        try:
+            points += _family_points(entry) if is_family else _grid_points(entry)
+        except ValueError as exc:
+            raise ValueError(f"compression[{i}]: {exc}") from None
+    return points
+
+
+class StudySpec(BaseModel):
+    """A validated study: the axes of the grid, shared parameters, execution settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("study", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    model: list[str] = Field(default_factory=lambda: ["efficientnet_lite0"], min_length=1)
+    dataset: list[str] = Field(default_factory=lambda: ["digits"], min_length=1)
+    compression: list[Any] = Field(default_factory=lambda: [{"method": "none"}], min_length=1)
+    method: list[Method] = Field(default_factory=lambda: ["ilm"], min_length=1)
+    n_shot: list[int | None] = Field(default_factory=lambda: [None], min_length=1)
+    seed: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    checkpoint_root: str | None = None
+    runner: str | None = None
+
+    @field_validator("model", "dataset", "compression", "method", "seed", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return _as_list(v)
+
+    @field_validator("n_shot", mode="before")
+    @classmethod
+    def _parse_shots(cls, v: Any) -> list[int | None]:
+        try:
+            return [parse_n_shot(x) for x in _as_list(v)]
+        except HiddenCostError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("compression")
+    @classmethod
+    def _valid_compression(cls, v: list[Any]) -> list[Any]:
+        compression_points(v)
+        return v
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if key in AXES:
+                raise ValueError(f"{key!r} is an axis of the grid: list it at the top level, "
+                                 "not under params")
+            if key not in _PARAM_FIELDS:
+                raise ValueError(f"unknown parameter {key!r}; known: "
+                                 f"{', '.join(sorted(_PARAM_FIELDS))}")
+        return v
+
+    def environment(self) -> dict[str, Any]:
+        """The environment fields given in ``params`` (device, data_root, download)."""
+        return {k: v for k, v in self.params.items() if k in ENVIRONMENT_FIELDS}
+
+    def with_params(self, **overrides: Any) -> StudySpec:
+        """A copy with some shared parameters replaced (validated again)."""
+        data = self.model_dump()
+        data["params"] = {**self.params, **overrides}
+        return StudySpec.model_validate(data)
+
+    def to_yaml(self) -> str:
+        """The spec as YAML (defaults omitted), loadable with :func:`parse_spec`."""
+        data = self.model_dump(mode="json")
+        data["n_shot"] = ["full" if n is None else n for n in data["n_shot"]]
+        data = {k: v for k, v in data.items() if v not in (None, "", {})}
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100,
+                              allow_unicode=True)
+
+
+def parse_spec(text: str, source: str = "<spec>", default_name: str = "study") -> StudySpec:
+    """Parse and validate YAML text; every problem becomes a one-line HiddenCostError."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise HiddenCostError(f"{source} is not valid YAML: {problem}{where}") from None
+    if raw is None:
+        raise HiddenCostError(f"{source} is empty; a study needs at least a model and a dataset")
+    if not isinstance(raw, dict):
+        raise HiddenCostError(f"{source} must be a mapping of keys (name, model, dataset, ...), "
+                              f"not a {type(raw).__name__}")
+    unknown = [k for k in raw if k not in StudySpec.model_fields]
+    if unknown:
+        raise HiddenCostError(f"{source}: unknown key {unknown[0]!r}; known keys: "
+                              f"{', '.join(StudySpec.model_fields)}")
+    raw = {"name": default_name, **raw}
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise HiddenCostError(f"{source}: {_pydantic_message(exc)}") from None
+    try:
+        expand(spec)  # every run must be a valid configuration (names, values)
+    except HiddenCostError as exc:
+        raise HiddenCostError(f"{source}: {exc}") from None
+    return spec
+
+
+def load_spec(source: str | Path) -> StudySpec:
+    """Load a study file, or a preset when ``source`` names one and is not a file."""
+    path = Path(source)
+    if path.is_file():
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise HiddenCostError(f"cannot read {path}: {exc}") from None
+        stem = "".join(c if c.isalnum() or c in "_.-" else "-" for c in path.stem) or "study"
+        return parse_spec(text, source=str(path), default_name=stem)
+    from hiddencost.study.catalog import load_preset, preset_names
+
+    name = str(source).removeprefix("preset:")
+    if name in preset_names():
+        return load_preset(name)
+    raise HiddenCostError(f"study file {source} does not exist and is not a preset "
+                          f"(presets: {', '.join(preset_names())})")
+
+
+def expand(spec: StudySpec) -> list[PlannedRun]:
+    """Every run of the grid, once each, in expansion order (see the module docstring)."""
+    points = compression_points(spec.compression)
+    params = {k: v for k, v in spec.params.items() if k not in ENVIRONMENT_FIELDS}
+    runs: dict[str, PlannedRun] = {}
+    for model in spec.model:
+        arch = resolve_backbone_name(model).arch
+        for dataset, point, method, shot, seed in itertools.product(
+            spec.dataset, points, spec.method, spec.n_shot, spec.seed
+        ):
+            kwargs = {**params, "model": point.model_for(model, arch), "dataset": dataset,
+                      "compression": point.spec, "method": method, "n_shot": shot, "seed": seed}
+            checkpoint = point.checkpoint_for(model, arch)
+            if checkpoint is not None:
+                kwargs["checkpoint"] = checkpoint
+            identity = make_config(**kwargs).identity()
+            key = key_of_identity(identity)
+            if key not in runs:
+                runs[key] = PlannedRun(key, identity, point.tags())
+    return list(runs.values())
+
+
+def execution_config(
+    identity: dict[str, Any], environment: dict[str, Any], checkpoint_root: str | None = None
+) -> dict[str, Any]:
+    """RunConfig keyword arguments for executing a run: its identity plus environment fields,
+    with a relative checkpoint path joined to ``checkpoint_root``."""
+    config = {**identity, **environment}
+    ckpt = config.get("checkpoint")
+    if ckpt and checkpoint_root and not Path(ckpt).is_absolute():
+        config["checkpoint"] = str(Path(checkpoint_root) / ckpt)
+    return config

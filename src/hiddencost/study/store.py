@@ -1,0 +1,342 @@
+"""The results store: one row per run, keyed by the run's content hash.
+
+The store sits behind the small :class:`ResultStore` protocol; :class:`SQLiteStore` is the
+default (one file, WAL journal, busy timeout). Each row holds the run key, the study that first
+asked for it, its environment-free configuration (JSON), tags (compression family, level),
+``status`` ∈ {pending, running, done, failed}, the scalar metrics (JSON), timings, the host that
+ran it, the error text of a failure, the number of attempts and, while running, its *owner*.
+
+Only the driver process writes. Every state change is one transaction, which makes a study
+safe to SIGKILL at any instant:
+
+- all pending rows are inserted in one transaction with ``INSERT … ON CONFLICT(key) DO
+  NOTHING``, so expanding a spec again never duplicates a run and never touches a finished one;
+- a run is claimed (pending → running, owner set, attempts + 1) before it executes;
+- its result and ``status = done`` (or ``failed`` and the error) are written together, and only
+  over a pending or running row, so a result is never written twice;
+- on start, :meth:`ResultStore.reclaim_stale` resets to pending every running row whose owner is
+  gone (the reclaim rule, see :func:`owner_alive`).
+
+An owner is ``host:pid:start:token``: the driver's host name, process id, process start time
+(Linux ``/proc``; ``-`` elsewhere) and a random token per driver session.
+
+SQLite must not be shared over NFS or other network filesystems (its locks are unreliable
+there, and WAL needs shared memory): keep the store file on the driver's local disk. The Slurm
+executor is built for that setup: jobs write one result file per run on the shared filesystem
+and only the driver merges them into the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from hiddencost.errors import HiddenCostError
+from hiddencost.study.identity import canonical_json
+from hiddencost.study.spec import PlannedRun
+
+STATUSES: tuple[str, ...] = ("pending", "running", "done", "failed")
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    key TEXT PRIMARY KEY,
+    study TEXT NOT NULL,
+    config TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    metrics TEXT,
+    error TEXT,
+    host TEXT,
+    owner TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    wall_time_s REAL
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+"""
+
+
+def process_start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), else None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who claimed a running row: one driver session on one host."""
+
+    host: str
+    pid: int
+    start: str | None
+    token: str
+
+    @classmethod
+    def current(cls) -> Owner:
+        """A new owner for this process (a fresh token each call: one per driver session)."""
+        pid = os.getpid()
+        return cls(socket.gethostname(), pid, process_start_time(pid), uuid.uuid4().hex[:12])
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}:{self.start or '-'}:{self.token}"
+
+    @classmethod
+    def parse(cls, text: str) -> Owner | None:
+        """Inverse of ``str(owner)``; None for text that is not an owner."""
+        try:
+            host, pid, start, token = text.rsplit(":", 3)
+            return cls(host, int(pid), None if start == "-" else start, token)
+        except ValueError:
+            return None
+
+
+def owner_alive(owner: Owner | None, me: Owner) -> bool | None:
+    """The reclaim rule. True: the owner may still be running the row, leave it. False: it is
+    gone, reclaim. None: unknown (another host), left alone unless the user reclaims all.
+
+    On this host an owner is gone when it is an earlier session of this very process (same
+    pid, other token), when its pid no longer exists or is a zombie, or when the pid now
+    belongs to a process started at another time (pid reuse).
+    """
+    if owner is None:
+        return False
+    if owner.host != me.host:
+        return None
+    if owner.pid == me.pid:
+        return owner.token == me.token
+    try:
+        os.kill(owner.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if _is_zombie(owner.pid):
+        return False
+    start = process_start_time(owner.pid)
+    return not (owner.start and start and start != owner.start)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of the store."""
+
+    key: str
+    study: str
+    config: dict[str, Any]
+    tags: dict[str, Any]
+    status: str
+    metrics: dict[str, Any] | None
+    error: str | None
+    host: str | None
+    owner: str | None
+    attempts: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    wall_time_s: float | None
+
+
+class ResultStore(Protocol):
+    """What the driver, ``study status`` and ``study export`` need from a results store."""
+
+    def add_pending(self, study: str, runs: Iterable[PlannedRun]) -> int:
+        """Insert missing runs as pending (one transaction); return how many were new."""
+        ...
+
+    def reclaim_stale(self, me: Owner, include_foreign: bool = False) -> list[str]:
+        """Reset running rows whose owner is gone (see :func:`owner_alive`) to pending;
+        ``include_foreign`` also resets rows owned on other hosts. Return their keys."""
+        ...
+
+    def reset_failed(self, keys: Iterable[str]) -> list[str]:
+        """Reset failed rows among ``keys`` to pending (for ``--retry-failed``)."""
+        ...
+
+    def claim(self, key: str, me: Owner) -> bool:
+        """pending → running owned by ``me``; False when the row was not pending."""
+        ...
+
+    def release(self, keys: Iterable[str], me: Owner) -> None:
+        """running (owned by ``me``) → pending, for runs interrupted before they finished."""
+        ...
+
+    def record(self, outcome: Mapping[str, Any]) -> bool:
+        """Write a worker outcome (status done/failed, metrics or error, timings) over a pending
+        or running row; False (and nothing written) when the row is finished or absent."""
+        ...
+
+    def rows(self, keys: Iterable[str] | None = None) -> dict[str, RunRow]:
+        """Rows by key (all rows, or those of ``keys`` that exist)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SQLiteStore:
+    """:class:`ResultStore` in one SQLite file (WAL journal, busy timeout, one transaction per
+    state change). ``timeout_s`` bounds how long a write waits for another connection."""
+
+    def __init__(self, path: str | Path, timeout_s: float = 60.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            with self._tx():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                elif version != SCHEMA_VERSION:
+                    raise HiddenCostError(f"{self.path} has store schema {version}; this "
+                                          f"hiddencost reads schema {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise HiddenCostError(f"{self.path} is not a usable SQLite store: {exc}") from None
+        self.journal_mode = mode
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def add_pending(self, study: str, runs: Iterable[PlannedRun]) -> int:
+        now = time.time()
+        rows = [(r.key, study, canonical_json(r.identity), canonical_json(r.tags), now)
+                for r in runs]
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO runs (key, study, config, tags, status, created_at) "
+                "VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT(key) DO NOTHING", rows)
+            return db.total_changes - before
+
+    def reclaim_stale(self, me: Owner, include_foreign: bool = False) -> list[str]:
+        with self._tx() as db:
+            running = db.execute("SELECT key, owner FROM runs WHERE status = 'running'").fetchall()
+            stale = []
+            for key, owner in running:
+                alive = owner_alive(Owner.parse(owner or ""), me)
+                if alive is False or (alive is None and include_foreign):
+                    stale.append(key)
+            db.executemany("UPDATE runs SET status = 'pending', owner = NULL "
+                           "WHERE key = ? AND status = 'running'", [(k,) for k in stale])
+        return stale
+
+    def reset_failed(self, keys: Iterable[str]) -> list[str]:
+        wanted = set(keys)
+        with self._tx() as db:
+            failed = [k for (k,) in db.execute("SELECT key FROM runs WHERE status = 'failed'")
+                      if k in wanted]
+            db.executemany("UPDATE runs SET status = 'pending', error = NULL, owner = NULL "
+                           "WHERE key = ? AND status = 'failed'", [(k,) for k in failed])
+        return failed
+
+    def claim(self, key: str, me: Owner) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE runs SET status = 'running', owner = ?, started_at = ?, "
+                "attempts = attempts + 1 WHERE key = ? AND status = 'pending'",
+                (str(me), time.time(), key))
+            return cur.rowcount == 1
+
+    def release(self, keys: Iterable[str], me: Owner) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE runs SET status = 'pending', owner = NULL "
+                           "WHERE key = ? AND status = 'running' AND owner = ?",
+                           [(k, str(me)) for k in keys])
+
+    def record(self, outcome: Mapping[str, Any]) -> bool:
+        status = outcome["status"]
+        if status not in ("done", "failed"):
+            raise ValueError(f"an outcome is done or failed, not {status!r}")
+        metrics = outcome.get("metrics")
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE runs SET status = ?, metrics = ?, error = ?, host = ?, "
+                "started_at = COALESCE(?, started_at), finished_at = ?, wall_time_s = ?, "
+                "owner = NULL WHERE key = ? AND status IN ('pending', 'running')",
+                (status, None if metrics is None else json.dumps(metrics),
+                 outcome.get("error"), outcome.get("host"), outcome.get("started_at"),
+                 outcome.get("finished_at"), outcome.get("wall_time_s"), outcome["key"]))
+            return cur.rowcount == 1
+
+    def rows(self, keys: Iterable[str] | None = None) -> dict[str, RunRow]:
+        wanted = None if keys is None else set(keys)
+        out = {}
+        for row in self._db.execute(
+            "SELECT key, study, config, tags, status, metrics, error, host, owner, attempts, "
+            "created_at, started_at, finished_at, wall_time_s FROM runs"
+        ):
+            if wanted is not None and row[0] not in wanted:
+                continue
+            out[row[0]] = RunRow(
+                key=row[0], study=row[1], config=json.loads(row[2]), tags=json.loads(row[3]),
+                status=row[4], metrics=None if row[5] is None else json.loads(row[5]),
+                error=row[6], host=row[7], owner=row[8], attempts=row[9], created_at=row[10],
+                started_at=row[11], finished_at=row[12], wall_time_s=row[13])
+        return out
+
+    def counts(self, keys: Iterable[str]) -> Counter[str]:
+        """Rows of ``keys`` by status; keys not in the store count as pending."""
+        keys = list(keys)
+        rows = self.rows(keys)
+        counts: Counter[str] = Counter({s: 0 for s in STATUSES})
+        for k in keys:
+            counts[rows[k].status if k in rows else "pending"] += 1
+        return counts
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_store(location: str | Path) -> SQLiteStore:
+    """Open a store from a path or URL: ``results.sqlite``, ``sqlite:///rel.sqlite``,
+    ``sqlite:////abs.sqlite``. ``postgresql://`` is reserved for a future store."""
+    text = str(location)
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        if scheme == "sqlite":
+            return SQLiteStore(rest[1:] if rest.startswith("/") else rest)
+        if scheme in ("postgresql", "postgres"):
+            raise HiddenCostError("PostgreSQL stores are not implemented yet; use a SQLite file "
+                                  "(the default) on the driver's local disk")
+        raise HiddenCostError(f"unknown store {text!r}: give a file path or sqlite:///PATH")
+    return SQLiteStore(text)

@@ -1,0 +1,194 @@
+"""What runs on a worker: one task in, one outcome out (and a result file beside the artifacts).
+
+A :class:`Task` is everything a worker needs to execute one run, as plain picklable data. The
+worker (the driver itself, a Ray task or a Slurm job) calls the runner (default
+:func:`hiddencost.run.run_one`), which writes ``result.json`` and the weights into
+``<artifacts>/<key>/``, and then writes ``outcome.json`` there: the outcome the driver records
+(status, scalar metrics or the one-line error, timings, host). ``outcome.json`` is written
+last and atomically, so its presence means the run finished; a driver that was killed before
+recording it merges it on its next start, and the Slurm driver reads these files instead of
+sharing the database with its jobs. A failure also leaves ``error.txt`` (the traceback).
+
+This module imports neither torch nor the store, so that workers start quickly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hiddencost.errors import HiddenCostError
+
+OUTCOME_FILE = "outcome.json"
+ERROR_FILE = "error.txt"
+#: How many loaded datasets / LP feature sets a worker keeps between runs.
+CACHE_ENTRIES = 2
+
+Runner = Callable[..., dict[str, Any]]
+_RUNNERS: dict[str | None, Runner] = {}
+_PROCESS_CACHE: list[Any] = []
+
+
+@dataclass(frozen=True)
+class Task:
+    """One run to execute: its key, RunConfig keyword arguments (identity plus environment),
+    the artifact folder, the runner's import path (None = ``run_one``) and a display label."""
+
+    key: str
+    config: dict[str, Any]
+    out_dir: str
+    runner: str | None = None
+    label: str = ""
+
+
+def resolve_runner(path: str | None) -> Runner:
+    """``None`` → :func:`hiddencost.run.run_one`; ``pkg.module:function``; or
+    ``path/to/file.py:function`` (loaded from the file)."""
+    if path in _RUNNERS:
+        return _RUNNERS[path]
+    if path is None:
+        from hiddencost.run import run_one
+
+        fn: Any = run_one
+    else:
+        module_name, sep, attr = path.rpartition(":")
+        if not sep or not module_name or not attr:
+            raise HiddenCostError(f"runner {path!r} must look like package.module:function "
+                                  "or path/to/file.py:function")
+        try:
+            if module_name.endswith(".py"):
+                file = Path(module_name).resolve()
+                name = "hiddencost_runner_" + hashlib.sha1(str(file).encode()).hexdigest()[:10]
+                spec = importlib.util.spec_from_file_location(name, file)
+                if spec is None or spec.loader is None:
+                    raise ImportError(f"cannot load {file}")
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            else:
+                module = importlib.import_module(module_name)
+            fn = getattr(module, attr)
+        except (ImportError, AttributeError, OSError) as exc:
+            raise HiddenCostError(f"cannot load runner {path!r}: {exc}") from None
+    if not callable(fn):
+        raise HiddenCostError(f"runner {path!r} is not callable")
+    _RUNNERS[path] = fn
+    return fn
+
+
+def process_cache() -> Any:
+    """The :class:`hiddencost.run.RunCache` of this worker process (created on first use)."""
+    if not _PROCESS_CACHE:
+        from hiddencost.run import RunCache
+
+        _PROCESS_CACHE.append(RunCache())
+    return _PROCESS_CACHE[0]
+
+
+def trim_cache(cache: Any, keep: int = CACHE_ENTRIES) -> None:
+    """Drop the oldest datasets and LP features beyond ``keep`` of each (bounded memory in
+    long-lived workers; runs are ordered so that those sharing data are adjacent)."""
+    for name in ("datasets", "features"):
+        entries = getattr(cache, name, None)
+        while isinstance(entries, dict) and len(entries) > keep:
+            entries.pop(next(iter(entries)))
+
+
+def scalar_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """The scalar top-level fields of a result record (accuracy, ece, nll, sparsity, ...)."""
+    return {k: v for k, v in record.items()
+            if v is None or isinstance(v, bool | int | float | str)}
+
+
+def one_line_error(exc: BaseException, limit: int = 500) -> str:
+    """``Type: first line of the message``, at most ``limit`` characters."""
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temporary file and a rename: readers see all of it or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def outcome_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / OUTCOME_FILE
+
+
+def read_outcome(out_dir: str | Path, key: str) -> dict[str, Any] | None:
+    """The outcome written for run ``key`` in ``out_dir``, or None (absent or unreadable)."""
+    try:
+        outcome = json.loads(outcome_path(out_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(outcome, dict) or outcome.get("key") != key:
+        return None
+    if outcome.get("status") not in ("done", "failed"):
+        return None
+    return outcome
+
+
+def failed_outcome(task: Task, error: str, started_at: float | None = None) -> dict[str, Any]:
+    """An outcome for a run that ended without producing one (crashed worker, lost job)."""
+    now = time.time()
+    return {"key": task.key, "status": "failed", "metrics": None, "error": error,
+            "host": None, "started_at": started_at, "finished_at": now, "wall_time_s": None}
+
+
+def execute_task(
+    task: Task, cache: Any = None, on_epoch: Callable[[dict], None] | None = None
+) -> dict[str, Any]:
+    """Run one task and return its outcome; never raises for a failing run (only for
+    KeyboardInterrupt and other BaseExceptions), so one failure cannot stop a study."""
+    out_dir = Path(task.out_dir)
+    started_at = time.time()
+    t0 = time.perf_counter()
+    try:
+        runner = resolve_runner(task.runner)
+        from hiddencost.run import RunConfig
+
+        cfg = RunConfig.model_validate(task.config)
+        record = runner(cfg, out_dir=out_dir, cache=cache, on_epoch=on_epoch)
+        outcome: dict[str, Any] = {"status": "done", "metrics": scalar_metrics(record),
+                                   "error": None}
+    except Exception as exc:  # a failing run is data, not a crash
+        outcome = {"status": "failed", "metrics": None, "error": one_line_error(exc)}
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / ERROR_FILE).write_text(traceback.format_exc())
+        except OSError:
+            pass
+    finally:
+        if cache is not None:
+            trim_cache(cache)
+    outcome.update(key=task.key, host=socket.gethostname(), pid=os.getpid(),
+                   started_at=started_at, finished_at=time.time(),
+                   wall_time_s=time.perf_counter() - t0)
+    try:
+        write_json_atomic(outcome_path(out_dir), outcome)
+    except OSError as exc:
+        outcome["warning"] = f"could not write {OUTCOME_FILE}: {exc}"
+    return outcome
+
+
+def execute_in_process_cache(task: Task) -> dict[str, Any]:
+    """:func:`execute_task` with this process's cache (the Ray task body)."""
+    return execute_task(task, cache=process_cache())
+
+
+def execute_chunk(tasks: list[Task]) -> list[dict[str, Any]]:
+    """Several tasks in one process, sharing a cache (the body of one Slurm array job)."""
+    return [execute_task(t, cache=process_cache()) for t in tasks]

@@ -1,0 +1,248 @@
+"""The study driver on the synthetic runner: resume, failure isolation, retry, interruption,
+merging unrecorded outcomes, the CLI, and submitit's debug / local clusters."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+import typer
+from rich.console import Console
+from typer.testing import CliRunner
+
+from hiddencost.study.cli import study_app
+from hiddencost.study.driver import StudyPaths, load_records, run_study
+from hiddencost.study.results import export_rows, study_status
+from hiddencost.study.spec import expand, parse_spec
+from hiddencost.study.store import Owner, open_store
+from hiddencost.study.worker import Task, execute_task
+
+SYNTHETIC = "hiddencost.study.testing:synthetic_runner"
+SPEC = f"""
+name: syn
+compression:
+  - method: none
+  - method: magnitude
+    sparsity: [0.5, 0.9]
+method: [ilm, lp]
+n_shot: [1, full]
+params: {{epochs: 2}}
+runner: {SYNTHETIC}
+"""
+INTERRUPT_ENV = "HIDDENCOST_TEST_INTERRUPT_KEY"
+
+
+def interrupting_runner(cfg, out_dir=None, cache=None, on_epoch=None):
+    """The synthetic runner, but Ctrl-C arrives during the run named by INTERRUPT_ENV."""
+    from hiddencost.study.identity import run_key
+    from hiddencost.study.testing import synthetic_runner
+
+    if run_key(cfg) == os.environ.get(INTERRUPT_ENV):
+        raise KeyboardInterrupt
+    return synthetic_runner(cfg, out_dir, cache, on_epoch)
+
+
+def _quiet() -> Console:
+    return Console(quiet=True)
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.add_typer(study_app, name="study")
+
+    @app.callback()
+    def main() -> None:
+        """test app"""
+
+    return app
+
+
+def _db_rows(out):
+    with open_store(out / "study.sqlite") as db:
+        return db.rows()
+
+
+def test_runs_everything_once_and_rerun_does_nothing(tmp_path):
+    spec = parse_spec(SPEC)
+    report = run_study(spec, out=tmp_path, console=_quiet())
+    assert report.total == 12 and report.executed == 12 and report.counts["done"] == 12
+    again = run_study(spec, out=tmp_path, console=_quiet())
+    assert again.executed == 0 and again.new == 0 and again.counts["done"] == 12
+    rows = _db_rows(tmp_path)
+    assert sorted(rows) == sorted(r.key for r in expand(spec))
+    assert all(r.attempts == 1 and r.metrics["synthetic"] for r in rows.values())
+    records = load_records(spec, tmp_path)
+    assert [r["config"]["method"] for r in records[:2]] == ["ilm", "ilm"]
+    for run in expand(spec):
+        assert (tmp_path / "artifacts" / run.key / "result.json").is_file()
+        assert (tmp_path / "artifacts" / run.key / "outcome.json").is_file()
+    # a changed hyper-parameter names new runs; the old ones stay
+    more = run_study(spec.with_params(epochs=3), out=tmp_path, console=_quiet())
+    assert more.executed == 12 and len(_db_rows(tmp_path)) == 24
+
+
+def test_one_failure_does_not_stop_the_study_and_retry_reruns_it(tmp_path):
+    spec = parse_spec(f"""
+name: fail
+compression:
+  - method: none
+  - name: broken
+    checkpoint: missing.pth
+    levels: [1]
+  - method: magnitude
+    sparsity: 0.5
+method: [ilm]
+checkpoint_root: {tmp_path}
+runner: {SYNTHETIC}
+""")
+    report = run_study(spec, out=tmp_path / "out", console=_quiet())
+    assert report.counts == {"done": 2, "failed": 1, "pending": 0, "running": 0}
+    status = study_status(spec, tmp_path / "out")
+    [(key, label, error)] = status.failed
+    assert "broken-1" in label and error.startswith("HiddenCostError: checkpoint file")
+    assert (tmp_path / "out" / "artifacts" / key / "error.txt").read_text().startswith(
+        "Traceback")
+    # without --retry-failed nothing is rerun; with it the fixed run succeeds
+    assert run_study(spec, out=tmp_path / "out", console=_quiet()).executed == 0
+    (tmp_path / "missing.pth").write_bytes(b"")
+    retry = run_study(spec, out=tmp_path / "out", retry_failed=True, console=_quiet())
+    assert retry.retried == 1 and retry.executed == 1 and retry.counts["done"] == 3
+    assert _db_rows(tmp_path / "out")[key].attempts == 2
+
+
+def test_nan_loss_is_recorded_as_failed(tmp_path):
+    spec = parse_spec(f"method: [ilm, flm]\nparams: {{lr: 5.0}}\nrunner: {SYNTHETIC}\n")
+    report = run_study(spec, out=tmp_path, console=_quiet())
+    assert report.counts["failed"] == 2
+    assert all(r.error.startswith("TrainingDivergedError: training loss became nan")
+               for r in _db_rows(tmp_path).values())
+
+
+def test_ctrl_c_releases_the_run_and_a_rerun_finishes_only_the_missing(tmp_path, monkeypatch):
+    spec = parse_spec(SPEC.replace(SYNTHETIC, f"{__file__}:interrupting_runner"))
+    runs = expand(spec)
+    monkeypatch.setenv(INTERRUPT_ENV, runs[5].key)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, out=tmp_path, console=_quiet())
+    rows = _db_rows(tmp_path)
+    assert [rows[r.key].status for r in runs[:6]] == ["done"] * 5 + ["pending"]
+    assert {rows[r.key].status for r in runs[5:]} == {"pending"}
+    monkeypatch.delenv(INTERRUPT_ENV)
+    report = run_study(spec, out=tmp_path, console=_quiet())
+    assert report.executed == len(runs) - 5 and report.counts["done"] == len(runs)
+
+
+def test_unrecorded_outcomes_are_merged_not_rerun(tmp_path):
+    """A driver killed after a run finished but before recording it: the outcome file is
+    merged at the next start, and the run is not executed again."""
+    spec = parse_spec(SPEC)
+    runs = expand(spec)
+    paths = StudyPaths.resolve(spec, tmp_path)
+    with open_store(paths.store) as db:
+        db.add_pending(spec.name, runs)
+        assert db.claim(runs[0].key, Owner("gone-host", 1, None, "x"))
+    execute_task(Task(runs[0].key, {**runs[0].identity}, str(paths.run_dir(runs[0].key)),
+                      SYNTHETIC))
+    report = run_study(spec, out=tmp_path, console=_quiet())
+    assert report.merged == 1 and report.executed == len(runs) - 1
+    assert _db_rows(tmp_path)[runs[0].key].status == "done"
+
+
+def test_cli_run_status_export_and_presets(tmp_path):
+    spec_file = tmp_path / "syn.yaml"
+    spec_file.write_text(SPEC)
+    runner, app, out = CliRunner(), _app(), str(tmp_path / "out")
+    res = runner.invoke(app, ["study", "run", str(spec_file), "--out", out, "--max-runs", "5",
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "12 runs · 0 done · 0 failed · 5 to run now" in res.output
+    res = runner.invoke(app, ["study", "run", str(spec_file), "--out", out, "--dry-run"])
+    assert "12 runs · 5 done · 0 failed · 7 to run" in res.output
+    res = runner.invoke(app, ["study", "status", str(spec_file), "--out", out])
+    assert res.exit_code == 0 and "│   12 │    5 │      0 │       0 │       7 │" in res.output
+    res = runner.invoke(app, ["study", "run", str(spec_file), "--out", out])
+    assert res.exit_code == 0 and "12 done · 0 failed · 0 not run · 7 executed" in res.output
+    res = runner.invoke(app, ["study", "export", str(spec_file), "--out", out])
+    assert res.exit_code == 0 and "wrote 12 rows" in res.output
+    with open(tmp_path / "out" / "syn.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"done"}
+    assert {"key", "compression", "level", "method", "n_shot_label", "accuracy", "ece",
+            "host", "elapsed_s", "compression_sparsity"} <= set(rows[0])
+    pq = pytest.importorskip("pyarrow.parquet", reason="parquet export needs pyarrow")
+    res = runner.invoke(app, ["study", "export", str(spec_file), "--out", out, "--format",
+                              "parquet", "--output", str(tmp_path / "x.parquet")])
+    assert res.exit_code == 0, res.output
+    table = pq.read_table(tmp_path / "x.parquet")
+    assert table.num_rows == 12
+    assert table.column("accuracy").to_pylist() == [float(r["accuracy"]) for r in rows]
+    res = runner.invoke(app, ["study", "list-presets"])
+    assert res.exit_code == 0 and "quickstart" in res.output and "paper-lth" in res.output
+    res = runner.invoke(app, ["study", "show-preset", "smoke"])
+    assert res.exit_code == 0 and res.output.startswith("name: smoke")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "nope.yaml"], "error: study file nope.yaml does not exist and is not a preset"),
+    (["status", "nope"], "error: study file nope does not exist"),
+    (["show-preset", "nope"], "error: unknown preset 'nope'"),
+    (["run", "smoke", "--executor", "dask"], "error: unknown executor 'dask'"),
+    (["export", "smoke", "--format", "xlsx"], "error: unknown export format 'xlsx'"),
+    (["run", "smoke", "--store", "postgresql://h/db"], "error: PostgreSQL stores are not"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message):
+    res = CliRunner().invoke(_app(), ["study", *args, "--out", str(tmp_path)]
+                             if args[0] != "show-preset" else ["study", *args])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().startswith(message) and res.output.strip().count("\n") == 0
+
+
+def test_cli_bad_yaml_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [a\nseed: {\n")
+    res = CliRunner().invoke(_app(), ["study", "run", str(bad)])
+    assert res.exit_code == 2 and "is not valid YAML" in res.output
+    assert res.output.strip().count("\n") == 0
+
+
+def test_cli_exit_status_1_when_runs_failed(tmp_path):
+    spec_file = tmp_path / "nan.yaml"
+    spec_file.write_text(f"params: {{lr: 5.0}}\nrunner: {SYNTHETIC}\n")
+    res = CliRunner().invoke(_app(), ["study", "run", str(spec_file), "--out",
+                                      str(tmp_path / "o"), "--no-progress"])
+    assert res.exit_code == 1 and "TrainingDivergedError" in res.output
+    res = CliRunner().invoke(_app(), ["study", "status", str(spec_file), "--out",
+                                      str(tmp_path / "o"), "--failed"])
+    assert "failed" in res.output and "TrainingDivergedError" in res.output
+
+
+def test_slurm_executor_on_submitits_debug_cluster(tmp_path):
+    pytest.importorskip("submitit", reason="the slurm extra (submitit) is not installed")
+    spec = parse_spec(SPEC)
+    report = run_study(spec, out=tmp_path, executor="slurm", console=_quiet(),
+                       executor_options={"cluster": "debug", "runs_per_job": 5, "poll_s": 0.01})
+    assert report.counts["done"] == 12 and report.executed == 12
+    local = run_study(spec, out=tmp_path / "local", console=_quiet())
+    assert local.counts["done"] == 12
+    strip = ("elapsed_s", "started_at", "finished_at", "host", "wall_time_s", "artifacts")
+    assert ([{k: v for k, v in r.items() if k not in strip} for r in export_rows(spec, tmp_path)]
+            == [{k: v for k, v in r.items() if k not in strip}
+                for r in export_rows(spec, tmp_path / "local")])
+
+
+def test_slurm_executor_on_submitits_local_cluster(tmp_path):
+    """Real subprocess jobs: each job writes its outcome files, the driver merges them."""
+    pytest.importorskip("submitit", reason="the slurm extra (submitit) is not installed")
+    spec = parse_spec(SPEC.replace("method: [ilm, lp]", "method: [ilm]")
+                      .replace("sparsity: [0.5, 0.9]", "sparsity: 0.5"))
+    report = run_study(spec, out=tmp_path, executor="slurm", console=_quiet(),
+                       executor_options={"cluster": "local", "runs_per_job": 4, "poll_s": 0.2,
+                                         "timeout_min": 5})
+    assert report.counts["done"] == 4 and report.executed == 4
+    assert all(r.metrics["synthetic"] for r in _db_rows(tmp_path).values())
+    outcomes = [json.loads((tmp_path / "artifacts" / r.key / "outcome.json").read_text())
+                for r in expand(spec)]
+    assert len({o["pid"] for o in outcomes}) == 1 and outcomes[0]["pid"] != os.getpid()
+    assert len(list((tmp_path / "slurm").glob("*_result.pkl"))) == 1  # one array job

@@ -1,0 +1,51 @@
+"""End to end: a tiny real study (the genuine EfficientNet-Lite0 on digits) through the
+`study run` command, then status, export and a rerun that executes nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from hiddencost.study.catalog import load_preset
+from hiddencost.study.cli import study_app
+from hiddencost.study.spec import expand
+
+
+def test_tiny_real_study_through_the_cli(tmp_path):
+    app = typer.Typer()
+    app.add_typer(study_app, name="study")
+
+    @app.callback()
+    def main() -> None:
+        """test app"""
+
+    spec = load_preset("smoke")  # efficientnet_lite0 → digits, 1-shot, 1 epoch, 2 runs
+    runs = expand(spec)
+    assert len(runs) == 2 and {r.identity["canvas_size"] for r in runs} == {32}
+    runner, out = CliRunner(), str(tmp_path / "out")
+    res = runner.invoke(app, ["study", "run", "smoke", "--out", out, "--device", "cpu",
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "2 done · 0 failed · 0 not run · 2 executed" in res.output
+    for run in runs:
+        record = json.loads((tmp_path / "out" / "artifacts" / run.key / "result.json")
+                            .read_text())
+        assert record["config"]["n_shot"] == 1 and record["n_test"] == 450
+        assert 0.0 <= record["accuracy"] <= 1.0 and len(record["label_mapping"]) == 10
+    sparsity = [json.loads((tmp_path / "out" / "artifacts" / r.key / "result.json")
+                           .read_text())["sparsity"] for r in runs]
+    assert sparsity[0] < 0.01 and abs(sparsity[1] - 0.5) < 1e-6  # dense has a few zeros
+    res = runner.invoke(app, ["study", "status", "smoke", "--out", out])
+    assert "│    2 │    2 │      0 │       0 │       0 │" in res.output
+    res = runner.invoke(app, ["study", "export", "smoke", "--out", out])
+    assert res.exit_code == 0
+    with open(tmp_path / "out" / "smoke.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["compression"] for r in rows] == ["dense", "magnitude-global-s0.50"]
+    assert all(r["status"] == "done" and float(r["accuracy"]) >= 0 for r in rows)
+    res = runner.invoke(app, ["study", "run", "smoke", "--out", out, "--device", "cpu",
+                              "--no-progress"])
+    assert res.exit_code == 0 and "0 executed" in res.output
