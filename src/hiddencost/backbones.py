@@ -13,7 +13,10 @@ torchvision-layout checkpoints load without remapping). Weight sources:
 
 Any model can instead be built with ``weights="random"`` (tests) or from a local
 ``checkpoint`` file (loaded with ``weights_only=True``, strictly, with ``module.`` prefixes and
-``state_dict`` wrappers removed).
+``state_dict`` wrappers removed). Names of published compressed checkpoints
+(``resnet50.acdc-s90``, ``deit_tiny.vvtq-w4a4``, ...) resolve through :mod:`hiddencost.zoo`,
+and compressed models written by ``hiddencost compress`` through
+:mod:`hiddencost.recipes.artifact`.
 """
 
 from __future__ import annotations
@@ -73,7 +76,9 @@ class BackboneInfo:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     class_names: list[str] = field(repr=False)
-    weights: str  # "pretrained:package", "pretrained:hub", "random" or "checkpoint:<path>"
+    weights: str  # "pretrained:package", "pretrained:hub", "random", "checkpoint:<path>",
+    # "zoo:<path>" (a compressed checkpoint of the zoo) or "artifact:<path>" (hiddencost compress)
+    compression: dict | None = field(default=None, repr=False)  # what a zoo/artifact load verified
 
     @property
     def num_classes(self) -> int:
@@ -132,6 +137,11 @@ def resolve_backbone_name(name: str) -> BackboneEntry:
     """Map ``arch`` or ``arch.tag`` to its registry entry; unknown names list the known ones."""
     key = _DEFAULT_TAG.get(name, name)
     if key not in REGISTRY:
+        from hiddencost.zoo.registry import zoo_backbone_entry
+
+        zoo_entry = zoo_backbone_entry(name)
+        if zoo_entry is not None:
+            return zoo_entry
         known = ", ".join(sorted(REGISTRY))
         raise HiddenCostError(f"unknown model {name!r}; known models: {known}")
     return REGISTRY[key]
@@ -232,11 +242,31 @@ def create_model(
         weights: ``"pretrained"`` (the entry's weight source) or ``"random"`` (timm's
             initialisation, no download).
         checkpoint: a local state-dict file that replaces the pretrained weights; loaded strictly.
+            For a zoo name (``resnet50.acdc-s90``, see :mod:`hiddencost.zoo`) the file in that
+            format (strict load after an explicit remap, sparsity / bit-width claim checked);
+            a ``.safetensors`` written by ``hiddencost compress`` (JSON beside it) is rebuilt
+            from its JSON (structured-pruned shapes, activation quantizers) and loaded strictly.
     """
     entry = resolve_backbone_name(name)
     cfg = entry.cfg
     if weights not in ("pretrained", "random"):
         raise HiddenCostError(f"unknown weights mode {weights!r}; use 'pretrained' or 'random'")
+    compression: dict | None = None
+    if entry.name not in REGISTRY:  # a compressed checkpoint of the zoo (hiddencost.zoo)
+        from hiddencost.zoo.registry import load_zoo_checkpoint
+
+        if checkpoint is None:
+            raise HiddenCostError(
+                f"{entry.name} is a published compressed checkpoint: pass its file with "
+                "--checkpoint PATH (see `hiddencost zoo` for where to get it)"
+            )
+        model, report = load_zoo_checkpoint(entry.name, checkpoint)
+        return model.eval(), _info(entry, f"zoo:{checkpoint}", report.to_dict())
+    from hiddencost.recipes.artifact import artifact_metadata_path, load_artifact
+
+    if checkpoint is not None and artifact_metadata_path(checkpoint) is not None:
+        model, meta = load_artifact(checkpoint, expected_model=entry.name)
+        return model.eval(), _info(entry, f"artifact:{checkpoint}", meta)
     model = timm.create_model(entry.timm_arch, pretrained=False, num_classes=cfg.num_classes)
     if checkpoint is not None:
         load_state_dict_strict(model, read_state_dict(checkpoint), str(checkpoint))
@@ -256,15 +286,20 @@ def create_model(
             ) from exc
         how = "pretrained:hub"
     model.eval()
-    info = BackboneInfo(
+    return model, _info(entry, how, compression)
+
+
+def _info(entry: BackboneEntry, how: str, compression: dict | None) -> BackboneInfo:
+    cfg = entry.cfg
+    return BackboneInfo(
         name=entry.name,
         input_size=cfg.input_size,
         mean=cfg.mean,
         std=cfg.std,
         class_names=imagenet_class_names(),
         weights=how,
+        compression=compression,
     )
-    return model, info
 
 
 def freeze(model: nn.Module) -> nn.Module:

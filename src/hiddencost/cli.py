@@ -187,3 +187,8 @@ def show(result: Annotated[Path, typer.Argument(help="A result.json file.")]) ->
         raise HiddenCostError(f"{result} is not valid JSON: {exc}") from None
     for k in ("accuracy", "ece", "nll", "brier", "sparsity", "weight_bits"):
         console.print(f"{k:>12}: {record.get(k)}")
+
+
+from hiddencost.zoo_cli import register as _register_zoo_commands  # noqa: E402
+
+_register_zoo_commands(app)  # adds `zoo`, `compress`, `fidelity`

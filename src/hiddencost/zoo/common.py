@@ -1,0 +1,298 @@
+"""Shared machinery of the compressed-checkpoint loaders: safe reading, explicit remaps, claims.
+
+Every loader of :mod:`hiddencost.zoo` follows the same four steps:
+
+1. **read** the file(s) with :func:`read_checkpoint_object` (``torch.load(weights_only=True)`` or
+   safetensors: checkpoints are untrusted input and never unpickle code);
+2. **remap** the format's key names onto the timm model's with an explicit, total function (every
+   key of the file is either mapped or listed as ignored with a reason; an unknown key is an
+   error), folding masks into weights (``w <- w * m``) on the way;
+3. **load strictly** with :func:`hiddencost.backbones.load_state_dict_strict`, whose error names
+   the missing / unexpected / wrongly shaped keys;
+4. **check the claim**: the measured sparsity (or bit-width) must equal what the format claims
+   (its masks, its recipe, the tag); a mismatch is a :class:`~hiddencost.errors.HiddenCostError`
+   naming the offending keys.
+
+Sparsity is always measured as in :mod:`hiddencost.compression.measure`: the fraction of exactly
+zero weights over the ``nn.Conv2d`` / ``nn.Linear`` weights (``n_zero / n``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hiddencost.compression.measure import layer_sparsities, sparsity_counts
+from hiddencost.errors import HiddenCostError
+
+__all__ = [
+    "DEFAULT_SPARSITY_TOLERANCE",
+    "ZooLoadReport",
+    "check_mask_tensor",
+    "check_sparsity_claim",
+    "extract_state_dict",
+    "read_checkpoint_object",
+    "shorten",
+    "strip_prefix",
+]
+
+#: Largest accepted ``|measured - claimed|`` for a sparsity a *tag* claims (e.g. ``-s90``):
+#: published "90%" models differ in which layers they count (first conv, classifier), which moves
+#: the overall figure by well under one percentage point on ResNets.
+DEFAULT_SPARSITY_TOLERANCE = 0.02
+#: Largest accepted difference between the sparsity of a file's own masks and the weights once
+#: masked (extra exact zeros among kept weights are possible but rare).
+MASK_TOLERANCE = 0.005
+
+
+@dataclass
+class ZooLoadReport:
+    """What a compressed-checkpoint loader read, remapped and verified.
+
+    ``claimed_sparsity`` is the figure the format claims (masks, recipe or tag; None for a
+    quantized format), ``measured_sparsity`` the fraction of zero conv/linear weights after
+    loading, ``claim_source`` where the claim came from. For quantized formats ``weight_bits`` /
+    ``activation_bits`` are the claimed and verified bit-widths.
+    """
+
+    name: str
+    format: str
+    files: list[str]
+    measured_sparsity: float
+    claimed_sparsity: float | None = None
+    claim_source: str = ""
+    weight_bits: int | None = None
+    activation_bits: int | None = None
+    n_remapped_keys: int = 0
+    ignored_keys: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of all fields."""
+        return asdict(self)
+
+
+def shorten(keys: Iterable[str], limit: int = 5) -> str:
+    """``"a, b, c (+7 more)"``: a short list of keys for one-line error messages."""
+    keys = list(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def read_checkpoint_object(path: str | Path) -> Any:
+    """Read a checkpoint file safely and return the raw object (usually a dict).
+
+    ``.safetensors`` files are read with safetensors, anything else with
+    ``torch.load(map_location="cpu", weights_only=True)``, which refuses pickled code. A missing,
+    corrupt or code-carrying file raises :class:`HiddenCostError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HiddenCostError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt files and pickled code end up here
+        raise HiddenCostError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+
+
+def extract_state_dict(
+    obj: Any, source: str, wrappers: tuple[str, ...] = ("state_dict", "model_state_dict", "model")
+) -> OrderedDict[str, torch.Tensor]:
+    """The flat tensor dict inside ``obj`` (first matching wrapper key, else ``obj`` itself).
+
+    Non-tensor values inside the state dict are an error naming their keys.
+    """
+    if isinstance(obj, Mapping):
+        for key in wrappers:
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping):
+        raise HiddenCostError(f"checkpoint {source} does not hold a state dict")
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise HiddenCostError(f"checkpoint {source} holds non-tensor entries: {shorten(bad)}")
+    return OrderedDict((str(k), v) for k, v in obj.items())
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> OrderedDict[str, torch.Tensor]:
+    """Remove ``prefix`` from every key that has it (e.g. DataParallel's ``module.``)."""
+    return OrderedDict((k.removeprefix(prefix), v) for k, v in state.items())
+
+
+def check_mask_tensor(key: str, mask: torch.Tensor, weight_shape: torch.Size, source: str) -> None:
+    """A mask must have its weight's shape and hold only 0 and 1 (error names ``key``)."""
+    if tuple(mask.shape) != tuple(weight_shape):
+        raise HiddenCostError(
+            f"mask {key} in {source} has shape {tuple(mask.shape)}, its weight "
+            f"{tuple(weight_shape)}"
+        )
+    if mask.numel() and not bool(((mask == 0) | (mask == 1)).all()):
+        raise HiddenCostError(f"mask {key} in {source} holds values other than 0 and 1")
+
+
+def mask_sparsity(masks: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of zeros over all mask entries, ``sum(m == 0) / sum(numel)`` (0 for no masks)."""
+    total = sum(m.numel() for m in masks.values())
+    zeros = sum(int((m == 0).sum()) for m in masks.values())
+    return zeros / total if total else 0.0
+
+
+def measured_sparsity_of(
+    state: Mapping[str, torch.Tensor], keys: Iterable[str]
+) -> float:
+    """Fraction of exact zeros over the tensors ``state[k]`` for ``k`` in ``keys``."""
+    total = 0
+    zeros = 0
+    for k in keys:
+        t = state[k]
+        total += t.numel()
+        zeros += t.numel() - int(torch.count_nonzero(t))
+    return zeros / total if total else 0.0
+
+
+def check_mask_claim(
+    state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], source: str
+) -> float:
+    """After ``w <- w * m``: the weights' zero fraction must equal the masks' (within
+    :data:`MASK_TOLERANCE`); returns the masks' sparsity. The error names the worst keys."""
+    claimed = mask_sparsity(masks)
+    measured = measured_sparsity_of(state, masks.keys())
+    if abs(measured - claimed) > MASK_TOLERANCE:
+        worst = sorted(
+            masks,
+            key=lambda k: -abs(
+                measured_sparsity_of(state, [k]) - mask_sparsity({k: masks[k]})
+            ),
+        )
+        raise HiddenCostError(
+            f"checkpoint {source}: masked weights are {measured:.4f} sparse but the masks claim "
+            f"{claimed:.4f}; offending keys: {shorten(worst)}"
+        )
+    return claimed
+
+
+def check_sparsity_claim(
+    model: nn.Module,
+    claimed: float,
+    source: str,
+    what: str,
+    tolerance: float = DEFAULT_SPARSITY_TOLERANCE,
+) -> float:
+    """Measure the model's sparsity and compare it with ``claimed``; return the measurement.
+
+    ``|measured - claimed| > tolerance`` raises :class:`HiddenCostError` naming ``what`` made the
+    claim and the layers furthest from it (the offending keys).
+    """
+    zeros, total = sparsity_counts(model)
+    measured = zeros / total if total else 0.0
+    if abs(measured - claimed) > tolerance:
+        per_layer = layer_sparsities(model)
+        worst = sorted(per_layer, key=lambda k: -abs(per_layer[k] - claimed))
+        shown = [f"{k}.weight ({per_layer[k]:.2f})" for k in worst]
+        raise HiddenCostError(
+            f"checkpoint {source}: measured sparsity {measured:.4f} does not match the "
+            f"{claimed:.4f} that {what} claims (tolerance {tolerance}); layers furthest from the "
+            f"claim: {shorten(shown, 4)}"
+        )
+    return measured
+
+
+def remap_keys(
+    state: Mapping[str, torch.Tensor],
+    rules: Iterable[tuple[str, str]],
+    source: str,
+    ignore: Iterable[tuple[str, str]] = (),
+) -> tuple[OrderedDict[str, torch.Tensor], list[str]]:
+    """Rename every key with the first matching ``(regex, replacement)`` rule (``re.fullmatch``).
+
+    Keys matching an ``ignore`` pattern ``(regex, reason)`` are dropped and returned (as
+    ``"key (reason)"``); a key that matches neither is an error naming it, so nothing is ever
+    silently left out. Two keys mapping to the same name are an error too.
+    """
+    import re
+
+    compiled = [(re.compile(p), r) for p, r in rules]
+    skip = [(re.compile(p), why) for p, why in ignore]
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    ignored: list[str] = []
+    unknown: list[str] = []
+    for key, value in state.items():
+        reason = next((why for p, why in skip if p.fullmatch(key)), None)
+        if reason is not None:
+            ignored.append(f"{key} ({reason})")
+            continue
+        for pattern, replacement in compiled:
+            match = pattern.fullmatch(key)
+            if match:
+                new = match.expand(replacement)
+                if new in out:
+                    raise HiddenCostError(f"checkpoint {source}: two keys map onto {new}")
+                out[new] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise HiddenCostError(
+            f"checkpoint {source} has keys this format does not define: {shorten(unknown)}"
+        )
+    return out, ignored
+
+
+def fold_masks(
+    state: dict[str, torch.Tensor], masks: Mapping[str, torch.Tensor], source: str
+) -> None:
+    """``state[k] <- state[k] * masks[k]`` in place, after checking shape and 0/1 values.
+
+    A mask for a tensor the state does not hold is an error naming it.
+    """
+    orphans = [k for k in masks if k not in state]
+    if orphans:
+        raise HiddenCostError(
+            f"checkpoint {source} has masks for tensors it does not hold: {shorten(orphans)}"
+        )
+    for key, mask in masks.items():
+        check_mask_tensor(key, mask, state[key].shape, source)
+        state[key] = state[key] * mask.to(dtype=state[key].dtype)
+
+
+def unwrap_ist_layers(
+    state: Mapping[str, torch.Tensor],
+) -> tuple[OrderedDict[str, torch.Tensor], OrderedDict[str, torch.Tensor]]:
+    """Undo IST-DASLab's ``WrappedLayer``: ``P._layer.weight`` -> ``P.weight`` (same for bias),
+    ``P._weight_mask`` / ``P._bias_mask`` -> masks for ``P.weight`` / ``P.bias``.
+
+    Returns ``(state, masks)``; keys without the wrapper pass through unchanged.
+    """
+    plain: OrderedDict[str, torch.Tensor] = OrderedDict()
+    masks: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for key, value in state.items():
+        if "._layer." in key:
+            plain[key.replace("._layer.", ".")] = value
+        elif key.endswith("._weight_mask"):
+            masks[key.removesuffix("._weight_mask") + ".weight"] = value
+        elif key.endswith("._bias_mask"):
+            masks[key.removesuffix("._bias_mask") + ".bias"] = value
+        else:
+            plain[key] = value
+    return plain, masks
+
+
+def strip_module_prefixes(state: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+    """Remove any number of leading ``module.`` (DataParallel, possibly wrapped twice)."""
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for key, value in state.items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        out[key] = value
+    return out
