@@ -22,8 +22,14 @@ from safetensors.torch import save_file
 from hiddencost import __version__
 from hiddencost.backbones import BackboneInfo, create_model, freeze, resolve_backbone_name
 from hiddencost.compression import CompressionReport, CompressionSpec, apply_compression
-from hiddencost.data import TaskData, batch_size_for, few_shot_indices, load_dataset
-from hiddencost.data.datasets import DATASETS
+from hiddencost.data import (
+    DATASETS,
+    TaskData,
+    batch_size_for,
+    dataset_key,
+    few_shot_indices,
+    load_dataset,
+)
 from hiddencost.device import resolve_device
 from hiddencost.errors import HiddenCostError
 from hiddencost.metrics import calibration_summary, paper_ece
@@ -75,10 +81,7 @@ class RunConfig(BaseModel):
         = backbone input size, inner size = the dataset's, LP image size = backbone input
         size), so equal experiments compare equal."""
         entry = resolve_backbone_name(self.model)
-        key = self.dataset.partition(":")[0].strip().lower().replace("-", "_")
-        if key not in DATASETS:
-            load_dataset(self.dataset)  # raises the one-line "unknown dataset" error
-        info = DATASETS[key][0]
+        info = DATASETS[dataset_key(self.dataset)[0]][0]  # unknown names: a one-line error
         return self.model_copy(
             update={
                 "model": entry.name,

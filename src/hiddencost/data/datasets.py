@@ -1,0 +1,310 @@
+"""The dataset registry: name → (:class:`DatasetInfo`, loader), and :func:`load_dataset`.
+
+Every loader returns the whole task in memory (:class:`TaskData`, uint8 images at the storage
+size). Splits, in one place (also in the README):
+
+- digits: scikit-learn's 1,797 images, seeded stratified 75/25 (1,347 / 450).
+- cifar10, svhn, gtsrb, oxford_pets: the official train (trainval) / test splits.
+- dtd: partition 1, train + val pooled as the training pool / test.
+- flowers102: train + val pooled / test (train alone has 10 images per class, so every N ≥ 10
+  would equal full data).
+- eurosat, caltech101: no official split; seeded stratified 80/20 of all images, disjoint.
+  Caltech101 leaves out the BACKGROUND_Google clutter class (torchvision's convention).
+- imagefolder:PATH: PATH/train and PATH/test when both exist, else a seeded stratified 80/20
+  split of PATH's class folders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision import datasets as tvd
+
+from hiddencost.data.images import array_to_uint8, decode_dataset
+from hiddencost.data.splits import split_note, stratified_split
+from hiddencost.data.task import TaskData
+from hiddencost.errors import HiddenCostError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the registry knows of a dataset before loading it."""
+
+    name: str
+    num_classes: int | None  # None: depends on the data (imagefolder)
+    inner_size: int  # the pad prompt's inner size s (DESIGN §3)
+    needs_root: bool  # read from disk: needs a data root (and --download to fetch)
+    description: str
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A loader's output, before it becomes a :class:`TaskData`."""
+
+    class_names: list[str]
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    note: str
+
+
+Loader = Callable[[Path | None, bool, int, int], Raw]
+
+DIGITS_TEST_FRACTION = 0.25
+NO_SPLIT_TEST_FRACTION = 0.2
+
+GTSRB_CLASSES = [
+    "speed limit 20", "speed limit 30", "speed limit 50", "speed limit 60", "speed limit 70",
+    "speed limit 80", "end of speed limit 80", "speed limit 100", "speed limit 120", "no passing",
+    "no passing for vehicles over 3.5 t", "right-of-way at the next intersection",
+    "priority road", "yield", "stop", "no vehicles", "vehicles over 3.5 t prohibited",
+    "no entry", "general caution", "dangerous curve to the left", "dangerous curve to the right",
+    "double curve", "bumpy road", "slippery road", "road narrows on the right", "road work",
+    "traffic signals", "pedestrians", "children crossing", "bicycles crossing",
+    "beware of ice/snow", "wild animals crossing", "end of all speed and passing limits",
+    "turn right ahead", "turn left ahead", "ahead only", "go straight or right",
+    "go straight or left", "keep right", "keep left", "roundabout mandatory",
+    "end of no passing", "end of no passing by vehicles over 3.5 t",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _open(name: str, factory: Callable[..., object], root: Path, download: bool, **kwargs):
+    """Instantiate a torchvision dataset, turning "not found" into one actionable line."""
+    try:
+        return factory(root=str(root), download=download, **kwargs)
+    except (RuntimeError, FileNotFoundError, OSError) as exc:
+        if download:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise HiddenCostError(f"could not download {name} into {root}: {first}") from None
+        raise HiddenCostError(
+            f"dataset '{name}' not found under {root}; pass --download to fetch it there "
+            "(needs internet), or point --data-root at a folder that holds it"
+        ) from None
+
+
+def _labels(values: Sequence[int] | np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values, dtype=np.int64))
+
+
+def _split_pool(
+    class_names: list[str], images: torch.Tensor, labels: torch.Tensor, seed: int, source: str
+) -> Raw:
+    train, test = stratified_split(labels.numpy(), NO_SPLIT_TEST_FRACTION, seed)
+    train_t, test_t = torch.from_numpy(train), torch.from_numpy(test)
+    return Raw(class_names, images[train_t], labels[train_t], images[test_t], labels[test_t],
+               split_note(source, NO_SPLIT_TEST_FRACTION, seed))
+
+
+def _remap(labels: torch.Tensor, names: list[str], onto: list[str]) -> torch.Tensor:
+    """Labels indexing ``names`` → labels indexing ``onto`` (matched by class name)."""
+    index = {name: i for i, name in enumerate(onto)}
+    table = torch.tensor([index[n] for n in names], dtype=torch.int64)
+    return table[labels] if len(labels) else labels
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def _digits(root: Path | None, download: bool, size: int, seed: int) -> Raw:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    raw = np.round(digits.images / 16.0 * 255.0).astype(np.uint8)  # (N, 8, 8), 0..16 → 0..255
+    images = array_to_uint8(raw, size)
+    labels = _labels(digits.target)
+    train, test = stratified_split(digits.target, DIGITS_TEST_FRACTION, seed)
+    train_t, test_t = torch.from_numpy(train), torch.from_numpy(test)
+    return Raw([str(d) for d in range(10)], images[train_t], labels[train_t], images[test_t],
+               labels[test_t], split_note("scikit-learn digits", DIGITS_TEST_FRACTION, seed))
+
+
+def _cifar10(root: Path, download: bool, size: int, seed: int) -> Raw:
+    parts = [_open("cifar10", tvd.CIFAR10, root, download, train=t) for t in (True, False)]
+    (tr, te) = [(array_to_uint8(p.data, size), _labels(p.targets)) for p in parts]
+    return Raw(list(parts[0].classes), *tr, *te, "CIFAR-10 official train / test")
+
+
+def _svhn(root: Path, download: bool, size: int, seed: int) -> Raw:
+    parts = [_open("svhn", tvd.SVHN, root, download, split=s) for s in ("train", "test")]
+    (tr, te) = [(array_to_uint8(p.data.transpose(0, 2, 3, 1), size), _labels(p.labels))
+                for p in parts]
+    return Raw([str(d) for d in range(10)], *tr, *te, "SVHN official train / test (no extra)")
+
+
+def _gtsrb(root: Path, download: bool, size: int, seed: int) -> Raw:
+    parts = [_open("gtsrb", tvd.GTSRB, root, download, split=s) for s in ("train", "test")]
+    (tr, te) = [decode_dataset(p, size, f"decoding gtsrb {s}")
+                for p, s in zip(parts, ("train", "test"), strict=True)]
+    return Raw(list(GTSRB_CLASSES), *tr, *te, "GTSRB official train / test")
+
+
+def _oxford_pets(root: Path, download: bool, size: int, seed: int) -> Raw:
+    parts = [_open("oxford_pets", tvd.OxfordIIITPet, root, download, split=s,
+                   target_types="category") for s in ("trainval", "test")]
+    (tr, te) = [decode_dataset(p, size, f"decoding oxford_pets {s}")
+                for p, s in zip(parts, ("trainval", "test"), strict=True)]
+    return Raw(list(parts[0].classes), *tr, *te, "Oxford-IIIT Pet official trainval / test")
+
+
+def _pooled(name: str, parts: dict[str, object], names: dict[str, list[str]], size: int,
+            note: str) -> Raw:
+    """Train + val pooled as the training pool, labels remapped onto one class list."""
+    classes = sorted(set().union(*names.values())) if name == "dtd" else names["train"]
+    decoded = {}
+    for split, ds in parts.items():
+        images, labels = decode_dataset(ds, size, f"decoding {name} {split}")
+        decoded[split] = (images, _remap(labels, names[split], classes))
+    train_images = torch.cat([decoded["train"][0], decoded["val"][0]])
+    train_labels = torch.cat([decoded["train"][1], decoded["val"][1]])
+    return Raw(classes, train_images, train_labels, *decoded["test"], note)
+
+
+def _dtd(root: Path, download: bool, size: int, seed: int) -> Raw:
+    # torchvision's DTD derives each split's class list from that split's file alone, so labels
+    # are remapped by class name before train and val are pooled.
+    parts = {s: _open("dtd", tvd.DTD, root, download, split=s, partition=1)
+             for s in ("train", "val", "test")}
+    names = {s: list(p.classes) for s, p in parts.items()}
+    return _pooled("dtd", parts, names, size, "DTD partition 1, train + val pooled / test")
+
+
+def _flowers102(root: Path, download: bool, size: int, seed: int) -> Raw:
+    parts = {s: _open("flowers102", tvd.Flowers102, root, download, split=s)
+             for s in ("train", "val", "test")}
+    classes = list(getattr(parts["train"], "classes", [str(i) for i in range(102)]))
+    names = {s: classes for s in parts}
+    return _pooled("flowers102", parts, names, size,
+                   "Flowers102 train + val pooled / test (train alone has 10 per class)")
+
+
+def _eurosat(root: Path, download: bool, size: int, seed: int) -> Raw:
+    ds = _open("eurosat", tvd.EuroSAT, root, download)
+    images, labels = decode_dataset(ds, size, "decoding eurosat")
+    return _split_pool(list(ds.classes), images, labels, seed, "EuroSAT (no official split)")
+
+
+def _caltech101(root: Path, download: bool, size: int, seed: int) -> Raw:
+    ds = _open("caltech101", tvd.Caltech101, root, download, target_type="category")
+    images, labels = decode_dataset(ds, size, "decoding caltech101")
+    return _split_pool(list(ds.categories), images, labels, seed,
+                       "Caltech101 without BACKGROUND_Google (no official split)")
+
+
+def _image_folder(path: Path) -> tvd.ImageFolder:
+    try:
+        return tvd.ImageFolder(str(path))
+    except (FileNotFoundError, OSError) as exc:
+        raise HiddenCostError(f"cannot read image folder {path}: {exc}") from None
+
+
+def _imagefolder(root: Path, download: bool, size: int, seed: int) -> Raw:
+    if not root.is_dir():
+        raise HiddenCostError(f"imagefolder: {root} is not a directory")
+    train_dir, test_dir = root / "train", root / "test"
+    if train_dir.is_dir() != test_dir.is_dir():
+        raise HiddenCostError(
+            f"imagefolder: {root} has only one of train/ and test/; give both train/ and test/ "
+            "class folders, or only class folders (then split 80/20)"
+        )
+    if train_dir.is_dir():
+        train, test = _image_folder(train_dir), _image_folder(test_dir)
+        if train.classes != test.classes:
+            raise HiddenCostError(
+                f"imagefolder: class folders of {train_dir} and {test_dir} differ: "
+                f"{sorted(set(train.classes) ^ set(test.classes))}"
+            )
+        tr = decode_dataset(train, size, "decoding train")
+        te = decode_dataset(test, size, "decoding test")
+        return Raw(list(train.classes), *tr, *te, f"image folder {root}: train/ / test/")
+    ds = _image_folder(root)
+    images, labels = decode_dataset(ds, size, "decoding images")
+    return _split_pool(list(ds.classes), images, labels, seed, f"image folder {root}")
+
+
+# --------------------------------------------------------------------------- registry
+
+
+DATASETS: dict[str, tuple[DatasetInfo, Loader]] = {
+    info.name: (info, loader)
+    for info, loader in (
+        (DatasetInfo("digits", 10, 32, False, "scikit-learn 8x8 digits (offline), 75/25"), _digits),
+        (DatasetInfo("cifar10", 10, 32, True, "CIFAR-10, official split"), _cifar10),
+        (DatasetInfo("svhn", 10, 32, True, "SVHN digits, official split"), _svhn),
+        (DatasetInfo("gtsrb", 43, 32, True, "German traffic signs, official split"), _gtsrb),
+        (DatasetInfo("dtd", 47, 128, True, "Describable Textures, partition 1"), _dtd),
+        (DatasetInfo("flowers102", 102, 128, True, "Oxford Flowers, train+val pool"),
+         _flowers102),
+        (DatasetInfo("oxford_pets", 37, 128, True, "Oxford-IIIT Pet, trainval/test"),
+         _oxford_pets),
+        (DatasetInfo("eurosat", 10, 128, True, "EuroSAT RGB, seeded 80/20"), _eurosat),
+        (DatasetInfo("caltech101", 101, 128, True, "Caltech101, seeded 80/20"), _caltech101),
+        (DatasetInfo("imagefolder", None, 128, True, "imagefolder:PATH, your class folders"),
+         _imagefolder),
+    )
+}
+
+
+def available_datasets() -> list[DatasetInfo]:
+    """The registered datasets, in registry order."""
+    return [info for info, _ in DATASETS.values()]
+
+
+def dataset_key(name: str) -> tuple[str, str | None]:
+    """``"Oxford-Pets"`` → ``("oxford_pets", None)``; ``"imagefolder:/x"`` → ``("imagefolder",
+    "/x")``. Unknown names raise a one-line error listing the known ones."""
+    head, sep, arg = name.partition(":")
+    key = head.strip().lower().replace("-", "_")
+    if key not in DATASETS:
+        raise HiddenCostError(f"unknown dataset '{name}'; known datasets: {', '.join(DATASETS)}"
+                              " (imagefolder as imagefolder:PATH)")
+    if key == "imagefolder":
+        if not sep or not arg.strip():
+            raise HiddenCostError("imagefolder needs a path: imagefolder:PATH")
+        return key, arg.strip()
+    if sep:
+        raise HiddenCostError(f"dataset '{key}' takes no path; use --data-root for its folder")
+    return key, None
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    download: bool = False,
+    image_size: int | None = None,
+    split_seed: int = 0,
+) -> TaskData:
+    """Load a registered dataset whole into memory.
+
+    ``image_size`` is the storage size S of the returned (N, 3, S, S) uint8 images (default: the
+    dataset's inner size). ``root`` is the data folder of torchvision datasets (ignored for
+    digits; for ``imagefolder:PATH`` the path is PATH). ``split_seed`` seeds the splits of
+    datasets without an official one.
+    """
+    key, arg = dataset_key(name)
+    info, loader = DATASETS[key]
+    size = int(image_size or info.inner_size)
+    if size < 1:
+        raise HiddenCostError(f"image_size must be positive, got {image_size}")
+    if arg is not None:
+        where: Path | None = Path(arg).expanduser()
+    elif info.needs_root:
+        if root is None:
+            raise HiddenCostError(
+                f"dataset '{key}' is read from disk but no data root was given; pass a root "
+                "directory, with --download to fetch the data into it"
+            )
+        where = Path(root).expanduser()
+    else:
+        where = None
+    raw = loader(where, download, size, split_seed)
+    return TaskData(key if arg is None else name, raw.class_names, raw.train_images,
+                    raw.train_labels, raw.test_images, raw.test_labels, size, info.inner_size,
+                    raw.note)

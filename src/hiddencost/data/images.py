@@ -1,0 +1,47 @@
+"""Decode once into uint8 tensors at the storage size: no per-epoch decoding or resizing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.progress import track
+
+
+def pil_to_uint8(image: Image.Image, size: int) -> torch.Tensor:
+    """An image of any mode → RGB, resized to size×size (PIL bilinear, antialiased when
+    shrinking; aspect ratio not kept, as ILM-VP's ``Resize((s, s))``) → (3, size, size) uint8."""
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def array_to_uint8(images: np.ndarray, size: int) -> torch.Tensor:
+    """(N, H, W, 3) or (N, H, W) uint8 array → (N, 3, size, size) uint8 tensor."""
+    if images.ndim == 3:
+        images = np.repeat(images[..., None], 3, axis=-1)
+    h, w = images.shape[1:3]
+    if (h, w) == (size, size):
+        return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+    return torch.stack([pil_to_uint8(Image.fromarray(im), size) for im in images])
+
+
+def decode_dataset(
+    dataset: Sequence, size: int, description: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Iterate a torchvision-style dataset of (PIL image, int label) once, with a progress bar
+    for large ones; return stacked uint8 images and int64 labels."""
+    n = len(dataset)
+    images = torch.empty((n, 3, size, size), dtype=torch.uint8)
+    labels = torch.empty(n, dtype=torch.int64)
+    items = range(n)
+    if n >= 2000:
+        items = track(items, description=description, transient=True)
+    for i in items:
+        image, label = dataset[i]
+        images[i] = pil_to_uint8(image, size)
+        labels[i] = int(label)
+    return images, labels

@@ -1,0 +1,49 @@
+"""The in-memory form of a target task: uint8 images and int64 labels for train and test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True, repr=False)
+class TaskData:
+    """A target dataset held in memory, ready for prompting or probing.
+
+    Images are ``uint8`` tensors of shape (N, 3, S, S), S = ``image_size`` (the size they are
+    stored at; the pad prompt or the LP resize takes them from there), labels are ``int64`` in
+    ``[0, K)`` indexing ``class_names``. ``inner_size`` is the dataset's protocol inner size for
+    the pad prompt (DESIGN §3). ``split_note`` says in one sentence where train and test came from.
+    """
+
+    name: str
+    class_names: list[str]
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    image_size: int
+    inner_size: int
+    split_note: str
+
+    def __post_init__(self) -> None:
+        k = len(self.class_names)
+        for split in ("train", "test"):
+            images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+            if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"{split} images must be uint8 (N, 3, H, W), got "
+                                 f"{images.dtype} {tuple(images.shape)}")
+            if labels.dtype != torch.int64 or labels.ndim != 1 or len(labels) != len(images):
+                raise ValueError(f"{split} labels must be int64 (N,) matching the images")
+            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= k):
+                raise ValueError(f"{split} labels must lie in [0, {k}) for {k} class names")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __repr__(self) -> str:
+        return (f"TaskData({self.name!r}, classes={self.num_classes}, "
+                f"train={len(self.train_labels)}, test={len(self.test_labels)}, "
+                f"image_size={self.image_size}, inner_size={self.inner_size})")
