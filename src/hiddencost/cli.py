@@ -6,16 +6,15 @@ status 2, never a traceback.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from hiddencost.cli_errors import friendly_errors
 from hiddencost.errors import HiddenCostError
 from hiddencost.study.cli import study_app
 
@@ -27,25 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(study_app, name="study")
 console = Console()
-err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-def friendly_errors(fn: F) -> F:
-    """Report HiddenCostError as ``error: <message>`` and exit 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except HiddenCostError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def compression_from_flags(
@@ -192,3 +173,7 @@ def show(result: Annotated[Path, typer.Argument(help="A result.json file.")]) ->
 from hiddencost.zoo_cli import register as _register_zoo_commands  # noqa: E402
 
 _register_zoo_commands(app)  # adds `zoo`, `compress`, `fidelity`
+
+from hiddencost.report.cli import report as _report_command  # noqa: E402
+
+app.command("report")(_report_command)

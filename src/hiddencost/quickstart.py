@@ -31,6 +31,10 @@ QUICKSTART_EPOCHS = 5
 QUICKSTART_CANVAS = 64  # instead of 224: (224/64)² ≈ 12× less compute per image
 QUICKSTART_INNER = 32
 QUICKSTART_LP_SIZE = 64
+#: Keep every epoch's prompt (E×3×64×64 floats per VP run, ~250 kB at 5 epochs) for the report's
+#: prompt-evolution figures. LP runs ignore it, but it is set on every run: a study's ``params``
+#: are shared, and the preset must equal :func:`quickstart_configs`.
+QUICKSTART_SAVE_PROMPT_HISTORY = True
 
 
 def quickstart_configs(epochs: int | None = None, device: str = "auto") -> list[RunConfig]:
@@ -40,6 +44,7 @@ def quickstart_configs(epochs: int | None = None, device: str = "auto") -> list[
             model="efficientnet_lite0", dataset="digits", method=method, n_shot=shot, seed=0,
             compression=comp, epochs=epochs or QUICKSTART_EPOCHS, canvas_size=QUICKSTART_CANVAS,
             inner_size=QUICKSTART_INNER, lp_image_size=QUICKSTART_LP_SIZE, device=device,
+            save_prompt_history=QUICKSTART_SAVE_PROMPT_HISTORY,
         )
         for comp in QUICKSTART_COMPRESSIONS
         for method in QUICKSTART_METHODS
@@ -94,11 +99,15 @@ def run_quickstart(
     out: Path, console: Console, epochs: int | None = None, device: str = "auto"
 ) -> list[dict[str, Any]]:
     """Run the ``quickstart`` study preset (resumable: an interrupted quickstart finishes only
-    its missing runs), write ``out/summary.csv``, print the table; return the result records.
+    its missing runs), write ``out/summary.csv``, print the table, write the report
+    (``out/report/index.html``, see :mod:`hiddencost.report`) and print its path; return the
+    result records.
 
     The study keeps ``out/study.sqlite`` and one folder per run under ``out/artifacts/<key>/``
-    (``result.json``, ``weights.safetensors``).
+    (``result.json``, ``weights.safetensors``, ``prompt_history.safetensors``).
     """
+    from hiddencost.report import build_report
+    from hiddencost.study.catalog import load_preset
     from hiddencost.study.driver import run_preset
 
     configs = quickstart_configs(epochs, device)
@@ -120,4 +129,9 @@ def run_quickstart(
     print_table(console, rows)
     console.print(f"done in {time.perf_counter() - start:.0f} s; results in {out}/ "
                   "(summary.csv, study.sqlite, artifacts/<run key>/result.json)")
+    spec = load_preset("quickstart")
+    if epochs:
+        spec = spec.with_params(epochs=epochs)  # the spec run_preset ran
+    index = build_report(spec, out / "report", results=out)
+    console.print(f"report: {index}", highlight=False, soft_wrap=True)
     return records

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hiddencost.cli_errors import friendly_errors
 from hiddencost.errors import HiddenCostError
 
 __all__ = ["compress", "fidelity", "parse_compression", "register", "zoo", "zoo_app"]
@@ -55,10 +56,6 @@ def parse_compression(text: str) -> dict[str, Any]:
     )
 
 
-def _friendly(fn):
-    from hiddencost.cli import friendly_errors
-
-    return friendly_errors(fn)
 
 
 @zoo_app.command("zoo")
@@ -271,6 +268,6 @@ def fidelity(
 
 def register(app: typer.Typer) -> None:
     """Add ``zoo``, ``compress`` and ``fidelity`` to ``app``, wrapped in ``friendly_errors``."""
-    app.command("zoo")(_friendly(zoo))
-    app.command("compress")(_friendly(compress))
-    app.command("fidelity")(_friendly(fidelity))
+    app.command("zoo")(friendly_errors(zoo))
+    app.command("compress")(friendly_errors(compress))
+    app.command("fidelity")(friendly_errors(fidelity))

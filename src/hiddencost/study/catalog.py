@@ -56,6 +56,7 @@ def quickstart_spec() -> StudySpec:
             "canvas_size": qs.QUICKSTART_CANVAS,
             "inner_size": qs.QUICKSTART_INNER,
             "lp_image_size": qs.QUICKSTART_LP_SIZE,
+            "save_prompt_history": qs.QUICKSTART_SAVE_PROMPT_HISTORY,
         },
     )
 

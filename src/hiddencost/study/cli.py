@@ -8,17 +8,17 @@ the same command again finishes the missing runs.
 
 from __future__ import annotations
 
-import functools
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from hiddencost.cli_errors import friendly_errors
 from hiddencost.errors import HiddenCostError
 
 study_app = typer.Typer(
@@ -28,32 +28,13 @@ study_app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
 
 SpecArg = Annotated[str, typer.Argument(help="A study YAML file, or a preset name "
                                              "(see `hiddencost study list-presets`).")]
 OutOpt = Annotated[Path | None, typer.Option(
-    help="The study's output folder [default: hiddencost-results/<name>].")]
+    help="The study's output folder (default: hiddencost-results/<name>).")]
 StoreOpt = Annotated[str | None, typer.Option(
-    help="The results store: a SQLite file or sqlite:///PATH [default: <out>/study.sqlite].")]
-
-
-def _friendly(fn: F) -> F:
-    """``error: <message>`` and exit 2 for HiddenCostError; exit 130 on interruption."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except HiddenCostError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
+    help="The results store: a SQLite file or sqlite:///PATH (default: <out>/study.sqlite).")]
 
 
 @contextmanager
@@ -75,7 +56,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 @study_app.command("run")
-@_friendly
+@friendly_errors
 def run_cmd(
     spec: SpecArg,
     out: OutOpt = None,
@@ -94,13 +75,13 @@ def run_cmd(
     dry_run: Annotated[bool, typer.Option(help="Show what would run, run nothing.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     address: Annotated[str | None, typer.Option(
-        help="Ray: cluster address [default: RAY_ADDRESS, else a local Ray].")] = None,
+        help="Ray: cluster address (default: RAY_ADDRESS, else a local Ray).")] = None,
     num_cpus: Annotated[float, typer.Option(help="Ray: CPUs per run.")] = 1.0,
     num_gpus: Annotated[float, typer.Option(help="Ray: GPUs per run (0.25 = a quarter).")] = 0.0,
     max_in_flight: Annotated[int | None, typer.Option(
-        help="Ray: runs submitted at once [default: 2 × the runs that fit].")] = None,
+        help="Ray: runs submitted at once (default: 2 × the runs that fit).")] = None,
     slurm_cluster: Annotated[str | None, typer.Option(
-        help="Slurm: slurm, local or debug (submitit) [default: detect].")] = None,
+        help="Slurm: slurm, local or debug (submitit) (default: detect).")] = None,
     partition: Annotated[str | None, typer.Option(help="Slurm: partition.")] = None,
     timeout_min: Annotated[int, typer.Option(help="Slurm: minutes per array job.")] = 60,
     gpus_per_node: Annotated[int, typer.Option(help="Slurm: GPUs per array job.")] = 0,
@@ -150,7 +131,7 @@ def run_cmd(
 
 
 @study_app.command("status")
-@_friendly
+@friendly_errors
 def status_cmd(
     spec: SpecArg,
     out: OutOpt = None,
@@ -184,12 +165,12 @@ def status_cmd(
 
 
 @study_app.command("export")
-@_friendly
+@friendly_errors
 def export_cmd(
     spec: SpecArg,
     format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     output: Annotated[Path | None, typer.Option(
-        help="The file to write [default: <out>/<name>.<format>].")] = None,
+        help="The file to write (default: <out>/<name>.<format>).")] = None,
     out: OutOpt = None,
     store: StoreOpt = None,
     status: Annotated[list[str] | None, typer.Option(
@@ -211,7 +192,7 @@ def export_cmd(
 
 
 @study_app.command("list-presets")
-@_friendly
+@friendly_errors
 def list_presets_cmd() -> None:
     """The shipped study presets."""
     from hiddencost.study.catalog import load_preset, preset_names
@@ -227,7 +208,7 @@ def list_presets_cmd() -> None:
 
 
 @study_app.command("show-preset")
-@_friendly
+@friendly_errors
 def show_preset_cmd(name: Annotated[str, typer.Argument(help="A preset name.")]) -> None:
     """Print a preset as YAML, to copy into a study file and edit."""
     from hiddencost.study.catalog import load_preset

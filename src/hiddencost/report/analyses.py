@@ -1,0 +1,718 @@
+"""The paper's analyses, one function each, from the tidy run table of
+:mod:`hiddencost.report.table` to the table behind a figure (a DataFrame).
+
+Conventions shared by every function:
+
+- A *task* is a (``backbone``, ``dataset``) pair; a *cell* is a task × ``method`` × ``budget``
+  (× compression). Replicates are seeds: every mean is over the seeds of a cell, with a 95%
+  Student-t interval (:func:`hiddencost.report.stats.mean_ci`; NaN bounds with one seed).
+- Accuracy and ECE are in percent, differences of them in percentage points (pp); confidence
+  is a probability; KL divergence is in nats.
+- Δ (delta) is **dense − compressed** for accuracy (positive = compression costs accuracy) and
+  **compressed − dense** for ECE (positive = compression worsens calibration).
+- The dense reference of a compressed run is the dense run of the same backbone, dataset,
+  method, budget and seed (same few-shot subset).
+- An analysis with no usable input returns an empty DataFrame; the report turns that into a
+  note, never an error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hiddencost.report.stats import ALPHA, mean_ci, welch_test
+from hiddencost.report.table import class_names
+
+TASK: list[str] = ["backbone", "dataset"]
+#: Per-compression descriptors carried along by every analysis.
+COMPRESSION_META: list[str] = ["family", "compression_name", "level", "unit", "severity"]
+PERCENT = 100.0
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _empty(columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame(columns=list(columns))
+
+
+def compression_order(df: pd.DataFrame) -> list[str]:
+    """Compression labels in display order: dense first, then families in order of first
+    appearance, each from least to most compressed (``severity``)."""
+    if df.empty:
+        return []
+    first: dict[str, int] = {}
+    for i, fam in enumerate(df["family"]):
+        first.setdefault(fam, i)
+    meta = df.drop_duplicates("compression")[["compression", "family", "severity"]]
+    appear = {c: i for i, c in enumerate(df["compression"].drop_duplicates())}
+
+    def key(row: Any) -> tuple:
+        sev = row.severity if row.severity == row.severity else math.inf
+        return (row.family != "dense", first[row.family], sev, appear[row.compression])
+
+    return [r.compression for r in sorted(meta.itertuples(index=False), key=key)]
+
+
+def budget_order(df: pd.DataFrame) -> list[str]:
+    """Budget labels from fewest shots to full data."""
+    pairs = df.drop_duplicates("budget")[["budget", "budget_rank"]]
+    return [b for b, _ in sorted(pairs.itertuples(index=False), key=lambda p: p[1])]
+
+
+def _meta(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    out = {}
+    for row in df.drop_duplicates("compression").itertuples(index=False):
+        out[row.compression] = {k: getattr(row, k) for k in COMPRESSION_META}
+    return out
+
+
+def _sort(out: pd.DataFrame, df: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
+    """Sort an analysis table: tasks and methods in order of appearance, compressions in
+    :func:`compression_order`, budgets by shots, then ``extra`` columns."""
+    if out.empty:
+        return out.reset_index(drop=True)
+    orders: dict[str, list] = {
+        "backbone": list(dict.fromkeys(df["backbone"])),
+        "dataset": list(dict.fromkeys(df["dataset"])),
+        "method": list(dict.fromkeys(df["method"])),
+        "compression": compression_order(df),
+        "budget": budget_order(df),
+    }
+    keys = [c for c in ("backbone", "dataset", "method", "compression", "budget")
+            if c in out.columns]
+    tmp = out.copy()
+    sort_cols = []
+    for c in keys:
+        rank = {v: i for i, v in enumerate(orders[c])}
+        tmp[f"_{c}"] = [rank.get(v, len(rank)) for v in tmp[c]]
+        sort_cols.append(f"_{c}")
+    sort_cols += [c for c in extra if c in tmp.columns]
+    tmp = tmp.sort_values(sort_cols, kind="stable")
+    return tmp.drop(columns=[c for c in tmp.columns if c.startswith("_")]).reset_index(drop=True)
+
+
+def _summarize(df: pd.DataFrame, keys: list[str], value: str, scale: float = 1.0
+               ) -> pd.DataFrame:
+    """Mean and 95% t-interval of ``value × scale`` over the rows (seeds) of each group."""
+    rows = []
+    meta = _meta(df)
+    for k, g in df.groupby(keys, sort=False, dropna=False):
+        vals = [v * scale for v in g[value] if v is not None and v == v]
+        ci = mean_ci(vals)
+        row = dict(zip(keys, k if isinstance(k, tuple) else (k,), strict=True))
+        if "compression" in row:
+            row.update(meta[row["compression"]])
+        if "budget" in row:
+            row["budget_rank"] = float(g["budget_rank"].iloc[0])
+        row.update(n_seeds=ci.n, mean=ci.mean, lo=ci.lo, hi=ci.hi, sd=ci.sd)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def largest_budget(df: pd.DataFrame) -> str | None:
+    """The budget with the most shots (``full`` when present)."""
+    if df.empty:
+        return None
+    return str(df.loc[df["budget_rank"].idxmax(), "budget"])
+
+
+def most_compressed(df: pd.DataFrame) -> list[str]:
+    """Per family, the most compressed point present in ``df`` (highest severity; the last one
+    in order when severity is unknown)."""
+    order = compression_order(df)
+    out: dict[str, str] = {}
+    for comp in order:
+        fam = df.loc[df["compression"] == comp, "family"].iloc[0]
+        if fam != "dense":
+            out[fam] = comp  # order is ascending severity within a family
+    return list(out.values())
+
+
+def max_seeds(df: pd.DataFrame) -> int:
+    """The largest number of seeds of any cell × compression (1 → no intervals possible)."""
+    if df.empty:
+        return 0
+    return int(df.groupby([*TASK, "method", "budget", "compression"], sort=False)["seed"]
+               .nunique().max())
+
+
+# --------------------------------------------------------------------------------------------
+# 1. accuracy vs data budget
+# --------------------------------------------------------------------------------------------
+
+
+def accuracy_vs_budget(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Per task × method × compression × budget: mean test accuracy (%) over seeds with its 95%
+    t-interval (``lo``, ``hi``; NaN with one seed)."""
+    cols = [*TASK, "method", "compression", "budget", *COMPRESSION_META, "budget_rank",
+            "n_seeds", "mean", "lo", "hi", "sd"]
+    sub = df[df[metric].notna()] if not df.empty else df
+    if sub.empty:
+        return _empty(cols)
+    out = _summarize(sub, [*TASK, "method", "compression", "budget"], metric, PERCENT)
+    return _sort(out[cols], df)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Δ heatmaps with a significance test
+# --------------------------------------------------------------------------------------------
+
+
+def delta_heatmap(df: pd.DataFrame, metric: str = "accuracy", alpha: float = ALPHA,
+                  dense_minus_compressed: bool = True) -> pd.DataFrame:
+    """Per task × method × compressed point × budget: Δ = mean(dense) − mean(compressed) of
+    ``metric`` in pp over seeds (or compressed − dense with ``dense_minus_compressed=False``),
+    with Welch's two-sided t-test of equal means (:func:`~hiddencost.report.stats.welch_test`)
+    and the Welch 95% interval of Δ.
+
+    ``significant`` is True / False at level ``alpha`` (no multiple-comparison correction), and
+    None when untested (``reason``: fewer than 2 seeds on a side, or zero variance). Cells
+    without a dense counterpart are absent.
+    """
+    cols = [*TASK, "method", "compression", "budget", *COMPRESSION_META, "budget_rank",
+            "dense_mean", "compressed_mean", "delta", "delta_lo", "delta_hi", "n_dense",
+            "n_compressed", "t", "df", "p", "tested", "significant", "reason"]
+    if df.empty:
+        return _empty(cols)
+    sub = df[df[metric].notna()]
+    dense = {k: g for k, g in sub[sub["is_dense"]].groupby([*TASK, "method", "budget"],
+                                                             sort=False)}
+    meta = _meta(df)
+    rows = []
+    for k, g in sub[~sub["is_dense"]].groupby([*TASK, "method", "budget", "compression"],
+                                              sort=False):
+        d = dense.get(k[:4])
+        if d is None:
+            continue
+        dv = [v * PERCENT for v in d[metric]]
+        cv = [v * PERCENT for v in g[metric]]
+        w = welch_test(dv, cv) if dense_minus_compressed else welch_test(cv, dv)
+        lo, hi = w.diff_ci()
+        rows.append({
+            **dict(zip([*TASK, "method", "budget", "compression"], k, strict=True)),
+            **meta[k[4]], "budget_rank": float(g["budget_rank"].iloc[0]),
+            "dense_mean": float(np.mean(dv)), "compressed_mean": float(np.mean(cv)),
+            "delta": w.diff, "delta_lo": lo, "delta_hi": hi, "n_dense": w.n_a if
+            dense_minus_compressed else w.n_b, "n_compressed": w.n_b if dense_minus_compressed
+            else w.n_a, "t": w.t, "df": w.df, "p": w.p, "tested": w.tested,
+            "significant": w.significant(alpha), "reason": w.reason,
+        })
+    if not rows:
+        return _empty(cols)
+    return _sort(pd.DataFrame(rows)[cols], df)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. calibration, 4. confidence: a metric against the compression level
+# --------------------------------------------------------------------------------------------
+
+
+def metric_vs_compression(df: pd.DataFrame, metric: str, scale: float = 1.0) -> pd.DataFrame:
+    """Per task × method × budget × compression point (dense included): mean of
+    ``metric × scale`` over seeds with its 95% t-interval."""
+    cols = [*TASK, "method", "budget", "compression", *COMPRESSION_META, "budget_rank",
+            "metric", "n_seeds", "mean", "lo", "hi", "sd"]
+    sub = df[df[metric].notna()] if not df.empty and metric in df else df.iloc[0:0]
+    if sub.empty:
+        return _empty(cols)
+    out = _summarize(sub, [*TASK, "method", "budget", "compression"], metric, scale)
+    out["metric"] = metric
+    return _sort(out[cols], df)
+
+
+def ece_vs_compression(df: pd.DataFrame) -> pd.DataFrame:
+    """ECE (%, 15 bins, top-label) against the compression level: :func:`metric_vs_compression`
+    of ``ece`` × 100."""
+    return metric_vs_compression(df, "ece", PERCENT)
+
+
+def confidence_vs_compression(df: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Figures 10–13: mean confidence of the true class over correctly classified
+    test samples, ``(1/|C|) Σ_{i∈C} p_{i,y_i}``, and mean ``KL(p_i ‖ u) = Σ_k p_ik log(K p_ik)``
+    (nats) over misclassified samples, against the compression level; both metrics stacked
+    (column ``metric``)."""
+    parts = [metric_vs_compression(df, m) for m in
+             ("mean_confidence_correct", "kl_to_uniform_incorrect")]
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return metric_vs_compression(df, "mean_confidence_correct")
+    return pd.concat(parts, ignore_index=True)
+
+
+def reliability_table(df: pd.DataFrame, budget: str | None = None) -> pd.DataFrame:
+    """Reliability-diagram data of the dense model and of each family's most compressed point,
+    per task × method at ``budget`` (default: the largest budget with reliability data).
+
+    Seeds are pooled: per bin b, ``count_b = Σ_s n_{s,b}``, ``acc_b = Σ_s n_{s,b} acc_{s,b} /
+    count_b`` and likewise the mean confidence (NaN for an empty bin).
+    """
+    cols = [*TASK, "method", "budget", "compression", *COMPRESSION_META, "bin", "bin_lo",
+            "bin_hi", "count", "accuracy", "confidence", "n_seeds"]
+    if df.empty:
+        return _empty(cols)
+    sub = df[[isinstance(r, dict) and bool(r.get("counts")) for r in df["reliability"]]]
+    rows = []
+    meta = _meta(df)
+    for k, g in sub.groupby([*TASK, "method"], sort=False):
+        b = budget or largest_budget(g)
+        g = g[g["budget"] == b]
+        if not g["is_dense"].any():
+            continue
+        for comp in [g.loc[g["is_dense"], "compression"].iloc[0], *most_compressed(g)]:
+            runs = list(g.loc[g["compression"] == comp, "reliability"])
+            if not runs:
+                continue
+            edges = runs[0]["edges"]
+            nb = len(runs[0]["counts"])
+            for i in range(nb):
+                cnt = sum(int(r["counts"][i]) for r in runs)
+                acc = sum(int(r["counts"][i]) * (r["accuracy"][i] or 0.0) for r in runs)
+                conf = sum(int(r["counts"][i]) * (r["confidence"][i] or 0.0) for r in runs)
+                rows.append({
+                    **dict(zip([*TASK, "method"], k, strict=True)), "budget": b,
+                    "compression": comp, **meta[comp], "bin": i, "bin_lo": edges[i],
+                    "bin_hi": edges[i + 1], "count": cnt,
+                    "accuracy": acc / cnt if cnt else math.nan,
+                    "confidence": conf / cnt if cnt else math.nan, "n_seeds": len(runs),
+                })
+    if not rows:
+        return _empty(cols)
+    return _sort(pd.DataFrame(rows)[cols], df, ["bin"])
+
+
+# --------------------------------------------------------------------------------------------
+# 5. label-mapping inspection
+# --------------------------------------------------------------------------------------------
+
+#: Coarse groups of the ImageNet-1k classes by index range (the classes are ordered by WordNet
+#: id, so ranges are semantic groups). (first, last, group, kind).
+IMAGENET_GROUPS: tuple[tuple[int, int, str, str], ...] = (
+    (0, 6, "fish", "animal"), (7, 24, "bird", "animal"), (25, 32, "amphibian", "animal"),
+    (33, 68, "reptile", "animal"), (69, 79, "arthropod", "animal"),
+    (80, 100, "bird", "animal"), (101, 106, "mammal", "animal"),
+    (107, 126, "invertebrate", "animal"), (127, 146, "bird", "animal"),
+    (147, 150, "marine mammal", "animal"), (151, 268, "dog", "animal"),
+    (269, 280, "wolf/fox", "animal"), (281, 293, "cat", "animal"),
+    (294, 299, "mammal", "animal"), (300, 326, "insect", "animal"),
+    (327, 329, "invertebrate", "animal"), (330, 364, "mammal", "animal"),
+    (365, 384, "primate", "animal"), (385, 388, "mammal", "animal"),
+    (389, 397, "fish", "animal"), (398, 923, "artifact", "object"),
+    (924, 969, "food", "food"), (970, 980, "landscape", "nature"),
+    (981, 983, "person", "person"), (984, 998, "plant/fungus", "nature"),
+    (999, 999, "artifact", "object"),
+)
+
+
+def _imagenet_names() -> list[str] | None:
+    try:
+        from torchvision.models._meta import _IMAGENET_CATEGORIES
+    except Exception:  # torchvision absent or changed: closeness is not judged
+        return None
+    return list(_IMAGENET_CATEGORIES)
+
+
+def imagenet_group(index: int, name: str | None = None) -> tuple[str, str] | None:
+    """(group, kind) of ImageNet-1k class ``index`` (e.g. 223 → ("dog", "animal")), or None
+    when the index is out of range or ``name`` is not the ImageNet-1k name of ``index`` (the
+    source classes are then not ImageNet-1k and cannot be judged this way)."""
+    names = _imagenet_names()
+    if not 0 <= index < 1000 or (name is not None and names is not None
+                                 and names[index] != name):
+        return None
+    for lo, hi, group, kind in IMAGENET_GROUPS:
+        if lo <= index <= hi:
+            return group, kind
+    return None
+
+
+def closeness(a: int, a_name: str, b: int, b_name: str) -> str:
+    """How close two source classes are: ``same class``; ``same group (dog)``; ``same kind
+    (animal: dog / cat)``; ``unrelated (dog / artifact)``; ``not judged`` (not ImageNet-1k)."""
+    if a == b:
+        return "same class"
+    ga, gb = imagenet_group(a, a_name), imagenet_group(b, b_name)
+    if ga is None or gb is None:
+        return "not judged"
+    if ga[0] == gb[0]:
+        return f"same group ({ga[0]})"
+    if ga[1] == gb[1]:
+        return f"same kind ({ga[1]}: {ga[0]} / {gb[0]})"
+    return f"unrelated ({ga[0]} / {gb[0]})"
+
+
+def label_mapping_table(df: pd.DataFrame, targets: Sequence[int | str] | None = None,
+                        max_targets: int = 10, budget: str | None = None,
+                        seed: int | None = None) -> pd.DataFrame:
+    """Which source class each chosen target class is mapped to, by the dense model and by each
+    compressed model, side by side with class names and :func:`closeness`.
+
+    Per task × method with label mappings (RLM/FLM/ILM; LP and FM have none), at ``budget``
+    (default the largest with a dense mapping) and ``seed`` (default the smallest with a dense
+    run). ``targets`` picks target classes by index or name; by default all targets when there
+    are at most ``max_targets``, else the ``max_targets`` targets remapped by the most
+    compressed models (ties: lower index).
+    """
+    cols = [*TASK, "method", "budget", "seed", "target", "target_name", "compression",
+            *COMPRESSION_META, "source", "source_name", "dense_source", "dense_source_name",
+            "same_as_dense", "closeness"]
+    if df.empty:
+        return _empty(cols)
+    sub = df[[isinstance(m, list) and bool(m) for m in df["label_mapping"]]]
+    meta = _meta(df)
+    rows = []
+    for k, g in sub.groupby([*TASK, "method"], sort=False):
+        dense_g = g[g["is_dense"]]
+        if dense_g.empty:
+            continue
+        b = budget or largest_budget(dense_g)
+        dense_g = dense_g[dense_g["budget"] == b]
+        if dense_g.empty:
+            continue
+        s = seed if seed is not None else int(dense_g["seed"].min())
+        dense_run = dense_g[dense_g["seed"] == s]
+        if dense_run.empty:
+            continue
+        dmap = {int(m["target"]): m for m in dense_run["label_mapping"].iloc[0]}
+        runs = g[(g["budget"] == b) & (g["seed"] == s) & ~g["is_dense"]]
+        maps = {c: {int(m["target"]): m for m in lm}
+                for c, lm in zip(runs["compression"], runs["label_mapping"], strict=True)}
+        if targets is not None:
+            chosen = [t for t in dmap if t in targets or dmap[t]["target_name"] in
+                      {str(x) for x in targets}]
+        elif len(dmap) <= max_targets:
+            chosen = sorted(dmap)
+        else:
+            changed = {t: sum(int(m[t]["source"]) != int(dmap[t]["source"])
+                              for m in maps.values() if t in m) for t in dmap}
+            chosen = sorted(sorted(dmap, key=lambda t: (-changed[t], t))[:max_targets])
+        for t in chosen:
+            d = dmap[t]
+            entries = [(dense_run["compression"].iloc[0], d)] + [
+                (c, m[t]) for c, m in maps.items() if t in m]
+            for comp, m in entries:
+                src, name = int(m["source"]), str(m["source_name"])
+                rows.append({
+                    **dict(zip([*TASK, "method"], k, strict=True)), "budget": b, "seed": s,
+                    "target": t, "target_name": str(d["target_name"]), "compression": comp,
+                    **meta[comp], "source": src, "source_name": name,
+                    "dense_source": int(d["source"]), "dense_source_name": str(d["source_name"]),
+                    "same_as_dense": src == int(d["source"]),
+                    "closeness": closeness(int(d["source"]), str(d["source_name"]), src, name),
+                })
+    if not rows:
+        return _empty(cols)
+    return _sort(pd.DataFrame(rows)[cols], df, ["target"])
+
+
+# --------------------------------------------------------------------------------------------
+# 6. class-wise gains and drops
+# --------------------------------------------------------------------------------------------
+
+
+def class_gains_drops(df: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+    """The ``k`` target classes where each compressed model loses most, and the ``k`` where it
+    gains most, against dense: per class, Δ_c = mean_s acc_c(compressed) − mean_s acc_c(dense)
+    in pp (per-class test accuracy, means over seeds). ``kind`` is ``drop`` for the most
+    negative Δ_c (Δ_c < 0 only) and ``gain`` for the most positive (Δ_c > 0 only); ``rank`` 1
+    is the largest change. Per task × method × budget × compressed point."""
+    cols = [*TASK, "method", "budget", "compression", *COMPRESSION_META, "budget_rank", "kind",
+            "rank", "target", "target_name", "dense_mean", "compressed_mean", "delta",
+            "n_dense", "n_compressed"]
+    if df.empty:
+        return _empty(cols)
+    sub = df[[isinstance(p, list) and bool(p) for p in df["per_class_accuracy"]]]
+    meta = _meta(df)
+
+    def per_class(g: pd.DataFrame) -> np.ndarray:
+        arr = np.array([[np.nan if v is None else v for v in p] for p in g["per_class_accuracy"]],
+                       dtype=float)
+        with np.errstate(all="ignore"):
+            return np.nanmean(arr, axis=0) * PERCENT
+
+    dense = {key: g for key, g in sub[sub["is_dense"]].groupby([*TASK, "method", "budget"],
+                                                               sort=False)}
+    names_by_dataset: dict[str, dict[int, str]] = {}
+    rows = []
+    for key, g in sub[~sub["is_dense"]].groupby([*TASK, "method", "budget", "compression"],
+                                                sort=False):
+        d = dense.get(key[:4])
+        if d is None:
+            continue
+        dm, cm = per_class(d), per_class(g)
+        if dm.shape != cm.shape:
+            continue
+        dataset = key[1]
+        if dataset not in names_by_dataset:
+            names_by_dataset[dataset] = class_names(df, dataset)
+        names = names_by_dataset[dataset]
+        delta = cm - dm
+        valid = [i for i in range(len(delta)) if np.isfinite(delta[i])]
+        drops = sorted((i for i in valid if delta[i] < 0), key=lambda i: (delta[i], i))[:k]
+        gains = sorted((i for i in valid if delta[i] > 0), key=lambda i: (-delta[i], i))[:k]
+        for kind, chosen in (("drop", drops), ("gain", gains)):
+            for rank, i in enumerate(chosen, 1):
+                rows.append({
+                    **dict(zip([*TASK, "method", "budget", "compression"], key, strict=True)),
+                    **meta[key[4]], "budget_rank": float(g["budget_rank"].iloc[0]),
+                    "kind": kind, "rank": rank, "target": i,
+                    "target_name": names.get(i, f"class {i}"), "dense_mean": float(dm[i]),
+                    "compressed_mean": float(cm[i]), "delta": float(delta[i]),
+                    "n_dense": len(d), "n_compressed": len(g),
+                })
+    if not rows:
+        return _empty(cols)
+    return _sort(pd.DataFrame(rows)[cols], df, ["kind", "rank"])
+
+
+# --------------------------------------------------------------------------------------------
+# 7. prompt evolution and training loss
+# --------------------------------------------------------------------------------------------
+
+
+def load_prompts(path: str) -> np.ndarray:
+    """δ after each epoch, ``(E, 3, C, C)`` float32, from ``prompt_history.safetensors``."""
+    from safetensors.numpy import load_file
+
+    return load_file(path)["delta"].astype(np.float32)
+
+
+def load_final_prompt(path: str) -> np.ndarray | None:
+    """The final δ ``(3, C, C)`` from ``weights.safetensors``; None for LP heads."""
+    from safetensors.numpy import load_file
+
+    tensors = load_file(path)
+    d = tensors.get("prompt.delta")
+    return None if d is None else d.astype(np.float32)
+
+
+def _prompts_of(row: Any) -> tuple[np.ndarray, list[int], str] | None:
+    """(prompts E'×3×C×C, their epochs, 'history' | 'final') for a table row, or None."""
+    try:
+        if row.prompt_history:
+            p = load_prompts(row.prompt_history)
+            return p, list(range(1, len(p) + 1)), "history"
+        if row.weights:
+            final = load_final_prompt(row.weights)
+            if final is not None:
+                epochs = int(row.epochs) if row.epochs else 1
+                return final[None], [epochs], "final"
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    return None
+
+
+def prompt_distance(df: pd.DataFrame) -> pd.DataFrame:
+    """Per task × VP method × budget × compressed point × epoch: the L2 distance between the
+    dense and the compressed model's prompt parameters, ``‖δ_dense(e) − δ_comp(e)‖₂`` over all
+    3·C·C entries (same seed; then mean and 95% t-interval over seeds). Uses the per-epoch
+    prompt history when both runs kept one (``source = history``), else the final prompts in
+    ``weights.safetensors`` (``source = final``, one point at the last epoch)."""
+    cols = [*TASK, "method", "budget", "compression", *COMPRESSION_META, "budget_rank", "epoch",
+            "source", "n_seeds", "mean", "lo", "hi", "sd"]
+    if df.empty:
+        return _empty(cols)
+    vp = df[(df["method"] != "lp") & (df["prompt_history"].notna() | df["weights"].notna())]
+    cache: dict[str, tuple[np.ndarray, list[int], str] | None] = {}
+
+    def prompts(row: Any) -> tuple[np.ndarray, list[int], str] | None:
+        key = str(row.prompt_history or row.weights)  # the file the prompts come from
+        if key not in cache:
+            cache[key] = _prompts_of(row)
+        return cache[key]
+
+    pairs = []
+    dense = {(r.backbone, r.dataset, r.method, r.budget, r.seed): r
+             for r in vp[vp["is_dense"]].itertuples(index=False)}
+    for r in vp[~vp["is_dense"]].itertuples(index=False):
+        d = dense.get((r.backbone, r.dataset, r.method, r.budget, r.seed))
+        if d is None:
+            continue
+        pd_, pc = prompts(d), prompts(r)
+        if pd_ is None or pc is None or pd_[0].shape[1:] != pc[0].shape[1:]:
+            continue
+        if pd_[2] == "history" and pc[2] == "history":
+            n = min(len(pd_[0]), len(pc[0]))
+            dist = np.sqrt(((pd_[0][:n] - pc[0][:n]) ** 2).reshape(n, -1).sum(axis=1))
+            epochs, source = pd_[1][:n], "history"
+        else:
+            dist = np.sqrt(((pd_[0][-1] - pc[0][-1]) ** 2).sum())[None]
+            epochs, source = [pd_[1][-1]], "final"
+        for e, v in zip(epochs, dist, strict=True):
+            pairs.append({"backbone": r.backbone, "dataset": r.dataset, "method": r.method,
+                          "budget": r.budget, "budget_rank": r.budget_rank,
+                          "compression": r.compression, "epoch": e, "source": source,
+                          "value": float(v)})
+    if not pairs:
+        return _empty(cols)
+    long = pd.DataFrame(pairs)
+    rows = []
+    meta = _meta(df)
+    for k, g in long.groupby([*TASK, "method", "budget", "compression", "epoch", "source"],
+                             sort=False):
+        ci = mean_ci(g["value"])
+        row = dict(zip([*TASK, "method", "budget", "compression", "epoch", "source"], k,
+                       strict=True))
+        rows.append({**row, **meta[row["compression"]],
+                     "budget_rank": float(g["budget_rank"].iloc[0]), "n_seeds": ci.n,
+                     "mean": ci.mean, "lo": ci.lo, "hi": ci.hi, "sd": ci.sd})
+    return _sort(pd.DataFrame(rows)[cols], df, ["epoch"])
+
+
+def prompt_mask(canvas: int, inner: int) -> np.ndarray:
+    """The pad-prompt mask M (C×C): 1 on the border, 0 over the image, which sits at
+    top/left offset ⌊(C − s + 1)/2⌋ (DESIGN §3)."""
+    m = np.ones((canvas, canvas), dtype=np.float32)
+    off = (canvas - inner + 1) // 2
+    m[off:off + inner, off:off + inner] = 0.0
+    return m
+
+
+def prompt_image(delta: np.ndarray, inner: int | None) -> np.ndarray:
+    """What the prompt adds, as an H×W×3 image in [0, 1]: sigmoid(δ) on the border; the image
+    area (where M = 0) is shown white."""
+    img = 1.0 / (1.0 + np.exp(-delta.astype(np.float64)))
+    if inner:
+        m = prompt_mask(delta.shape[-1], int(inner))
+        img = img * m + (1.0 - m)
+    return np.clip(img.transpose(1, 2, 0), 0.0, 1.0)
+
+
+def prompt_snapshots(df: pd.DataFrame, n_epochs: int = 3) -> pd.DataFrame:
+    """The learned prompts of the dense model and of each family's most compressed point at
+    ``n_epochs`` epochs (first, evenly spaced, last; only the last without a history), per
+    task × VP method at the largest budget and smallest seed. Column ``image`` holds the
+    H×W×3 array of :func:`prompt_image`; ``l2_norm`` is ‖δ‖₂ and ``border_mean`` the mean of
+    sigmoid(δ) over the border."""
+    cols = [*TASK, "method", "budget", "seed", "compression", *COMPRESSION_META, "epoch",
+            "source", "l2_norm", "border_mean", "image"]
+    if df.empty:
+        return _empty(cols)
+    vp = df[(df["method"] != "lp") & (df["prompt_history"].notna() | df["weights"].notna())]
+    meta = _meta(df)
+    rows = []
+    for k, g in vp.groupby([*TASK, "method"], sort=False):
+        if not g["is_dense"].any():
+            continue
+        b = largest_budget(g[g["is_dense"]])
+        g = g[g["budget"] == b]
+        s = int(g.loc[g["is_dense"], "seed"].min())
+        g = g[g["seed"] == s]
+        for comp in [g.loc[g["is_dense"], "compression"].iloc[0], *most_compressed(g)]:
+            run = next(g[g["compression"] == comp].itertuples(index=False), None)
+            got = _prompts_of(run) if run is not None else None
+            if got is None:
+                continue
+            prompts, epochs, source = got
+            idx = sorted({int(round(x)) for x in np.linspace(0, len(prompts) - 1,
+                                                             min(n_epochs, len(prompts)))})
+            inner = run.inner_size
+            for i in idx:
+                delta = prompts[i]
+                mask = prompt_mask(delta.shape[-1], int(inner)) if inner else \
+                    np.ones(delta.shape[-2:], dtype=np.float32)
+                sig = 1.0 / (1.0 + np.exp(-delta.astype(np.float64)))
+                rows.append({
+                    **dict(zip([*TASK, "method"], k, strict=True)), "budget": b, "seed": s,
+                    "compression": comp, **meta[comp], "epoch": epochs[i], "source": source,
+                    "l2_norm": float(np.sqrt((delta.astype(np.float64) ** 2).sum())),
+                    "border_mean": float((sig * mask).sum() / (3 * mask.sum())),
+                    "image": prompt_image(delta, inner),
+                })
+    if not rows:
+        return _empty(cols)
+    return _sort(pd.DataFrame(rows)[cols], df, ["epoch"])
+
+
+def loss_trajectories(df: pd.DataFrame) -> pd.DataFrame:
+    """Per task × method × budget × compression × epoch: the mean training loss (cross-entropy,
+    nats, averaged over the epoch's batches) over seeds with its 95% t-interval."""
+    cols = [*TASK, "method", "budget", "compression", *COMPRESSION_META, "budget_rank", "epoch",
+            "n_seeds", "mean", "lo", "hi", "sd"]
+    if df.empty:
+        return _empty(cols)
+    long = []
+    for r in df.itertuples(index=False):
+        if not isinstance(r.history, list):
+            continue
+        for i, h in enumerate(r.history, 1):
+            if isinstance(h, dict) and h.get("loss") is not None:
+                long.append({"backbone": r.backbone, "dataset": r.dataset, "method": r.method,
+                             "budget": r.budget, "budget_rank": r.budget_rank,
+                             "compression": r.compression, "epoch": int(h.get("epoch", i)),
+                             "loss": float(h["loss"])})
+    if not long:
+        return _empty(cols)
+    meta = _meta(df)
+    out = _summarize_long(pd.DataFrame(long), [*TASK, "method", "budget", "compression", "epoch"],
+                          "loss", meta)
+    return _sort(out[cols], df, ["epoch"])
+
+
+def _summarize_long(long: pd.DataFrame, keys: list[str], value: str,
+                    meta: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for k, g in long.groupby(keys, sort=False):
+        ci = mean_ci(g[value])
+        row = dict(zip(keys, k, strict=True))
+        rows.append({**row, **meta[row["compression"]],
+                     "budget_rank": float(g["budget_rank"].iloc[0]), "n_seeds": ci.n,
+                     "mean": ci.mean, "lo": ci.lo, "hi": ci.hi, "sd": ci.sd})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# 8. summary table (the paper's Table 1, with intervals)
+# --------------------------------------------------------------------------------------------
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per transfer method (and ``all`` methods) × compressed point: the mean accuracy drop
+    (dense − compressed, pp) and ECE change (compressed − dense, pp) across datasets and
+    budgets, with 95% t-intervals over those cells.
+
+    Each cell (task × method × budget) contributes one Δ, the difference of its seed means, so
+    a study with one seed still has intervals here: they describe the spread over datasets and
+    budgets, not seed noise. ``n_cells`` < 2 gives no interval.
+    """
+    cols = ["method", "compression", *COMPRESSION_META, "n_cells", "n_datasets", "n_budgets",
+            "acc_drop_mean", "acc_drop_lo", "acc_drop_hi", "ece_change_mean", "ece_change_lo",
+            "ece_change_hi", "dense_accuracy_mean", "dense_ece_mean"]
+    if df.empty:
+        return _empty(cols)
+    acc = delta_heatmap(df, "accuracy")
+    ece = delta_heatmap(df, "ece", dense_minus_compressed=False)
+    if acc.empty:
+        return _empty(cols)
+    keys = [*TASK, "method", "budget", "compression"]
+    merged = acc[[*keys, "delta", "dense_mean"]].merge(
+        ece[[*keys, "delta", "dense_mean"]].rename(
+            columns={"delta": "ece_delta", "dense_mean": "ece_dense"}), on=keys, how="left")
+    meta = _meta(df)
+    rows = []
+    for label, part in [*((m, merged[merged["method"] == m]) for m in
+                          dict.fromkeys(merged["method"])), ("all", merged)]:
+        for comp, g in part.groupby("compression", sort=False):
+            a, e = mean_ci(g["delta"]), mean_ci(g["ece_delta"])
+            rows.append({
+                "method": label, "compression": comp, **meta[comp], "n_cells": len(g),
+                "n_datasets": g["dataset"].nunique(), "n_budgets": g["budget"].nunique(),
+                "acc_drop_mean": a.mean, "acc_drop_lo": a.lo, "acc_drop_hi": a.hi,
+                "ece_change_mean": e.mean, "ece_change_lo": e.lo, "ece_change_hi": e.hi,
+                "dense_accuracy_mean": float(np.mean(g["dense_mean"])),
+                "dense_ece_mean": float(np.nanmean(g["ece_dense"].astype(float)))
+                if g["ece_dense"].notna().any() else math.nan,
+            })
+    out = pd.DataFrame(rows)[cols]
+    methods = [*dict.fromkeys(merged["method"]), "all"]
+    order = {c: i for i, c in enumerate(compression_order(df))}
+    out["_m"] = [methods.index(m) for m in out["method"]]
+    out["_c"] = [order.get(c, len(order)) for c in out["compression"]]
+    return out.sort_values(["_m", "_c"]).drop(columns=["_m", "_c"]).reset_index(drop=True)
