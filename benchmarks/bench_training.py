@@ -8,7 +8,8 @@ as ratios reference / ours, so it means the same on a slow or a busy machine (DE
 A. Visual prompting, one ILM-VP epoch.
 
    ours       ``train_visual_prompt(method="ilm")``: uint8 images held in memory, frozen
-              channels_last backbone (``freeze`` then ``channels_last``, as ``run._backbone``),
+              backbone with BatchNorm folded, channels_last (``prepare_frozen``, as
+              ``run._backbone``),
               ``inference_mode`` for the ILM mapping pass, no test pass during training.
    reference  written here the way earlier code did it: a ``DataLoader`` over a ``Dataset`` of
               PIL images (converted once at set-up, as torchvision datasets hold them) with
@@ -50,7 +51,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from hiddencost.backbones import create_model, freeze, penultimate_features
+from hiddencost.backbones import create_model, penultimate_features, prepare_frozen
 from hiddencost.data import load_dataset
 from hiddencost.device import resolve_device
 from hiddencost.prompting.label_mapping import frequency_mapping
@@ -296,7 +297,7 @@ def bench_vp(args: argparse.Namespace, base: nn.Module, info, device: torch.devi
     k, k_src = task.num_classes, info.num_classes
 
     # Ours: the backbone exactly as run._backbone prepares it.
-    ours_bb = freeze(copy.deepcopy(base)).to(device=device, memory_format=torch.channels_last)
+    ours_bb = prepare_frozen(copy.deepcopy(base), device, args.canvas)
     # Reference: default memory format, requires_grad False, eval.
     ref_bb = copy.deepcopy(base).to(device)
     for p in ref_bb.parameters():
@@ -417,7 +418,7 @@ def bench_lp(args: argparse.Namespace, base: nn.Module, info, device: torch.devi
     n_train = min(args.lp_train, len(task.train_labels))
     train_u8, train_y = task.train_images[:n_train], task.train_labels[:n_train]
     test_u8, test_y = task.test_images, task.test_labels
-    backbone = freeze(copy.deepcopy(base)).to(device=device, memory_format=torch.channels_last)
+    backbone = prepare_frozen(copy.deepcopy(base), device, args.lp_size)
     pre = ResizeNormalize(args.lp_size, info.mean, info.std).to(device)
     ref_epochs = args.lp_ref_epochs or args.lp_epochs
     common = (backbone, pre, train_u8, train_y, test_u8, test_y, task.num_classes)

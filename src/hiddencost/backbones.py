@@ -309,6 +309,19 @@ def freeze(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+def prepare_frozen(model: nn.Module, device: torch.device, input_size: int) -> nn.Module:
+    """The backbone as transfer trains through it: :func:`freeze`, BatchNorm folded into the
+    convolutions (:func:`hiddencost.fold.fold_batchnorm`, checked on a probe batch of
+    ``input_size`` images), then on ``device`` in channels_last. Measure compression first:
+    folding rescales weights (zeros and per-channel value counts are kept)."""
+    from hiddencost.fold import fold_batchnorm
+
+    freeze(model)
+    probe = torch.rand(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    fold_batchnorm(model, probe.to(next(model.parameters()).device))
+    return model.to(device=device, memory_format=torch.channels_last)
+
+
 def penultimate_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The pooled pre-classifier features of a timm model (the input of its final linear layer)."""
     return model.forward_head(model.forward_features(x), pre_logits=True)

@@ -20,7 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from safetensors.torch import save_file
 
 from hiddencost import __version__
-from hiddencost.backbones import BackboneInfo, create_model, freeze, resolve_backbone_name
+from hiddencost.backbones import (
+    BackboneInfo,
+    create_model,
+    prepare_frozen,
+    resolve_backbone_name,
+)
 from hiddencost.compression import CompressionReport, CompressionSpec, apply_compression
 from hiddencost.data import (
     DATASETS,
@@ -135,9 +140,8 @@ def _backbone(
 ) -> tuple[torch.nn.Module, BackboneInfo, CompressionReport]:
     model, info = create_model(cfg.model, weights=cfg.weights, checkpoint=cfg.checkpoint)
     report = apply_compression(model, cfg.compression, calibration_images=calibration)
-    freeze(model)
-    model = model.to(device=device, memory_format=torch.channels_last)
-    return model, info, report
+    size = cfg.lp_image_size if cfg.method == "lp" else cfg.canvas_size
+    return prepare_frozen(model, device, size), info, report
 
 
 def _mapping_table(mapping: list[int], task: TaskData, info: BackboneInfo) -> list[dict]:
