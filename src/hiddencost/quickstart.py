@@ -90,8 +90,9 @@ def print_table(console: Console, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         delta = r["delta_accuracy_vs_dense"]
         table.add_row(
-            r["compression"].replace("magnitude-global-", "mag-"), r["method"], r["n_shot"], f"{r['accuracy']:.3f}",
-            f"{r['ece']:.3f}", "" if delta is None else f"{delta:+.3f}", f"{r['sparsity']:.3f}",
+            r["compression"].replace("magnitude-global-", "mag-"), r["method"], r["n_shot"],
+            f"{r['accuracy']:.3f}", f"{r['ece']:.3f}", "" if delta is None else f"{delta:+.3f}",
+            f"{r['sparsity']:.3f}",
         )
     console.print(table)
 
