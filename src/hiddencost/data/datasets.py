@@ -95,12 +95,13 @@ def _labels(values: Sequence[int] | np.ndarray) -> torch.Tensor:
 
 
 def _split_pool(
-    class_names: list[str], images: torch.Tensor, labels: torch.Tensor, seed: int, source: str
+    class_names: list[str], images: torch.Tensor, labels: torch.Tensor, seed: int, source: str,
+    test_fraction: float = NO_SPLIT_TEST_FRACTION,
 ) -> Raw:
-    train, test = stratified_split(labels.numpy(), NO_SPLIT_TEST_FRACTION, seed)
+    train, test = stratified_split(labels.numpy(), test_fraction, seed)
     train_t, test_t = torch.from_numpy(train), torch.from_numpy(test)
     return Raw(class_names, images[train_t], labels[train_t], images[test_t], labels[test_t],
-               split_note(source, NO_SPLIT_TEST_FRACTION, seed))
+               split_note(source, test_fraction, seed))
 
 
 def _remap(labels: torch.Tensor, names: list[str], onto: list[str]) -> torch.Tensor:
@@ -118,12 +119,8 @@ def _digits(root: Path | None, download: bool, size: int, seed: int) -> Raw:
 
     digits = load_digits()
     raw = np.round(digits.images / 16.0 * 255.0).astype(np.uint8)  # (N, 8, 8), 0..16 → 0..255
-    images = array_to_uint8(raw, size)
-    labels = _labels(digits.target)
-    train, test = stratified_split(digits.target, DIGITS_TEST_FRACTION, seed)
-    train_t, test_t = torch.from_numpy(train), torch.from_numpy(test)
-    return Raw([str(d) for d in range(10)], images[train_t], labels[train_t], images[test_t],
-               labels[test_t], split_note("scikit-learn digits", DIGITS_TEST_FRACTION, seed))
+    return _split_pool([str(d) for d in range(10)], array_to_uint8(raw, size),
+                       _labels(digits.target), seed, "scikit-learn digits", DIGITS_TEST_FRACTION)
 
 
 def _cifar10(root: Path, download: bool, size: int, seed: int) -> Raw:
@@ -154,10 +151,10 @@ def _oxford_pets(root: Path, download: bool, size: int, seed: int) -> Raw:
     return Raw(list(parts[0].classes), *tr, *te, "Oxford-IIIT Pet official trainval / test")
 
 
-def _pooled(name: str, parts: dict[str, object], names: dict[str, list[str]], size: int,
-            note: str) -> Raw:
-    """Train + val pooled as the training pool, labels remapped onto one class list."""
-    classes = sorted(set().union(*names.values())) if name == "dtd" else names["train"]
+def _pooled(name: str, parts: dict[str, object], names: dict[str, list[str]],
+            classes: list[str], size: int, note: str) -> Raw:
+    """Train + val pooled as the training pool, each split's labels (indexing its ``names``)
+    remapped onto ``classes``."""
     decoded = {}
     for split, ds in parts.items():
         images, labels = decode_dataset(ds, size, f"decoding {name} {split}")
@@ -173,7 +170,9 @@ def _dtd(root: Path, download: bool, size: int, seed: int) -> Raw:
     parts = {s: _open("dtd", tvd.DTD, root, download, split=s, partition=1)
              for s in ("train", "val", "test")}
     names = {s: list(p.classes) for s, p in parts.items()}
-    return _pooled("dtd", parts, names, size, "DTD partition 1, train + val pooled / test")
+    classes = sorted(set().union(*names.values()))
+    return _pooled("dtd", parts, names, classes, size,
+                   "DTD partition 1, train + val pooled / test")
 
 
 def _flowers102(root: Path, download: bool, size: int, seed: int) -> Raw:
@@ -181,7 +180,7 @@ def _flowers102(root: Path, download: bool, size: int, seed: int) -> Raw:
              for s in ("train", "val", "test")}
     classes = list(getattr(parts["train"], "classes", [str(i) for i in range(102)]))
     names = {s: classes for s in parts}
-    return _pooled("flowers102", parts, names, size,
+    return _pooled("flowers102", parts, names, classes, size,
                    "Flowers102 train + val pooled / test (train alone has 10 per class)")
 
 
