@@ -30,6 +30,12 @@ def test_tiny_real_study_through_the_cli(tmp_path):
                               "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "2 done · 0 failed · 0 not run · 2 executed" in res.output
+    # upstream fidelity of the one compressed backbone, on 256 digits test images
+    assert "fidelity: 1 of 1 compressed backbone × dataset pairs measured" in res.output
+    (fid,) = json.loads((tmp_path / "out" / "fidelity.json").read_text())["entries"]
+    assert fid["compression"] == "magnitude-global-s0.50" and fid["n_images"] == 256
+    assert fid["model"] == runs[1].identity["model"] and fid["error"] is None
+    assert 0.0 <= fid["top1_agreement"] <= 1.0 and fid["mean_kl"] > 0.0
     for run in runs:
         record = json.loads((tmp_path / "out" / "artifacts" / run.key / "result.json")
                             .read_text())

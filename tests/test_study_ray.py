@@ -89,8 +89,10 @@ def test_tiny_real_study_on_ray_matches_local(local_ray, tmp_path):
     # floating-point reductions are the same and so are the results, bit for bit
     threads = torch.get_num_threads()
     on_ray = run_study(spec, out=tmp_path / "ray", executor="ray", console=quiet,
-                       environment=env, executor_options={"num_cpus": min(threads, 2)})
-    local = run_study(spec, out=tmp_path / "local", console=quiet, environment=env)
+                       environment=env, executor_options={"num_cpus": min(threads, 2)},
+                       fidelity=False)
+    local = run_study(spec, out=tmp_path / "local", console=quiet, environment=env,
+                      fidelity=False)
     assert on_ray.counts["done"] == local.counts["done"] == 2
     ray_rows, local_rows = export_rows(spec, tmp_path / "ray"), export_rows(spec,
                                                                             tmp_path / "local")

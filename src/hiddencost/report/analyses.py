@@ -716,3 +716,88 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     out["_m"] = [methods.index(m) for m in out["method"]]
     out["_c"] = [order.get(c, len(order)) for c in out["compression"]]
     return out.sort_values(["_m", "_c"]).drop(columns=["_m", "_c"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# 9. upstream fidelity against transfer cost
+# --------------------------------------------------------------------------------------------
+
+FIDELITY_METRICS: tuple[str, ...] = ("n_images", "top1_agreement", "top5_agreement", "mean_kl")
+
+
+def fidelity_table(df: pd.DataFrame, entries: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The study's fidelity entries (:mod:`hiddencost.study.fidelity`) matched to the table's
+    compressed points: one row per task × compression, with ``top1_agreement`` and
+    ``top5_agreement`` in percent, ``mean_kl`` in nats and ``error`` (None when measured).
+    Entries are matched on (model, dataset, compression label); unmatched ones are dropped."""
+    cols = [*TASK, "compression", *COMPRESSION_META, "model", *FIDELITY_METRICS, "error"]
+    if df.empty or not entries:
+        return _empty(cols)
+    by_key = {(e.get("model"), e.get("dataset"), e.get("compression")): e for e in entries}
+    meta = _meta(df)
+    rows = []
+    points = df[~df["is_dense"]].drop_duplicates([*TASK, "model", "compression"])
+    for r in points.itertuples(index=False):
+        e = by_key.get((r.model, r.dataset, r.compression))
+        if e is None:
+            continue
+        measured = e.get("error") is None
+        row = {"backbone": r.backbone, "dataset": r.dataset, "compression": r.compression,
+               **meta[r.compression], "model": r.model, "error": e.get("error")}
+        for k in FIDELITY_METRICS:
+            v = e.get(k) if measured else None
+            row[k] = math.nan if v is None else float(v) * (PERCENT if "agreement" in k else 1)
+        rows.append(row)
+    if not rows:
+        return _empty(cols)
+    return _sort(pd.DataFrame(rows)[cols], df)
+
+
+def fidelity_vs_cost(df: pd.DataFrame, entries: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Per task × method × measured compressed point: its upstream fidelity
+    (:func:`fidelity_table`) beside its transfer cost, the mean accuracy drop
+    ``acc_drop_mean`` = mean over budgets of (dense − compressed seed means, pp, as in
+    :func:`delta_heatmap`), over ``n_budgets`` budgets."""
+    cols = [*TASK, "method", "compression", *COMPRESSION_META, *FIDELITY_METRICS,
+            "acc_drop_mean", "n_budgets"]
+    fid = fidelity_table(df, entries)
+    if fid.empty:
+        return _empty(cols)
+    fid = fid[fid["error"].isna()]
+    acc = delta_heatmap(df, "accuracy")
+    if fid.empty or acc.empty:
+        return _empty(cols)
+    cost = (acc.groupby([*TASK, "method", "compression"], sort=False)
+            .agg(acc_drop_mean=("delta", "mean"), n_budgets=("budget", "nunique"))
+            .reset_index())
+    out = cost.merge(fid.drop(columns=[*COMPRESSION_META, "model", "error"]),
+                     on=[*TASK, "compression"], how="inner")
+    if out.empty:
+        return _empty(cols)
+    meta = _meta(df)
+    out = pd.concat([out, pd.DataFrame([meta[c] for c in out["compression"]])], axis=1)
+    return _sort(out[cols], df)
+
+
+def fidelity_rank_correlation(table: pd.DataFrame) -> pd.DataFrame:
+    """Per task × method of a :func:`fidelity_vs_cost` table: Spearman's ρ between the
+    accuracy drop and top-1 agreement (``rho_agreement``, negative = less faithful
+    compressions cost more) and mean KL (``rho_kl``, positive = the same), over the
+    ``n_points`` compressed points; NaN with fewer than 3 points or a constant column."""
+    from scipy.stats import spearmanr
+
+    cols = [*TASK, "method", "n_points", "rho_agreement", "rho_kl"]
+    if table.empty:
+        return _empty(cols)
+    rows = []
+    for k, g in table.groupby([*TASK, "method"], sort=False):
+        row = dict(zip([*TASK, "method"], k, strict=True), n_points=len(g))
+        for name, col in (("rho_agreement", "top1_agreement"), ("rho_kl", "mean_kl")):
+            x, y = g[col].to_numpy(float), g["acc_drop_mean"].to_numpy(float)
+            ok = np.isfinite(x) & np.isfinite(y)
+            if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+                row[name] = math.nan
+            else:
+                row[name] = float(spearmanr(x[ok], y[ok]).statistic)
+        rows.append(row)
+    return pd.DataFrame(rows)[cols]

@@ -49,8 +49,10 @@ def _interval(mean: Any, lo: Any, hi: Any, digits: int = 1) -> str:
 class _Builder:
     """Collects figures and notes into sections while writing files under ``out``."""
 
-    def __init__(self, df: pd.DataFrame, out: Path) -> None:
+    def __init__(self, df: pd.DataFrame, out: Path,
+                 fidelity: list[dict[str, Any]] | None = None) -> None:
         self.df, self.out = df, out
+        self.fidelity = fidelity or []
         self.figdir, self.tabdir = out / "figures", out / "tables"
         self.count = 0
         self.seeds = an.max_seeds(df)
@@ -335,6 +337,68 @@ def _section_prompts(b: _Builder, tasks: list[tuple[str, str]]) -> Section:
     return s
 
 
+def _section_fidelity(b: _Builder, tasks: list[tuple[str, str]]) -> Section:
+    s = Section("fidelity", "Upstream fidelity vs transfer cost",
+                "How closely each compressed backbone follows its dense original before any "
+                "transfer (no labels needed: top-1 agreement and KL between their ImageNet "
+                "predictions on the dataset's test images), set against what the compression "
+                "costs after transfer.")
+    fid = an.fidelity_table(b.df, b.fidelity)
+    b.save_table("fidelity", fid)
+    if fid.empty:
+        s.items.append(Note(
+            "Fidelity: not recorded for this study. `hiddencost study run` measures it after "
+            "the runs (fidelity.json in the study's folder; --no-fidelity turns it off)."
+            if not b.fidelity else
+            "Fidelity: none of the recorded entries matches a compressed point of the table."))
+        return s
+    failed = fid[fid["error"].notna()]
+    for r in failed.itertuples(index=False):
+        s.items.append(Note(f"Fidelity of {r.compression_name} on {r.dataset} was not "
+                            f"measured: {r.error}"))
+    cost = an.fidelity_vs_cost(b.df, b.fidelity)
+    rho = an.fidelity_rank_correlation(cost)
+    b.save_table("fidelity_vs_cost", cost)
+    b.save_table("fidelity_rank_correlation", rho)
+    n_images = sorted({int(n) for n in fid["n_images"] if n == n})
+    images = "/".join(str(n) for n in n_images) or "?"
+    for task in tasks:
+        t, r = _of(cost, task), _of(rho, task)
+        corr = "; ".join(f"{fg.method_name(x.method)} {_fmt(x.rho_agreement, 2)} / "
+                         f"{_fmt(x.rho_kl, 2)}" for x in r.itertuples(index=False)
+                         if x.rho_agreement == x.rho_agreement or x.rho_kl == x.rho_kl)
+        b.figure(s, f"fidelity-{task[0]}-{task[1]}",
+                 f"Upstream fidelity vs transfer cost: {_task_title(task)}",
+                 f"x: top-1 agreement with the dense backbone (left) and mean KL(p_dense ‖ "
+                 f"p_compressed) in nats (right), on the first {images} test images of "
+                 f"{task[1]} at the backbone's input size; y: the mean accuracy drop (dense − "
+                 "compressed, pp) over the data budgets, one point per compression (colour) "
+                 "and transfer method (marker). "
+                 + (f"Spearman ρ of the drop with agreement / with KL per method (– = "
+                    f"undefined, agreement constant): {corr}." if corr else
+                    "No rank correlation: it needs 3 compressed points with different "
+                    "fidelity."), t,
+                 fg.plot_fidelity_vs_cost)
+        ft = _of(fid, task)
+        shown = pd.DataFrame({
+            "compression": ft["compression_name"],
+            "images": [_fmt(x, 0) for x in ft["n_images"]],
+            "top-1 agreement (%)": [_fmt(x) for x in ft["top1_agreement"]],
+            "top-5 agreement (%)": [_fmt(x) for x in ft["top5_agreement"]],
+            "mean KL (nats)": [_fmt(x, 3) for x in ft["mean_kl"]],
+        })
+        for method in dict.fromkeys(t["method"]) if not t.empty else ():
+            drop = dict(zip(t.loc[t["method"] == method, "compression"],
+                            t.loc[t["method"] == method, "acc_drop_mean"], strict=True))
+            shown[f"{fg.method_name(method)} drop (pp)"] = [_fmt(drop.get(c))
+                                                            for c in ft["compression"]]
+        s.items.append(TableItem(f"Fidelity and mean accuracy drop: {_task_title(task)}",
+                                 "Drop = dense − compressed accuracy, mean over data budgets "
+                                 "of the seed means; – where not measured.", shown,
+                                 b.tabdir / "fidelity.csv"))
+    return s
+
+
 def _section_summary(b: _Builder) -> Section:
     s = Section("summary", "Summary table",
                 "Like the paper's Table 1: per compressed model and transfer method, the mean "
@@ -369,10 +433,12 @@ def _section_summary(b: _Builder) -> Section:
     return s
 
 
-def build_sections(df: pd.DataFrame, out: Path) -> tuple[list[Section], list[Note], _Builder]:
+def build_sections(df: pd.DataFrame, out: Path, fidelity: list[dict[str, Any]] | None = None
+                   ) -> tuple[list[Section], list[Note], _Builder]:
     """Every section of the report (files written under ``out``), page-level notes, and the
-    builder (which holds drawing errors, if any)."""
-    b = _Builder(df, out)
+    builder (which holds drawing errors, if any). ``fidelity``: the study's fidelity entries
+    (:func:`hiddencost.study.fidelity.read_fidelity`)."""
+    b = _Builder(df, out, fidelity)
     tasks = list(iter_tasks(df)) if not df.empty else []
     notes: list[Note] = []
     if df.empty:
@@ -393,7 +459,8 @@ def build_sections(df: pd.DataFrame, out: Path) -> tuple[list[Section], list[Not
                         (_section_confidence, "Confidence analyses"),
                         (_section_mapping, "Label-mapping inspection"),
                         (_section_classes, "Class-wise gains and drops"),
-                        (_section_prompts, "Prompt evolution")):
+                        (_section_prompts, "Prompt evolution"),
+                        (_section_fidelity, "Upstream fidelity")):
         sections.append(_guarded(b, title, lambda m=make: m(b, tasks)))
     sections.append(_guarded(b, "Summary table", lambda: _section_summary(b)))
     return sections, notes, b
@@ -437,9 +504,28 @@ def _clear_previous(out: Path) -> None:
             f.unlink(missing_ok=True)
 
 
+def results_root(source: Any, results: str | Path | None = None,
+                 store: str | Path | None = None) -> Path | None:
+    """The output folder of a report source (where ``fidelity.json`` lives): the study's
+    folder for a spec, YAML file or preset, the store's folder for a SQLite file, else None."""
+    from hiddencost.report.table import is_store_source, store_file
+    from hiddencost.study.driver import StudyPaths
+    from hiddencost.study.spec import StudySpec, load_spec
+
+    if isinstance(source, StudySpec):
+        return StudyPaths.resolve(source, results, store).root
+    if not isinstance(source, str | Path):
+        return None
+    text = str(source)
+    if is_store_source(text):
+        return store_file(text).parent
+    return StudyPaths.resolve(load_spec(text), results, store).root
+
+
 def build_report(source: Any, out: str | Path, *, results: str | Path | None = None,
                  store: str | Path | None = None, title: str | None = None,
-                 embed: bool = True, label: str | None = None) -> Path:
+                 embed: bool = True, label: str | None = None,
+                 fidelity: list[dict[str, Any]] | None = None) -> Path:
     """Write the report of ``source`` into ``out`` and return the path of ``index.html``.
 
     ``source`` is a study spec (with its results folder ``results``, default
@@ -447,15 +533,21 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
     a results store file (``.sqlite``), a list of result records, or a table from
     :func:`hiddencost.report.table.load_table`. ``title`` and ``label`` (the source line of the
     page's header) default to the study's name and the source; ``embed=False`` references the
-    PNG files instead of embedding them.
+    PNG files instead of embedding them. ``fidelity`` (entries of
+    :mod:`hiddencost.study.fidelity`) defaults to the ``fidelity.json`` of the source's folder
+    (:func:`results_root`), if there is one.
     """
+    from hiddencost.study.fidelity import read_fidelity
     from hiddencost.study.spec import StudySpec
 
     df = load_table(source, results=results, store=store)
+    if fidelity is None:
+        root = results_root(source, results, store)
+        fidelity = read_fidelity(root) if root is not None else []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)
-    sections, notes, builder = build_sections(df, out)
+    sections, notes, builder = build_sections(df, out, fidelity)
     name = source.name if isinstance(source, StudySpec) else (
         str(df["study"].dropna().iloc[0]) if not df.empty and df["study"].notna().any()
         else None)

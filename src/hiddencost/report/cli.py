@@ -38,8 +38,10 @@ def report(
 
     if db is not None:
         from hiddencost.report.table import table_from_db
+        from hiddencost.study.fidelity import read_fidelity
 
-        index = build_report(table_from_db(db), out, label=f"results store {db}")
+        index = build_report(table_from_db(db), out, label=f"results store {db}",
+                             fidelity=read_fidelity(db.parent))
     else:
         from hiddencost.study.spec import load_spec
 

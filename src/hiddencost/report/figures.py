@@ -683,3 +683,44 @@ def _summary_limits(mean: pd.Series, lo: pd.Series, hi: pd.Series) -> tuple[floa
         span = right - left or 1.0
     return left - 0.08 * span, right + 0.08 * span
 
+
+
+# --------------------------------------------------------------------------------------------
+# 9
+# --------------------------------------------------------------------------------------------
+
+METHOD_MARKERS = {"ilm": "o", "flm": "s", "rlm": "^", "fm": "v", "lp": "D"}
+
+
+@styled
+def plot_fidelity_vs_cost(table: pd.DataFrame, title: str) -> Figure:
+    """Two panels sharing y = the mean accuracy drop over budgets (dense − compressed, pp):
+    x = top-1 agreement with the dense backbone (%), and x = mean KL(p_dense || p_compressed)
+    (nats, log scale). One point per compressed point (colour) and transfer method (marker)."""
+    colors, names = compression_colors(table), _names(table)
+    methods = list(dict.fromkeys(table["method"]))
+    fig = _figure(9.0, 4.0)
+    axes = _grid(fig, 1, 2, sharey=True)
+    kl = table["mean_kl"].to_numpy(float)
+    log_kl = bool(np.isfinite(kl).any() and np.nanmin(kl) > 0
+                  and np.nanmax(kl) / np.nanmin(kl) > 20)
+    for ax, col, label in ((axes[0, 0], "top1_agreement", "top-1 agreement with dense (%)"),
+                           (axes[0, 1], "mean_kl", "mean KL(dense ‖ compressed) (nats)")):
+        for r in table.itertuples(index=False):
+            ax.scatter(getattr(r, col), r.acc_drop_mean, color=colors[r.compression],
+                       marker=METHOD_MARKERS.get(r.method, "o"), s=36, edgecolor="black",
+                       linewidth=0.4, zorder=3)
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_xlim(-3, 103)
+    if log_kl:
+        axes[0, 1].set_xscale("log")
+    axes[0, 0].set_ylabel("mean accuracy drop, dense − compressed (pp)")
+    handles = [Line2D([], [], ls="", marker="o", color=colors[c], markeredgecolor="black",
+                      label=names[c]) for c in dict.fromkeys(table["compression"])]
+    handles += [Line2D([], [], ls="", marker=METHOD_MARKERS.get(m, "o"), color="0.6",
+                       markeredgecolor="black", label=method_name(m)) for m in methods]
+    _legend(fig, handles, "compression (colour) · transfer method (marker)", ncol=5)
+    fig.suptitle(title)
+    return fig

@@ -270,6 +270,16 @@ def table_from_spec(spec: Any, out: str | Path | None = None,
     return table_from_records(records, tags, keys, arts, study=spec.name)
 
 
+def store_file(db: str | Path) -> Path:
+    """The file a store path or URL names, as :func:`~hiddencost.study.store.open_store` opens
+    it: ``sqlite:///rel`` → ``rel``, ``sqlite:////abs`` → ``/abs``, a path → itself."""
+    text = str(db)
+    if "://" not in text:
+        return Path(text)
+    rest = text.split("://", 1)[1]
+    return Path(rest[1:] if rest.startswith("/") else rest)
+
+
 def table_from_db(db: str | Path, artifacts: str | Path | None = None,
                   study: str | None = None) -> pd.DataFrame:
     """The done runs of a results store file (all studies in it, or only ``study``); artifact
@@ -282,10 +292,8 @@ def table_from_db(db: str | Path, artifacts: str | Path | None = None,
         raise HiddenCostError(f"results store {db} does not exist")
     if artifacts is not None:
         root = Path(artifacts)
-    else:  # the file open_store opens: sqlite:///rel → rel, sqlite:////abs → /abs
-        rest = text.split("://", 1)[1] if "://" in text else text
-        file = rest[1:] if "://" in text and rest.startswith("/") else rest
-        root = Path(file).parent / "artifacts"
+    else:
+        root = store_file(text).parent / "artifacts"
     with open_store(text) as store:
         rows = store.rows()
     done = sorted((r for r in rows.values() if r.status == "done"
@@ -310,10 +318,16 @@ def load_table(source: Any, *, results: str | Path | None = None,
     if isinstance(source, StudySpec):
         return table_from_spec(source, results, store)
     text = str(source)
-    if text.startswith("sqlite://") or Path(text).suffix in (".sqlite", ".db", ".sqlite3") \
-            or is_sqlite_file(text):
+    if is_store_source(text):
         return table_from_db(text)
     return table_from_spec(load_spec(text), results, store)
+
+
+def is_store_source(text: str) -> bool:
+    """Whether a report source names a results store (``sqlite://`` URL, ``.sqlite`` / ``.db``
+    / ``.sqlite3`` suffix, or a file with SQLite's header) rather than a study."""
+    return text.startswith("sqlite://") or Path(text).suffix in (".sqlite", ".db", ".sqlite3") \
+        or is_sqlite_file(text)
 
 
 def is_sqlite_file(path: str | Path) -> bool:

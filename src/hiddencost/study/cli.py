@@ -20,6 +20,7 @@ from rich.table import Table
 
 from hiddencost.cli_errors import friendly_errors
 from hiddencost.errors import HiddenCostError
+from hiddencost.study.fidelity import DEFAULT_FIDELITY_IMAGES
 
 study_app = typer.Typer(
     help="Grids of runs: run (resumable; local, Ray or Slurm), status, export, presets.",
@@ -74,6 +75,11 @@ def run_cmd(
     max_runs: Annotated[int | None, typer.Option(help="Execute at most N runs now.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Show what would run, run nothing.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    fidelity: Annotated[bool | None, typer.Option(
+        help="After the runs, record the upstream fidelity of each compressed backbone in "
+             "<out>/fidelity.json (default: on, off for a custom runner).")] = None,
+    fidelity_images: Annotated[int, typer.Option(
+        min=2, help="Fidelity: test images per dataset.")] = DEFAULT_FIDELITY_IMAGES,
     address: Annotated[str | None, typer.Option(
         help="Ray: cluster address (default: RAY_ADDRESS, else a local Ray).")] = None,
     num_cpus: Annotated[float, typer.Option(help="Ray: CPUs per run.")] = 1.0,
@@ -125,7 +131,8 @@ def run_cmd(
             study, out=out, store=store, executor=executor, executor_options=options,
             retry_failed=retry_failed, reclaim_all=reclaim_all, environment=environment,
             checkpoint_root=str(checkpoint_root) if checkpoint_root else None,
-            max_runs=max_runs, console=console, progress=progress)
+            max_runs=max_runs, console=console, progress=progress, fidelity=fidelity,
+            fidelity_images=fidelity_images)
     if report.counts["failed"]:
         raise typer.Exit(1)
 

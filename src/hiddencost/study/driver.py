@@ -29,6 +29,13 @@ Layout of a study's output folder (default ``hiddencost-results/<name>``)::
     study.sqlite            the store (``--store`` elsewhere, e.g. on local disk)
     artifacts/<key>/        result.json, weights.safetensors, outcome.json (error.txt)
     slurm/                  submitit's job files and logs (Slurm executor)
+    fidelity.json           upstream fidelity of each compressed backbone (see
+    fidelity/               :mod:`hiddencost.study.fidelity`) and its cache
+
+7. measure the upstream fidelity of every compressed backbone with a done run (top-1 agreement
+   and KL against the dense backbone on the dataset's test images, no labels) into
+   ``fidelity.json``; on by default for the standard runner, skipped for a custom ``runner``
+   (its runs need not be backbone transfers) or with ``fidelity=False``.
 """
 
 from __future__ import annotations
@@ -47,6 +54,11 @@ from rich.console import Console
 from hiddencost.errors import HiddenCostError
 from hiddencost.progress import make_progress
 from hiddencost.study.executors import Executor, make_executor
+from hiddencost.study.fidelity import (
+    DEFAULT_FIDELITY_IMAGES,
+    FIDELITY_FILE,
+    record_study_fidelity,
+)
 from hiddencost.study.spec import PlannedRun, StudySpec, execution_config, expand
 from hiddencost.study.store import Owner, SQLiteStore, open_store
 from hiddencost.study.worker import OUTCOME_FILE, Task, read_outcome
@@ -204,6 +216,8 @@ def run_study(
     max_runs: int | None = None,
     console: Console | None = None,
     progress: bool = True,
+    fidelity: bool | None = None,
+    fidelity_images: int = DEFAULT_FIDELITY_IMAGES,
 ) -> StudyReport:
     """Run every missing run of ``spec`` (see the module docstring) and report.
 
@@ -221,6 +235,8 @@ def run_study(
         checkpoint_root: where relative checkpoint paths live (overrides the spec's).
         max_runs: execute at most this many runs now.
         console: where to print; ``progress=False`` turns the progress bars off.
+        fidelity: record upstream fidelity (step 7); None = when ``spec.runner`` is unset.
+        fidelity_images: test images per dataset for fidelity.
     """
     start = time.perf_counter()
     console = console or Console()
@@ -283,6 +299,7 @@ def run_study(
             if bar is not None:
                 bar.stop()
         report.counts = db.counts(keys)
+        rows = db.rows(keys)
     report.executed = session.executed
     report.failed_now = session.failed
     report.wall_s = time.perf_counter() - start
@@ -293,6 +310,17 @@ def run_study(
     if c["failed"]:
         console.print("rerun failed runs with --retry-failed; errors: "
                       "hiddencost study status --failed", highlight=False)
+    done = [r for r in runs if rows[r.key].status == "done"]
+    if (spec.runner is None if fidelity is None else fidelity) and done:
+        entries = record_study_fidelity(
+            spec, done, paths.root, images_per_dataset=fidelity_images,
+            checkpoint_root=checkpoint_root, device=env.get("device", "auto"),
+            data_root=env.get("data_root"), console=console, progress=progress)
+        if entries:
+            ok = sum(e.get("error") is None for e in entries)
+            console.print(f"fidelity: {ok} of {len(entries)} compressed backbone × dataset "
+                          f"pairs measured → {paths.root / FIDELITY_FILE}", highlight=False,
+                          soft_wrap=True)
     return report
 
 

@@ -1,0 +1,121 @@
+"""Fidelity of a study's compressed backbones: which targets, their dense originals, the
+measured entries (on the packaged EfficientNet-Lite0), failures and the cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import save_file
+
+from hiddencost.backbones import create_model
+from hiddencost.errors import HiddenCostError
+from hiddencost.study.fidelity import (
+    FIDELITY_CACHE,
+    FIDELITY_FILE,
+    _run_key,
+    fidelity_targets,
+    read_fidelity,
+    record_study_fidelity,
+)
+from hiddencost.study.spec import expand, parse_spec
+
+torch.set_num_threads(2)
+
+GRID = """
+name: fid
+model: [resnet18, resnet50]
+dataset: [digits]
+compression:
+  - method: none
+  - method: magnitude
+    sparsity: 0.5
+  - name: acdc
+    tag: "acdc-s{level}"
+    checkpoint: "acdc/{arch}_s{level}.pth"
+    levels: [90]
+    unit: sparsity_percent
+method: [ilm, lp]
+n_shot: [1, full]
+"""
+
+
+def test_targets_one_per_compressed_backbone_and_dataset():
+    spec = parse_spec(GRID)
+    targets = fidelity_targets(spec)
+    assert [(t.model, t.tags["compression"]) for t in targets] == [
+        ("resnet18.tv_in1k", "magnitude-global-s0.50"),
+        ("resnet18.acdc-s90", "acdc-90"),
+        ("resnet50.tv_in1k", "magnitude-global-s0.50"),
+        ("resnet50.acdc-s90", "acdc-90"),
+    ]
+    mag, acdc = targets[2], targets[3]
+    assert mag.dense_model == acdc.dense_model == "resnet50.tv_in1k"
+    assert mag.compression is not None and mag.compression.sparsity == 0.5
+    assert mag.checkpoint is None
+    assert acdc.compression is None and acdc.checkpoint == "acdc/resnet50_s90.pth"
+    assert acdc.tags == {"family": "acdc", "compression": "acdc-90", "level": 90,
+                         "unit": "sparsity_percent"}
+    # every target's key is the key of its runs (4 per target: 2 methods × 2 budgets)
+    runs = expand(spec)
+    for t in targets:
+        assert sum(_run_key(r) == t.run_key() for r in runs) == 4
+    # only the targets with a run in the given runs
+    only = [r for r in runs if r.identity["model"] == "resnet50.acdc-s90"][:1]
+    assert [t.model for t in fidelity_targets(spec, only)] == ["resnet50.acdc-s90"]
+    dense_runs = [r for r in runs if r.tags["family"] == "dense"]
+    assert fidelity_targets(spec, dense_runs) == []
+
+
+def test_study_fidelity_on_the_packaged_model(tmp_path):
+    dense, _ = create_model("efficientnet_lite0")
+    save_file({k: v.contiguous() for k, v in dense.state_dict().items()},
+              str(tmp_path / "same.safetensors"))
+    spec = parse_spec("""
+name: fidreal
+compression:
+  - method: none
+  - method: magnitude
+    sparsity: 0.5
+  - name: copy
+    checkpoint: same.safetensors
+    levels: [0]
+  - name: gone
+    checkpoint: missing.pth
+    levels: [0]
+method: [ilm]
+""")
+    out = tmp_path / "out"
+    kw = dict(images_per_dataset=8, checkpoint_root=str(tmp_path), device="cpu",
+              console=Console(quiet=True), progress=False)
+    entries = record_study_fidelity(spec, expand(spec), out, **kw)
+    by = {e["compression"]: e for e in entries}
+    assert list(by) == ["magnitude-global-s0.50", "copy-0", "gone-0"]
+    copy = by["copy-0"]  # the dense weights as a checkpoint: a perfect copy
+    assert copy["error"] is None and copy["n_images"] == 8
+    assert copy["top1_agreement"] == 1.0 and copy["mean_kl"] < 1e-6
+    assert copy["dense_model"] == "efficientnet_lite0.in1k" and copy["images"] == \
+        "digits test split"
+    mag = by["magnitude-global-s0.50"]
+    assert 0.0 <= mag["top1_agreement"] <= 1.0 and mag["mean_kl"] > copy["mean_kl"]
+    assert "missing.pth" in by["gone-0"]["error"] and "top1_agreement" not in by["gone-0"]
+    doc = json.loads((out / FIDELITY_FILE).read_text())
+    assert doc["images_per_dataset"] == 8 and doc["study"] == "fidreal"
+    assert read_fidelity(out) == entries
+    assert len(list((out / FIDELITY_CACHE).glob("fidelity-*.json"))) == 2
+    again = record_study_fidelity(spec, expand(spec), out, **kw)
+    assert again == entries  # from the cache
+    with pytest.raises(HiddenCostError, match="at least 2 images"):
+        record_study_fidelity(spec, expand(spec), out, **{**kw, "images_per_dataset": 1})
+
+
+def test_unreadable_fidelity_file(tmp_path):
+    assert read_fidelity(tmp_path) == []
+    (tmp_path / FIDELITY_FILE).write_text("{not json")
+    with pytest.raises(HiddenCostError, match="unreadable"):
+        read_fidelity(tmp_path)
+    (tmp_path / FIDELITY_FILE).write_text('{"entries": 3}')
+    with pytest.raises(HiddenCostError, match="no 'entries' list"):
+        read_fidelity(tmp_path)
