@@ -314,3 +314,39 @@ def test_urls_need_download_and_run_config_accepts_zoo_names(tmp_path):
         resolve_checkpoint_path("https://example.org/acdc_s90.pth")
     cfg = RunConfig(model="resnet50.acdc-s90", checkpoint="acdc.pth", method="lp").resolved()
     assert cfg.model == "resnet50.acdc-s90" and cfg.lp_image_size == 224
+
+
+def test_checkpoint_urls_are_fetched_once_with_download(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import hiddencost.zoo.registry as reg
+    from hiddencost.study.spec import execution_config
+
+    dense, _ = create_model("resnet18", weights="random")
+    published = tmp_path / "published.pth"
+    torch.save(dense.state_dict(), published)
+    fetched = []
+
+    def fetch(url, dest):  # the network part is torch.hub's downloader; here a local copy
+        fetched.append(url)
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(published, dest)
+        return Path(dest)
+
+    monkeypatch.setattr(reg, "download_checkpoint", fetch)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    url = "https://example.org/s90/checkpoint.pth"
+    with pytest.raises(HiddenCostError, match="pass --download"):
+        create_model("resnet18", checkpoint=url)
+    model, info = create_model("resnet18", checkpoint=url, download=True)
+    create_model("resnet18", checkpoint=url, download=True)
+    assert fetched == [url]  # the second load reuses the cached file
+    assert info.weights.startswith("checkpoint:") and str(tmp_path / "home") in info.weights
+    assert all(torch.equal(v, dense.state_dict()[k]) for k, v in model.state_dict().items())
+    # same file name under another URL: another cache entry
+    other = reg.resolve_checkpoint_path("https://example.org/s80/checkpoint.pth", True)
+    assert other != reg.resolve_checkpoint_path(url, True) and len(fetched) == 2
+    # a study never joins a URL to its checkpoint root
+    assert execution_config({"checkpoint": url}, {}, "/ckpts")["checkpoint"] == url
+    assert execution_config({"checkpoint": "a.pth"}, {}, "/ckpts")["checkpoint"] == "/ckpts/a.pth"

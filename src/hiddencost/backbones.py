@@ -234,6 +234,7 @@ def create_model(
     name: str,
     weights: WeightsMode = "pretrained",
     checkpoint: str | Path | None = None,
+    download: bool = False,
 ) -> tuple[nn.Module, BackboneInfo]:
     """Build a registered backbone in eval mode and describe it.
 
@@ -246,12 +247,18 @@ def create_model(
             format (strict load after an explicit remap, sparsity / bit-width claim checked);
             a ``.safetensors`` written by ``hiddencost compress`` (JSON beside it) is rebuilt
             from its JSON (structured-pruned shapes, activation quantizers) and loaded strictly.
+            An ``http(s)://`` URL is fetched (once, into ``~/.cache/hiddencost/zoo``) only
+            with ``download=True``.
     """
     entry = resolve_backbone_name(name)
     cfg = entry.cfg
     if weights not in ("pretrained", "random"):
         raise HiddenCostError(f"unknown weights mode {weights!r}; use 'pretrained' or 'random'")
     compression: dict | None = None
+    if checkpoint is not None:
+        from hiddencost.zoo.registry import resolve_checkpoint_path
+
+        checkpoint = resolve_checkpoint_path(checkpoint, download)
     if entry.name not in REGISTRY:  # a compressed checkpoint of the zoo (hiddencost.zoo)
         from hiddencost.zoo.registry import load_zoo_checkpoint
 

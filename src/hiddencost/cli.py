@@ -57,10 +57,13 @@ def run(
     model: Annotated[str, typer.Option(help="Backbone, arch or arch.tag (see `models`).")] = (
         "efficientnet_lite0"),
     weights: Annotated[str, typer.Option(help="pretrained or random.")] = "pretrained",
-    checkpoint: Annotated[Path | None, typer.Option(help="Local state-dict file.")] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="A checkpoint file (state dict, zoo format or compress artifact), or an http(s) "
+             "URL with --download.")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset name or imagefolder:PATH.")] = "digits",
     data_root: Annotated[Path | None, typer.Option(help="Root of torchvision datasets.")] = None,
-    download: Annotated[bool, typer.Option(help="Let torchvision download the dataset.")] = False,
+    download: Annotated[bool, typer.Option(
+        help="Allow downloads: torchvision datasets, a --checkpoint URL.")] = False,
     split_seed: Annotated[int, typer.Option(help="Seed of the splits made by hiddencost.")] = 0,
     method: Annotated[str, typer.Option(help="ilm, flm, rlm, fm (VP) or lp.")] = "ilm",
     n_shot: Annotated[str, typer.Option(help="Examples per class, or 'full'.")] = "full",
@@ -90,7 +93,7 @@ def run(
     from hiddencost.run import make_config, run_one
 
     cfg = make_config(
-        model=model, weights=weights, checkpoint=str(checkpoint) if checkpoint else None,
+        model=model, weights=weights, checkpoint=checkpoint,
         dataset=dataset, data_root=str(data_root) if data_root else None, download=download,
         split_seed=split_seed, method=method, n_shot=parse_n_shot(n_shot), seed=seed,
         compression=compression_from_flags(prune, sparsity, scope, weight_bits, activation_bits,

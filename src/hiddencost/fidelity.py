@@ -208,6 +208,7 @@ def cached_fidelity(
     device: str = "cpu",
     data_root: str | None = None,
     dense_cache: dict | None = None,
+    download: bool = False,
 ) -> dict[str, Any]:
     """Fidelity of one compressed backbone against its dense original, cached on disk.
 
@@ -220,7 +221,8 @@ def cached_fidelity(
     ``cached``) is stored as JSON in ``cache_dir`` under a hash of every input, so asking again
     is free; ``cache_dir=None`` disables caching. ``dense_cache`` (any dict the caller keeps)
     shares the dense model, the loaded images and the dense logits between calls that use the
-    same model and images (e.g. one call per compression level).
+    same model and images (e.g. one call per compression level). ``download`` lets checkpoint
+    URLs be fetched (see :func:`hiddencost.backbones.create_model`).
     """
     from hiddencost.backbones import create_model
     from hiddencost.compression import CompressionSpec, apply_compression
@@ -252,7 +254,8 @@ def cached_fidelity(
     if dense_cache is not None and dense_key in dense_cache:
         dense, info, inputs, logits_all = dense_cache[dense_key]
     else:
-        dense, info = create_model(model, weights=weights, checkpoint=checkpoint)  # type: ignore[arg-type]
+        dense, info = create_model(model, weights=weights, checkpoint=checkpoint,  # type: ignore[arg-type]
+                                   download=download)
         inputs = load_fidelity_images(images, info.input_size, info.mean, info.std, limit,
                                       data_root)
         logits_all = _logits(prepare_frozen(copy.deepcopy(dense), dev, info.input_size), inputs,
@@ -265,7 +268,7 @@ def cached_fidelity(
     evaluate = inputs
     if compressed_checkpoint is not None:
         compressed, cinfo = create_model(compressed_model or model,
-                                         checkpoint=compressed_checkpoint)
+                                         checkpoint=compressed_checkpoint, download=download)
         compression_info = cinfo.compression
     else:
         compressed = copy.deepcopy(dense)  # the unfolded dense model, compressed like a run's

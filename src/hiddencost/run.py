@@ -138,7 +138,8 @@ def _lp_storage_size(inner_size: int, lp_size: int) -> int:
 def _backbone(
     cfg: RunConfig, device: torch.device, calibration: torch.Tensor | None
 ) -> tuple[torch.nn.Module, BackboneInfo, CompressionReport]:
-    model, info = create_model(cfg.model, weights=cfg.weights, checkpoint=cfg.checkpoint)
+    model, info = create_model(cfg.model, weights=cfg.weights, checkpoint=cfg.checkpoint,
+                               download=cfg.download)
     report = apply_compression(model, cfg.compression, calibration_images=calibration)
     size = cfg.lp_image_size if cfg.method == "lp" else cfg.canvas_size
     return prepare_frozen(model, device, size), info, report

@@ -315,7 +315,8 @@ def run_study(
         entries = record_study_fidelity(
             spec, done, paths.root, images_per_dataset=fidelity_images,
             checkpoint_root=checkpoint_root, device=env.get("device", "auto"),
-            data_root=env.get("data_root"), console=console, progress=progress)
+            data_root=env.get("data_root"), download=bool(env.get("download")),
+            console=console, progress=progress)
         if entries:
             ok = sum(e.get("error") is None for e in entries)
             console.print(f"fidelity: {ok} of {len(entries)} compressed backbone × dataset "

@@ -112,15 +112,17 @@ def fidelity_targets(spec: StudySpec, runs: Sequence[PlannedRun] | None = None
 
 
 def _absolute(path: str | None, root: str | None) -> str | None:
-    if path is None or root is None or Path(path).is_absolute():
+    from hiddencost.zoo.registry import is_url
+
+    if path is None or root is None or Path(path).is_absolute() or is_url(path):
         return path
     return str(Path(root) / path)
 
 
 def measure_target(target: FidelityTarget, *, images_per_dataset: int, cache_dir: Path,
                    checkpoint_root: str | None = None, device: str = "auto",
-                   data_root: str | None = None, dense_cache: dict | None = None
-                   ) -> dict[str, Any]:
+                   data_root: str | None = None, download: bool = False,
+                   dense_cache: dict | None = None) -> dict[str, Any]:
     """The fidelity entry of one target (cached in ``cache_dir``); errors are the caller's."""
     from hiddencost.fidelity import cached_fidelity
 
@@ -130,7 +132,8 @@ def measure_target(target: FidelityTarget, *, images_per_dataset: int, cache_dir
         checkpoint=_absolute(target.dense_checkpoint, checkpoint_root),
         compressed_model=target.model if target.compression is None else None,
         compressed_checkpoint=_absolute(target.checkpoint, checkpoint_root),
-        limit=images_per_dataset, device=device, data_root=data_root, dense_cache=dense_cache)
+        limit=images_per_dataset, device=device, data_root=data_root, dense_cache=dense_cache,
+        download=download)
     return {**_entry_head(target), **{k: result[k] for k in _METRICS},
             "kl_direction": result["kl_direction"], "error": None}
 
@@ -150,6 +153,7 @@ def record_study_fidelity(
     checkpoint_root: str | None = None,
     device: str = "auto",
     data_root: str | None = None,
+    download: bool = False,
     console: Console | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
@@ -176,7 +180,8 @@ def record_study_fidelity(
                 entry = measure_target(
                     target, images_per_dataset=images_per_dataset,
                     cache_dir=root / FIDELITY_CACHE, checkpoint_root=checkpoint_root,
-                    device=device, data_root=data_root, dense_cache=dense_cache)
+                    device=device, data_root=data_root, download=download,
+                    dense_cache=dense_cache)
             except (HiddenCostError, OSError, RuntimeError) as exc:
                 # fidelity is a side measurement: a checkpoint that cannot be read is noted
                 entry = {**_entry_head(target), "error": f"{type(exc).__name__}: {exc}"}

@@ -67,7 +67,8 @@ class CheckpointFamily(BaseModel):
 
     ``checkpoint`` is a path template with ``{level}`` and optionally ``{model}`` (the name as
     written in the spec) or ``{arch}`` (the registry architecture, e.g. ``resnet50``); relative
-    paths are resolved against the study's ``checkpoint_root`` when a run executes, and the
+    paths are resolved against the study's ``checkpoint_root`` when a run executes (an
+    ``http(s)://`` URL template is fetched instead, with ``download: true``), and the
     relative path (not the root) is what identifies the run. ``tag``, a template with the same
     placeholders, names the model ``<arch>.<tag>``: a name of the compression zoo
     (:mod:`hiddencost.zoo`, e.g. ``acdc-s{level}`` → ``resnet50.acdc-s90``) reads the file in
@@ -353,9 +354,11 @@ def execution_config(
     identity: dict[str, Any], environment: dict[str, Any], checkpoint_root: str | None = None
 ) -> dict[str, Any]:
     """RunConfig keyword arguments for executing a run: its identity plus environment fields,
-    with a relative checkpoint path joined to ``checkpoint_root``."""
+    with a relative checkpoint path (not a URL) joined to ``checkpoint_root``."""
+    from hiddencost.zoo.registry import is_url
+
     config = {**identity, **environment}
     ckpt = config.get("checkpoint")
-    if ckpt and checkpoint_root and not Path(ckpt).is_absolute():
+    if ckpt and checkpoint_root and not Path(ckpt).is_absolute() and not is_url(ckpt):
         config["checkpoint"] = str(Path(checkpoint_root) / ckpt)
     return config

@@ -33,6 +33,7 @@ fetches a direct file URL on a machine with internet.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -262,21 +263,28 @@ def download_checkpoint(url: str, dest: str | Path) -> Path:
     return dest
 
 
+def is_url(location: str | Path) -> bool:
+    """Whether a checkpoint location is an ``http(s)://`` URL rather than a path."""
+    return re.match(r"https?://", str(location)) is not None
+
+
 def resolve_checkpoint_path(
-    location: str, download: bool = False, cache_dir: str | Path | None = None
+    location: str | Path, download: bool = False, cache_dir: str | Path | None = None
 ) -> Path:
     """A local checkpoint path for ``location`` (a path, or an ``http(s)://`` file URL).
 
-    URLs are fetched only with ``download=True`` (into ``cache_dir``, default
-    ``~/.cache/hiddencost/zoo``, reusing an earlier download); otherwise they are an error that
-    says to pass ``--download`` on a machine with internet.
+    URLs are fetched only with ``download=True`` into ``cache_dir`` (default
+    ``~/.cache/hiddencost/zoo``) as ``<hash of the URL>-<file name>`` (published files are often
+    all called ``checkpoint.pth``), reusing an earlier download; otherwise they are an error
+    that says to pass ``--download`` on a machine with internet.
     """
-    if not re.match(r"https?://", location):
+    location = str(location)
+    if not is_url(location):
         return Path(location)
     if not download:
         raise HiddenCostError(f"{location} is a URL: pass --download (needs internet) or the "
                               "path of a downloaded copy")
     root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache/hiddencost/zoo"
     name = re.sub(r"[^A-Za-z0-9._-]", "_", location.rstrip("/").rsplit("/", 1)[-1]) or "ckpt"
-    dest = root / name
+    dest = root / f"{hashlib.sha256(location.encode()).hexdigest()[:12]}-{name}"
     return dest if dest.is_file() else download_checkpoint(location, dest)
