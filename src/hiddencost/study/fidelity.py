@@ -111,27 +111,20 @@ def fidelity_targets(spec: StudySpec, runs: Sequence[PlannedRun] | None = None
     return list(targets.values())
 
 
-def _absolute(path: str | None, root: str | None) -> str | None:
-    from hiddencost.zoo.registry import is_url
-
-    if path is None or root is None or Path(path).is_absolute() or is_url(path):
-        return path
-    return str(Path(root) / path)
-
-
 def measure_target(target: FidelityTarget, *, images_per_dataset: int, cache_dir: Path,
                    checkpoint_root: str | None = None, device: str = "auto",
                    data_root: str | None = None, download: bool = False,
                    dense_cache: dict | None = None) -> dict[str, Any]:
     """The fidelity entry of one target (cached in ``cache_dir``); errors are the caller's."""
     from hiddencost.fidelity import cached_fidelity
+    from hiddencost.study.spec import checkpoint_location
 
     result = cached_fidelity(
         target.dense_model, target.compression, images=target.dataset, cache_dir=cache_dir,
         weights=target.weights,
-        checkpoint=_absolute(target.dense_checkpoint, checkpoint_root),
+        checkpoint=checkpoint_location(target.dense_checkpoint, checkpoint_root),
         compressed_model=target.model if target.compression is None else None,
-        compressed_checkpoint=_absolute(target.checkpoint, checkpoint_root),
+        compressed_checkpoint=checkpoint_location(target.checkpoint, checkpoint_root),
         limit=images_per_dataset, device=device, data_root=data_root, dense_cache=dense_cache,
         download=download)
     return {**_entry_head(target), **{k: result[k] for k in _METRICS},

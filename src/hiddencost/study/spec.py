@@ -354,11 +354,17 @@ def execution_config(
     identity: dict[str, Any], environment: dict[str, Any], checkpoint_root: str | None = None
 ) -> dict[str, Any]:
     """RunConfig keyword arguments for executing a run: its identity plus environment fields,
-    with a relative checkpoint path (not a URL) joined to ``checkpoint_root``."""
+    with the checkpoint located by :func:`checkpoint_location`."""
+    config = {**identity, **environment}
+    config["checkpoint"] = checkpoint_location(config.get("checkpoint"), checkpoint_root)
+    return config
+
+
+def checkpoint_location(path: str | None, checkpoint_root: str | None) -> str | None:
+    """Where a run opens a spec's checkpoint: a relative path joined to ``checkpoint_root``
+    (when there is one); absolute paths and ``http(s)://`` URLs as written."""
     from hiddencost.zoo.registry import is_url
 
-    config = {**identity, **environment}
-    ckpt = config.get("checkpoint")
-    if ckpt and checkpoint_root and not Path(ckpt).is_absolute() and not is_url(ckpt):
-        config["checkpoint"] = str(Path(checkpoint_root) / ckpt)
-    return config
+    if not path or not checkpoint_root or Path(path).is_absolute() or is_url(path):
+        return path
+    return str(Path(checkpoint_root) / path)
