@@ -221,13 +221,13 @@ def fidelity(
     cache_dir: Annotated[Path | None, typer.Option(help="Cache results here.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     download: Annotated[bool, typer.Option(
-        help="Fetch NAME=URL checkpoints first (needs internet).")] = False,
+        help="Fetch NAME=URL checkpoints (needs internet; cached in ~/.cache/hiddencost/zoo).")
+    ] = False,
     out: Annotated[Path | None, typer.Option(help="Write all results as JSON here.")] = None,
 ) -> None:
     """Top-1 agreement and KL(p_dense || p_compressed) of compressed models on any images."""
     from hiddencost.fidelity import cached_fidelity
     from hiddencost.recipes.artifact import artifact_metadata_path
-    from hiddencost.zoo.registry import resolve_checkpoint_path
 
     if not compressed:
         raise HiddenCostError("give at least one --compressed (e.g. magnitude:0.9 or w4)")
@@ -237,8 +237,7 @@ def fidelity(
         kw: dict[str, Any] = {}
         name, eq, path = item.partition("=")
         if eq:
-            local = resolve_checkpoint_path(path, download, cache_dir)
-            kw = {"compressed_model": name, "compressed_checkpoint": str(local)}
+            kw = {"compressed_model": name, "compressed_checkpoint": path}
         elif artifact_metadata_path(item) is not None:
             kw = {"compressed_checkpoint": item}
         else:
@@ -247,7 +246,8 @@ def fidelity(
             model, images=images, weights=weights,
             checkpoint=str(checkpoint) if checkpoint else None, limit=limit,
             batch_size=batch_size, device=device, cache_dir=cache_dir,
-            data_root=str(data_root) if data_root else None, dense_cache=shared, **kw))
+            data_root=str(data_root) if data_root else None, dense_cache=shared,
+            download=download, **kw))
         rows[-1]["compressed"] = item
     table = Table(title=f"fidelity of {rows[0]['model']} on {images} "
                         f"({rows[0]['n_images']} images; KL(p_dense || p_compressed), nats)")
