@@ -119,3 +119,35 @@ def test_unreadable_fidelity_file(tmp_path):
     (tmp_path / FIDELITY_FILE).write_text('{"entries": 3}')
     with pytest.raises(HiddenCostError, match="no 'entries' list"):
         read_fidelity(tmp_path)
+
+
+def test_study_fidelity_command_after_a_run_without_it(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from hiddencost.study.cli import study_app
+    from hiddencost.study.driver import run_study
+
+    text = ("name: later\nrunner: hiddencost.study.testing:synthetic_runner\n"
+            "compression:\n  - method: none\n  - method: magnitude\n    sparsity: 0.5\n"
+            "params:\n  epochs: 1\n")
+    (tmp_path / "later.yaml").write_text(text)
+    out = tmp_path / "out"
+    run_study(parse_spec(text), out=out, console=Console(quiet=True), progress=False)
+    assert not (out / FIDELITY_FILE).exists()  # a custom runner: not measured by default
+    app = typer.Typer()
+    app.add_typer(study_app, name="study")
+
+    @app.callback()
+    def main() -> None:
+        """test app"""
+
+    args = ["study", "fidelity", str(tmp_path / "later.yaml"), "--images", "4", "--device",
+            "cpu", "--no-progress"]
+    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "1 of 1 compressed backbone" in res.output and "magnitude-global-s0.50" in res.output
+    (e,) = read_fidelity(out)
+    assert e["n_images"] == 4 and e["error"] is None and e["model"] == "efficientnet_lite0.in1k"
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "empty")])
+    assert res.exit_code == 2 and "no done runs" in res.output

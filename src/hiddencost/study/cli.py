@@ -137,6 +137,53 @@ def run_cmd(
         raise typer.Exit(1)
 
 
+@study_app.command("fidelity")
+@friendly_errors
+def fidelity_cmd(
+    spec: SpecArg,
+    out: OutOpt = None,
+    store: StoreOpt = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Root of torchvision datasets.")] = None,
+    download: Annotated[bool | None, typer.Option(
+        help="Allow downloads (datasets, checkpoint URLs).")] = None,
+    checkpoint_root: Annotated[Path | None, typer.Option(
+        help="Folder of the checkpoints that the spec names by relative path.")] = None,
+    images: Annotated[int, typer.Option(
+        min=2, help="Test images per dataset.")] = DEFAULT_FIDELITY_IMAGES,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Record the upstream fidelity of the study's compressed backbones (<out>/fidelity.json).
+
+    `study run` does this after its runs; run it alone where the models should run (e.g. a GPU
+    node) after `study run --no-fidelity`. Cached: measured entries are not measured again.
+    """
+    from hiddencost.study.driver import study_fidelity
+    from hiddencost.study.spec import load_spec
+
+    entries = study_fidelity(
+        load_spec(spec), out=out, store=store,
+        environment={"device": device, "data_root": str(data_root) if data_root else None,
+                     "download": download},
+        checkpoint_root=str(checkpoint_root) if checkpoint_root else None,
+        images_per_dataset=images, console=console, progress=progress)
+    if not entries:
+        console.print("no compressed backbone has a done run: nothing to measure",
+                      highlight=False)
+    table = Table(title="upstream fidelity (KL(p_dense || p_compressed), nats)")
+    for col in ("compression", "dataset", "images", "top-1 agreement", "mean KL", "error"):
+        table.add_column(col, justify="left" if col in ("compression", "error") else "right",
+                         no_wrap=col != "error")
+    for e in entries:
+        ok = e.get("error") is None
+        table.add_row(str(e["compression"]), str(e["dataset"]),
+                      str(e["n_images"]) if ok else "-",
+                      f"{e['top1_agreement']:.3f}" if ok else "-",
+                      f"{e['mean_kl']:.3f}" if ok else "-", "" if ok else str(e["error"]))
+    if entries:
+        console.print(table)
+
+
 @study_app.command("status")
 @friendly_errors
 def status_cmd(

@@ -312,17 +312,59 @@ def run_study(
                       "hiddencost study status --failed", highlight=False)
     done = [r for r in runs if rows[r.key].status == "done"]
     if (spec.runner is None if fidelity is None else fidelity) and done:
-        entries = record_study_fidelity(
-            spec, done, paths.root, images_per_dataset=fidelity_images,
-            checkpoint_root=checkpoint_root, device=env.get("device", "auto"),
-            data_root=env.get("data_root"), download=bool(env.get("download")),
-            console=console, progress=progress)
-        if entries:
-            ok = sum(e.get("error") is None for e in entries)
-            console.print(f"fidelity: {ok} of {len(entries)} compressed backbone × dataset "
-                          f"pairs measured → {paths.root / FIDELITY_FILE}", highlight=False,
-                          soft_wrap=True)
+        _fidelity(spec, done, paths, env, checkpoint_root, fidelity_images, console, progress)
     return report
+
+
+def _fidelity(spec: StudySpec, done: Sequence[PlannedRun], paths: StudyPaths,
+              env: dict[str, Any], checkpoint_root: str | None, images: int, console: Console,
+              progress: bool) -> list[dict[str, Any]]:
+    entries = record_study_fidelity(
+        spec, done, paths.root, images_per_dataset=images, checkpoint_root=checkpoint_root,
+        device=env.get("device") or "auto", data_root=env.get("data_root"),
+        download=bool(env.get("download")), console=console, progress=progress)
+    if entries:
+        ok = sum(e.get("error") is None for e in entries)
+        console.print(f"fidelity: {ok} of {len(entries)} compressed backbone × dataset pairs "
+                      f"measured → {paths.root / FIDELITY_FILE}", highlight=False,
+                      soft_wrap=True)
+    return entries
+
+
+def done_runs(spec: StudySpec, paths: StudyPaths) -> list[PlannedRun]:
+    """The runs of ``spec`` that the store holds as done, in expansion order."""
+    runs = expand(spec)
+    if not Path(paths.store).exists() and "://" not in paths.store:
+        return []
+    with open_store(paths.store) as db:
+        rows = db.rows(r.key for r in runs)
+    return [r for r in runs if r.key in rows and rows[r.key].status == "done"]
+
+
+def study_fidelity(
+    spec: StudySpec,
+    *,
+    out: str | Path | None = None,
+    store: str | Path | None = None,
+    environment: dict[str, Any] | None = None,
+    checkpoint_root: str | None = None,
+    images_per_dataset: int = DEFAULT_FIDELITY_IMAGES,
+    console: Console | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Step 7 of :func:`run_study` alone: record the fidelity of the compressed backbones of
+    the study's done runs (e.g. on a GPU node, after ``run_study(..., fidelity=False)`` on a
+    cluster's login node). Arguments as in :func:`run_study`; returns the entries."""
+    paths = StudyPaths.resolve(spec, out, store)
+    env = {**spec.environment(), **{k: v for k, v in (environment or {}).items()
+                                    if v is not None}}
+    done = done_runs(spec, paths)
+    if not done:
+        raise HiddenCostError(f"study {spec.name} has no done runs in {paths.store}: run it "
+                              "first (hiddencost study run)")
+    root = checkpoint_root or spec.checkpoint_root
+    return _fidelity(spec, done, paths, env, root, images_per_dataset,
+                     console or Console(), progress)
 
 
 def load_records(spec: StudySpec, out: str | Path | None = None,
@@ -331,16 +373,8 @@ def load_records(spec: StudySpec, out: str | Path | None = None,
     import json
 
     paths = StudyPaths.resolve(spec, out, store)
-    runs = expand(spec)
-    if not Path(paths.store).exists() and "://" not in paths.store:
-        return []
-    with open_store(paths.store) as db:
-        rows = db.rows(r.key for r in runs)
     records = []
-    for run in runs:
-        row = rows.get(run.key)
-        if row is None or row.status != "done":
-            continue
+    for run in done_runs(spec, paths):
         path = paths.run_dir(run.key) / "result.json"
         try:
             records.append(json.loads(path.read_text()))
