@@ -19,7 +19,7 @@ Conventions shared by every function:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -117,6 +117,18 @@ def _summarize(df: pd.DataFrame, keys: list[str], value: str, scale: float = 1.0
     return pd.DataFrame(rows)
 
 
+def _dense_pairs(sub: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame, pd.DataFrame]]:
+    """Each compressed cell (task, method, budget, compression) of ``sub`` with its dense
+    cell (the same task, method and budget): ``(key, dense rows, compressed rows)``; cells
+    without a dense counterpart are skipped."""
+    cell = [*TASK, "method", "budget"]
+    dense = {k: g for k, g in sub[sub["is_dense"]].groupby(cell, sort=False)}
+    for k, g in sub[~sub["is_dense"]].groupby([*cell, "compression"], sort=False):
+        d = dense.get(k[:4])
+        if d is not None:
+            yield k, d, g
+
+
 def largest_budget(df: pd.DataFrame) -> str | None:
     """The budget with the most shots (``full`` when present)."""
     if df.empty:
@@ -183,15 +195,9 @@ def delta_heatmap(df: pd.DataFrame, metric: str = "accuracy", alpha: float = ALP
     if df.empty:
         return _empty(cols)
     sub = df[df[metric].notna()]
-    dense = {k: g for k, g in sub[sub["is_dense"]].groupby([*TASK, "method", "budget"],
-                                                             sort=False)}
     meta = _meta(df)
     rows = []
-    for k, g in sub[~sub["is_dense"]].groupby([*TASK, "method", "budget", "compression"],
-                                              sort=False):
-        d = dense.get(k[:4])
-        if d is None:
-            continue
+    for k, d, g in _dense_pairs(sub):
         dv = [v * PERCENT for v in d[metric]]
         cv = [v * PERCENT for v in g[metric]]
         w = welch_test(dv, cv) if dense_minus_compressed else welch_test(cv, dv)
@@ -437,15 +443,9 @@ def class_gains_drops(df: pd.DataFrame, k: int = 5) -> pd.DataFrame:
         with np.errstate(all="ignore"):
             return np.nanmean(arr, axis=0) * PERCENT
 
-    dense = {key: g for key, g in sub[sub["is_dense"]].groupby([*TASK, "method", "budget"],
-                                                               sort=False)}
     names_by_dataset: dict[str, dict[int, str]] = {}
     rows = []
-    for key, g in sub[~sub["is_dense"]].groupby([*TASK, "method", "budget", "compression"],
-                                                sort=False):
-        d = dense.get(key[:4])
-        if d is None:
-            continue
+    for key, d, g in _dense_pairs(sub):
         dm, cm = per_class(d), per_class(g)
         if dm.shape != cm.shape:
             continue
