@@ -770,12 +770,10 @@ def fidelity_vs_cost(df: pd.DataFrame, entries: Sequence[dict[str, Any]]) -> pd.
     cost = (acc.groupby([*TASK, "method", "compression"], sort=False)
             .agg(acc_drop_mean=("delta", "mean"), n_budgets=("budget", "nunique"))
             .reset_index())
-    out = cost.merge(fid.drop(columns=[*COMPRESSION_META, "model", "error"]),
-                     on=[*TASK, "compression"], how="inner")
+    out = cost.merge(fid.drop(columns=["model", "error"]), on=[*TASK, "compression"],
+                     how="inner")
     if out.empty:
         return _empty(cols)
-    meta = _meta(df)
-    out = pd.concat([out, pd.DataFrame([meta[c] for c in out["compression"]])], axis=1)
     return _sort(out[cols], df)
 
 

@@ -170,6 +170,7 @@ def fidelity_cmd(
     if not entries:
         console.print("no compressed backbone has a done run: nothing to measure",
                       highlight=False)
+        return
     table = Table(title="upstream fidelity (KL(p_dense || p_compressed), nats)")
     for col in ("compression", "dataset", "images", "top-1 agreement", "mean KL", "error"):
         table.add_column(col, justify="left" if col in ("compression", "error") else "right",
@@ -180,8 +181,7 @@ def fidelity_cmd(
                       str(e["n_images"]) if ok else "-",
                       f"{e['top1_agreement']:.3f}" if ok else "-",
                       f"{e['mean_kl']:.3f}" if ok else "-", "" if ok else str(e["error"]))
-    if entries:
-        console.print(table)
+    console.print(table)
 
 
 @study_app.command("status")

@@ -84,9 +84,10 @@ def fidelity_targets(spec: StudySpec, runs: Sequence[PlannedRun] | None = None
     """The compressed backbones × datasets of ``spec`` (in expansion order), only those with a
     run in ``runs`` when given (e.g. the done runs)."""
     from hiddencost.backbones import resolve_backbone_name
+    from hiddencost.run import RunConfig
     from hiddencost.study.spec import compression_points
 
-    weights = spec.params.get("weights", "pretrained")
+    weights = spec.params.get("weights", RunConfig.model_fields["weights"].default)
     base_ckpt = spec.params.get("checkpoint")
     wanted = {_run_key(r) for r in runs} if runs is not None else None
     targets: dict[tuple, FidelityTarget] = {}
