@@ -105,3 +105,30 @@ def test_open_store_locations(tmp_path):
     bad.write_text("this is not a database" * 100)
     with pytest.raises(HiddenCostError, match="not a usable SQLite store"):
         open_store(bad)
+
+
+def _open_after(barrier, path, errors) -> None:
+    barrier.wait()
+    try:
+        SQLiteStore(path).close()
+    except HiddenCostError as exc:
+        errors.put(str(exc))
+
+
+def test_processes_opening_a_fresh_store_at_once(tmp_path):
+    """Switching a new file to WAL is not covered by the busy timeout; opening must retry."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for trial in range(10):
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_after,
+                             args=(barrier, str(tmp_path / f"s{trial}.sqlite"), errors))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 4
+    assert errors.empty()

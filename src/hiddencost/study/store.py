@@ -205,7 +205,7 @@ class SQLiteStore:
         try:
             self._db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._enable_wal(timeout_s)
             self._db.execute("PRAGMA synchronous = NORMAL")
             with self._tx():
                 for statement in _SCHEMA.split(";"):
@@ -220,6 +220,18 @@ class SQLiteStore:
         except sqlite3.DatabaseError as exc:
             raise HiddenCostError(f"{self.path} is not a usable SQLite store: {exc}") from None
         self.journal_mode = mode
+
+    def _enable_wal(self, timeout_s: float) -> str:
+        # Switching a fresh file to WAL while another process opens it can fail at once with
+        # "database is locked": SQLite does not call the busy handler for this pragma.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
