@@ -537,12 +537,16 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
     :mod:`hiddencost.study.fidelity`) defaults to the ``fidelity.json`` of the source's folder
     (:func:`results_root`), if there is one.
     """
+    from hiddencost.report.table import is_store_source
     from hiddencost.study.fidelity import read_fidelity
-    from hiddencost.study.spec import StudySpec
+    from hiddencost.study.spec import StudySpec, load_spec
 
-    df = load_table(source, results=results, store=store)
+    # a study file or preset is parsed (and its grid expanded) once, for the table and fidelity
+    loaded = load_spec(str(source)) if isinstance(source, str | Path) and not is_store_source(
+        str(source)) else source
+    df = load_table(loaded, results=results, store=store)
     if fidelity is None:
-        root = results_root(source, results, store)
+        root = results_root(loaded, results, store)
         fidelity = read_fidelity(root) if root is not None else []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
