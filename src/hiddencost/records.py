@@ -1,0 +1,125 @@
+"""The typed result record of one run: what ``run_one`` returns, ``result.json`` holds, the store
+summarises and the report reads.
+
+One schema for every producer (the real :func:`hiddencost.run.run_one`, custom study runners,
+test fixtures) and every consumer, checked where a record crosses a module boundary
+(:meth:`RunRecord.model_validate` on what a runner returns and on every ``result.json`` read
+back). Fields are those of ``result.json``, in that order; ``schema_version`` says which layout
+a file was written with. A record reads like the JSON it is written as (``record["accuracy"]``)
+as well as by attribute.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Bumped whenever a field is added, removed or changes meaning.
+SCHEMA_VERSION = 1
+
+#: The scalar metrics of a run, in display order: what tables and summaries show.
+METRIC_FIELDS: tuple[str, ...] = (
+    "accuracy", "ece", "mce", "nll", "brier", "paper_ece", "mean_confidence_correct",
+    "kl_to_uniform_incorrect",
+)
+
+
+class MappingEntry(BaseModel):
+    """One target class and the source (backbone) class a label mapping assigns to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: int
+    target_name: str
+    source: int
+    source_name: str
+
+
+class Reliability(BaseModel):
+    """Reliability-diagram data: bin edges (``n_bins + 1``), and per bin the sample count, the
+    accuracy and the mean confidence (None for an empty bin)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    edges: list[float]
+    counts: list[int]
+    accuracy: list[float | None]
+    confidence: list[float | None]
+
+
+class RunRecord(BaseModel):
+    """The result of one run (see :func:`hiddencost.run.run_one` for how each field is made).
+
+    Metrics follow :func:`hiddencost.metrics.calibration_summary` (softmax over the K mapped
+    logits, final epoch, whole test split); ``paper_ece`` is the reference code's compatibility
+    value; ``sparsity`` / ``weight_bits`` / ``activation_bits`` are *measured* on the loaded,
+    compressed backbone; ``label_mapping`` is None for methods without a one-to-one mapping
+    (LP, FM).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    config: dict[str, Any]
+    label_mapping: list[MappingEntry] | None = None
+    mapping_history: list[list[int]] | None = None
+    accuracy: float
+    ece: float
+    mce: float | None = None
+    nll: float
+    brier: float | None = None
+    mean_confidence_correct: float | None = None
+    kl_to_uniform_incorrect: float | None = None
+    per_class_accuracy: list[float | None] = Field(default_factory=list)
+    reliability: Reliability | None = None
+    paper_ece: float | None = None
+    compression: dict[str, Any] = Field(default_factory=dict)
+    sparsity: float = 0.0
+    weight_bits: int | None = None
+    activation_bits: int | None = None
+    backbone_weights: str = ""
+    n_train: int | None = None
+    n_test: int | None = None
+    effective_shots: dict[str, int] = Field(default_factory=dict)
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    final_train_loss: float | None = None
+    wall_time_s: float
+    device: str = ""
+    versions: dict[str, str] = Field(default_factory=dict)
+    #: True for records a stand-in runner made up (study-machinery tests, report previews):
+    #: no backbone was trained.
+    synthetic: bool = False
+
+    def __getitem__(self, key: str) -> Any:
+        """``record["accuracy"]``: read a field as in the JSON (nested models as dicts)."""
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        value = getattr(self, key)
+        if isinstance(value, BaseModel):
+            return value.model_dump(mode="json")
+        if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            return [v.model_dump(mode="json") for v in value]
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in type(self).model_fields
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``record.get("accuracy")`` as on a dict."""
+        return self[key] if key in self else default
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-safe dict written to ``result.json``."""
+        return self.model_dump(mode="json")
+
+    def scalar_metrics(self) -> dict[str, Any]:
+        """The scalar top-level fields (accuracy, ece, nll, sparsity, ...): what the store keeps
+        beside the run's row."""
+        return {k: v for k, v in self.to_json().items()
+                if v is None or isinstance(v, bool | int | float | str)}
+
+
+def as_record(data: RunRecord | dict[str, Any]) -> RunRecord:
+    """A :class:`RunRecord` from a record or its JSON dict (validated)."""
+    return data if isinstance(data, RunRecord) else RunRecord.model_validate(data)
