@@ -35,10 +35,11 @@ from hiddencost.data import (
     few_shot_indices,
     load_dataset,
 )
+from hiddencost.data.transforms import ResizeNormalize
 from hiddencost.device import resolve_device
 from hiddencost.errors import HiddenCostError
 from hiddencost.metrics import calibration_summary, paper_ece
-from hiddencost.prompting.linear_probe import ResizeNormalize, extract_features, train_linear_head
+from hiddencost.prompting.linear_probe import extract_features, train_linear_head
 from hiddencost.prompting.pad_prompt import PadPrompt
 from hiddencost.prompting.visual_prompt import predict_logits, to_unit, train_visual_prompt
 

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hiddencost.data.transforms import ResizeNormalize
 from hiddencost.errors import HiddenCostError, TrainingDivergedError
-from hiddencost.prompting.linear_probe import ResizeNormalize
 
 __all__ = ["FinetuneConfig", "TrainData", "Trainer", "distillation_loss"]
 
