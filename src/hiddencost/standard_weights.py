@@ -8,7 +8,7 @@ state-dict file. Each registers itself in :mod:`hiddencost.weights`.
 ``hub``            timm's pretrained weights; needs internet on first use (cached afterwards).
 ``random``         timm's initialisation, no download (tests).
 ``state_dict``     a local checkpoint file, loaded strictly (``module.`` prefixes and
-                   ``state_dict`` wrappers removed, see :func:`~hiddencost.checkpoints.read_state_dict`).
+                   ``state_dict`` wrappers removed: :func:`hiddencost.checkpoints.read_state_dict`).
 =================  ===========================================================================
 """
 
