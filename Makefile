@@ -33,6 +33,7 @@ browser:
 
 test: install-test browser
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'pytest collected no tests: that is a failure here'; fi; exit $$rc
 

@@ -51,9 +51,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from hiddencost.backbones import create_model, penultimate_features, prepare_frozen
+from hiddencost.backbones import create_model
 from hiddencost.data import load_dataset
 from hiddencost.device import resolve_device
+from hiddencost.frozen import penultimate_features, prepare_frozen
 from hiddencost.prompting.label_mapping import frequency_mapping
 from hiddencost.prompting.linear_probe import ResizeNormalize, extract_features, train_linear_head
 from hiddencost.prompting.pad_prompt import PadPrompt

@@ -8,13 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hiddencost.backbones import (
-    create_model,
-    imagenet_class_names,
-    read_state_dict,
-    resolve_backbone_name,
-)
+from hiddencost.backbones import create_model, resolve_backbone_name
+from hiddencost.checkpoints import read_state_dict
 from hiddencost.errors import HiddenCostError
+from hiddencost.model_table import imagenet_class_names
 
 
 @pytest.fixture(scope="module")

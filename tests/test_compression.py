@@ -11,7 +11,6 @@ from torch import nn
 
 from hiddencost.compression import (
     ActivationFakeQuant,
-    CompressionSpec,
     QuantizedInput,
     activation_quantizers,
     apply_compression,
@@ -21,6 +20,7 @@ from hiddencost.compression import (
     magnitude_prune,
     max_distinct_values_per_channel,
     measure_sparsity,
+    parse_compression,
     prunable_layers,
     quantize_activations,
     quantize_weight_tensor,
@@ -407,7 +407,7 @@ def test_quantize_activations_exclusions_and_low_bits():
     ],
 )
 def test_spec_labels(kwargs, label):
-    assert CompressionSpec(**kwargs).label == label
+    assert parse_compression(kwargs).label == label
 
 
 @pytest.mark.parametrize(
@@ -430,22 +430,23 @@ def test_spec_labels(kwargs, label):
 )
 def test_spec_validation(kwargs):
     with pytest.raises(ValidationError):
-        CompressionSpec(**kwargs)
+        parse_compression(kwargs)
 
 
 def test_spec_frozen():
-    spec = CompressionSpec(method="magnitude", sparsity=0.5)
+    spec = parse_compression(dict(method="magnitude", sparsity=0.5))
     with pytest.raises(ValidationError):
         spec.sparsity = 0.7
-    assert hash(spec) == hash(CompressionSpec(method="magnitude", sparsity=0.5))
+    assert hash(spec) == hash(parse_compression(dict(method="magnitude", sparsity=0.5)))
 
 
 @pytest.mark.parametrize(
     "spec",
     [
-        CompressionSpec(method="magnitude", sparsity=0.9),
-        CompressionSpec(method="magnitude", sparsity=0.123, scope="layer", exclude_classifier=True),
-        CompressionSpec(method="random", sparsity=0.5, seed=3, exclude_first_conv=True),
+        parse_compression(dict(method="magnitude", sparsity=0.9)),
+        parse_compression(dict(method="magnitude", sparsity=0.123, scope="layer",
+                               exclude_classifier=True)),
+        parse_compression(dict(method="random", sparsity=0.5, seed=3, exclude_first_conv=True)),
     ],
 )
 def test_apply_compression_pruning_report(spec):
@@ -469,17 +470,17 @@ def test_apply_compression_pruning_report(spec):
 
 def test_apply_compression_dense_and_quantize():
     model = make_model()
-    report = apply_compression(model, CompressionSpec())
+    report = apply_compression(model, parse_compression({}))
     assert report.label == "dense" and report.measured_sparsity == 0.0
     assert report.n_prunable_weights == sum(w.numel() for w in weights(model))
 
-    report = apply_compression(model, CompressionSpec(method="quantize", weight_bits=3))
+    report = apply_compression(model, parse_compression(dict(method="quantize", weight_bits=3)))
     assert report.weight_bits == 3 and report.activation_bits is None
     assert report.max_distinct_values_per_channel <= 2**3
     assert report.max_distinct_values_per_channel == max_distinct_values_per_channel(model)
     assert report.measured_sparsity == measure_sparsity(model)
 
-    spec = CompressionSpec(method="quantize", weight_bits=4, activation_bits=4)
+    spec = parse_compression(dict(method="quantize", weight_bits=4, activation_bits=4))
     model = make_model()
     before = weights(model)
     with pytest.raises(HiddenCostError, match="calibration_images"):
@@ -501,7 +502,7 @@ def test_efficientnet_lite0_prune_and_quantize():
     for p in model.parameters():
         p.requires_grad_(False)
     model = model.to(memory_format=torch.channels_last)
-    spec = CompressionSpec(method="magnitude", sparsity=0.5, exclude_first_conv=True)
+    spec = parse_compression(dict(method="magnitude", sparsity=0.5, exclude_first_conv=True))
     report = apply_compression(model, spec)
     assert report.n_zero_weights == round(0.5 * report.n_prunable_weights)
     names = [n for n, _ in prunable_layers(model)]

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from hiddencost.backbones import create_model, freeze, prepare_frozen
-from hiddencost.compression import CompressionSpec, apply_compression
+from hiddencost.backbones import create_model
+from hiddencost.compression import apply_compression, parse_compression
 from hiddencost.compression.measure import distinct_values_per_channel, measure_sparsity
 from hiddencost.fold import fold_batchnorm
+from hiddencost.frozen import freeze, prepare_frozen
 
 torch.set_num_threads(2)
 
@@ -101,12 +102,12 @@ def test_real_backbones_fold_every_batchnorm(name):
 
 def test_folding_keeps_sparsity_and_quantization_levels():
     model, _ = create_model("efficientnet_lite0")
-    apply_compression(model, CompressionSpec(method="magnitude", sparsity=0.7))
+    apply_compression(model, parse_compression(dict(method="magnitude", sparsity=0.7)))
     zeros = measure_sparsity(model)
     folded = prepare_frozen(copy.deepcopy(model), torch.device("cpu"), 64)
     assert measure_sparsity(folded) >= zeros  # every zero stays zero
     q, _ = create_model("efficientnet_lite0")
-    apply_compression(q, CompressionSpec(method="quantize", weight_bits=3))
+    apply_compression(q, parse_compression(dict(method="quantize", weight_bits=3)))
     q = prepare_frozen(q, torch.device("cpu"), 64)
     convs = [m for m in q.modules() if isinstance(m, nn.Conv2d)]
     assert all(max(distinct_values_per_channel(c.weight)) <= 2**3 for c in convs)

@@ -6,12 +6,20 @@ import math
 
 import numpy as np
 import pytest
+from support.synthetic_records import make_record, tags_of, write_prompts
 
+from hiddencost.records import METRIC_FIELDS, RunRecord
 from hiddencost.report import analyses as an
 from hiddencost.report import figures as fg
 from hiddencost.report.stats import mean_ci, welch_test
-from hiddencost.report.synthetic import make_record, tags_of, write_prompts
-from hiddencost.report.table import severity, table_from_records
+from hiddencost.report.table import (
+    LISTS,
+    METRICS,
+    level_label,
+    severity,
+    table_from_records,
+    unit_axis_label,
+)
 
 DENSE = ("dense", "dense", None, None)
 S50 = ("magnitude", "magnitude-global-s0.50", 0.5, "sparsity")
@@ -52,6 +60,44 @@ def test_severity_orders_levels_of_every_unit():
     assert severity("q", 2, "bits") > severity("q", 4, "bits") > 0
     assert severity("acdc", 90, "sparsity_percent") == pytest.approx(0.9)
     assert math.isnan(severity("x", "high", "level"))
+
+
+def test_table_units_read_through_level_unit():
+    """Units as the study tags them: each enum unit as LevelUnit says; no unit (dense) and an
+    unknown unit from an older store read as ``level``, without failing."""
+    assert level_label(0.9, "sparsity") == "90% sparse"
+    assert level_label(11.571, "remaining_percent") == "11.571% remaining"
+    assert level_label(4, "bits") == "4-bit" and level_label(0.9, None) == "0.9"
+    assert unit_axis_label("bits") == "bit-width (bits)"
+    assert unit_axis_label(None) == unit_axis_label("level") == "compression level (level)"
+    assert severity("lth", 2, "rounds") == 2.0 and level_label(2, "rounds") == "2"
+    assert unit_axis_label("rounds") == "compression level (level)"
+    assert severity("zoo", "moderate", "variant") != severity("zoo", "moderate", "variant")
+
+
+def test_table_takes_run_records_and_their_json_alike():
+    records = [make_record(compression=c, seed=s) for c in (DENSE, S90, W4) for s in (0, 1)]
+    assert all(isinstance(r, RunRecord) for r in records)
+    typed = table_from_records(records)
+    as_json = table_from_records([r.to_json() for r in records])
+    mixed = table_from_records([r if i % 2 else r.to_json() for i, r in enumerate(records)])
+    flat = [c for c in typed.columns if c not in (*LISTS, "settings")]  # dict cells: compare
+    for other in (as_json, mixed):
+        assert typed[flat].equals(other[flat])
+        for col in (*LISTS, "settings"):
+            assert typed[col].tolist() == other[col].tolist()
+    assert list(typed["compression_name"]) == ["dense"] * 2 + ["magnitude 90% sparse"] * 2 + [
+        "quantize w4"] * 2
+
+
+def test_metric_columns_are_the_record_fields():
+    fields = RunRecord.model_fields
+    assert METRICS[:len(METRIC_FIELDS)] == METRIC_FIELDS
+    assert {"sparsity", "weight_bits", "activation_bits", "final_train_loss"} <= set(METRICS)
+    assert set(METRICS) <= set(fields) and set(LISTS) <= set(fields)
+    assert "schema_version" not in METRICS and "synthetic" not in METRICS
+    row = table([(W4, {"accuracy": 0.7})]).iloc[0]
+    assert row["accuracy"] == 0.7 and row["weight_bits"] == 4.0 and row["n_test"] == 450.0
 
 
 def test_differing_settings_split_the_backbone():

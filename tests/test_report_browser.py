@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.synthetic_records import DEFAULT_COMPRESSIONS, synthetic_records
 
 from hiddencost.report import build_report
-from hiddencost.report.synthetic import DEFAULT_COMPRESSIONS, synthetic_records
 from hiddencost.report.table import table_from_records
 
 CHROMIUM = Path("/usr/bin/chromium")

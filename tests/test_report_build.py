@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html.parser
 import json
 import re
@@ -9,11 +10,15 @@ from pathlib import Path
 
 import pytest
 import typer
+from support import SYNTHETIC
+from support.synthetic_records import DEFAULT_COMPRESSIONS, make_record, synthetic_records
 from typer.testing import CliRunner
 
-from hiddencost.report import build_report
+from hiddencost.errors import HiddenCostError
+from hiddencost.report import analyses as an
+from hiddencost.report import build, build_report
+from hiddencost.report.build import ReportError
 from hiddencost.report.cli import report as report_command
-from hiddencost.report.synthetic import DEFAULT_COMPRESSIONS, make_record, synthetic_records
 from hiddencost.report.table import table_from_db, table_from_records, table_from_spec
 from hiddencost.study.spec import parse_spec
 
@@ -131,7 +136,7 @@ def test_runs_without_result_files_use_store_metrics(tmp_path):
     from hiddencost.study.driver import run_study
 
     spec = parse_spec(
-        "name: tiny\nrunner: hiddencost.study.testing:synthetic_runner\n"
+        f"name: tiny\nrunner: {SYNTHETIC}\n"
         "compression:\n  - method: none\n  - method: magnitude\n    sparsity: [0.5, 0.9]\n"
         "method: [ilm, lp]\nn_shot: [1, full]\nseed: [0, 1]\nparams:\n  epochs: 2\n")
     run_study(spec, out=tmp_path / "study", progress=False)
@@ -166,7 +171,7 @@ def test_cli(tmp_path):
     runner = CliRunner()
     records, tags, folders, keys = synthetic_records(methods=("ilm",), shots=(None,),
                                                      seeds=(0,), epochs=2)
-    spec = parse_spec("name: clitest\nrunner: hiddencost.study.testing:synthetic_runner\n"
+    spec = parse_spec(f"name: clitest\nrunner: {SYNTHETIC}\n"
                       "compression:\n  - method: none\n  - method: magnitude\n"
                       "    sparsity: 0.5\nparams:\n  epochs: 1\n")
     from hiddencost.study.driver import run_study
@@ -221,3 +226,48 @@ def test_result_records_roundtrip_through_json(tmp_path):
     again = [json.loads(json.dumps(r, allow_nan=False)) for r in records]
     a, b = table_from_records(records, tags), table_from_records(again, tags)
     assert a["accuracy"].tolist() == b["accuracy"].tolist()
+
+
+def _raise(*args, **kwargs):
+    raise RuntimeError("boom")
+
+
+def test_a_failing_section_is_shown_on_the_page_and_raised(tmp_path, monkeypatch):
+    """One analysis and one figure fail: the page is still written, each error in its section
+    and every other section intact, and build_report raises naming both sections."""
+    monkeypatch.setattr(an, "ece_vs_compression", _raise)
+    monkeypatch.setattr(build, "LOSS", dataclasses.replace(build.LOSS, draw=_raise))
+    records, tags, folders, keys = synthetic_records(
+        methods=("ilm",), compressions=DEFAULT_COMPRESSIONS[:2], shots=(None,), seeds=(0, 1),
+        epochs=2, artifacts=tmp_path / "artifacts")
+    with pytest.raises(ReportError, match="Calibration; Prompt evolution") as err:
+        build_report(table_from_records(records, tags, keys, folders), tmp_path / "r")
+    index = tmp_path / "r" / "index.html"
+    assert isinstance(err.value, HiddenCostError) and err.value.index == index
+    assert [title for title, _ in err.value.failures] == ["Calibration", "Prompt evolution"]
+    text = index.read_text()
+    assert "Calibration: could not be computed (RuntimeError: boom)." in text
+    assert "could not be drawn (RuntimeError: boom)." in text
+    assert "Some of this report failed: Calibration, Prompt evolution." in text
+    page = parse_page(index)
+    assert all(s in page.ids for s in SECTIONS)
+    assert "Accuracy vs data budget: " in text and "Mean cost of compression" in text
+    assert len(page.imgs) >= 5
+    assert_references_resolve(index)
+
+
+def test_cli_exits_2_naming_the_failed_section(tmp_path, monkeypatch):
+    spec = parse_spec(f"name: broken\nrunner: {SYNTHETIC}\n"
+                      "compression:\n  - method: none\n  - method: magnitude\n"
+                      "    sparsity: 0.5\nseed: [0, 1]\nparams:\n  epochs: 1\n")
+    from hiddencost.study.driver import run_study
+
+    run_study(spec, out=tmp_path / "study", progress=False)
+    monkeypatch.setattr(an, "accuracy_vs_budget", _raise)
+    res = CliRunner().invoke(_app(), ["report", "--db", str(tmp_path / "study" / "study.sqlite"),
+                                      "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2, res.output
+    assert "Accuracy vs data budget" in res.output and "RuntimeError: boom" in res.output
+    text = (tmp_path / "r" / "index.html").read_text()
+    assert "Accuracy vs data budget: could not be computed" in text
+    assert "Summary table" in text

@@ -7,11 +7,12 @@ import json
 import math
 
 import pytest
+from support import SYNTHETIC
+from support.synthetic_records import make_record, tags_of
 
 from hiddencost.report import analyses as an
 from hiddencost.report import build_report
 from hiddencost.report.build import results_root
-from hiddencost.report.synthetic import make_record, tags_of
 from hiddencost.report.table import table_from_records
 from hiddencost.study.spec import parse_spec
 
@@ -116,7 +117,7 @@ def test_report_reads_fidelity_json_beside_the_study(tmp_path):
     from hiddencost.study.fidelity import FIDELITY_FILE, read_fidelity, write_fidelity
 
     spec = parse_spec(
-        "name: fid\nrunner: hiddencost.study.testing:synthetic_runner\n"
+        f"name: fid\nrunner: {SYNTHETIC}\n"
         "compression:\n  - method: none\n  - method: magnitude\n    sparsity: 0.5\n"
         "params:\n  epochs: 1\n")
     out = tmp_path / "study"

@@ -10,16 +10,19 @@ import os
 import pytest
 import typer
 from rich.console import Console
+from support import SYNTHETIC
+from support.synthetic_runner import synthetic_runner
 from typer.testing import CliRunner
 
 from hiddencost.study.cli import study_app
-from hiddencost.study.driver import StudyPaths, load_records, run_study
-from hiddencost.study.results import export_rows, study_status
+from hiddencost.study.driver import run_study
+from hiddencost.study.identity import run_key
+from hiddencost.study.layout import StudyPaths
+from hiddencost.study.results import export_rows, load_records, study_status
 from hiddencost.study.spec import expand, parse_spec
 from hiddencost.study.store import Owner, open_store
 from hiddencost.study.worker import Task, execute_task
 
-SYNTHETIC = "hiddencost.study.testing:synthetic_runner"
 SPEC = f"""
 name: syn
 compression:
@@ -36,12 +39,14 @@ INTERRUPT_ENV = "HIDDENCOST_TEST_INTERRUPT_KEY"
 
 def interrupting_runner(cfg, out_dir=None, cache=None, on_epoch=None):
     """The synthetic runner, but Ctrl-C arrives during the run named by INTERRUPT_ENV."""
-    from hiddencost.study.identity import run_key
-    from hiddencost.study.testing import synthetic_runner
-
     if run_key(cfg) == os.environ.get(INTERRUPT_ENV):
         raise KeyboardInterrupt
     return synthetic_runner(cfg, out_dir, cache, on_epoch)
+
+
+def invalid_record_runner(cfg, out_dir=None, cache=None, on_epoch=None):
+    """A runner whose record lacks required fields (nll, wall_time_s, ...)."""
+    return {"config": cfg.model_dump(mode="json"), "accuracy": 0.5, "ece": 0.1}
 
 
 def _quiet() -> Console:
@@ -246,3 +251,22 @@ def test_slurm_executor_on_submitits_local_cluster(tmp_path):
                 for r in expand(spec)]
     assert len({o["pid"] for o in outcomes}) == 1 and outcomes[0]["pid"] != os.getpid()
     assert len(list((tmp_path / "slurm").glob("*_result.pkl"))) == 1  # one array job
+
+
+def test_on_event_reports_each_step_in_order(tmp_path):
+    spec = parse_spec(SPEC)
+    runs = expand(spec)
+    events = []
+    run_study(spec, out=tmp_path, console=_quiet(), max_runs=2,
+              on_event=lambda step, key: events.append((step, key)))
+    assert events == [("inserted", None)] + [
+        (step, run.key) for run in runs[:2] for step in ("claimed", "executed", "recorded")]
+
+
+def test_a_runner_record_is_checked_against_the_schema(tmp_path):
+    spec = parse_spec(SPEC.replace(SYNTHETIC, f"{__file__}:invalid_record_runner")
+                      .replace("method: [ilm, lp]", "method: [ilm]"))
+    report = run_study(spec, out=tmp_path, console=_quiet())
+    assert report.counts["failed"] == len(expand(spec))
+    errors = {r.error for r in _db_rows(tmp_path).values()}
+    assert all("is not a valid result record: nll: Field required" in e for e in errors)

@@ -9,17 +9,22 @@ import pytest
 import torch
 from rich.console import Console
 from safetensors.torch import save_file
+from support import SYNTHETIC
 
 from hiddencost.backbones import create_model
 from hiddencost.errors import HiddenCostError
+from hiddencost.fidelity import FidelityMetrics
+from hiddencost.study import fidelity as study_fidelity_module
 from hiddencost.study.fidelity import (
     FIDELITY_CACHE,
     FIDELITY_FILE,
-    _run_key,
+    FidelityEntry,
+    fidelity_rows,
     fidelity_targets,
     read_fidelity,
     record_study_fidelity,
 )
+from hiddencost.study.fidelity import run_target_key as _run_key
 from hiddencost.study.spec import expand, parse_spec
 
 torch.set_num_threads(2)
@@ -128,7 +133,7 @@ def test_study_fidelity_command_after_a_run_without_it(tmp_path):
     from hiddencost.study.cli import study_app
     from hiddencost.study.driver import run_study
 
-    text = ("name: later\nrunner: hiddencost.study.testing:synthetic_runner\n"
+    text = (f"name: later\nrunner: \"{SYNTHETIC}\"\n"
             "compression:\n  - method: none\n  - method: magnitude\n    sparsity: 0.5\n"
             "params:\n  epochs: 1\n")
     (tmp_path / "later.yaml").write_text(text)
@@ -151,3 +156,50 @@ def test_study_fidelity_command_after_a_run_without_it(tmp_path):
     assert e["n_images"] == 4 and e["error"] is None and e["model"] == "efficientnet_lite0.in1k"
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "empty")])
     assert res.exit_code == 2 and "no done runs" in res.output
+
+
+def test_only_expected_errors_are_recorded_the_rest_propagate(tmp_path, monkeypatch):
+    spec = parse_spec(GRID)
+    calls = []
+
+    def missing(*args, **kwargs):
+        calls.append(kwargs["compressed_checkpoint"])
+        raise HiddenCostError(f"checkpoint {kwargs['compressed_checkpoint']!r} does not exist")
+
+    monkeypatch.setattr(study_fidelity_module, "cached_fidelity", missing)
+    console = Console(record=True, width=200)
+    entries = record_study_fidelity(spec, expand(spec), tmp_path, images_per_dataset=4,
+                                    checkpoint_root="/ckpt", console=console, progress=False)
+    assert len(entries) == len(calls) == 4  # one failure never stops the others
+    assert [e["error"] for e in entries][1] == \
+        "checkpoint '/ckpt/acdc/resnet18_s90.pth' does not exist"
+    assert all("top1_agreement" not in e for e in entries)
+    assert "fidelity not measured" in console.export_text()
+    assert read_fidelity(tmp_path) == entries
+    rows = fidelity_rows(entries)
+    assert [r.label for r in rows][:2] == ["magnitude-global-s0.50", "acdc-90"]
+    assert rows[0].metrics is None and rows[1].error == entries[1]["error"]
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")  # not an expected error: a bug or the machine
+
+    monkeypatch.setattr(study_fidelity_module, "cached_fidelity", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        record_study_fidelity(spec, expand(spec), tmp_path / "oom", images_per_dataset=4,
+                              console=Console(quiet=True), progress=False)
+    assert not (tmp_path / "oom" / FIDELITY_FILE).exists()
+
+
+def test_entry_json_round_trip():
+    spec = parse_spec(GRID)
+    target = fidelity_targets(spec)[0]
+    metrics = FidelityMetrics(n_images=4, top1_agreement=0.5, top5_agreement=1.0, mean_kl=0.2,
+                              max_kl=0.4, dense_mean_confidence=0.9,
+                              compressed_mean_confidence=0.8)
+    entry = FidelityEntry.of(target, metrics)
+    flat = entry.to_json()
+    assert flat["compression"] == "magnitude-global-s0.50" and flat["mean_kl"] == 0.2
+    assert flat["images"] == "digits test split" and flat["error"] is None
+    assert FidelityEntry.from_json(json.loads(json.dumps(flat))) == entry
+    failed = FidelityEntry.of(target, error="gone")
+    assert FidelityEntry.from_json(failed.to_json()) == failed

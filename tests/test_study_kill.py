@@ -4,9 +4,10 @@ clean run has (none lost, none duplicated, none left running).
 Drivers are real processes killed with SIGKILL. To keep the suite fast they are forked from a
 forkserver that imported hiddencost once (a fresh interpreter pays ~10 s of torch import);
 one test also kills the real ``python -m hiddencost.study run`` command. Kill points are
-deterministic (the driver SIGKILLs itself at a named point: after inserting the pending rows,
-after claiming a run, after a run finished but before it is recorded, right after recording;
-or the test kills it once k runs are done) and random (seeded delays).
+deterministic (the driver SIGKILLs itself from ``run_study``'s ``on_event`` hook at a named
+step, see :class:`support.faults.KillAt`: after inserting the pending rows, after claiming a
+run, after a run finished but before it is recorded, right after recording; or the test kills
+it once k runs are done) and random (seeded delays).
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support import SYNTHETIC
+from support.faults import drive
+from support.synthetic_runner import LOG_ENV, SLEEP_ENV
 from typer.testing import CliRunner
 
 import hiddencost
+from hiddencost.study.catalog import load_spec
 from hiddencost.study.cli import study_app
-from hiddencost.study.driver import FAULT_ENV, run_study
-from hiddencost.study.spec import expand, load_spec
-from hiddencost.study.testing import LOG_ENV, SLEEP_ENV
+from hiddencost.study.driver import run_study
+from hiddencost.study.spec import expand
 
-SPEC = """
+SPEC = f"""
 name: killme
 compression:
   - method: none
@@ -42,25 +46,17 @@ compression:
 method: [ilm, lp]
 n_shot: [1, full]
 seed: [0, 1]
-params: {epochs: 2}
-runner: hiddencost.study.testing:synthetic_runner
+params: {{epochs: 2}}
+runner: "{SYNTHETIC}"
 """
 SLEEP = "0.05"  # per epoch: 0.1 s per run, 32 runs
 COMPARED = ("accuracy", "ece", "nll", "final_train_loss", "synthetic")
 
 
-def _drive(spec_file: str, out: str, env: dict[str, str]) -> None:
-    """A driver process: run the study to the end (or until killed)."""
-    from rich.console import Console
-
-    os.environ.update(env)
-    run_study(load_spec(spec_file), out=out, console=Console(quiet=True), progress=False)
-
-
 @pytest.fixture(scope="module")
 def forkserver():
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["hiddencost.study.driver", "hiddencost.study.testing",
+    ctx.set_forkserver_preload(["hiddencost.study.driver", "hiddencost.records",
                                 "hiddencost.run"])
     return ctx
 
@@ -122,9 +118,8 @@ def _kill_and_resume(ctx, spec_file: Path, out: Path, log: Path, plan: list) -> 
     done_before: set[str] = set()
     for point in plan:
         env = {SLEEP_ENV: SLEEP, LOG_ENV: str(log)}
-        if isinstance(point, str):
-            env[FAULT_ENV] = point
-        proc = ctx.Process(target=_drive, args=(str(spec_file), str(out), env))
+        kill_at = point if isinstance(point, str) else None  # the driver kills itself there
+        proc = ctx.Process(target=drive, args=(str(spec_file), str(out), env, kill_at))
         proc.start()
         if isinstance(point, int):  # kill once `point` runs are done
             deadline = time.monotonic() + 60
@@ -225,7 +220,7 @@ def test_two_drivers_share_one_store(forkserver, study, tmp_path):
     spec_file, spec = study
     out, log = tmp_path / "out", tmp_path / "executions.log"
     env = {SLEEP_ENV: SLEEP, LOG_ENV: str(log)}
-    procs = [forkserver.Process(target=_drive, args=(str(spec_file), str(out), env))
+    procs = [forkserver.Process(target=drive, args=(str(spec_file), str(out), env))
              for _ in range(2)]
     for p in procs:
         p.start()

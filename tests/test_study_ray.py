@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from rich.console import Console
+from support import SYNTHETIC
 
 import hiddencost
 from hiddencost.study.catalog import load_preset
@@ -19,7 +20,7 @@ from hiddencost.study.spec import parse_spec
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install "
                                         "'hiddencost[ray]'); `make test` installs it")
 
-SPEC = """
+SPEC = f"""
 name: syn-ray
 compression:
   - method: none
@@ -30,8 +31,8 @@ compression:
     levels: [1]
 method: [ilm, lp]
 n_shot: [1, full]
-params: {epochs: 2}
-runner: hiddencost.study.testing:synthetic_runner
+params: {{epochs: 2}}
+runner: "{SYNTHETIC}"
 """
 VOLATILE = ("elapsed_s", "started_at", "finished_at", "host", "wall_time_s", "artifacts")
 

@@ -9,9 +9,9 @@ import pytest
 from hiddencost.errors import HiddenCostError
 from hiddencost.quickstart import quickstart_configs
 from hiddencost.run import make_config
-from hiddencost.study.catalog import load_preset, preset_names
+from hiddencost.study.catalog import load_preset, load_spec, preset_names
 from hiddencost.study.identity import KEY_LENGTH, canonical_json, key_of_identity, run_key
-from hiddencost.study.spec import execution_config, expand, load_spec, parse_spec
+from hiddencost.study.spec import execution_config, expand, parse_spec
 
 BASE = """
 name: t

@@ -306,8 +306,8 @@ def test_refuses_pickled_code(tmp_path):
 
 
 def test_urls_need_download_and_run_config_accepts_zoo_names(tmp_path):
+    from hiddencost.checkpoints import resolve_checkpoint_path
     from hiddencost.run import RunConfig
-    from hiddencost.zoo.registry import resolve_checkpoint_path
 
     assert resolve_checkpoint_path(str(tmp_path / "x.pth")) == tmp_path / "x.pth"
     with pytest.raises(HiddenCostError, match="pass --download"):
@@ -320,7 +320,7 @@ def test_checkpoint_urls_are_fetched_once_with_download(tmp_path, monkeypatch):
     import shutil
     from pathlib import Path
 
-    import hiddencost.zoo.registry as reg
+    import hiddencost.checkpoints as reg
     from hiddencost.study.spec import execution_config
 
     dense, _ = create_model("resnet18", weights="random")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from hiddencost.cli_errors import friendly_errors
+from hiddencost.compression.parse import flag_fields
 from hiddencost.errors import HiddenCostError
 from hiddencost.study.cli import study_app
 
@@ -27,28 +28,6 @@ app = typer.Typer(
 app.add_typer(study_app, name="study")
 console = Console()
 
-
-
-def compression_from_flags(
-    prune: str, sparsity: float, scope: str, weight_bits: int | None,
-    activation_bits: int | None, exclude_first_conv: bool, exclude_classifier: bool, seed: int,
-) -> dict[str, Any]:
-    """The CompressionSpec fields that the ``run`` flags describe (validated later)."""
-    quantized = weight_bits is not None or activation_bits is not None
-    if prune != "none" and quantized:
-        raise HiddenCostError("use either --prune or --weight-bits/--activation-bits, not both")
-    if prune == "none" and sparsity:
-        raise HiddenCostError("--sparsity needs --prune magnitude or --prune random")
-    if prune not in ("none", "magnitude", "random"):
-        raise HiddenCostError(f"unknown --prune {prune!r}; use none, magnitude or random")
-    if prune != "none" and not 0.0 < sparsity < 1.0:
-        raise HiddenCostError(f"--sparsity must be in (0, 1) for pruning, got {sparsity}")
-    method = "quantize" if quantized else prune
-    return {
-        "method": method, "sparsity": sparsity, "scope": scope, "weight_bits": weight_bits,
-        "activation_bits": activation_bits, "exclude_first_conv": exclude_first_conv,
-        "exclude_classifier": exclude_classifier, "seed": seed,
-    }
 
 
 @app.command()
@@ -96,8 +75,8 @@ def run(
         model=model, weights=weights, checkpoint=checkpoint,
         dataset=dataset, data_root=str(data_root) if data_root else None, download=download,
         split_seed=split_seed, method=method, n_shot=parse_n_shot(n_shot), seed=seed,
-        compression=compression_from_flags(prune, sparsity, scope, weight_bits, activation_bits,
-                                           exclude_first_conv, exclude_classifier, seed),
+        compression=flag_fields(prune, sparsity, scope, weight_bits, activation_bits,
+                                exclude_first_conv, exclude_classifier, seed),
         epochs=epochs, lr=lr, batch_size=batch_size, canvas_size=canvas_size,
         inner_size=inner_size, lp_image_size=lp_image_size, many_to_one=many_to_one,
         device=device, save_prompt_history=save_prompt_history,

@@ -1,4 +1,5 @@
-"""Accuracy and calibration metrics on softmax probabilities (DESIGN.md §5).
+"""Accuracy and calibration metrics on softmax probabilities (README "What is implemented, and
+the conventions": Guo et al. 2017 top-label ECE).
 
 Every function is pure: it takes ``probs`` (an ``N×K`` float tensor whose rows are probability
 vectors, e.g. the softmax over the ``K`` mapped logits of the whole test set) and ``labels`` (an
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 DEFAULT_N_BINS = 15
-"""Number of equal-width confidence bins for ECE / MCE / reliability diagrams (DESIGN.md §5)."""
+"""Number of equal-width confidence bins for ECE / MCE / reliability diagrams (Guo et al. 2017)."""
 
 PAPER_ECE_N_BINS = 15
 """Default bin count of the earlier research code's ECE (``calibration.get_ece``'s default)."""
@@ -501,7 +502,7 @@ def paper_ece(
 
     **Do not use this as a calibration metric**; use :func:`expected_calibration_error`. It is
     computed on RAW LOGITS (no softmax), per test batch, and the per-batch values are summed and
-    divided by the number of samples (DESIGN.md §4, first bullet).
+    divided by the number of samples: a mistake this library does not repeat.
 
     What the earlier code does. In landskape-ai/ILM-VP (``experiments/cnn/look_at_calibration.py``
     and the sibling training scripts), the test loop runs ``calibration_error +=

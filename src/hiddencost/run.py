@@ -1,8 +1,9 @@
-"""One experiment: backbone → compression → dataset + few-shot subset → VP or LP → metrics.
+"""One experiment: backbone → compression → dataset + few-shot subset → transfer → metrics.
 
-:func:`run_one` is the single entry point that the CLI, the quickstart and studies call. Its
-result is a JSON-safe dict (``result.json``) plus, when ``out_dir`` is given, the learned prompt
-(or LP head) as safetensors beside it.
+:func:`run_one` is the single entry point that the CLI, the quickstart and studies call. It looks
+the transfer method up in the registry (:mod:`hiddencost.prompting.methods`) and returns a typed
+:class:`~hiddencost.records.RunRecord` (written as ``result.json``) plus, when ``out_dir`` is
+given, the learned prompt (or LP head) as safetensors beside it.
 """
 
 from __future__ import annotations
@@ -13,40 +14,52 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors.torch import save_file
 
 from hiddencost import __version__
-from hiddencost.backbones import (
-    BackboneInfo,
-    create_model,
-    prepare_frozen,
-    resolve_backbone_name,
-)
-from hiddencost.compression import CompressionReport, CompressionSpec, apply_compression
+from hiddencost.backbones import BackboneInfo, create_model, resolve_backbone_name
+from hiddencost.compression import CompressionReport, CompressionSpec, Dense, apply_compression
 from hiddencost.data import (
     DATASETS,
+    FewShotSubset,
     TaskData,
     batch_size_for,
     dataset_key,
     few_shot_indices,
     load_dataset,
 )
-from hiddencost.data.transforms import ResizeNormalize
 from hiddencost.device import resolve_device
-from hiddencost.errors import HiddenCostError
+from hiddencost.errors import HiddenCostError, validation_message
+from hiddencost.frozen import prepare_frozen
 from hiddencost.metrics import calibration_summary, paper_ece
-from hiddencost.prompting.linear_probe import extract_features, train_linear_head
-from hiddencost.prompting.pad_prompt import PadPrompt
-from hiddencost.prompting.visual_prompt import predict_logits, to_unit, train_visual_prompt
+from hiddencost.prompting.methods import (
+    TransferJob,
+    TransferMethod,
+    TransferOutcome,
+    TransferSettings,
+    get_method,
+    method_names,
+)
+from hiddencost.prompting.visual_prompt import to_unit
+from hiddencost.records import RunRecord
 
-Method = Literal["ilm", "flm", "rlm", "fm", "lp"]
-METHODS: tuple[str, ...] = ("ilm", "flm", "rlm", "fm", "lp")
+
+def _known_method(name: str) -> str:
+    if name not in method_names():
+        raise ValueError(f"unknown transfer method {name!r}; known: {', '.join(method_names())}")
+    return name
+
+
+#: A transfer method's name, checked against the registry.
+Method = Annotated[str, AfterValidator(_known_method)]
 #: Fields that say where or how a run executes, not what it computes: left out of its identity.
 ENVIRONMENT_FIELDS = frozenset({"data_root", "download", "device"})
+#: Images used to calibrate activation quantizers (the training subset's first ones).
+CALIBRATION_IMAGES = 256
 
 
 class RunConfig(BaseModel):
@@ -64,7 +77,7 @@ class RunConfig(BaseModel):
     method: Method = "ilm"
     n_shot: int | None = Field(None, description="examples per class; None = full data")
     seed: int = Field(0, ge=0)
-    compression: CompressionSpec = CompressionSpec()
+    compression: CompressionSpec = Dense()
     epochs: int = Field(100, ge=1)
     lr: float = Field(0.01, gt=0)
     batch_size: int | None = Field(None, ge=1)
@@ -108,9 +121,8 @@ def make_config(**kwargs: Any) -> RunConfig:
     try:
         return RunConfig(**kwargs)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        raise HiddenCostError(f"invalid {where}: {err['msg']}") from None
+        msg = validation_message(exc)
+        raise HiddenCostError(msg if msg.startswith("unknown key") else f"invalid {msg}") from None
 
 
 @dataclass
@@ -118,7 +130,7 @@ class RunCache:
     """Objects worth reusing between runs of one process: loaded datasets and LP features."""
 
     datasets: dict[tuple, TaskData] = field(default_factory=dict)
-    features: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    features: dict[tuple, Any] = field(default_factory=dict)
 
     def dataset(self, cfg: RunConfig, image_size: int) -> TaskData:
         key = (cfg.dataset, cfg.data_root, image_size, cfg.split_seed)
@@ -129,24 +141,52 @@ class RunCache:
             )
         return self.datasets[key]
 
+    def memo(self, cfg: RunConfig, image_size: int) -> Callable[[Callable[[], Any]], Any]:
+        """A memo for work that depends only on the backbone, its compression and the task
+        (LP features). Activation quantizers calibrate on the training subset, so a model with
+        quantized activations gets no cache: its features are per run."""
+        if cfg.compression.activation_bits is not None:
+            return lambda compute: compute()
+        key = (cfg.model, cfg.weights, cfg.checkpoint, cfg.compression, cfg.dataset,
+               cfg.split_seed, image_size, cfg.lp_image_size)
 
-def _lp_storage_size(inner_size: int, lp_size: int) -> int:
-    # 32-px tasks (CIFAR-10, SVHN, GTSRB, digits) are natively that small, so storing them larger
-    # gains nothing; larger-image tasks are stored at the LP input size.
-    return min(inner_size, lp_size) if inner_size <= 32 else lp_size
+        def memo(compute: Callable[[], Any]) -> Any:
+            if key not in self.features:
+                self.features[key] = compute()
+            return self.features[key]
+
+        return memo
+
+
+def settings_of(cfg: RunConfig) -> TransferSettings:
+    """The transfer hyper-parameters of a resolved configuration."""
+    return TransferSettings(
+        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,  # type: ignore[arg-type]
+        canvas_size=cfg.canvas_size, inner_size=cfg.inner_size,  # type: ignore[arg-type]
+        lp_image_size=cfg.lp_image_size, many_to_one=cfg.many_to_one,  # type: ignore[arg-type]
+        save_prompt_history=cfg.save_prompt_history,
+    )
 
 
 def _backbone(
-    cfg: RunConfig, device: torch.device, calibration: torch.Tensor | None
+    cfg: RunConfig, method: TransferMethod, settings: TransferSettings, train_x: torch.Tensor,
+    device: torch.device,
 ) -> tuple[torch.nn.Module, BackboneInfo, CompressionReport]:
+    """The compressed, frozen backbone; activation quantizers calibrate on the first training
+    images as the method feeds them."""
     model, info = create_model(cfg.model, weights=cfg.weights, checkpoint=cfg.checkpoint,
                                download=cfg.download)
+    transform = method.input_transform(settings, info.mean, info.std)
+    with torch.no_grad():
+        calibration = transform(to_unit(train_x[:CALIBRATION_IMAGES], torch.device("cpu")))
     report = apply_compression(model, cfg.compression, calibration_images=calibration)
-    size = cfg.lp_image_size if cfg.method == "lp" else cfg.canvas_size
-    return prepare_frozen(model, device, size), info, report
+    return prepare_frozen(model, device, method.input_size(settings)), info, report
 
 
-def _mapping_table(mapping: list[int], task: TaskData, info: BackboneInfo) -> list[dict]:
+def _mapping_table(mapping: list[int] | None, task: TaskData,
+                   info: BackboneInfo) -> list[dict] | None:
+    if mapping is None:
+        return None
     return [
         {"target": t, "target_name": task.class_names[t], "source": s,
          "source_name": info.class_names[s]}
@@ -154,12 +194,40 @@ def _mapping_table(mapping: list[int], task: TaskData, info: BackboneInfo) -> li
     ]
 
 
+def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData, subset: FewShotSubset,
+            info: BackboneInfo, report: CompressionReport, device: torch.device,
+            start: float) -> RunRecord:
+    logits = outcome.logits
+    summary = calibration_summary(logits.softmax(dim=1), task.test_labels)
+    return RunRecord(
+        config=cfg.model_dump(mode="json"),
+        label_mapping=_mapping_table(outcome.mapping, task, info),
+        mapping_history=outcome.mapping_history,
+        **summary,
+        paper_ece=paper_ece(logits, task.test_labels, batch_size=cfg.batch_size),
+        compression=report.to_dict(),
+        sparsity=report.measured_sparsity,
+        weight_bits=report.weight_bits,
+        activation_bits=report.activation_bits,
+        backbone_weights=info.weights,
+        n_train=len(subset),
+        n_test=len(task.test_labels),
+        effective_shots={str(k): v for k, v in subset.effective_counts.items()},
+        history=outcome.history.epochs,
+        final_train_loss=outcome.history.epochs[-1]["loss"],
+        wall_time_s=time.perf_counter() - start,
+        device=str(device),
+        versions={"hiddencost": __version__, "torch": torch.__version__,
+                  "python": platform.python_version()},
+    )
+
+
 def run_one(
     cfg: RunConfig,
     out_dir: str | Path | None = None,
     cache: RunCache | None = None,
     on_epoch: Callable[[dict], None] | None = None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """Run one experiment and return its result record (also written to ``out_dir``).
 
     The record holds the resolved configuration, every metric of
@@ -171,84 +239,25 @@ def run_one(
     cfg = cfg.resolved()
     cache = cache or RunCache()
     device = resolve_device(cfg.device)
-    entry = resolve_backbone_name(cfg.model)
-    calib_n = 256  # images used to calibrate activation quantizers (training subset only)
-
-    if cfg.method == "lp":
-        task = cache.dataset(cfg, _lp_storage_size(cfg.inner_size, cfg.lp_image_size))
-    else:
-        task = cache.dataset(cfg, cfg.inner_size)
+    method = get_method(cfg.method)
+    settings = settings_of(cfg)
+    task = cache.dataset(cfg, method.stored_image_size(settings))
     subset = few_shot_indices(task.train_labels, cfg.n_shot, cfg.seed)
-    train_x = task.train_images[subset.indices]
-    train_y = task.train_labels[subset.indices]
-
-    record: dict[str, Any] = {"config": cfg.model_dump(mode="json")}
-    if cfg.method == "lp":
-        pre = ResizeNormalize(cfg.lp_image_size, entry.cfg.mean, entry.cfg.std)
-        calibration = pre(to_unit(train_x[:calib_n], torch.device("cpu")))
-        backbone, info, report = _backbone(cfg, device, calibration)
-        feat_key = (cfg.model, cfg.weights, cfg.checkpoint, cfg.compression, cfg.dataset,
-                    cfg.split_seed, task.image_size, cfg.lp_image_size)
-        # Activation quantizers calibrate on the training subset, so their features are per run.
-        if feat_key not in cache.features or cfg.compression.activation_bits is not None:
-            train_all = extract_features(backbone, pre, task.train_images, device)
-            test_all = extract_features(backbone, pre, task.test_images, device)
-            cache.features[feat_key] = (train_all, test_all)
-        train_feats, test_feats = cache.features[feat_key]
-        head, history = train_linear_head(
-            train_feats[subset.indices], train_y, task.num_classes, cfg.epochs, cfg.batch_size,
-            cfg.seed, device, lr=cfg.lr, on_epoch=on_epoch,
-        )
-        with torch.inference_mode():
-            logits = head(test_feats.to(device)).float().cpu()
-        record["label_mapping"] = None
-        tensors = {"head.weight": head.weight.detach().cpu(), "head.bias": head.bias.detach().cpu()}
-    else:
-        prompt = PadPrompt(cfg.canvas_size, cfg.inner_size, entry.cfg.mean, entry.cfg.std)
-        with torch.no_grad():
-            calibration = prompt(to_unit(train_x[:calib_n], torch.device("cpu")))
-        backbone, info, report = _backbone(cfg, device, calibration)
-        model, history = train_visual_prompt(
-            backbone, prompt, train_x, train_y, task.num_classes, info.num_classes, cfg.method,
-            cfg.epochs, cfg.batch_size, cfg.seed, device, lr=cfg.lr,
-            many_to_one=cfg.many_to_one, save_prompt_history=cfg.save_prompt_history,
-            on_epoch=on_epoch,
-        )
-        logits = predict_logits(model, task.test_images, device)
-        if cfg.method == "fm":
-            record["label_mapping"] = None
-        else:
-            record["label_mapping"] = _mapping_table(model.mapping.tolist(), task, info)
-            record["mapping_history"] = history.mappings
-        tensors = {"prompt.delta": model.prompt.delta.detach().cpu()}
-        if model.fm is not None:
-            tensors.update({f"fm.{k}": v.detach().cpu() for k, v in model.fm.state_dict().items()})
-
-    probs = logits.softmax(dim=1)
-    summary = calibration_summary(probs, task.test_labels)
-    record.update(summary)
-    record["paper_ece"] = paper_ece(logits, task.test_labels, batch_size=cfg.batch_size)
-    record["compression"] = report.to_dict()
-    record["sparsity"] = report.measured_sparsity
-    record["weight_bits"] = report.weight_bits
-    record["activation_bits"] = report.activation_bits
-    record["backbone_weights"] = info.weights
-    record["n_train"] = len(subset)
-    record["n_test"] = len(task.test_labels)
-    record["effective_shots"] = {str(k): v for k, v in subset.effective_counts.items()}
-    record["history"] = history.epochs
-    record["final_train_loss"] = history.epochs[-1]["loss"]
-    record["wall_time_s"] = time.perf_counter() - start
-    record["device"] = str(device)
-    record["versions"] = {"hiddencost": __version__, "torch": torch.__version__,
-                          "python": platform.python_version()}
+    backbone, info, report = _backbone(cfg, method, settings,
+                                       task.train_images[subset.indices], device)
+    outcome = method.fit(TransferJob(
+        backbone=backbone, num_source=info.num_classes, mean=info.mean, std=info.std, task=task,
+        subset=subset.indices, settings=settings, device=device, on_epoch=on_epoch,
+        memo=cache.memo(cfg, task.image_size),
+    ))
+    record = _record(cfg, outcome, task, subset, info, report, device, start)
     if out_dir is not None:
-        write_result(record, tensors, history.prompts, Path(out_dir))
+        write_result(record, outcome.tensors, outcome.history.prompts, Path(out_dir))
     return record
 
 
 def write_result(
-    record: dict[str, Any], tensors: dict[str, torch.Tensor], prompts: list[torch.Tensor],
+    record: RunRecord, tensors: dict[str, torch.Tensor], prompts: list[torch.Tensor],
     out_dir: Path,
 ) -> None:
     """``result.json``, ``weights.safetensors`` (prompt / FM / LP head) and, if kept,
@@ -259,5 +268,5 @@ def write_result(
         save_file({"delta": torch.stack(prompts).contiguous()},
                   str(out_dir / "prompt_history.safetensors"))
     tmp = out_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, allow_nan=False))
+    tmp.write_text(json.dumps(record.to_json(), indent=2, allow_nan=False))
     tmp.replace(out_dir / "result.json")

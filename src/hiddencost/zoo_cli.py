@@ -10,7 +10,6 @@ Mount on the main app with ``app.add_typer``-free registration (plain functions)
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,43 +18,17 @@ from rich.console import Console
 from rich.table import Table
 
 from hiddencost.cli_errors import friendly_errors
+from hiddencost.compression.parse import short_form_fields
 from hiddencost.errors import HiddenCostError
+from hiddencost.fidelity import cached_fidelity, print_fidelity_table
+from hiddencost.recipes.artifact import artifact_metadata_path
 
-__all__ = ["compress", "fidelity", "parse_compression", "register", "zoo", "zoo_app"]
+__all__ = ["compress", "fidelity", "register", "zoo", "zoo_app"]
 
 console = Console()
 zoo_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 RECIPES = ("magnitude", "random", "quantize", "gmp", "imp", "structured")
-
-
-def parse_compression(text: str) -> dict[str, Any]:
-    """A compression given on the command line -> :class:`CompressionSpec` fields.
-
-    Forms: ``dense``; ``magnitude:0.9`` / ``random:0.5`` (global scope), with ``-layer`` for
-    per-layer scope (``magnitude-layer:0.5``); ``w4``, ``a8``, ``w4a4`` (weight / activation
-    bits); spec labels as the library prints them (``magnitude-global-s0.90``) are accepted too.
-    """
-    t = text.strip().lower()
-    if t in ("dense", "none"):
-        return {"method": "none"}
-    m = re.fullmatch(r"(magnitude|random)(?:-(global|layer))?(?::|-s)(0?\.\d+|\d+(?:\.\d+)?%?)", t)
-    if m:
-        value = m.group(3)
-        sparsity = float(value.rstrip("%")) / 100 if value.endswith("%") or float(value) >= 1 \
-            else float(value)
-        return {"method": m.group(1), "scope": m.group(2) or "global", "sparsity": sparsity}
-    m = re.fullmatch(r"(?:w(\d))?(?:a(\d))?", t)
-    if m and (m.group(1) or m.group(2)):
-        return {"method": "quantize",
-                "weight_bits": int(m.group(1)) if m.group(1) else None,
-                "activation_bits": int(m.group(2)) if m.group(2) else None}
-    raise HiddenCostError(
-        f"cannot read compression {text!r}; use dense, magnitude:0.9, random:0.5, "
-        "magnitude-layer:0.5, w4, a8 or w4a4"
-    )
-
-
 
 
 @zoo_app.command("zoo")
@@ -126,7 +99,8 @@ def compress(
     import torch
 
     from hiddencost.backbones import create_model
-    from hiddencost.compression import CompressionSpec, apply_compression
+    from hiddencost.compression import apply_compression, compression_or_error
+    from hiddencost.compression.parse import flag_fields
     from hiddencost.device import resolve_device
     from hiddencost.recipes import (
         FinetuneConfig,
@@ -150,13 +124,11 @@ def compress(
     bits = None
     extra: dict[str, Any] = {}
     if recipe in ("magnitude", "random", "quantize"):
-        try:
-            spec = CompressionSpec(
-                method=recipe, sparsity=0.0 if recipe == "quantize" else sparsity,
-                scope=scope, weight_bits=weight_bits, activation_bits=activation_bits,
-                seed=seed, **excl)  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise HiddenCostError(f"invalid compression: {exc.errors()[0]['msg']}") from None
+        if recipe == "quantize" and weight_bits is None and activation_bits is None:
+            raise HiddenCostError("--recipe quantize needs --weight-bits and/or --activation-bits")
+        spec = compression_or_error(flag_fields(
+            "none" if recipe == "quantize" else recipe, 0.0 if recipe == "quantize" else sparsity,
+            scope, weight_bits, activation_bits, exclude_first_conv, exclude_classifier, seed))
         calibration = None
         if activation_bits is not None:
             data = _train_data(info.name, dataset, data_root, info.input_size, limit)
@@ -226,41 +198,31 @@ def fidelity(
     out: Annotated[Path | None, typer.Option(help="Write all results as JSON here.")] = None,
 ) -> None:
     """Top-1 agreement and KL(p_dense || p_compressed) of compressed models on any images."""
-    from hiddencost.fidelity import cached_fidelity
-    from hiddencost.recipes.artifact import artifact_metadata_path
-
     if not compressed:
         raise HiddenCostError("give at least one --compressed (e.g. magnitude:0.9 or w4)")
-    rows = []
+    results = []
     shared: dict = {}  # the dense model, images and logits, computed once for all rows
     for item in compressed:
-        kw: dict[str, Any] = {}
         name, eq, path = item.partition("=")
+        kw: dict[str, Any]
         if eq:
             kw = {"compressed_model": name, "compressed_checkpoint": path}
         elif artifact_metadata_path(item) is not None:
             kw = {"compressed_checkpoint": item}
         else:
-            kw = {"compression": parse_compression(item)}
-        rows.append(cached_fidelity(
-            model, images=images, weights=weights,
+            kw = {"compression": short_form_fields(item)}
+        results.append(cached_fidelity(
+            model, images=images, weights=weights,  # type: ignore[arg-type]  # checked there
             checkpoint=str(checkpoint) if checkpoint else None, limit=limit,
             batch_size=batch_size, device=device, cache_dir=cache_dir,
             data_root=str(data_root) if data_root else None, dense_cache=shared,
             download=download, **kw))
-        rows[-1]["compressed"] = item
-    table = Table(title=f"fidelity of {rows[0]['model']} on {images} "
-                        f"({rows[0]['n_images']} images; KL(p_dense || p_compressed), nats)")
-    for col in ("compressed", "agree@1", "agree@5", "KL(d||c)", "max KL", "sparsity"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for r in rows:
-        comp = r.get("compression") or {}
-        sp = comp.get("measured_sparsity")
-        table.add_row(r["compressed"], f"{r['top1_agreement']:.4f}", f"{r['top5_agreement']:.4f}",
-                      f"{r['mean_kl']:.4f}", f"{r['max_kl']:.4f}",
-                      f"{sp:.4f}" if isinstance(sp, float) else "-")
-    console.print(table)
+    print_fidelity_table(console, [r.row(item) for r, item in zip(results, compressed,
+                                                                  strict=True)],
+                         f"fidelity of {results[0].model}")
     if out is not None:
+        rows = [{"compressed": item, **r.model_dump(mode="json")}
+                for r, item in zip(results, compressed, strict=True)]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows, indent=2, allow_nan=False))
         console.print(f"wrote {out}")

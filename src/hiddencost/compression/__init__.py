@@ -5,6 +5,7 @@ counts over the prunable layers (``nn.Conv2d`` / ``nn.Linear`` weights) and dist
 per output channel.
 """
 
+from hiddencost.compression.levels import LevelUnit
 from hiddencost.compression.measure import (
     distinct_values_per_channel,
     layer_sparsities,
@@ -26,8 +27,14 @@ from hiddencost.compression.quantization import (
 from hiddencost.compression.spec import (
     CompressionReport,
     CompressionSpec,
+    Dense,
+    MagnitudePruning,
+    Quantization,
+    RandomPruning,
     apply_compression,
+    compression_or_error,
     measure_compression,
+    parse_compression,
 )
 
 __all__ = [
@@ -35,16 +42,23 @@ __all__ = [
     "ActivationFakeQuant",
     "CompressionReport",
     "CompressionSpec",
+    "Dense",
+    "LevelUnit",
+    "MagnitudePruning",
+    "Quantization",
+    "RandomPruning",
     "QuantizedInput",
     "activation_quantizers",
     "apply_compression",
     "calibrate_activations",
+    "compression_or_error",
     "distinct_values_per_channel",
     "layer_sparsities",
     "magnitude_prune",
     "max_distinct_values_per_channel",
     "measure_compression",
     "measure_sparsity",
+    "parse_compression",
     "prunable_layers",
     "quantize_activations",
     "quantize_weight_tensor",

@@ -222,18 +222,18 @@ class ActivationFakeQuant(nn.Module):
         return f"bits={self.bits}, {kind}, absmax={self.absmax.item():.4g}"
 
 
-class QuantizedInput(nn.Module):
-    """A prunable layer whose input passes through an :class:`ActivationFakeQuant` first.
+class InputQuantized(nn.Module):
+    """``forward(x) = layer(quantizer(x))``: a layer whose input is fake-quantized first.
 
-    ``forward(x) = layer(quantizer(x))``. The original layer stays a child (``.layer``), so
+    The original layer stays a child (``.layer``), so
     :func:`~hiddencost.compression.pruning.prunable_layers` and measurement still find it.
     Attributes the wrapper lacks (``weight``, ``in_features``, ``out_channels`` ...) are read from
     the wrapped layer, so code that inspects e.g. ``model.classifier.in_features`` keeps working.
     """
 
-    def __init__(self, layer: nn.Module, bits: int) -> None:
+    def __init__(self, layer: nn.Module, quantizer: nn.Module) -> None:
         super().__init__()
-        self.quantizer = ActivationFakeQuant(bits)
+        self.quantizer = quantizer
         self.layer = layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -246,6 +246,13 @@ class QuantizedInput(nn.Module):
             if name in ("layer", "quantizer") or name.startswith("__"):
                 raise
             return getattr(super().__getattr__("layer"), name)
+
+
+class QuantizedInput(InputQuantized):
+    """A prunable layer whose input passes through an :class:`ActivationFakeQuant` first."""
+
+    def __init__(self, layer: nn.Module, bits: int) -> None:
+        super().__init__(layer, ActivationFakeQuant(bits))
 
 
 def activation_quantizers(model: nn.Module) -> list[ActivationFakeQuant]:
@@ -300,6 +307,27 @@ def _batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
         yield images[start : start + batch_size]
 
 
+def _observe(model: nn.Module, quantizers: list[ActivationFakeQuant], images: torch.Tensor,
+             batch_size: int) -> None:
+    """Run ``images`` through ``model`` in eval mode with every quantizer recording its range;
+    the modules' train/eval flags are restored afterwards."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else images.device
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        for q in quantizers:
+            q.calibrating = True
+        with torch.no_grad():
+            for batch in _batches(images, batch_size):
+                model(batch.to(device))
+    finally:
+        for q in quantizers:
+            q.calibrating = False
+        for m, training in modes:
+            m.training = training
+
+
 def calibrate_activations(
     model: nn.Module,
     images: torch.Tensor,
@@ -323,24 +351,10 @@ def calibrate_activations(
         raise HiddenCostError("calibration images must be a non-empty tensor of model inputs")
     if batch_size < 1:
         raise HiddenCostError(f"batch_size must be >= 1, got {batch_size}")
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else images.device
-    modes = [(m, m.training) for m in model.modules()]
     if reset:
         for q in quantizers:
             q.reset_calibration()
-    try:
-        model.eval()
-        for q in quantizers:
-            q.calibrating = True
-        with torch.no_grad():
-            for batch in _batches(images, batch_size):
-                model(batch.to(device))
-    finally:
-        for q in quantizers:
-            q.calibrating = False
-        for m, training in modes:
-            m.training = training
+    _observe(model, quantizers, images, batch_size)
     n_calibrated = sum(q.calibrated for q in quantizers)
     if n_calibrated == 0:
         raise HiddenCostError("calibration reached no activation quantizer; check the model")

@@ -1,20 +1,48 @@
-"""What compression to apply (:class:`CompressionSpec`), applying it, and what it measurably did.
+"""What compression to apply (:data:`CompressionSpec`), applying it, and what it measurably did.
 
-One spec is one point on the compression axis of a study: dense, unstructured pruning (magnitude
-or random) at a sparsity, or k-bit fake quantization of weights and/or activations. Pruning and
-quantization are not combined in one spec.
+One spec is one point on the compression axis of a study, a pydantic **discriminated union** on
+``method``:
+
+=============  ===============  ===========================================================
+``method``     class            fields
+=============  ===============  ===========================================================
+``none``       :class:`Dense`   (the dense model)
+``magnitude``  :class:`MagnitudePruning`  ``sparsity`` in (0, 1), ``scope`` (``global`` or
+                                ``layer``), exclusions
+``random``     :class:`RandomPruning`     as magnitude, plus ``seed``
+``quantize``   :class:`Quantization`      ``weight_bits`` and/or ``activation_bits`` in
+                                {2, 3, 4, 8}, exclusions
+=============  ===============  ===========================================================
+
+``exclude_first_conv`` / ``exclude_classifier`` keep the first conv / last linear layer
+uncompressed (see :mod:`hiddencost.compression.pruning` for the layer set). Pruning and
+quantization are not combined in one spec. Every variant answers the same questions
+(``label``, ``level`` and ``unit`` for a study's tags, ``sparsity`` / ``weight_bits`` /
+``activation_bits``, ``apply``), so no caller branches on ``method``. Specs are parsed from YAML,
+CLI flags and the short ``magnitude:0.9`` form in one place, :mod:`hiddencost.compression.parse`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
+from hiddencost.compression.levels import LevelUnit
 from hiddencost.compression.measure import max_distinct_values_per_channel, sparsity_counts
+from hiddencost.compression.parse import short_form_fields
 from hiddencost.compression.pruning import magnitude_prune, random_prune
 from hiddencost.compression.quantization import (
     SUPPORTED_BITS,
@@ -23,9 +51,22 @@ from hiddencost.compression.quantization import (
     quantize_activations,
     quantize_weights,
 )
-from hiddencost.errors import HiddenCostError
+from hiddencost.errors import HiddenCostError, validation_message
 
-__all__ = ["CompressionReport", "CompressionSpec", "apply_compression", "measure_compression"]
+__all__ = [
+    "COMPRESSION_ADAPTER",
+    "CompressionReport",
+    "CompressionSpec",
+    "Dense",
+    "FIELD_NAMES",
+    "MagnitudePruning",
+    "Quantization",
+    "RandomPruning",
+    "apply_compression",
+    "compression_or_error",
+    "measure_compression",
+    "parse_compression",
+]
 
 
 def _format_sparsity(s: float) -> str:
@@ -33,37 +74,142 @@ def _format_sparsity(s: float) -> str:
     return two if float(two) == s else format(s, ".10g")
 
 
-class CompressionSpec(BaseModel):
-    """A validated, immutable description of one compression setting.
-
-    - ``method="none"``: the dense model; ``sparsity`` must be 0 and no bits set.
-    - ``method="magnitude"`` / ``"random"``: unstructured pruning to ``0 < sparsity < 1`` over
-      ``scope`` (``"global"`` or ``"layer"``); ``seed`` drives random pruning. No bits.
-    - ``method="quantize"``: ``weight_bits`` and/or ``activation_bits`` in {2, 3, 4, 8};
-      ``sparsity`` must be 0.
-    - ``exclude_first_conv`` / ``exclude_classifier`` keep the first conv / last linear layer
-      uncompressed (see :mod:`hiddencost.compression.pruning` for the layer set).
-
-    Invalid combinations raise :class:`pydantic.ValidationError`.
-    """
+class _Spec(BaseModel):
+    """What every compression variant answers; fields live on the variants."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    method: Literal["none", "magnitude", "random", "quantize"] = "none"
-    sparsity: float = 0.0
+    @property
+    def family(self) -> str:
+        """The study's family tag: ``dense`` or the method."""
+        return self.method  # type: ignore[attr-defined]
+
+    @property
+    def exclusions(self) -> dict[str, bool]:
+        """``exclude_first_conv`` / ``exclude_classifier`` as keyword arguments."""
+        return {"exclude_first_conv": getattr(self, "exclude_first_conv", False),
+                "exclude_classifier": getattr(self, "exclude_classifier", False)}
+
+    @property
+    def level(self) -> float | int | None:
+        """The point's level on its family's axis (None for dense)."""
+        return None
+
+    @property
+    def unit(self) -> LevelUnit | None:
+        """The unit of :attr:`level`."""
+        return None
+
+    def _suffix(self) -> str:
+        excl = self.exclusions
+        return ("-xfirst" if excl["exclude_first_conv"] else "") + (
+            "-xcls" if excl["exclude_classifier"] else "")
+
+    def apply(self, model: nn.Module, calibration_images: torch.Tensor | None,
+              calibration_batch_size: int) -> None:
+        """Compress ``model`` in place (the dense spec does nothing)."""
+
+
+class _NotPruned:
+    @property
+    def sparsity(self) -> float:
+        """The target fraction of zeroed weights: 0, this method does not prune."""
+        return 0.0
+
+
+class _NotQuantized:
+    @property
+    def weight_bits(self) -> None:
+        """Weight bit-width: None, this method does not quantize."""
+        return None
+
+    @property
+    def activation_bits(self) -> None:
+        """Activation bit-width: None, this method does not quantize."""
+        return None
+
+
+class Dense(_Spec, _NotPruned, _NotQuantized):
+    """The dense (uncompressed) model."""
+
+    method: Literal["none"] = "none"
+
+    @property
+    def family(self) -> str:
+        return "dense"
+
+    @property
+    def label(self) -> str:
+        """``"dense"``."""
+        return "dense"
+
+
+class _Pruning(_Spec, _NotQuantized):
+    method: Literal["magnitude", "random"]
+    sparsity: float
     scope: Literal["global", "layer"] = "global"
+    exclude_first_conv: bool = False
+    exclude_classifier: bool = False
+
+    @field_validator("sparsity")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"sparsity must be in (0, 1) for pruning, got {v}")
+        return v
+
+    @property
+    def level(self) -> float:
+        return self.sparsity
+
+    @property
+    def unit(self) -> LevelUnit:
+        return LevelUnit.SPARSITY
+
+
+class MagnitudePruning(_Pruning):
+    """Unstructured magnitude pruning to ``sparsity`` over ``scope``."""
+
+    method: Literal["magnitude"] = "magnitude"
+
+    @property
+    def label(self) -> str:
+        """``"magnitude-global-s0.90"``, ``"magnitude-layer-s0.50"``; sparsity with two
+        decimals unless more are needed (``"s0.123"``); exclusions append ``"-xfirst"`` /
+        ``"-xcls"``."""
+        return f"magnitude-{self.scope}-s{_format_sparsity(self.sparsity)}{self._suffix()}"
+
+    def apply(self, model: nn.Module, calibration_images: torch.Tensor | None,
+              calibration_batch_size: int) -> None:
+        magnitude_prune(model, self.sparsity, scope=self.scope, **self.exclusions)
+
+
+class RandomPruning(_Pruning):
+    """Unstructured random pruning to ``sparsity`` over ``scope``, drawn with ``seed``."""
+
+    method: Literal["random"] = "random"
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        """``"random-s0.50"`` (global scope) or ``"random-layer-s0.50"``; the seed is not part
+        of the label."""
+        scope = "" if self.scope == "global" else f"{self.scope}-"
+        return f"random-{scope}s{_format_sparsity(self.sparsity)}{self._suffix()}"
+
+    def apply(self, model: nn.Module, calibration_images: torch.Tensor | None,
+              calibration_batch_size: int) -> None:
+        random_prune(model, self.sparsity, self.seed, scope=self.scope, **self.exclusions)
+
+
+class Quantization(_Spec, _NotPruned):
+    """k-bit fake quantization of weights (per output channel) and/or activations."""
+
+    method: Literal["quantize"] = "quantize"
     weight_bits: int | None = None
     activation_bits: int | None = None
     exclude_first_conv: bool = False
     exclude_classifier: bool = False
-    seed: int = 0
-
-    @field_validator("sparsity")
-    @classmethod
-    def _sparsity_in_range(cls, v: float) -> float:
-        if not 0.0 <= v < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {v}")
-        return v
 
     @field_validator("weight_bits", "activation_bits")
     @classmethod
@@ -73,54 +219,89 @@ class CompressionSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> CompressionSpec:
-        has_bits = self.weight_bits is not None or self.activation_bits is not None
-        if self.method == "none":
-            if self.sparsity != 0.0 or has_bits:
-                raise ValueError("method 'none' (dense) takes no sparsity and no bits")
-        elif self.method in ("magnitude", "random"):
-            if self.sparsity <= 0.0:
-                raise ValueError(f"method {self.method!r} needs a sparsity in (0, 1)")
-            if has_bits:
-                raise ValueError(
-                    f"method {self.method!r} cannot be combined with quantization bits"
-                )
-        elif self.method == "quantize":
-            if not has_bits:
-                raise ValueError("method 'quantize' needs weight_bits and/or activation_bits")
-            if self.sparsity != 0.0:
-                raise ValueError("method 'quantize' cannot be combined with a sparsity")
+    def _some_bits(self) -> Quantization:
+        if self.weight_bits is None and self.activation_bits is None:
+            raise ValueError("method 'quantize' needs weight_bits and/or activation_bits")
         return self
 
     @property
     def label(self) -> str:
-        """Short human name.
+        """``"w4"``, ``"a8"``, ``"w4a4"``, plus exclusion suffixes."""
+        w = "" if self.weight_bits is None else f"w{self.weight_bits}"
+        a = "" if self.activation_bits is None else f"a{self.activation_bits}"
+        return w + a + self._suffix()
 
-        ``"dense"``; ``"magnitude-global-s0.90"``, ``"magnitude-layer-s0.50"``;
-        ``"random-s0.50"`` (global scope) or ``"random-layer-s0.50"``; ``"w4"``, ``"a8"``,
-        ``"w4a4"``. Sparsity is written with two decimals unless more are needed
-        (``"s0.123"``). Exclusions append ``"-xfirst"`` (first conv kept) and ``"-xcls"``
-        (classifier kept). The seed is not part of the label.
-        """
-        if self.method == "none":
-            base = "dense"
-        elif self.method == "magnitude":
-            base = f"magnitude-{self.scope}-s{_format_sparsity(self.sparsity)}"
-        elif self.method == "random":
-            scope = "" if self.scope == "global" else f"{self.scope}-"
-            base = f"random-{scope}s{_format_sparsity(self.sparsity)}"
-        else:
-            base = ""
-            if self.weight_bits is not None:
-                base += f"w{self.weight_bits}"
-            if self.activation_bits is not None:
-                base += f"a{self.activation_bits}"
-        if self.method != "none":
-            if self.exclude_first_conv:
-                base += "-xfirst"
-            if self.exclude_classifier:
-                base += "-xcls"
-        return base
+    @property
+    def level(self) -> int:
+        return self.weight_bits or self.activation_bits  # type: ignore[return-value]
+
+    @property
+    def unit(self) -> LevelUnit:
+        return LevelUnit.BITS
+
+    def apply(self, model: nn.Module, calibration_images: torch.Tensor | None,
+              calibration_batch_size: int) -> None:
+        """Weights first, then activation quantizers calibrated on ``calibration_images``, so
+        activation ranges are those of the quantized-weight model."""
+        if self.weight_bits is not None:
+            quantize_weights(model, self.weight_bits, **self.exclusions)
+        if self.activation_bits is not None:
+            quantize_activations(model, self.activation_bits, **self.exclusions)
+            calibrate_activations(model, calibration_images,  # type: ignore[arg-type]
+                                  batch_size=calibration_batch_size)
+
+
+#: The value of each field that means "this part of compression is off". A field another variant
+#: owns, given at this value, is dropped: ``{method: none, sparsity: 0}`` is dense, and records
+#: written when every spec carried every field still read.
+NEUTRAL: dict[str, Any] = {"sparsity": 0.0, "scope": "global", "weight_bits": None,
+                           "activation_bits": None, "exclude_first_conv": False,
+                           "exclude_classifier": False, "seed": 0}
+
+
+def _coerce(value: Any) -> Any:
+    """The text forms (``"magnitude:0.9"``) become fields; a mapping without ``method`` is dense;
+    fields the variant lacks are dropped when they hold their :data:`NEUTRAL` value."""
+    if isinstance(value, str):
+        value = short_form_fields(value)
+    if not isinstance(value, dict):
+        return value
+    value = {"method": "none", **value}
+    variant = _BY_METHOD.get(value["method"])
+    if variant is None:
+        return value  # the union reports the unknown method
+    return {k: v for k, v in value.items()
+            if k in variant.model_fields or k not in NEUTRAL or v != NEUTRAL[k]}
+
+
+#: One compression setting: the variants, told apart by ``method`` (default ``none``); a field of
+#: this type also accepts the short form (:mod:`hiddencost.compression.parse`).
+CompressionSpec = Annotated[
+    Dense | MagnitudePruning | RandomPruning | Quantization,
+    Field(discriminator="method"), BeforeValidator(_coerce),
+]
+COMPRESSION_ADAPTER: TypeAdapter[Any] = TypeAdapter(CompressionSpec)
+_VARIANTS = (Dense, MagnitudePruning, RandomPruning, Quantization)
+_BY_METHOD: dict[str, type[_Spec]] = {
+    v.model_fields["method"].default: v for v in _VARIANTS}
+#: Every field some variant has, in a stable order (what a compression mapping may hold).
+FIELD_NAMES: tuple[str, ...] = tuple(dict.fromkeys(f for v in _VARIANTS for f in v.model_fields))
+
+
+def parse_compression(value: Any) -> CompressionSpec:
+    """The one parser of compression settings: a spec, a mapping of fields (YAML, flags) or the
+    short form, validated into its variant. Invalid input raises :class:`pydantic.ValidationError`
+    (use :func:`compression_or_error` for a one-line :class:`HiddenCostError`)."""
+    return COMPRESSION_ADAPTER.validate_python(value)
+
+
+def compression_or_error(value: Any) -> CompressionSpec:
+    """:func:`parse_compression` with a one-line :class:`HiddenCostError` for bad input."""
+    try:
+        return parse_compression(value)
+    except ValidationError as exc:
+        raise HiddenCostError(f"invalid compression {value!r}: "
+                              f"{validation_message(exc, skip=1)}") from None
 
 
 @dataclass(frozen=True)
@@ -153,10 +334,7 @@ class CompressionReport:
 
 def measure_compression(model: nn.Module, spec: CompressionSpec) -> CompressionReport:
     """Measure ``model`` against ``spec`` without changing it."""
-    excl = {
-        "exclude_first_conv": spec.exclude_first_conv,
-        "exclude_classifier": spec.exclude_classifier,
-    }
+    excl = spec.exclusions
     n_zero, n_total = sparsity_counts(model, **excl)
     all_zero, all_total = sparsity_counts(model)
     distinct = max_distinct_values_per_channel(model, **excl) if spec.weight_bits else None
@@ -186,11 +364,10 @@ def apply_compression(
     Pruning uses :func:`magnitude_prune` / :func:`random_prune`; quantization applies
     :func:`quantize_weights` first, then :func:`quantize_activations` and
     :func:`calibrate_activations` on ``calibration_images`` (normalised model inputs, required
-    when ``activation_bits`` is set), so activation ranges are those of the quantized-weight
-    model. Inputs are checked before the model is touched; if a later step fails the model is
-    left partly compressed, so compress a copy when the original matters.
+    when ``activation_bits`` is set). Inputs are checked before the model is touched; if a later
+    step fails the model is left partly compressed, so compress a copy when the original matters.
     """
-    if not isinstance(spec, CompressionSpec):
+    if not isinstance(spec, _VARIANTS):
         raise HiddenCostError(f"expected a CompressionSpec, got {type(spec).__name__}")
     if spec.activation_bits is not None:
         if calibration_images is None:
@@ -200,18 +377,5 @@ def apply_compression(
             )
         if not isinstance(calibration_images, torch.Tensor) or calibration_images.numel() == 0:
             raise HiddenCostError("calibration_images must be a non-empty tensor")
-    excl = {
-        "exclude_first_conv": spec.exclude_first_conv,
-        "exclude_classifier": spec.exclude_classifier,
-    }
-    if spec.method == "magnitude":
-        magnitude_prune(model, spec.sparsity, scope=spec.scope, **excl)
-    elif spec.method == "random":
-        random_prune(model, spec.sparsity, spec.seed, scope=spec.scope, **excl)
-    elif spec.method == "quantize":
-        if spec.weight_bits is not None:
-            quantize_weights(model, spec.weight_bits, **excl)
-        if spec.activation_bits is not None:
-            quantize_activations(model, spec.activation_bits, **excl)
-            calibrate_activations(model, calibration_images, batch_size=calibration_batch_size)
+    spec.apply(model, calibration_images, calibration_batch_size)
     return measure_compression(model, spec)

@@ -36,7 +36,7 @@ class DatasetInfo:
 
     name: str
     num_classes: int | None  # None: depends on the data (imagefolder)
-    inner_size: int  # the pad prompt's inner size s (DESIGN §3)
+    inner_size: int  # the pad prompt's inner size s (the ILM-VP protocol)
     needs_root: bool  # read from disk: needs a data root (and --download to fetch)
     description: str
 

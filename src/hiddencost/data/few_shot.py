@@ -1,4 +1,4 @@
-"""N-shot sampling, the N-shot argument, and the protocol's batch-size table (DESIGN §3)."""
+"""N-shot sampling, the N-shot argument, and the ILM-VP protocol's batch-size table."""
 
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ class TaskData:
     Images are ``uint8`` tensors of shape (N, 3, S, S), S = ``image_size`` (the size they are
     stored at; the pad prompt or the LP resize takes them from there), labels are ``int64`` in
     ``[0, K)`` indexing ``class_names``. ``inner_size`` is the dataset's protocol inner size for
-    the pad prompt (DESIGN §3). ``split_note`` says in one sentence where train and test came from.
+    the pad prompt (the ILM-VP protocol). ``split_note`` says in one sentence where train and
+    test came from.
     """
 
     name: str

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hiddencost.backbones import penultimate_features
 from hiddencost.data.transforms import ResizeNormalize
 from hiddencost.device import autocast_for
 from hiddencost.errors import TrainingDivergedError
+from hiddencost.frozen import penultimate_features
 from hiddencost.prompting.schedule import adam_multistep, epoch_batches
 from hiddencost.prompting.visual_prompt import TrainHistory, to_unit
 

@@ -1,6 +1,6 @@
 """Visual prompting (model reprogramming) of a frozen backbone: the model and its training loop.
 
-Protocol (ILM-VP, see DESIGN §3): frozen eval-mode backbone, pad prompt, Adam lr 0.01 on the
+Protocol (ILM-VP): frozen eval-mode backbone, pad prompt, Adam lr 0.01 on the
 prompt (and the FM layer, for ``fm``), MultiStepLR at ⌊0.5E⌋, ⌊0.72E⌋ with γ = 0.1, no data
 augmentation, final-epoch result. Mappings: ``rlm`` fixed random; ``flm`` computed once with the
 initial prompt; ``ilm`` recomputed at the start of every epoch (epoch 0 = FLM) without gradients.
@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hiddencost.backbones import freeze
 from hiddencost.device import autocast_for
 from hiddencost.errors import TrainingDivergedError
+from hiddencost.frozen import freeze
 from hiddencost.prompting.label_mapping import (
     FullyConnectedMapping,
     apply_mapping,
@@ -31,7 +31,7 @@ from hiddencost.prompting.pad_prompt import PadPrompt
 from hiddencost.prompting.schedule import adam_multistep, epoch_batches
 
 VPMethod = Literal["rlm", "flm", "ilm", "fm"]
-VP_METHODS: tuple[str, ...] = ("ilm", "flm", "rlm", "fm")
+VP_METHODS: tuple[str, ...] = get_args(VPMethod)
 
 
 class ReprogrammedModel(nn.Module):

@@ -20,6 +20,9 @@ of their folder, names the artifact):
 of the recorded shapes), wraps the recorded layers with activation quantizers, loads the state
 dict strictly and checks the file hash, the exact zero count and, for quantized weights, the
 number of distinct values per output channel (at most ``2^bits``).
+
+Artifacts are a registered weight source (:mod:`hiddencost.weights`): a checkpoint path with
+this JSON beside it is read here, before the plain state-dict source.
 """
 
 from __future__ import annotations
@@ -29,13 +32,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+from hiddencost.checkpoints import load_state_dict_strict, read_state_dict
 from hiddencost.compression.measure import max_distinct_values_per_channel, sparsity_counts
 from hiddencost.compression.quantization import ActivationFakeQuant, QuantizedInput
 from hiddencost.errors import HiddenCostError
+from hiddencost.model_table import BackboneEntry, build_network, table_entry
+from hiddencost.weights import (
+    PRIORITY_ARTIFACT,
+    LoadedWeights,
+    WeightRequest,
+    register_weight_source,
+)
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -167,6 +178,21 @@ def _report(model: nn.Module, weight_bits: int | None) -> dict[str, Any]:
     }
 
 
+def _table_entry(name: str) -> BackboneEntry:
+    entry = table_entry(name)
+    if entry is None:
+        raise HiddenCostError(f"artifacts are made from registered backbones, not {name!r}")
+    return entry
+
+
+def _wrap_inputs(model: nn.Module, layers: list[str], bits: int) -> None:
+    """Put a ``bits``-bit activation quantizer in front of each named layer."""
+    for name in layers:
+        parent, _, child = name.rpartition(".")
+        holder = model.get_submodule(parent) if parent else model
+        setattr(holder, child, QuantizedInput(getattr(holder, child), bits))
+
+
 def save_artifact(
     model: nn.Module,
     out: str | Path,
@@ -181,23 +207,14 @@ def save_artifact(
     ``base_model`` is the registered backbone the model was compressed from; the architecture
     changes (structured pruning) are captured against a fresh build of it.
     """
-    from safetensors.torch import save_file
-
-    from hiddencost.backbones import REGISTRY, resolve_backbone_name
-
-    entry = resolve_backbone_name(base_model)
-    if entry.name not in REGISTRY:
-        raise HiddenCostError(f"artifacts are made from registered backbones, not {base_model!r}")
+    entry = _table_entry(base_model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     weights, meta = _paths(out)
-    base = timm.create_model(entry.timm_arch, pretrained=False, num_classes=entry.cfg.num_classes)
+    base = build_network(entry)
     bits, layers = _quantized_layers(model)
     if bits is not None:  # compare structure against a base with the same wrappers
-        for name in layers:
-            parent, _, child = name.rpartition(".")
-            holder = base.get_submodule(parent)
-            setattr(holder, child, QuantizedInput(getattr(holder, child), bits))
+        _wrap_inputs(base, layers, bits)
     structure = capture_structure(model, base)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, str(weights))
@@ -228,8 +245,26 @@ def load_artifact(
     Errors (one line): missing files, foreign format or version, hash mismatch, keys or shapes
     that do not fit, a zero count or weight-level count different from the JSON's.
     """
-    from hiddencost.backbones import load_state_dict_strict, read_state_dict, resolve_backbone_name
+    weights, meta_path = _paths(path)
+    meta = _read_metadata(path, expected_model)
+    if meta.get("sha256") and _sha256(weights) != meta["sha256"]:
+        raise HiddenCostError(f"{weights} does not match the sha256 recorded in {meta_path.name}")
+    model = build_network(_table_entry(meta["base_model"]), num_classes=meta["num_classes"])
+    quant = meta.get("activation_quantization")
+    if quant:
+        _wrap_inputs(model, quant["layers"], int(quant["bits"]))
+    if meta.get("structure"):
+        apply_structure(model, meta["structure"])
+    load_state_dict_strict(model, read_state_dict(weights), str(weights))
+    for q in model.modules():
+        if isinstance(q, ActivationFakeQuant):
+            q._calibrated = None  # re-read from the loaded buffers
+    _check_report(model, meta.get("report", {}), f"{weights}", meta_path.name)
+    return model.eval(), meta
 
+
+def _read_metadata(path: str | Path, expected_model: str | None) -> dict[str, Any]:
+    """The artifact's JSON, checked for format, version and (optionally) its base model."""
     weights, meta_path = _paths(path)
     if artifact_metadata_path(path) is None:
         raise HiddenCostError(f"{path} is not a hiddencost compressed model (no {meta_path.name} "
@@ -237,37 +272,43 @@ def load_artifact(
     meta = json.loads(meta_path.read_text())
     if meta.get("version") != ARTIFACT_VERSION:
         raise HiddenCostError(f"{meta_path}: unsupported artifact version {meta.get('version')!r}")
-    entry = resolve_backbone_name(meta["base_model"])
+    entry = _table_entry(meta["base_model"])
     if expected_model is not None:
-        expected = resolve_backbone_name(expected_model).name
+        expected = _table_entry(expected_model).name
         if expected != entry.name:
             raise HiddenCostError(
                 f"{weights} was compressed from {entry.name}, not {expected}; pass --model "
                 f"{entry.name}"
             )
-    if meta.get("sha256") and _sha256(weights) != meta["sha256"]:
-        raise HiddenCostError(f"{weights} does not match the sha256 recorded in {meta_path.name}")
-    model = timm.create_model(entry.timm_arch, pretrained=False, num_classes=meta["num_classes"])
-    quant = meta.get("activation_quantization")
-    if quant:
-        for name in quant["layers"]:
-            parent, _, child = name.rpartition(".")
-            holder = model.get_submodule(parent) if parent else model
-            setattr(holder, child, QuantizedInput(getattr(holder, child), int(quant["bits"])))
-    if meta.get("structure"):
-        apply_structure(model, meta["structure"])
-    load_state_dict_strict(model, read_state_dict(weights), str(weights))
-    for q in model.modules():
-        if isinstance(q, ActivationFakeQuant):
-            q._calibrated = None  # re-read from the loaded buffers
-    report = meta.get("report", {})
+    return meta
+
+
+def _check_report(model: nn.Module, report: dict[str, Any], weights: str, meta_name: str) -> None:
+    """The loaded model must hold exactly the zeros (and weight levels) the JSON records."""
     zeros, total = sparsity_counts(model)
     if (zeros, total) != (report.get("n_zero_weights"), report.get("n_prunable_weights")):
         raise HiddenCostError(
-            f"{weights}: {zeros} of {total} weights are zero, {meta_path.name} records "
+            f"{weights}: {zeros} of {total} weights are zero, {meta_name} records "
             f"{report.get('n_zero_weights')} of {report.get('n_prunable_weights')}"
         )
     bits = report.get("weight_bits")
     if bits is not None and max_distinct_values_per_channel(model) > 2 ** int(bits):
         raise HiddenCostError(f"{weights}: weights take more than 2^{bits} values per channel")
-    return model.eval(), meta
+
+
+class ArtifactWeights:
+    """The weight source of ``hiddencost compress`` artifacts (a checkpoint with its JSON)."""
+
+    name = "artifact"
+
+    def accepts(self, request: WeightRequest) -> bool:
+        return (request.checkpoint is not None and request.entry.checkpoint_format is None
+                and artifact_metadata_path(request.checkpoint) is not None)
+
+    def load(self, request: WeightRequest) -> LoadedWeights:
+        model, meta = load_artifact(request.checkpoint,  # type: ignore[arg-type]
+                                    expected_model=request.entry.name)
+        return LoadedWeights(model, f"artifact:{request.checkpoint}", meta)
+
+
+register_weight_source(ArtifactWeights(), PRIORITY_ARTIFACT)

@@ -1,12 +1,15 @@
 """The report: a study's results as the paper's analyses, figures and one HTML page.
 
 - :mod:`~hiddencost.report.table`: a study's done runs as a tidy pandas table;
+- :mod:`~hiddencost.report.order`: the display order of compression points and budgets;
 - :mod:`~hiddencost.report.stats`: means with 95% t-intervals, Welch's t-test;
 - :mod:`~hiddencost.report.analyses`: one function per analysis, returning the table behind
   its figure;
 - :mod:`~hiddencost.report.figures`: one function per figure (matplotlib), PNG + SVG + CSV;
 - :mod:`~hiddencost.report.html`: the self-contained page;
-- :func:`build_report`: all of it, ``build_report(spec_or_db, "report/") → report/index.html``.
+- :func:`build_report`: all of it, ``build_report(spec_or_db, "report/") → report/index.html``
+  (raising :class:`~hiddencost.report.build.ReportError` after writing a page with failed
+  sections).
 """
 
 from __future__ import annotations
@@ -20,11 +23,8 @@ __all__ = ["build_report"]
 def build_report(source: Any, out: str | Path, **kwargs: Any) -> Path:
     """Write the report of ``source`` into ``out``; return ``out/index.html``.
     See :func:`hiddencost.report.build.build_report` for the sources and options."""
-    try:
-        from hiddencost.report.build import build_report as _build
-    except ImportError as exc:  # pandas is needed for the report only
-        from hiddencost.errors import HiddenCostError
+    # imported on use: the CLI imports this package at start-up, and build loads pandas,
+    # matplotlib and the study layer, which only a report needs
+    from hiddencost.report.build import build_report as _build
 
-        raise HiddenCostError(f"the report needs {exc.name or 'pandas'}: "
-                              f"pip install pandas") from None
     return _build(source, out, **kwargs)

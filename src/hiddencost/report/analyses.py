@@ -24,7 +24,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from safetensors.numpy import load_file
+from scipy.stats import spearmanr
 
+from hiddencost.model_table import imagenet_class_names
+from hiddencost.report.order import budget_order, compression_order
 from hiddencost.report.stats import ALPHA, mean_ci, welch_test
 from hiddencost.report.table import class_names
 
@@ -41,30 +45,6 @@ PERCENT = 100.0
 
 def _empty(columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(columns=list(columns))
-
-
-def compression_order(df: pd.DataFrame) -> list[str]:
-    """Compression labels in display order: dense first, then families in order of first
-    appearance, each from least to most compressed (``severity``)."""
-    if df.empty:
-        return []
-    first: dict[str, int] = {}
-    for i, fam in enumerate(df["family"]):
-        first.setdefault(fam, i)
-    meta = df.drop_duplicates("compression")[["compression", "family", "severity"]]
-    appear = {c: i for i, c in enumerate(df["compression"].drop_duplicates())}
-
-    def key(row: Any) -> tuple:
-        sev = row.severity if row.severity == row.severity else math.inf
-        return (row.family != "dense", first[row.family], sev, appear[row.compression])
-
-    return [r.compression for r in sorted(meta.itertuples(index=False), key=key)]
-
-
-def budget_order(df: pd.DataFrame) -> list[str]:
-    """Budget labels from fewest shots to full data."""
-    pairs = df.drop_duplicates("budget")[["budget", "budget_rank"]]
-    return [b for b, _ in sorted(pairs.itertuples(index=False), key=lambda p: p[1])]
 
 
 def _meta(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -146,6 +126,11 @@ def most_compressed(df: pd.DataFrame) -> list[str]:
         if fam != "dense":
             out[fam] = comp  # order is ascending severity within a family
     return list(out.values())
+
+
+def _dense_and_most_compressed(g: pd.DataFrame) -> list[str]:
+    """The dense point of ``g`` (it must have one) and each family's most compressed point."""
+    return [g.loc[g["is_dense"], "compression"].iloc[0], *most_compressed(g)]
 
 
 def max_seeds(df: pd.DataFrame) -> int:
@@ -253,6 +238,23 @@ def confidence_vs_compression(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def _pooled_bins(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reliability bins of ``runs`` (seeds of one point) pooled, weighted by the counts
+    (see :func:`reliability_table`); empty without runs."""
+    if not runs:
+        return []
+    edges = runs[0]["edges"]
+    out = []
+    for i in range(len(runs[0]["counts"])):
+        cnt = sum(int(r["counts"][i]) for r in runs)
+        acc = sum(int(r["counts"][i]) * (r["accuracy"][i] or 0.0) for r in runs)
+        conf = sum(int(r["counts"][i]) * (r["confidence"][i] or 0.0) for r in runs)
+        out.append({"bin": i, "bin_lo": edges[i], "bin_hi": edges[i + 1], "count": cnt,
+                    "accuracy": acc / cnt if cnt else math.nan,
+                    "confidence": conf / cnt if cnt else math.nan, "n_seeds": len(runs)})
+    return out
+
+
 def reliability_table(df: pd.DataFrame, budget: str | None = None) -> pd.DataFrame:
     """Reliability-diagram data of the dense model and of each family's most compressed point,
     per task × method at ``budget`` (default: the largest budget with reliability data).
@@ -272,23 +274,11 @@ def reliability_table(df: pd.DataFrame, budget: str | None = None) -> pd.DataFra
         g = g[g["budget"] == b]
         if not g["is_dense"].any():
             continue
-        for comp in [g.loc[g["is_dense"], "compression"].iloc[0], *most_compressed(g)]:
+        cell = {**dict(zip([*TASK, "method"], k, strict=True)), "budget": b}
+        for comp in _dense_and_most_compressed(g):
             runs = list(g.loc[g["compression"] == comp, "reliability"])
-            if not runs:
-                continue
-            edges = runs[0]["edges"]
-            nb = len(runs[0]["counts"])
-            for i in range(nb):
-                cnt = sum(int(r["counts"][i]) for r in runs)
-                acc = sum(int(r["counts"][i]) * (r["accuracy"][i] or 0.0) for r in runs)
-                conf = sum(int(r["counts"][i]) * (r["confidence"][i] or 0.0) for r in runs)
-                rows.append({
-                    **dict(zip([*TASK, "method"], k, strict=True)), "budget": b,
-                    "compression": comp, **meta[comp], "bin": i, "bin_lo": edges[i],
-                    "bin_hi": edges[i + 1], "count": cnt,
-                    "accuracy": acc / cnt if cnt else math.nan,
-                    "confidence": conf / cnt if cnt else math.nan, "n_seeds": len(runs),
-                })
+            rows += [{**cell, "compression": comp, **meta[comp], **row}
+                     for row in _pooled_bins(runs)]
     if not rows:
         return _empty(cols)
     return _sort(pd.DataFrame(rows)[cols], df, ["bin"])
@@ -315,23 +305,15 @@ IMAGENET_GROUPS: tuple[tuple[int, int, str, str], ...] = (
     (981, 983, "person", "person"), (984, 998, "plant/fungus", "nature"),
     (999, 999, "artifact", "object"),
 )
-
-
-def _imagenet_names() -> list[str] | None:
-    try:
-        from torchvision.models._meta import _IMAGENET_CATEGORIES
-    except Exception:  # torchvision absent or changed: closeness is not judged
-        return None
-    return list(_IMAGENET_CATEGORIES)
+#: The ImageNet-1k class names by index: a source name that differs is not ImageNet-1k.
+_IMAGENET_NAMES: list[str] = imagenet_class_names()
 
 
 def imagenet_group(index: int, name: str | None = None) -> tuple[str, str] | None:
     """(group, kind) of ImageNet-1k class ``index`` (e.g. 223 → ("dog", "animal")), or None
     when the index is out of range or ``name`` is not the ImageNet-1k name of ``index`` (the
     source classes are then not ImageNet-1k and cannot be judged this way)."""
-    names = _imagenet_names()
-    if not 0 <= index < 1000 or (name is not None and names is not None
-                                 and names[index] != name):
+    if not 0 <= index < 1000 or (name is not None and _IMAGENET_NAMES[index] != name):
         return None
     for lo, hi, group, kind in IMAGENET_GROUPS:
         if lo <= index <= hi:
@@ -352,6 +334,47 @@ def closeness(a: int, a_name: str, b: int, b_name: str) -> str:
     if ga[1] == gb[1]:
         return f"same kind ({ga[1]}: {ga[0]} / {gb[0]})"
     return f"unrelated ({ga[0]} / {gb[0]})"
+
+
+def _mapping_cell(g: pd.DataFrame, budget: str | None, seed: int | None
+                  ) -> tuple[str, int, str, dict[int, dict[str, Any]]] | None:
+    """The budget, seed, dense compression label and dense mapping (target → entry) that a
+    task × method's mapping table compares against, or None without such a dense run."""
+    dense_g = g[g["is_dense"]]
+    if dense_g.empty:
+        return None
+    b = budget or largest_budget(dense_g)
+    dense_g = dense_g[dense_g["budget"] == b]
+    if dense_g.empty:
+        return None
+    s = seed if seed is not None else int(dense_g["seed"].min())
+    dense_run = dense_g[dense_g["seed"] == s]
+    if dense_run.empty:
+        return None
+    dmap = {int(m["target"]): m for m in dense_run["label_mapping"].iloc[0]}
+    return str(b), s, str(dense_run["compression"].iloc[0]), dmap
+
+
+def _chosen_targets(dmap: dict[int, dict[str, Any]], maps: dict[str, dict[int, dict[str, Any]]],
+                    targets: Sequence[int | str] | None, max_targets: int) -> list[int]:
+    """The targets a mapping table shows (see :func:`label_mapping_table`)."""
+    if targets is not None:
+        names = {str(x) for x in targets}
+        return [t for t in dmap if t in targets or dmap[t]["target_name"] in names]
+    if len(dmap) <= max_targets:
+        return sorted(dmap)
+    changed = {t: sum(int(m[t]["source"]) != int(dmap[t]["source"])
+                      for m in maps.values() if t in m) for t in dmap}
+    return sorted(sorted(dmap, key=lambda t: (-changed[t], t))[:max_targets])
+
+
+def _mapping_entry(dense: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
+    """The columns of one model's mapping of a target beside the dense model's."""
+    src, name = int(m["source"]), str(m["source_name"])
+    d_src, d_name = int(dense["source"]), str(dense["source_name"])
+    return {"target_name": str(dense["target_name"]), "source": src, "source_name": name,
+            "dense_source": d_src, "dense_source_name": d_name, "same_as_dense": src == d_src,
+            "closeness": closeness(d_src, d_name, src, name)}
 
 
 def label_mapping_table(df: pd.DataFrame, targets: Sequence[int | str] | None = None,
@@ -375,44 +398,19 @@ def label_mapping_table(df: pd.DataFrame, targets: Sequence[int | str] | None = 
     meta = _meta(df)
     rows = []
     for k, g in sub.groupby([*TASK, "method"], sort=False):
-        dense_g = g[g["is_dense"]]
-        if dense_g.empty:
+        picked = _mapping_cell(g, budget, seed)
+        if picked is None:
             continue
-        b = budget or largest_budget(dense_g)
-        dense_g = dense_g[dense_g["budget"] == b]
-        if dense_g.empty:
-            continue
-        s = seed if seed is not None else int(dense_g["seed"].min())
-        dense_run = dense_g[dense_g["seed"] == s]
-        if dense_run.empty:
-            continue
-        dmap = {int(m["target"]): m for m in dense_run["label_mapping"].iloc[0]}
+        b, s, dense_comp, dmap = picked
         runs = g[(g["budget"] == b) & (g["seed"] == s) & ~g["is_dense"]]
-        maps = {c: {int(m["target"]): m for m in lm}
-                for c, lm in zip(runs["compression"], runs["label_mapping"], strict=True)}
-        if targets is not None:
-            chosen = [t for t in dmap if t in targets or dmap[t]["target_name"] in
-                      {str(x) for x in targets}]
-        elif len(dmap) <= max_targets:
-            chosen = sorted(dmap)
-        else:
-            changed = {t: sum(int(m[t]["source"]) != int(dmap[t]["source"])
-                              for m in maps.values() if t in m) for t in dmap}
-            chosen = sorted(sorted(dmap, key=lambda t: (-changed[t], t))[:max_targets])
-        for t in chosen:
-            d = dmap[t]
-            entries = [(dense_run["compression"].iloc[0], d)] + [
-                (c, m[t]) for c, m in maps.items() if t in m]
-            for comp, m in entries:
-                src, name = int(m["source"]), str(m["source_name"])
-                rows.append({
-                    **dict(zip([*TASK, "method"], k, strict=True)), "budget": b, "seed": s,
-                    "target": t, "target_name": str(d["target_name"]), "compression": comp,
-                    **meta[comp], "source": src, "source_name": name,
-                    "dense_source": int(d["source"]), "dense_source_name": str(d["source_name"]),
-                    "same_as_dense": src == int(d["source"]),
-                    "closeness": closeness(int(d["source"]), str(d["source_name"]), src, name),
-                })
+        maps = {dense_comp: dmap} | {
+            c: {int(m["target"]): m for m in lm}
+            for c, lm in zip(runs["compression"], runs["label_mapping"], strict=True)}
+        cell = {**dict(zip([*TASK, "method"], k, strict=True)), "budget": b, "seed": s}
+        for t in _chosen_targets(dmap, maps, targets, max_targets):
+            rows += [{**cell, "target": t, "compression": comp, **meta[comp],
+                      **_mapping_entry(dmap[t], m[t])}
+                     for comp, m in maps.items() if t in m]
     if not rows:
         return _empty(cols)
     return _sort(pd.DataFrame(rows)[cols], df, ["target"])
@@ -421,6 +419,24 @@ def label_mapping_table(df: pd.DataFrame, targets: Sequence[int | str] | None = 
 # --------------------------------------------------------------------------------------------
 # 6. class-wise gains and drops
 # --------------------------------------------------------------------------------------------
+
+
+def _per_class_mean(g: pd.DataFrame) -> np.ndarray:
+    """Per-class accuracy (%) of the runs (seeds) in ``g``, mean over seeds (NaN-aware)."""
+    arr = np.array([[np.nan if v is None else v for v in p] for p in g["per_class_accuracy"]],
+                   dtype=float)
+    with np.errstate(all="ignore"):
+        return np.nanmean(arr, axis=0) * PERCENT
+
+
+def _extreme_classes(delta: np.ndarray, k: int) -> list[tuple[str, int, int]]:
+    """(kind, rank, class) of the ``k`` most negative (``drop``) and ``k`` most positive
+    (``gain``) finite entries of ``delta``; ties by lower class index."""
+    valid = [i for i in range(len(delta)) if np.isfinite(delta[i])]
+    drops = sorted((i for i in valid if delta[i] < 0), key=lambda i: (delta[i], i))[:k]
+    gains = sorted((i for i in valid if delta[i] > 0), key=lambda i: (-delta[i], i))[:k]
+    return [(kind, rank, i) for kind, chosen in (("drop", drops), ("gain", gains))
+            for rank, i in enumerate(chosen, 1)]
 
 
 def class_gains_drops(df: pd.DataFrame, k: int = 5) -> pd.DataFrame:
@@ -436,37 +452,22 @@ def class_gains_drops(df: pd.DataFrame, k: int = 5) -> pd.DataFrame:
         return _empty(cols)
     sub = df[[isinstance(p, list) and bool(p) for p in df["per_class_accuracy"]]]
     meta = _meta(df)
-
-    def per_class(g: pd.DataFrame) -> np.ndarray:
-        arr = np.array([[np.nan if v is None else v for v in p] for p in g["per_class_accuracy"]],
-                       dtype=float)
-        with np.errstate(all="ignore"):
-            return np.nanmean(arr, axis=0) * PERCENT
-
     names_by_dataset: dict[str, dict[int, str]] = {}
     rows = []
     for key, d, g in _dense_pairs(sub):
-        dm, cm = per_class(d), per_class(g)
+        dm, cm = _per_class_mean(d), _per_class_mean(g)
         if dm.shape != cm.shape:
             continue
-        dataset = key[1]
-        if dataset not in names_by_dataset:
-            names_by_dataset[dataset] = class_names(df, dataset)
-        names = names_by_dataset[dataset]
-        delta = cm - dm
-        valid = [i for i in range(len(delta)) if np.isfinite(delta[i])]
-        drops = sorted((i for i in valid if delta[i] < 0), key=lambda i: (delta[i], i))[:k]
-        gains = sorted((i for i in valid if delta[i] > 0), key=lambda i: (-delta[i], i))[:k]
-        for kind, chosen in (("drop", drops), ("gain", gains)):
-            for rank, i in enumerate(chosen, 1):
-                rows.append({
-                    **dict(zip([*TASK, "method", "budget", "compression"], key, strict=True)),
-                    **meta[key[4]], "budget_rank": float(g["budget_rank"].iloc[0]),
-                    "kind": kind, "rank": rank, "target": i,
-                    "target_name": names.get(i, f"class {i}"), "dense_mean": float(dm[i]),
-                    "compressed_mean": float(cm[i]), "delta": float(delta[i]),
-                    "n_dense": len(d), "n_compressed": len(g),
-                })
+        if key[1] not in names_by_dataset:
+            names_by_dataset[key[1]] = class_names(df, key[1])
+        names = names_by_dataset[key[1]]
+        cell = {**dict(zip([*TASK, "method", "budget", "compression"], key, strict=True)),
+                **meta[key[4]], "budget_rank": float(g["budget_rank"].iloc[0]),
+                "n_dense": len(d), "n_compressed": len(g)}
+        rows += [{**cell, "kind": kind, "rank": rank, "target": i,
+                  "target_name": names.get(i, f"class {i}"), "dense_mean": float(dm[i]),
+                  "compressed_mean": float(cm[i]), "delta": float(cm[i] - dm[i])}
+                 for kind, rank, i in _extreme_classes(cm - dm, k)]
     if not rows:
         return _empty(cols)
     return _sort(pd.DataFrame(rows)[cols], df, ["kind", "rank"])
@@ -477,23 +478,23 @@ def class_gains_drops(df: pd.DataFrame, k: int = 5) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
+#: (prompts E'×3×C×C, their epochs, ``history`` | ``final``) of one run.
+Prompts = tuple[np.ndarray, list[int], str]
+
+
 def load_prompts(path: str) -> np.ndarray:
     """δ after each epoch, ``(E, 3, C, C)`` float32, from ``prompt_history.safetensors``."""
-    from safetensors.numpy import load_file
-
     return load_file(path)["delta"].astype(np.float32)
 
 
 def load_final_prompt(path: str) -> np.ndarray | None:
     """The final δ ``(3, C, C)`` from ``weights.safetensors``; None for LP heads."""
-    from safetensors.numpy import load_file
-
     tensors = load_file(path)
     d = tensors.get("prompt.delta")
     return None if d is None else d.astype(np.float32)
 
 
-def _prompts_of(row: Any) -> tuple[np.ndarray, list[int], str] | None:
+def _prompts_of(row: Any) -> Prompts | None:
     """(prompts E'×3×C×C, their epochs, 'history' | 'final') for a table row, or None."""
     try:
         if row.prompt_history:
@@ -519,10 +520,26 @@ def prompt_distance(df: pd.DataFrame) -> pd.DataFrame:
             "source", "n_seeds", "mean", "lo", "hi", "sd"]
     if df.empty:
         return _empty(cols)
-    vp = df[(df["method"] != "lp") & (df["prompt_history"].notna() | df["weights"].notna())]
-    cache: dict[str, tuple[np.ndarray, list[int], str] | None] = {}
+    pairs = _prompt_pairs(_vp_runs(df))
+    if not pairs:
+        return _empty(cols)
+    out = _summarize_long(pd.DataFrame(pairs),
+                          [*TASK, "method", "budget", "compression", "epoch", "source"], "value",
+                          _meta(df))
+    return _sort(out[cols], df, ["epoch"])
 
-    def prompts(row: Any) -> tuple[np.ndarray, list[int], str] | None:
+
+def _vp_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs of ``df`` with a learned prompt on disk (VP methods; LP has none)."""
+    return df[(df["method"] != "lp") & (df["prompt_history"].notna() | df["weights"].notna())]
+
+
+def _prompt_pairs(vp: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per compressed VP run × epoch: ``value`` = the L2 distance of its prompt to the
+    dense run's of the same task, method, budget and seed (see :func:`prompt_distance`)."""
+    cache: dict[str, Prompts | None] = {}
+
+    def prompts(row: Any) -> Prompts | None:
         key = str(row.prompt_history or row.weights)  # the file the prompts come from
         if key not in cache:
             cache[key] = _prompts_of(row)
@@ -533,37 +550,30 @@ def prompt_distance(df: pd.DataFrame) -> pd.DataFrame:
              for r in vp[vp["is_dense"]].itertuples(index=False)}
     for r in vp[~vp["is_dense"]].itertuples(index=False):
         d = dense.get((r.backbone, r.dataset, r.method, r.budget, r.seed))
-        if d is None:
+        got = _prompt_distances(prompts(d), prompts(r)) if d is not None else None
+        if got is None:
             continue
-        pd_, pc = prompts(d), prompts(r)
-        if pd_ is None or pc is None or pd_[0].shape[1:] != pc[0].shape[1:]:
-            continue
-        if pd_[2] == "history" and pc[2] == "history":
-            n = min(len(pd_[0]), len(pc[0]))
-            dist = np.sqrt(((pd_[0][:n] - pc[0][:n]) ** 2).reshape(n, -1).sum(axis=1))
-            epochs, source = pd_[1][:n], "history"
-        else:
-            dist = np.sqrt(((pd_[0][-1] - pc[0][-1]) ** 2).sum())[None]
-            epochs, source = [pd_[1][-1]], "final"
-        for e, v in zip(epochs, dist, strict=True):
-            pairs.append({"backbone": r.backbone, "dataset": r.dataset, "method": r.method,
-                          "budget": r.budget, "budget_rank": r.budget_rank,
-                          "compression": r.compression, "epoch": e, "source": source,
-                          "value": float(v)})
-    if not pairs:
-        return _empty(cols)
-    long = pd.DataFrame(pairs)
-    rows = []
-    meta = _meta(df)
-    for k, g in long.groupby([*TASK, "method", "budget", "compression", "epoch", "source"],
-                             sort=False):
-        ci = mean_ci(g["value"])
-        row = dict(zip([*TASK, "method", "budget", "compression", "epoch", "source"], k,
-                       strict=True))
-        rows.append({**row, **meta[row["compression"]],
-                     "budget_rank": float(g["budget_rank"].iloc[0]), "n_seeds": ci.n,
-                     "mean": ci.mean, "lo": ci.lo, "hi": ci.hi, "sd": ci.sd})
-    return _sort(pd.DataFrame(rows)[cols], df, ["epoch"])
+        epochs, dist, source = got
+        pairs += [{"backbone": r.backbone, "dataset": r.dataset, "method": r.method,
+                   "budget": r.budget, "budget_rank": r.budget_rank,
+                   "compression": r.compression, "epoch": e, "source": source,
+                   "value": float(v)} for e, v in zip(epochs, dist, strict=True)]
+    return pairs
+
+
+def _prompt_distances(dense: Prompts | None, comp: Prompts | None
+                      ) -> tuple[list[int], np.ndarray, str] | None:
+    """(epochs, ‖δ_dense(e) − δ_comp(e)‖₂ per epoch, source): per epoch over the common
+    epochs when both runs kept a history, else the final prompts only; None when either run
+    has no prompts or their shapes differ."""
+    if dense is None or comp is None or dense[0].shape[1:] != comp[0].shape[1:]:
+        return None
+    if dense[2] == "history" and comp[2] == "history":
+        n = min(len(dense[0]), len(comp[0]))
+        dist = np.sqrt(((dense[0][:n] - comp[0][:n]) ** 2).reshape(n, -1).sum(axis=1))
+        return dense[1][:n], dist, "history"
+    dist = np.sqrt(((dense[0][-1] - comp[0][-1]) ** 2).sum())[None]
+    return [dense[1][-1]], dist, "final"
 
 
 def prompt_mask(canvas: int, inner: int) -> np.ndarray:
@@ -585,6 +595,25 @@ def prompt_image(delta: np.ndarray, inner: int | None) -> np.ndarray:
     return np.clip(img.transpose(1, 2, 0), 0.0, 1.0)
 
 
+def _snapshots(got: Prompts, inner: int | None, n_epochs: int) -> list[dict[str, Any]]:
+    """``n_epochs`` evenly spaced prompts of one run (first and last included) with their
+    epoch, source, ‖δ‖₂, border mean of sigmoid(δ) and :func:`prompt_image`."""
+    prompts, epochs, source = got
+    idx = sorted({int(round(x)) for x in np.linspace(0, len(prompts) - 1,
+                                                     min(n_epochs, len(prompts)))})
+    out = []
+    for i in idx:
+        delta = prompts[i].astype(np.float64)
+        mask = prompt_mask(delta.shape[-1], int(inner)) if inner else \
+            np.ones(delta.shape[-2:], dtype=np.float32)
+        sig = 1.0 / (1.0 + np.exp(-delta))
+        out.append({"epoch": epochs[i], "source": source,
+                    "l2_norm": float(np.sqrt((delta ** 2).sum())),
+                    "border_mean": float((sig * mask).sum() / (3 * mask.sum())),
+                    "image": prompt_image(prompts[i], inner)})
+    return out
+
+
 def prompt_snapshots(df: pd.DataFrame, n_epochs: int = 3) -> pd.DataFrame:
     """The learned prompts of the dense model and of each family's most compressed point at
     ``n_epochs`` epochs (first, evenly spaced, last; only the last without a history), per
@@ -595,7 +624,7 @@ def prompt_snapshots(df: pd.DataFrame, n_epochs: int = 3) -> pd.DataFrame:
             "source", "l2_norm", "border_mean", "image"]
     if df.empty:
         return _empty(cols)
-    vp = df[(df["method"] != "lp") & (df["prompt_history"].notna() | df["weights"].notna())]
+    vp = _vp_runs(df)
     meta = _meta(df)
     rows = []
     for k, g in vp.groupby([*TASK, "method"], sort=False):
@@ -605,27 +634,13 @@ def prompt_snapshots(df: pd.DataFrame, n_epochs: int = 3) -> pd.DataFrame:
         g = g[g["budget"] == b]
         s = int(g.loc[g["is_dense"], "seed"].min())
         g = g[g["seed"] == s]
-        for comp in [g.loc[g["is_dense"], "compression"].iloc[0], *most_compressed(g)]:
+        cell = {**dict(zip([*TASK, "method"], k, strict=True)), "budget": b, "seed": s}
+        for comp in _dense_and_most_compressed(g):
             run = next(g[g["compression"] == comp].itertuples(index=False), None)
             got = _prompts_of(run) if run is not None else None
-            if got is None:
-                continue
-            prompts, epochs, source = got
-            idx = sorted({int(round(x)) for x in np.linspace(0, len(prompts) - 1,
-                                                             min(n_epochs, len(prompts)))})
-            inner = run.inner_size
-            for i in idx:
-                delta = prompts[i]
-                mask = prompt_mask(delta.shape[-1], int(inner)) if inner else \
-                    np.ones(delta.shape[-2:], dtype=np.float32)
-                sig = 1.0 / (1.0 + np.exp(-delta.astype(np.float64)))
-                rows.append({
-                    **dict(zip([*TASK, "method"], k, strict=True)), "budget": b, "seed": s,
-                    "compression": comp, **meta[comp], "epoch": epochs[i], "source": source,
-                    "l2_norm": float(np.sqrt((delta.astype(np.float64) ** 2).sum())),
-                    "border_mean": float((sig * mask).sum() / (3 * mask.sum())),
-                    "image": prompt_image(delta, inner),
-                })
+            if got is not None:
+                rows += [{**cell, "compression": comp, **meta[comp], **snap}
+                         for snap in _snapshots(got, run.inner_size, n_epochs)]
     if not rows:
         return _empty(cols)
     return _sort(pd.DataFrame(rows)[cols], df, ["epoch"])
@@ -673,6 +688,21 @@ def _summarize_long(long: pd.DataFrame, keys: list[str], value: str,
 # --------------------------------------------------------------------------------------------
 
 
+def _cost_over_cells(g: pd.DataFrame) -> dict[str, Any]:
+    """Mean and 95% t-interval over the cells in ``g`` of the accuracy drop (``delta``) and the
+    ECE change (``ece_delta``), with the cell counts and the mean dense accuracy and ECE."""
+    a, e = mean_ci(g["delta"]), mean_ci(g["ece_delta"])
+    return {
+        "n_cells": len(g), "n_datasets": g["dataset"].nunique(),
+        "n_budgets": g["budget"].nunique(),
+        "acc_drop_mean": a.mean, "acc_drop_lo": a.lo, "acc_drop_hi": a.hi,
+        "ece_change_mean": e.mean, "ece_change_lo": e.lo, "ece_change_hi": e.hi,
+        "dense_accuracy_mean": float(np.mean(g["dense_mean"])),
+        "dense_ece_mean": float(np.nanmean(g["ece_dense"].astype(float)))
+        if g["ece_dense"].notna().any() else math.nan,
+    }
+
+
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per transfer method (and ``all`` methods) × compressed point: the mean accuracy drop
     (dense − compressed, pp) and ECE change (compressed − dense, pp) across datasets and
@@ -699,17 +729,8 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for label, part in [*((m, merged[merged["method"] == m]) for m in
                           dict.fromkeys(merged["method"])), ("all", merged)]:
-        for comp, g in part.groupby("compression", sort=False):
-            a, e = mean_ci(g["delta"]), mean_ci(g["ece_delta"])
-            rows.append({
-                "method": label, "compression": comp, **meta[comp], "n_cells": len(g),
-                "n_datasets": g["dataset"].nunique(), "n_budgets": g["budget"].nunique(),
-                "acc_drop_mean": a.mean, "acc_drop_lo": a.lo, "acc_drop_hi": a.hi,
-                "ece_change_mean": e.mean, "ece_change_lo": e.lo, "ece_change_hi": e.hi,
-                "dense_accuracy_mean": float(np.mean(g["dense_mean"])),
-                "dense_ece_mean": float(np.nanmean(g["ece_dense"].astype(float)))
-                if g["ece_dense"].notna().any() else math.nan,
-            })
+        rows += [{"method": label, "compression": comp, **meta[comp], **_cost_over_cells(g)}
+                 for comp, g in part.groupby("compression", sort=False)]
     out = pd.DataFrame(rows)[cols]
     methods = [*dict.fromkeys(merged["method"]), "all"]
     order = {c: i for i, c in enumerate(compression_order(df))}
@@ -782,8 +803,6 @@ def fidelity_rank_correlation(table: pd.DataFrame) -> pd.DataFrame:
     accuracy drop and top-1 agreement (``rho_agreement``, negative = less faithful
     compressions cost more) and mean KL (``rho_kl``, positive = the same), over the
     ``n_points`` compressed points; NaN with fewer than 3 points or a constant column."""
-    from scipy.stats import spearmanr
-
     cols = [*TASK, "method", "n_points", "rho_agreement", "rho_kl"]
     if table.empty:
         return _empty(cols)

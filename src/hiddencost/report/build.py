@@ -6,8 +6,14 @@ Layout of the output folder::
     figures/NN-<name>.{png,svg,csv}   each figure and the table behind it
     tables/<analysis>.csv      each analysis over all tasks, methods and budgets
 
-A figure whose inputs are absent is replaced by a note saying why; an unexpected error while
-drawing one figure becomes a note too (with the error), so one odd run cannot stop the report.
+A figure whose inputs are absent is replaced by a note saying why. A section whose analysis
+fails, or a figure that cannot be drawn, shows its error on the page, and the rest of the report
+is still written; :func:`build_report` then raises :class:`ReportError` naming every failed
+section, so ``hiddencost report`` exits non-zero instead of passing off a broken page.
+
+The sections are data (:data:`SECTIONS`: anchor, title, intro and the function that fills it),
+and so are the figures drawn once per task (:class:`TaskFigure`: file name, title, caption
+template and drawing function).
 """
 
 from __future__ import annotations
@@ -16,16 +22,41 @@ import math
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from hiddencost.report import analyses as an
-from hiddencost.report import figures as fg
+import hiddencost.report.analyses as an
+import hiddencost.report.figures as fg
+from hiddencost.errors import HiddenCostError
 from hiddencost.report.html import FigureItem, Note, Section, TableItem, render_page
+from hiddencost.report.order import budget_order, compression_order
 from hiddencost.report.stats import ALPHA
-from hiddencost.report.table import iter_tasks, load_table
+from hiddencost.report.table import is_store_source, iter_tasks, load_table, store_file
+from hiddencost.study.catalog import load_spec
+from hiddencost.study.fidelity import read_fidelity
+from hiddencost.study.layout import StudyPaths
+from hiddencost.study.spec import StudySpec
+
+#: A (backbone, dataset) pair.
+Task = tuple[str, str]
+Draw = Callable[[pd.DataFrame, str], Any]
+
+
+class ReportError(HiddenCostError):
+    """Sections of a report failed. The page was written all the same, each failed section
+    showing its error; ``index`` is the page and ``failures`` holds (section, message) pairs."""
+
+    def __init__(self, index: Path, failures: list[tuple[str, str]]) -> None:
+        self.index = index
+        self.failures = list(failures)
+        sections = list(dict.fromkeys(title for title, _ in failures))
+        super().__init__(
+            f"the report was written to {index}, but {len(sections)} of its sections failed "
+            f"({'; '.join(sections)}): " + " ".join(msg for _, msg in failures)
+            + " Each error is also shown in its section of the page.")
 
 
 def _slug(text: str) -> str:
@@ -46,8 +77,31 @@ def _interval(mean: Any, lo: Any, hi: Any, digits: int = 1) -> str:
     return f"{_fmt(mean, digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
 
 
+def _task_title(task: Task) -> str:
+    return f"{task[0]} → {task[1]}"
+
+
+def _of(table: pd.DataFrame, task: Task) -> pd.DataFrame:
+    if table.empty:
+        return table
+    return table[(table["backbone"] == task[0]) & (table["dataset"] == task[1])]
+
+
+@dataclass(frozen=True)
+class TaskFigure:
+    """A figure drawn once per task: files ``NN-<slug>-<backbone>-<dataset>.*``, title
+    ``<title>: <backbone> → <dataset>``, and a caption template whose ``{seeds}`` is the
+    builder's seed phrase (other fields are given where the figure is drawn)."""
+
+    slug: str
+    title: str
+    caption: str
+    draw: Draw
+
+
 class _Builder:
-    """Collects figures and notes into sections while writing files under ``out``."""
+    """Collects figures and notes into sections while writing files under ``out``; keeps the
+    failures (section title, message) for :class:`ReportError`."""
 
     def __init__(self, df: pd.DataFrame, out: Path,
                  fidelity: list[dict[str, Any]] | None = None) -> None:
@@ -57,16 +111,21 @@ class _Builder:
         self.count = 0
         self.seeds = an.max_seeds(df)
         self.one_seed = self.seeds < 2
-        self.errors: list[str] = []
+        self.failures: list[tuple[str, str]] = []
 
     def seed_phrase(self) -> str:
         if self.one_seed:
             return "one seed, so no interval is shown"
         return f"means over up to {self.seeds} seeds with shaded 95% t-intervals"
 
+    def fail(self, section: Section, message: str) -> None:
+        """Show ``message`` in ``section`` and keep it for the error raised after the page."""
+        section.items.append(Note(message, "error"))
+        self.failures.append((section.title, message))
+
     def figure(self, section: Section, name: str, title: str, caption: str,
-               table: pd.DataFrame, draw: Callable[[pd.DataFrame, str], Any]) -> None:
-        """Draw, save and add one figure; a failure becomes a note on the page."""
+               table: pd.DataFrame, draw: Draw) -> None:
+        """Draw, save and add one figure; a failure is shown in the section and recorded."""
         if table.empty:
             section.items.append(Note(f"{title}: skipped, no input for it."))
             return
@@ -75,12 +134,18 @@ class _Builder:
         try:
             fig = draw(table, title)
             saved = fg.save_figure(fig, table, self.figdir, fname)
-        except Exception as exc:  # one bad figure must not stop the report
-            msg = f"{title}: could not be drawn ({type(exc).__name__}: {exc})."
-            self.errors.append(msg)
-            section.items.append(Note(msg))
+        except Exception as exc:  # any drawing error: recorded, raised once the page is written
+            self.fail(section, f"{title}: could not be drawn ({type(exc).__name__}: {exc}).")
             return
         section.items.append(FigureItem(title, caption, saved.png, saved.svg, saved.csv))
+
+    def task_figure(self, section: Section, spec: TaskFigure, task: Task, table: pd.DataFrame,
+                    **fields: Any) -> None:
+        """:meth:`figure` of ``spec`` for ``task`` (``table`` is filtered to the task)."""
+        self.figure(section, f"{spec.slug}-{task[0]}-{task[1]}",
+                    f"{spec.title}: {_task_title(task)}",
+                    spec.caption.format(seeds=self.seed_phrase(), **fields), _of(table, task),
+                    spec.draw)
 
     def save_table(self, name: str, table: pd.DataFrame) -> Path | None:
         if table.empty:
@@ -90,116 +155,162 @@ class _Builder:
         fg.csv_safe(table).to_csv(path, index=False)
         return path
 
-
-def _task_title(task: tuple[str, str]) -> str:
-    return f"{task[0]} → {task[1]}"
-
-
-def _of(table: pd.DataFrame, task: tuple[str, str]) -> pd.DataFrame:
-    if table.empty:
-        return table
-    return table[(table["backbone"] == task[0]) & (table["dataset"] == task[1])]
+    def save_tables(self, **tables: pd.DataFrame) -> None:
+        for name, table in tables.items():
+            self.save_table(name, table)
 
 
-def _section_budget(b: _Builder, tasks: list[tuple[str, str]]) -> Section:
-    s = Section("accuracy", "Accuracy vs data budget",
-                "Test accuracy against the number of training examples per class, for every "
-                "transfer method and compression point.")
+# --------------------------------------------------------------------------------------------
+# the figures drawn per task
+# --------------------------------------------------------------------------------------------
+
+
+def _metric_plot(ylabel: str) -> Draw:
+    def draw(table: pd.DataFrame, title: str) -> Any:
+        return fg.plot_metric_vs_compression(table, title, ylabel)
+
+    return draw
+
+
+ACCURACY = TaskFigure(
+    "accuracy", "Accuracy vs data budget",
+    "Test accuracy (%) against the data budget (examples per class; 'full' = the whole "
+    "training split), one panel per transfer method and one line per compression point; "
+    "{seeds}.", fg.plot_accuracy_vs_budget)
+DELTA = TaskFigure(
+    "delta", "Δ accuracy heatmaps",
+    "Δ = dense − compressed test accuracy (percentage points), mean over seeds, per "
+    "compression level (rows) and data budget (columns), one panel per transfer method; red = "
+    "compression costs accuracy, blue = compression helps, on a colour scale centred on 0. "
+    "{test}", fg.plot_delta_heatmap)
+ECE = TaskFigure(
+    "ece", "ECE vs compression",
+    "ECE (%) against the compression level, dense first, one row per transfer method and one "
+    "column per compression family, one line per data budget; {seeds}.",
+    _metric_plot("ECE (%)"))
+RELIABILITY = TaskFigure(
+    "reliability", "Reliability diagrams",
+    "Per confidence bin, the fraction of correct predictions against the mean confidence "
+    "(top) and the number of test samples (bottom), for the dense model and the most "
+    "compressed model of each family, at the largest data budget, seeds pooled; points below "
+    "the diagonal are over-confident.", fg.plot_reliability)
+CONFIDENCE = TaskFigure(
+    "confidence-correct", "Confidence when correct",
+    "Mean softmax probability of the true class over correctly classified test samples "
+    "against the compression level, one line per data budget; {seeds}.",
+    _metric_plot("true-class confidence (probability)"))
+KL = TaskFigure(
+    "kl-incorrect", "KL to uniform when wrong",
+    "Mean KL(p ‖ uniform) in nats over misclassified test samples against the compression "
+    "level (0 = maximally unsure, log K = one-hot), one line per data budget; {seeds}.",
+    _metric_plot("KL(p ‖ u) (nats)"))
+MAPPING = TaskFigure(
+    "mapping", "Label mappings",
+    "For each target class (rows), the source class it is mapped to by the dense model and "
+    "by each compressed model (columns), one table per method at the largest budget and first "
+    "seed; colour = closeness to the dense model's source.", fg.plot_label_mapping)
+CLASSES = TaskFigure(
+    "classes", "Class-wise changes",
+    "Δ per-class test accuracy (compressed − dense, percentage points) of the classes with "
+    "the largest drops (red, up to 5) and gains (green, up to 5), one row per transfer method "
+    "and one column per compressed model, at the largest budget; {mean}{all_budgets}.",
+    fg.plot_class_gains_drops)
+PROMPT_DISTANCE = TaskFigure(
+    "prompt-distance", "Prompt distance to dense",
+    "L2 norm of the difference between the dense and the compressed model's prompt "
+    "parameters δ (3 × canvas × canvas values, same seed) per epoch, one panel per VP method, "
+    "one line per compressed model and data budget; {final}{seeds}.", fg.plot_prompt_distance)
+PROMPT_IMAGES = TaskFigure(
+    "prompt-images", "Learned prompts",
+    "The prompt each model adds to the border of the canvas, sigmoid(δ) as RGB (grey = the "
+    "initial value 0.5; the white square is where the image goes; contrast around 0.5 "
+    "stretched by the factor in the legend, the same for every panel), at a few epochs, for "
+    "the dense model and each family's most compressed model, at the largest budget and first "
+    "seed.", fg.plot_prompt_images)
+LOSS = TaskFigure(
+    "loss", "Training loss",
+    "Mean training cross-entropy per epoch for the dense and the compressed models, one "
+    "column per transfer method, rows for the smallest and the largest data budget; {seeds}.",
+    fg.plot_loss)
+FIDELITY = TaskFigure(
+    "fidelity", "Upstream fidelity vs transfer cost",
+    "x: top-1 agreement with the dense backbone (left) and mean KL(p_dense ‖ p_compressed) in "
+    "nats (right), on the first {images} test images of {dataset} at the backbone's input "
+    "size; y: the mean accuracy drop (dense − compressed, pp) over the data budgets, one point "
+    "per compression (colour) and transfer method (marker). {correlation}",
+    fg.plot_fidelity_vs_cost)
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------------
+
+
+def _fill_budget(b: _Builder, s: Section, tasks: list[Task]) -> None:
     t = an.accuracy_vs_budget(b.df)
     b.save_table("accuracy_vs_budget", t)
     for task in tasks:
-        b.figure(s, f"accuracy-{task[0]}-{task[1]}", f"Accuracy vs data budget: "
-                 f"{_task_title(task)}",
-                 f"Test accuracy (%) against the data budget (examples per class; 'full' = the "
-                 f"whole training split), one panel per transfer method and one line per "
-                 f"compression point; {b.seed_phrase()}.", _of(t, task),
-                 fg.plot_accuracy_vs_budget)
-    return s
+        b.task_figure(s, ACCURACY, task, t)
 
 
-def _section_delta(b: _Builder, tasks: list[tuple[str, str]]) -> Section:
-    s = Section("delta", "Δ heatmaps: dense − compressed accuracy",
-                "The cost of compression per cell of compression level × data budget, with a "
-                "significance test across seeds that the paper did not have.")
+def _delta_test_text(one_seed: bool) -> str:
+    if one_seed:
+        return ("With one seed per cell no test is possible (Welch's t-test needs at least 2 "
+                "seeds on each side), so no cell is marked.")
+    return (f"Cells hatched and marked 'n.s.' are not significant: a two-sided Welch t-test of "
+            f"dense vs compressed accuracy across seeds gives p ≥ {ALPHA:g} (no correction for "
+            f"the many cells tested); cells with fewer than 2 seeds on a side are not tested or "
+            f"marked.")
+
+
+def _fill_delta(b: _Builder, s: Section, tasks: list[Task]) -> None:
     t = an.delta_heatmap(b.df)
     b.save_table("delta_accuracy", t)
     if t.empty:
         s.items.append(Note("Δ heatmaps: skipped, the study needs dense and compressed runs of "
                             "the same backbone, dataset, method and budget."))
-        return s
-    if b.one_seed:
-        test = ("With one seed per cell no test is possible (Welch's t-test needs at least 2 "
-                "seeds on each side), so no cell is marked.")
-    else:
-        test = (f"Cells hatched and marked 'n.s.' are not significant: a two-sided Welch "
-                f"t-test of dense vs compressed accuracy across seeds gives p ≥ {ALPHA:g} (no "
-                f"correction for the many cells tested); cells with fewer than 2 seeds on a "
-                f"side are not tested or marked.")
+        return
     for task in tasks:
-        b.figure(s, f"delta-{task[0]}-{task[1]}", f"Δ accuracy heatmaps: {_task_title(task)}",
-                 "Δ = dense − compressed test accuracy (percentage points), mean over seeds, "
-                 "per compression level (rows) and data budget (columns), one panel per "
-                 "transfer method; red = compression costs accuracy, blue = compression helps, "
-                 f"on a colour scale centred on 0. {test}", _of(t, task), fg.plot_delta_heatmap)
-    return s
+        b.task_figure(s, DELTA, task, t, test=_delta_test_text(b.one_seed))
 
 
-def _section_calibration(b: _Builder, tasks: list[tuple[str, str]]) -> Section:
-    s = Section("calibration", "Calibration",
-                "Expected calibration error (top-label, 15 equal-width bins, softmax over the "
-                "mapped logits) against the compression level, and reliability diagrams of the "
-                "dense and the most compressed models.")
-    ece = an.ece_vs_compression(b.df)
-    rel = an.reliability_table(b.df)
-    b.save_table("ece_vs_compression", ece)
-    b.save_table("reliability", rel)
+def _fill_calibration(b: _Builder, s: Section, tasks: list[Task]) -> None:
+    ece, rel = an.ece_vs_compression(b.df), an.reliability_table(b.df)
+    b.save_tables(ece_vs_compression=ece, reliability=rel)
     for task in tasks:
-        b.figure(s, f"ece-{task[0]}-{task[1]}", f"ECE vs compression: {_task_title(task)}",
-                 "ECE (%) against the compression level, dense first, one row per transfer "
-                 "method and one column per compression family, one line per data budget; "
-                 f"{b.seed_phrase()}.", _of(ece, task),
-                 lambda t, title: fg.plot_metric_vs_compression(t, title, "ECE (%)"))
-        b.figure(s, f"reliability-{task[0]}-{task[1]}",
-                 f"Reliability diagrams: {_task_title(task)}",
-                 "Per confidence bin, the fraction of correct predictions against the mean "
-                 "confidence (top) and the number of test samples (bottom), for the dense model "
-                 "and the most compressed model of each family, at the largest data budget, "
-                 "seeds pooled; points below the diagonal are over-confident.",
-                 _of(rel, task), fg.plot_reliability)
-    return s
+        b.task_figure(s, ECE, task, ece)
+        b.task_figure(s, RELIABILITY, task, rel)
 
 
-def _section_confidence(b: _Builder, tasks: list[tuple[str, str]]) -> Section:
-    s = Section("confidence", "Confidence analyses",
-                "How sure the models are when right and when wrong (the paper's Figures "
-                "10–13).")
+def _fill_confidence(b: _Builder, s: Section, tasks: list[Task]) -> None:
     t = an.confidence_vs_compression(b.df)
     b.save_table("confidence_vs_compression", t)
+    correct = t[t["metric"] == "mean_confidence_correct"]
+    wrong = t[t["metric"] == "kl_to_uniform_incorrect"]
     for task in tasks:
-        tt = _of(t, task)
-        b.figure(s, f"confidence-correct-{task[0]}-{task[1]}",
-                 f"Confidence when correct: {_task_title(task)}",
-                 "Mean softmax probability of the true class over correctly classified test "
-                 "samples against the compression level, one line per data budget; "
-                 f"{b.seed_phrase()}.",
-                 tt[tt["metric"] == "mean_confidence_correct"] if not tt.empty else tt,
-                 lambda x, title: fg.plot_metric_vs_compression(
-                     x, title, "true-class confidence (probability)"))
-        b.figure(s, f"kl-incorrect-{task[0]}-{task[1]}",
-                 f"KL to uniform when wrong: {_task_title(task)}",
-                 "Mean KL(p ‖ uniform) in nats over misclassified test samples against the "
-                 "compression level (0 = maximally unsure, log K = one-hot), one line per data "
-                 f"budget; {b.seed_phrase()}.",
-                 tt[tt["metric"] == "kl_to_uniform_incorrect"] if not tt.empty else tt,
-                 lambda x, title: fg.plot_metric_vs_compression(x, title, "KL(p ‖ u) (nats)"))
-    return s
+        b.task_figure(s, CONFIDENCE, task, correct)
+        b.task_figure(s, KL, task, wrong)
 
 
 _CLOSE_CLASS = {"same class": "same", "same group": "group", "same kind": "kind",
                 "unrelated": "unrelated", "not judged": "unjudged"}
 
 
+def _mapping_cell(m: pd.DataFrame) -> tuple[str, str]:
+    """(text, CSS class) of one model's mapping of one target; empty when it has none."""
+    if m.empty:
+        return "", ""
+    r = m.iloc[0]
+    text = f"{r['source_name']} (#{r['source']})"
+    if not r["same_as_dense"]:
+        text += f" — {r['closeness']}"
+    cls = next((v for k, v in _CLOSE_CLASS.items() if str(r["closeness"]).startswith(k)), "")
+    return text, cls
+
+
 def _mapping_html(t: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The mapping table of one method (rows = targets, columns = models) and its cells'
+    CSS classes (closeness colours)."""
     comps = list(dict.fromkeys(t["compression"]))
     names = dict(zip(t["compression"], t["compression_name"], strict=True))
     rows, classes = [], []
@@ -207,100 +318,61 @@ def _mapping_html(t: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         row = {"target class": g["target_name"].iloc[0]}
         cls = {"target class": ""}
         for comp in comps:
-            m = g[g["compression"] == comp]
-            col = names[comp]
-            if m.empty:
-                row[col], cls[col] = "", ""
-                continue
-            r = m.iloc[0]
-            text = f"{r['source_name']} (#{r['source']})"
-            if not r["same_as_dense"]:
-                text += f" — {r['closeness']}"
-            row[col] = text
-            cls[col] = next((v for k, v in _CLOSE_CLASS.items()
-                             if str(r["closeness"]).startswith(k)), "")
+            row[names[comp]], cls[names[comp]] = _mapping_cell(g[g["compression"] == comp])
         rows.append(row)
         classes.append(cls)
     return pd.DataFrame(rows), pd.DataFrame(classes)
 
 
-def _section_mapping(b: _Builder, tasks: list[tuple[str, str]]) -> Section:
-    s = Section("mapping", "Label-mapping inspection",
-                "Which source (ImageNet) class each target class is mapped to by the dense and "
-                "by the compressed models (RLM/FLM/ILM; LP and FM-VP learn no one-to-one "
-                "mapping). Closeness of a compressed model's source to the dense model's is "
-                "judged from ImageNet-1k's class order, which groups classes by WordNet "
-                "(dogs 151–268, cats 281–293, artifacts 398–923, …): same class, same group "
-                "(e.g. two dog breeds), same kind (e.g. two animals), or unrelated. The groups "
-                "are coarse: all 526 man-made objects form one 'artifact' group, so two "
-                "artifacts count as the same group however different they are.")
+def _mapping_tables(b: _Builder, s: Section, task: Task, tt: pd.DataFrame) -> None:
+    """One HTML table per method of ``task`` with how many targets each model remapped."""
+    for method, g in tt.groupby("method", sort=False):
+        changed = []
+        for _comp, gc in g[~g["family"].eq("dense")].groupby("compression", sort=False):
+            n = int((~gc["same_as_dense"]).sum())
+            changed.append(f"{gc['compression_name'].iloc[0]}: {n}/{len(gc)} remapped")
+        table, classes = _mapping_html(g)
+        csv = b.save_table(f"label_mapping-{_slug(task[0])}-{_slug(task[1])}-{method}", g)
+        s.items.append(TableItem(
+            f"{fg.method_name(method)} on {task[1]} (budget {g['budget'].iloc[0]}, seed "
+            f"{g['seed'].iloc[0]})",
+            "Target class → source class (ImageNet index) per model; where a compressed model "
+            "differs from dense, the closeness of the two sources. "
+            + ("; ".join(changed) + "." if changed else ""),
+            table, csv, classes))
+
+
+def _fill_mapping(b: _Builder, s: Section, tasks: list[Task]) -> None:
     t = an.label_mapping_table(b.df)
     b.save_table("label_mapping", t)
     if t.empty:
         s.items.append(Note("Label mappings: skipped, no dense and compressed runs with a "
                             "one-to-one label mapping (RLM, FLM or ILM) at a common budget and "
                             "seed."))
-        return s
+        return
     for task in tasks:
-        tt = _of(t, task)
-        b.figure(s, f"mapping-{task[0]}-{task[1]}", f"Label mappings: {_task_title(task)}",
-                 "For each target class (rows), the source class it is mapped to by the dense "
-                 "model and by each compressed model (columns), one table per method at the "
-                 "largest budget and first seed; colour = closeness to the dense model's "
-                 "source.", tt, fg.plot_label_mapping)
-        for method, g in tt.groupby("method", sort=False):
-            changed = []
-            for _comp, gc in g[~g["family"].eq("dense")].groupby("compression", sort=False):
-                n = int((~gc["same_as_dense"]).sum())
-                changed.append(f"{gc['compression_name'].iloc[0]}: {n}/{len(gc)} remapped")
-            table, classes = _mapping_html(g)
-            csv = b.save_table(f"label_mapping-{_slug(task[0])}-{_slug(task[1])}-{method}", g)
-            s.items.append(TableItem(
-                f"{fg.method_name(method)} on {task[1]} (budget {g['budget'].iloc[0]}, seed "
-                f"{g['seed'].iloc[0]})",
-                "Target class → source class (ImageNet index) per model; where a compressed "
-                "model differs from dense, the closeness of the two sources. "
-                + ("; ".join(changed) + "." if changed else ""),
-                table, csv, classes))
-    return s
+        b.task_figure(s, MAPPING, task, t)
+        _mapping_tables(b, s, task, _of(t, task))
 
 
-def _section_classes(b: _Builder, tasks: list[tuple[str, str]]) -> Section:
-    s = Section("classes", "Class-wise gains and drops",
-                "The five target classes where each compressed model loses most, and the five "
-                "where it gains most, against the dense model (per-class test accuracy, mean "
-                "over seeds), at the largest data budget; every budget is in the CSV table.")
+def _largest_budget_rows(t: pd.DataFrame) -> pd.DataFrame:
+    return t if t.empty else t[t["budget"] == t.loc[t["budget_rank"].idxmax(), "budget"]]
+
+
+def _fill_classes(b: _Builder, s: Section, tasks: list[Task]) -> None:
     t = an.class_gains_drops(b.df)
     path = b.save_table("class_gains_drops", t)
     if t.empty:
         s.items.append(Note("Class-wise changes: skipped, no dense and compressed runs with "
                             "per-class accuracy in a common cell (or no class changed)."))
-        return s
+        return
     for task in tasks:
-        tt = _of(t, task)
-        if not tt.empty:
-            tt = tt[tt["budget"] == tt.loc[tt["budget_rank"].idxmax(), "budget"]]
-        b.figure(s, f"classes-{task[0]}-{task[1]}", f"Class-wise changes: {_task_title(task)}",
-                 "Δ per-class test accuracy (compressed − dense, percentage points) of the "
-                 "classes with the largest drops (red, up to 5) and gains (green, up to 5), one "
-                 "row per transfer method and one column per compressed model, at the largest "
-                 f"budget; {'one seed' if b.one_seed else 'means over seeds'}"
-                 + (f"; all budgets in {path.name}" if path else "") + ".",
-                 tt, fg.plot_class_gains_drops)
-    return s
+        b.task_figure(s, CLASSES, task, _largest_budget_rows(_of(t, task)),
+                      mean="one seed" if b.one_seed else "means over seeds",
+                      all_budgets=f"; all budgets in {path.name}" if path else "")
 
 
-def _section_prompts(b: _Builder, tasks: list[tuple[str, str]]) -> Section:
-    s = Section("prompts", "Prompt evolution",
-                "How far each compressed model's learned prompt drifts from the dense model's "
-                "during training, what the prompts look like, and the training-loss "
-                "trajectories.")
-    dist = an.prompt_distance(b.df)
-    snaps = an.prompt_snapshots(b.df)
-    loss = an.loss_trajectories(b.df)
-    b.save_table("prompt_distance", dist)
-    b.save_table("prompt_snapshots", snaps)
-    b.save_table("loss_trajectories", loss)
+def _prompt_notes(b: _Builder, s: Section, dist: pd.DataFrame) -> None:
     vp = b.df[b.df["method"] != "lp"] if not b.df.empty else b.df
     if not vp.empty and vp["prompt_history"].isna().all():
         s.items.append(Note(
@@ -310,112 +382,87 @@ def _section_prompts(b: _Builder, tasks: list[tuple[str, str]]) -> Section:
         s.items.append(Note("Prompt distances: skipped, no pair of dense and compressed VP runs "
                             "with saved prompts (weights.safetensors) for the same cell and "
                             "seed."))
+
+
+def _fill_prompts(b: _Builder, s: Section, tasks: list[Task]) -> None:
+    dist, snaps = an.prompt_distance(b.df), an.prompt_snapshots(b.df)
+    loss = an.loss_trajectories(b.df)
+    b.save_tables(prompt_distance=dist, prompt_snapshots=snaps, loss_trajectories=loss)
+    _prompt_notes(b, s, dist)
     for task in tasks:
         if not dist.empty:
             d = _of(dist, task)
             final = not d.empty and (d["source"] == "final").all()
-            b.figure(s, f"prompt-distance-{task[0]}-{task[1]}",
-                     f"Prompt distance to dense: {_task_title(task)}",
-                     "L2 norm of the difference between the dense and the compressed model's "
-                     "prompt parameters δ (3 × canvas × canvas values, same seed) per epoch, "
-                     "one panel per VP method, one line per compressed model and data budget; "
-                     + ("final epoch only (no prompt history); " if final else "")
-                     + f"{b.seed_phrase()}.", d, fg.plot_prompt_distance)
+            b.task_figure(s, PROMPT_DISTANCE, task, d,
+                          final="final epoch only (no prompt history); " if final else "")
         if not snaps.empty:
-            b.figure(s, f"prompt-images-{task[0]}-{task[1]}",
-                     f"Learned prompts: {_task_title(task)}",
-                     "The prompt each model adds to the border of the canvas, sigmoid(δ) as RGB "
-                     "(grey = the initial value 0.5; the white square is where the image goes; "
-                     "contrast around 0.5 stretched by the factor in the legend, the same for "
-                     "every panel), at a few epochs, for the dense model and each family's most "
-                     "compressed model, at the largest budget and first seed.", _of(snaps, task),
-                     fg.plot_prompt_images)
-        b.figure(s, f"loss-{task[0]}-{task[1]}", f"Training loss: {_task_title(task)}",
-                 "Mean training cross-entropy per epoch for the dense and the compressed "
-                 "models, one column per transfer method, rows for the smallest and the largest "
-                 f"data budget; {b.seed_phrase()}.", _of(loss, task), fg.plot_loss)
-    return s
+            b.task_figure(s, PROMPT_IMAGES, task, snaps)
+        b.task_figure(s, LOSS, task, loss)
 
 
-def _section_fidelity(b: _Builder, tasks: list[tuple[str, str]]) -> Section:
-    s = Section("fidelity", "Upstream fidelity vs transfer cost",
-                "How closely each compressed backbone follows its dense original before any "
-                "transfer (no labels needed: top-1 agreement and KL between their ImageNet "
-                "predictions on the dataset's test images), set against what the compression "
-                "costs after transfer.")
+def _fidelity_skipped(b: _Builder) -> Note:
+    if not b.fidelity:
+        return Note("Fidelity: not recorded for this study. `hiddencost study run` measures it "
+                    "after the runs (fidelity.json in the study's folder; --no-fidelity turns "
+                    "it off).")
+    return Note("Fidelity: none of the recorded entries matches a compressed point of the "
+                "table.")
+
+
+def _correlation_text(rho: pd.DataFrame) -> str:
+    """The caption's sentence on Spearman's ρ per method (defined ones only)."""
+    corr = "; ".join(f"{fg.method_name(x.method)} {_fmt(x.rho_agreement, 2)} / "
+                     f"{_fmt(x.rho_kl, 2)}" for x in rho.itertuples(index=False)
+                     if x.rho_agreement == x.rho_agreement or x.rho_kl == x.rho_kl)
+    if not corr:
+        return "No rank correlation: it needs 3 compressed points with different fidelity."
+    return (f"Spearman ρ of the drop with agreement / with KL per method (– = undefined, "
+            f"agreement constant): {corr}.")
+
+
+def _fidelity_item(b: _Builder, task: Task, fid: pd.DataFrame, cost: pd.DataFrame
+                   ) -> TableItem:
+    """The table of ``task``'s fidelity with each method's mean accuracy drop beside it."""
+    ft = _of(fid, task)
+    shown = pd.DataFrame({
+        "compression": ft["compression_name"],
+        "images": [_fmt(x, 0) for x in ft["n_images"]],
+        "top-1 agreement (%)": [_fmt(x) for x in ft["top1_agreement"]],
+        "top-5 agreement (%)": [_fmt(x) for x in ft["top5_agreement"]],
+        "mean KL (nats)": [_fmt(x, 3) for x in ft["mean_kl"]],
+    })
+    for method, g in cost.groupby("method", sort=False):
+        drop = dict(zip(g["compression"], g["acc_drop_mean"], strict=True))
+        shown[f"{fg.method_name(method)} drop (pp)"] = [_fmt(drop.get(c))
+                                                        for c in ft["compression"]]
+    return TableItem(f"Fidelity and mean accuracy drop: {_task_title(task)}",
+                     "Drop = dense − compressed accuracy, mean over data budgets of the seed "
+                     "means; – where not measured.", shown, b.tabdir / "fidelity.csv")
+
+
+def _fill_fidelity(b: _Builder, s: Section, tasks: list[Task]) -> None:
     fid = an.fidelity_table(b.df, b.fidelity)
     b.save_table("fidelity", fid)
     if fid.empty:
-        s.items.append(Note(
-            "Fidelity: not recorded for this study. `hiddencost study run` measures it after "
-            "the runs (fidelity.json in the study's folder; --no-fidelity turns it off)."
-            if not b.fidelity else
-            "Fidelity: none of the recorded entries matches a compressed point of the table."))
-        return s
-    failed = fid[fid["error"].notna()]
-    for r in failed.itertuples(index=False):
+        s.items.append(_fidelity_skipped(b))
+        return
+    for r in fid[fid["error"].notna()].itertuples(index=False):
         s.items.append(Note(f"Fidelity of {r.compression_name} on {r.dataset} was not "
                             f"measured: {r.error}"))
     cost = an.fidelity_vs_cost(b.df, b.fidelity)
     rho = an.fidelity_rank_correlation(cost)
-    b.save_table("fidelity_vs_cost", cost)
-    b.save_table("fidelity_rank_correlation", rho)
-    n_images = sorted({int(n) for n in fid["n_images"] if n == n})
-    images = "/".join(str(n) for n in n_images) or "?"
+    b.save_tables(fidelity_vs_cost=cost, fidelity_rank_correlation=rho)
+    images = "/".join(str(n) for n in sorted({int(n) for n in fid["n_images"] if n == n})) or "?"
     for task in tasks:
-        t, r = _of(cost, task), _of(rho, task)
-        corr = "; ".join(f"{fg.method_name(x.method)} {_fmt(x.rho_agreement, 2)} / "
-                         f"{_fmt(x.rho_kl, 2)}" for x in r.itertuples(index=False)
-                         if x.rho_agreement == x.rho_agreement or x.rho_kl == x.rho_kl)
-        b.figure(s, f"fidelity-{task[0]}-{task[1]}",
-                 f"Upstream fidelity vs transfer cost: {_task_title(task)}",
-                 f"x: top-1 agreement with the dense backbone (left) and mean KL(p_dense ‖ "
-                 f"p_compressed) in nats (right), on the first {images} test images of "
-                 f"{task[1]} at the backbone's input size; y: the mean accuracy drop (dense − "
-                 "compressed, pp) over the data budgets, one point per compression (colour) "
-                 "and transfer method (marker). "
-                 + (f"Spearman ρ of the drop with agreement / with KL per method (– = "
-                    f"undefined, agreement constant): {corr}." if corr else
-                    "No rank correlation: it needs 3 compressed points with different "
-                    "fidelity."), t,
-                 fg.plot_fidelity_vs_cost)
-        ft = _of(fid, task)
-        shown = pd.DataFrame({
-            "compression": ft["compression_name"],
-            "images": [_fmt(x, 0) for x in ft["n_images"]],
-            "top-1 agreement (%)": [_fmt(x) for x in ft["top1_agreement"]],
-            "top-5 agreement (%)": [_fmt(x) for x in ft["top5_agreement"]],
-            "mean KL (nats)": [_fmt(x, 3) for x in ft["mean_kl"]],
-        })
-        for method in dict.fromkeys(t["method"]) if not t.empty else ():
-            drop = dict(zip(t.loc[t["method"] == method, "compression"],
-                            t.loc[t["method"] == method, "acc_drop_mean"], strict=True))
-            shown[f"{fg.method_name(method)} drop (pp)"] = [_fmt(drop.get(c))
-                                                            for c in ft["compression"]]
-        s.items.append(TableItem(f"Fidelity and mean accuracy drop: {_task_title(task)}",
-                                 "Drop = dense − compressed accuracy, mean over data budgets "
-                                 "of the seed means; – where not measured.", shown,
-                                 b.tabdir / "fidelity.csv"))
-    return s
+        t = _of(cost, task)
+        b.task_figure(s, FIDELITY, task, t, images=images, dataset=task[1],
+                      correlation=_correlation_text(_of(rho, task)))
+        s.items.append(_fidelity_item(b, task, fid, t))
 
 
-def _section_summary(b: _Builder) -> Section:
-    s = Section("summary", "Summary table",
-                "Like the paper's Table 1: per compressed model and transfer method, the mean "
-                "accuracy drop and ECE change against dense over every dataset and budget.")
-    t = an.summary_table(b.df)
-    path = b.save_table("summary", t)
-    if t.empty:
-        s.items.append(Note("Summary: skipped, no dense and compressed runs to compare."))
-        return s
-    b.figure(s, "summary", "Mean cost of compression",
-             "Mean accuracy drop (dense − compressed, left) and ECE change (compressed − dense, "
-             "right), in percentage points, over all (dataset, budget) cells, one bar per "
-             "transfer method; error bars are 95% t-intervals over those cells (they describe "
-             "the spread across datasets and budgets, not seed noise; none with one cell; cut "
-             "at the axis when far wider than the bars, the table has them in full).",
-             t, fg.plot_summary)
-    shown = pd.DataFrame({
+def _summary_shown(t: pd.DataFrame) -> pd.DataFrame:
+    """The summary table as shown on the page (formatted, intervals in brackets)."""
+    return pd.DataFrame({
         "method": [fg.method_name(m) if m != "all" else "all methods" for m in t["method"]],
         "compression": t["compression_name"],
         "cells": t["n_cells"],
@@ -427,19 +474,95 @@ def _section_summary(b: _Builder) -> Section:
         "ECE change (pp) [95% CI]": [_interval(m, lo, hi) for m, lo, hi in zip(
             t["ece_change_mean"], t["ece_change_lo"], t["ece_change_hi"], strict=True)],
     })
+
+
+def _fill_summary(b: _Builder, s: Section, tasks: list[Task]) -> None:
+    t = an.summary_table(b.df)
+    path = b.save_table("summary", t)
+    if t.empty:
+        s.items.append(Note("Summary: skipped, no dense and compressed runs to compare."))
+        return
+    b.figure(s, "summary", "Mean cost of compression",
+             "Mean accuracy drop (dense − compressed, left) and ECE change (compressed − dense, "
+             "right), in percentage points, over all (dataset, budget) cells, one bar per "
+             "transfer method; error bars are 95% t-intervals over those cells (they describe "
+             "the spread across datasets and budgets, not seed noise; none with one cell; cut "
+             "at the axis when far wider than the bars, the table has them in full).",
+             t, fg.plot_summary)
     s.items.append(TableItem("Mean accuracy drop and ECE change per compression",
                              "Each (dataset, budget) cell contributes the difference of its "
-                             "seed means; intervals are 95% t-intervals over cells.", shown, path))
+                             "seed means; intervals are 95% t-intervals over cells.",
+                             _summary_shown(t), path))
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    """A section of the page: its anchor, title and intro, and the function that fills it
+    (``fill(builder, section, tasks)``, adding figures, tables and notes)."""
+
+    anchor: str
+    title: str
+    intro: str
+    fill: Callable[[_Builder, Section, list[Task]], None]
+
+
+SECTIONS: tuple[SectionSpec, ...] = (
+    SectionSpec("accuracy", "Accuracy vs data budget",
+                "Test accuracy against the number of training examples per class, for every "
+                "transfer method and compression point.", _fill_budget),
+    SectionSpec("delta", "Δ heatmaps: dense − compressed accuracy",
+                "The cost of compression per cell of compression level × data budget, with a "
+                "significance test across seeds that the paper did not have.", _fill_delta),
+    SectionSpec("calibration", "Calibration",
+                "Expected calibration error (top-label, 15 equal-width bins, softmax over the "
+                "mapped logits) against the compression level, and reliability diagrams of the "
+                "dense and the most compressed models.", _fill_calibration),
+    SectionSpec("confidence", "Confidence analyses",
+                "How sure the models are when right and when wrong (the paper's Figures "
+                "10–13).", _fill_confidence),
+    SectionSpec("mapping", "Label-mapping inspection",
+                "Which source (ImageNet) class each target class is mapped to by the dense and "
+                "by the compressed models (RLM/FLM/ILM; LP and FM-VP learn no one-to-one "
+                "mapping). Closeness of a compressed model's source to the dense model's is "
+                "judged from ImageNet-1k's class order, which groups classes by WordNet "
+                "(dogs 151–268, cats 281–293, artifacts 398–923, …): same class, same group "
+                "(e.g. two dog breeds), same kind (e.g. two animals), or unrelated. The groups "
+                "are coarse: all 526 man-made objects form one 'artifact' group, so two "
+                "artifacts count as the same group however different they are.", _fill_mapping),
+    SectionSpec("classes", "Class-wise gains and drops",
+                "The five target classes where each compressed model loses most, and the five "
+                "where it gains most, against the dense model (per-class test accuracy, mean "
+                "over seeds), at the largest data budget; every budget is in the CSV table.",
+                _fill_classes),
+    SectionSpec("prompts", "Prompt evolution",
+                "How far each compressed model's learned prompt drifts from the dense model's "
+                "during training, what the prompts look like, and the training-loss "
+                "trajectories.", _fill_prompts),
+    SectionSpec("fidelity", "Upstream fidelity vs transfer cost",
+                "How closely each compressed backbone follows its dense original before any "
+                "transfer (no labels needed: top-1 agreement and KL between their ImageNet "
+                "predictions on the dataset's test images), set against what the compression "
+                "costs after transfer.", _fill_fidelity),
+    SectionSpec("summary", "Summary table",
+                "Like the paper's Table 1: per compressed model and transfer method, the mean "
+                "accuracy drop and ECE change against dense over every dataset and budget.",
+                _fill_summary),
+)
+
+
+def _build_section(b: _Builder, spec: SectionSpec, tasks: list[Task]) -> Section:
+    """One section; if its analysis fails, the section shows the error (after whatever it had
+    added) and the failure is recorded."""
+    s = Section(spec.anchor, spec.title, spec.intro)
+    try:
+        spec.fill(b, s, tasks)
+    except Exception as exc:  # any analysis error: recorded, raised once the page is written
+        b.fail(s, f"{spec.title}: could not be computed ({type(exc).__name__}: {exc}).")
     return s
 
 
-def build_sections(df: pd.DataFrame, out: Path, fidelity: list[dict[str, Any]] | None = None
-                   ) -> tuple[list[Section], list[Note], _Builder]:
-    """Every section of the report (files written under ``out``), page-level notes, and the
-    builder (which holds drawing errors, if any). ``fidelity``: the study's fidelity entries
-    (:func:`hiddencost.study.fidelity.read_fidelity`)."""
-    b = _Builder(df, out, fidelity)
-    tasks = list(iter_tasks(df)) if not df.empty else []
+def _page_notes(df: pd.DataFrame, b: _Builder) -> list[Note]:
+    """Notes at the top of the page: no runs, one seed, no dense runs, varying settings."""
     notes: list[Note] = []
     if df.empty:
         notes.append(Note("The study has no finished runs yet: every section is empty."))
@@ -453,33 +576,26 @@ def build_sections(df: pd.DataFrame, out: Path, fidelity: list[dict[str, Any]] |
     if varying:
         notes.append(Note("Runs differ in " + ", ".join(varying) + ": the backbone names "
                           "carry these settings so that only like runs are compared.", "info"))
-    sections = []
-    for make, title in ((_section_budget, "Accuracy vs data budget"),
-                        (_section_delta, "Δ heatmaps"), (_section_calibration, "Calibration"),
-                        (_section_confidence, "Confidence analyses"),
-                        (_section_mapping, "Label-mapping inspection"),
-                        (_section_classes, "Class-wise gains and drops"),
-                        (_section_prompts, "Prompt evolution"),
-                        (_section_fidelity, "Upstream fidelity")):
-        sections.append(_guarded(b, title, lambda m=make: m(b, tasks)))
-    sections.append(_guarded(b, "Summary table", lambda: _section_summary(b)))
+    return notes
+
+
+def build_sections(df: pd.DataFrame, out: Path, fidelity: list[dict[str, Any]] | None = None
+                   ) -> tuple[list[Section], list[Note], _Builder]:
+    """Every section of the report (files written under ``out``), page-level notes, and the
+    builder (whose ``failures`` lists the failed sections, if any). ``fidelity``: the study's
+    fidelity entries (:func:`hiddencost.study.fidelity.read_fidelity`)."""
+    b = _Builder(df, out, fidelity)
+    tasks = list(iter_tasks(df)) if not df.empty else []
+    sections = [_build_section(b, spec, tasks) for spec in SECTIONS]
+    notes = _page_notes(df, b)
+    if b.failures:
+        failed = ", ".join(dict.fromkeys(title for title, _ in b.failures))
+        notes.insert(0, Note(f"Some of this report failed: {failed}. Each failed section shows "
+                             "its error below; the rest is complete.", "error"))
     return sections, notes, b
 
 
-def _guarded(b: _Builder, title: str, make: Callable[[], Section]) -> Section:
-    """Build one section; an unexpected error becomes a note on the page (and is kept in
-    ``b.errors``) instead of stopping the report."""
-    try:
-        return make()
-    except Exception as exc:  # a report over arbitrary data must not crash on one analysis
-        msg = f"{title}: could not be computed ({type(exc).__name__}: {exc})."
-        b.errors.append(msg)
-        return Section(_slug(title), title, "", [Note(msg)])
-
-
 def _meta(df: pd.DataFrame, source: str) -> list[tuple[str, str]]:
-    from hiddencost.report.analyses import budget_order, compression_order
-
     if df.empty:
         return [("source", source), ("runs", "0 done")]
     names = dict(zip(df["compression"], df["compression_name"], strict=True))
@@ -508,10 +624,6 @@ def results_root(source: Any, results: str | Path | None = None,
                  store: str | Path | None = None) -> Path | None:
     """The output folder of a report source (where ``fidelity.json`` lives): the study's
     folder for a spec, YAML file or preset, the store's folder for a SQLite file, else None."""
-    from hiddencost.report.table import is_store_source, store_file
-    from hiddencost.study.driver import StudyPaths
-    from hiddencost.study.spec import StudySpec, load_spec
-
     if isinstance(source, StudySpec):
         return StudyPaths.resolve(source, results, store).root
     if not isinstance(source, str | Path):
@@ -520,6 +632,21 @@ def results_root(source: Any, results: str | Path | None = None,
     if is_store_source(text):
         return store_file(text).parent
     return StudyPaths.resolve(load_spec(text), results, store).root
+
+
+def _parsed(source: Any) -> Any:
+    """``source`` with a study file or preset name parsed (once, for the table and fidelity)."""
+    if isinstance(source, str | Path) and not is_store_source(str(source)):
+        return load_spec(str(source))
+    return source
+
+
+def _page_title(loaded: Any, df: pd.DataFrame, title: str | None) -> tuple[str, str | None]:
+    """(page title, study name or None)."""
+    name = loaded.name if isinstance(loaded, StudySpec) else (
+        str(df["study"].dropna().iloc[0]) if not df.empty and df["study"].notna().any()
+        else None)
+    return title or f"hiddencost report{': ' + name if name else ''}", name
 
 
 def build_report(source: Any, out: str | Path, *, results: str | Path | None = None,
@@ -536,14 +663,10 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
     PNG files instead of embedding them. ``fidelity`` (entries of
     :mod:`hiddencost.study.fidelity`) defaults to the ``fidelity.json`` of the source's folder
     (:func:`results_root`), if there is one.
-    """
-    from hiddencost.report.table import is_store_source
-    from hiddencost.study.fidelity import read_fidelity
-    from hiddencost.study.spec import StudySpec, load_spec
 
-    # a study file or preset is parsed (and its grid expanded) once, for the table and fidelity
-    loaded = load_spec(str(source)) if isinstance(source, str | Path) and not is_store_source(
-        str(source)) else source
+    Raises :class:`ReportError` after writing the page when a section failed.
+    """
+    loaded = _parsed(source)
     df = load_table(loaded, results=results, store=store)
     if fidelity is None:
         root = results_root(loaded, results, store)
@@ -552,13 +675,12 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)
     sections, notes, builder = build_sections(df, out, fidelity)
-    name = source.name if isinstance(source, StudySpec) else (
-        str(df["study"].dropna().iloc[0]) if not df.empty and df["study"].notna().any()
-        else None)
-    page_title = title or f"hiddencost report{': ' + name if name else ''}"
+    page_title, name = _page_title(loaded, df, title)
     label = label or (str(source) if isinstance(source, str | Path) else (
         f"study {name}" if name else f"{len(df)} result records"))
-    page = render_page(page_title, _meta(df, label), notes, sections, out, embed=embed)
     index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
+    index.write_text(render_page(page_title, _meta(df, label), notes, sections, out,
+                                 embed=embed), encoding="utf-8")
+    if builder.failures:
+        raise ReportError(index, builder.failures)
     return index

@@ -1,7 +1,9 @@
 """``hiddencost report``: a study's results as figures and one HTML page.
 
-Register on the main app with ``app.command("report")(report)``. Heavy imports (pandas,
-matplotlib) happen inside the command, so the rest of the CLI starts fast.
+Register on the main app with ``app.command("report")(report)``. The report's heavy modules
+(pandas, matplotlib, the study layer) load when the command runs (see
+:func:`hiddencost.report.build_report`), so the rest of the CLI starts fast. A report with failed
+sections is still written, and the command then exits 2 naming them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from rich.console import Console
 
 from hiddencost.cli_errors import friendly_errors
 from hiddencost.errors import HiddenCostError
+from hiddencost.report import build_report
 
 console = Console()
 
@@ -34,16 +37,11 @@ def report(
     if (spec is None) == (db is None):
         raise HiddenCostError("give a study (a YAML file or preset name) or --db "
                               "RESULTS.sqlite, not both and not neither")
-    from hiddencost.report import build_report
-
     if db is not None:
-        from hiddencost.report.table import table_from_db
-        from hiddencost.study.fidelity import read_fidelity
-
-        index = build_report(table_from_db(db), out, label=f"results store {db}",
-                             fidelity=read_fidelity(db.parent))
+        if not db.is_file():
+            raise HiddenCostError(f"results store {db} does not exist")
+        # a store's fidelity.json and artifacts/ are read from its folder
+        index = build_report(db, out, label=f"results store {db}")
     else:
-        from hiddencost.study.spec import load_spec
-
-        index = build_report(load_spec(str(spec)), out, results=results)
+        index = build_report(str(spec), out, results=results)
     console.print(f"report: {index}", highlight=False, soft_wrap=True)

@@ -16,15 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from hiddencost.report.order import budget_order, budget_positions, compression_order
 from hiddencost.report.table import level_label, unit_axis_label
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -62,8 +64,6 @@ def save_figure(fig: Figure, table: pd.DataFrame, folder: str | Path, name: str
     """Write ``folder/name.png`` (110 dpi), ``.svg`` (text kept as text) and ``.csv``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    import matplotlib
-
     with matplotlib.rc_context(STYLE):
         # lay out once (constrained layout), then freeze: each save is then a single draw
         fig.draw_without_rendering()
@@ -82,8 +82,6 @@ def styled(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import matplotlib
-
         with matplotlib.rc_context(STYLE):
             return fn(*args, **kwargs)
 
@@ -101,8 +99,6 @@ def _grid(fig: Figure, nrows: int, ncols: int, **kw: Any) -> np.ndarray:
 def compression_colors(table: pd.DataFrame) -> dict[str, Any]:
     """A colour per compression point: dense black; each family its own sequential map, darker
     for more compressed levels."""
-    from hiddencost.report.analyses import compression_order
-
     order = compression_order(table)
     fams: dict[str, list[str]] = {}
     for comp in order:
@@ -126,13 +122,6 @@ def _names(table: pd.DataFrame) -> dict[str, str]:
     return dict(zip(table["compression"], table["compression_name"], strict=True))
 
 
-def _budget_positions(table: pd.DataFrame) -> tuple[list[str], dict[str, int]]:
-    from hiddencost.report.analyses import budget_order
-
-    order = budget_order(table)
-    return order, {b: i for i, b in enumerate(order)}
-
-
 def _band(ax: Any, x: Sequence[float], t: pd.DataFrame, color: Any) -> None:
     lo, hi = t["lo"].to_numpy(float), t["hi"].to_numpy(float)
     if np.isfinite(lo).any():
@@ -151,6 +140,23 @@ def _wrap(n: int, max_cols: int = 4) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
+def _hide_unused(axes: np.ndarray, n: int) -> None:
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+
+
+def _method_panels(table: pd.DataFrame, row_height: float, extra_height: float
+                   ) -> tuple[Figure, np.ndarray, list[str]]:
+    """A figure with one panel per method of ``table`` (up to 4 per row, shared y; unused
+    panels hidden): (figure, axes, methods)."""
+    methods = list(dict.fromkeys(table["method"]))
+    nrows, ncols = _wrap(len(methods))
+    fig = _figure(3.6 * ncols + 0.4, row_height * nrows + extra_height)
+    axes = _grid(fig, nrows, ncols, sharey=True)
+    _hide_unused(axes, len(methods))
+    return fig, axes, methods
+
+
 # --------------------------------------------------------------------------------------------
 # 1
 # --------------------------------------------------------------------------------------------
@@ -160,12 +166,9 @@ def _wrap(n: int, max_cols: int = 4) -> tuple[int, int]:
 def plot_accuracy_vs_budget(table: pd.DataFrame, title: str) -> Figure:
     """Panels per method; x = data budget (examples per class, categorical), y = test accuracy
     (%); one line per compression point, shaded 95% interval over seeds."""
-    methods = list(dict.fromkeys(table["method"]))
-    nrows, ncols = _wrap(len(methods))
-    fig = _figure(3.6 * ncols + 0.4, 2.9 * nrows + 0.9)
-    axes = _grid(fig, nrows, ncols, sharey=True)
+    fig, axes, methods = _method_panels(table, 2.9, 0.9)
     colors, names = compression_colors(table), _names(table)
-    order, pos = _budget_positions(table)
+    order, pos = budget_positions(table)
     for ax, method in zip(axes.flat, methods, strict=False):
         t = table[table["method"] == method]
         for comp, g in t.groupby("compression", sort=False):
@@ -179,8 +182,6 @@ def plot_accuracy_vs_budget(table: pd.DataFrame, title: str) -> Figure:
         ax.set_xlabel("data budget (examples per class)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(methods):]:
-        ax.set_visible(False)
     handles = [Line2D([], [], color=colors[c], marker="o", label=names[c]) for c in colors]
     _legend(fig, handles, "compression")
     fig.suptitle(title)
@@ -199,11 +200,7 @@ def plot_delta_heatmap(table: pd.DataFrame, title: str, alpha: float = 0.05) -> 
     significant (Welch p ≥ alpha) are hatched and labelled "n.s."."""
     methods = list(dict.fromkeys(table["method"]))
     nrows, ncols = _wrap(len(methods), 2)
-    from hiddencost.report.analyses import budget_order, compression_order
-
-    comps = compression_order(table)
-    budgets = budget_order(table)
-    names = _names(table)
+    comps, budgets = compression_order(table), budget_order(table)
     fig = _figure(max(4.2, 0.9 * len(budgets) + 2.2) * ncols + 0.8,
                   (0.55 * len(comps) + 1.4) * nrows + 1.0)
     axes = _grid(fig, nrows, ncols)
@@ -212,51 +209,61 @@ def plot_delta_heatmap(table: pd.DataFrame, title: str, alpha: float = 0.05) -> 
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
     cmap = colormaps["RdBu_r"]
     image = None
-    any_ns = any_untested = False
+    states: set[bool | None] = set()
     for ax, method in zip(axes.flat, methods, strict=False):
-        t = table[table["method"] == method]
-        grid = np.full((len(comps), len(budgets)), np.nan)
-        for r in t.itertuples(index=False):
-            grid[comps.index(r.compression), budgets.index(r.budget)] = r.delta
-        image = ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto")
-        for r in t.itertuples(index=False):
-            i, j = comps.index(r.compression), budgets.index(r.budget)
-            rgba = cmap(norm(r.delta)) if np.isfinite(r.delta) else (1, 1, 1, 1)
-            dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
-            label = f"{r.delta:+.1f}"
-            state = significance(r.significant)
-            if state is False:
-                any_ns = True
-                label += "\nn.s."
-                ax.add_patch(_hatch(j, i))
-            elif state is None:
-                any_untested = True
-            ax.text(j, i, label, ha="center", va="center", fontsize=8,
-                    color="white" if dark else "black")
-        ax.set_xticks(range(len(budgets)), budgets)
-        ax.set_yticks(range(len(comps)), [names.get(c, c) for c in comps])
-        ax.set_xlabel("data budget (examples per class)")
-        ax.set_ylabel("compression")
+        image = _heatmap_panel(ax, table[table["method"] == method], comps, budgets,
+                               _names(table), norm, cmap, states)
         ax.set_title(method_name(method))
-    for ax in list(axes.flat)[len(methods):]:
-        ax.set_visible(False)
+    _hide_unused(axes, len(methods))
     if image is not None:
         cb = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
         cb.set_label("Δ accuracy, dense − compressed (pp)")
-    any_tested = any(significance(v) is not None for v in table["significant"])
+    _legend(fig, _heatmap_handles(table, alpha, states, cmap), ncol=2)
+    fig.suptitle(title)
+    return fig
+
+
+def _heatmap_panel(ax: Any, t: pd.DataFrame, comps: list[str], budgets: list[str],
+                   names: dict[str, str], norm: Any, cmap: Any, states: set[bool | None]
+                   ) -> Any:
+    """One method's Δ grid: the image, a label per cell (``n.s.`` and a hatch where not
+    significant); adds each cell's :func:`significance` to ``states``; returns the image."""
+    grid = np.full((len(comps), len(budgets)), np.nan)
+    for r in t.itertuples(index=False):
+        grid[comps.index(r.compression), budgets.index(r.budget)] = r.delta
+    image = ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto")
+    for r in t.itertuples(index=False):
+        i, j = comps.index(r.compression), budgets.index(r.budget)
+        rgba = cmap(norm(r.delta)) if np.isfinite(r.delta) else (1, 1, 1, 1)
+        dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
+        state = significance(r.significant)
+        states.add(state)
+        if state is False:
+            ax.add_patch(_hatch(j, i))
+        ax.text(j, i, f"{r.delta:+.1f}" + ("\nn.s." if state is False else ""), ha="center",
+                va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xticks(range(len(budgets)), budgets)
+    ax.set_yticks(range(len(comps)), [names.get(c, c) for c in comps])
+    ax.set_xlabel("data budget (examples per class)")
+    ax.set_ylabel("compression")
+    return image
+
+
+def _heatmap_handles(table: pd.DataFrame, alpha: float, states: set[bool | None], cmap: Any
+                     ) -> list[Patch]:
+    """The heat map's legend: the hatch (when any cell was tested), the unmarked untested
+    cells (when any), and the two colours."""
     handles = []
-    if any_tested:
+    if any(significance(v) is not None for v in table["significant"]):
         handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="///",
                              label=f"not significant (Welch t-test, p ≥ {alpha:g})"
-                             + ("" if any_ns else ": none here")))
-    if any_untested:
+                             + ("" if False in states else ": none here")))
+    if None in states:
         handles.append(Patch(facecolor="white", edgecolor="0.3",
                              label="no test, unmarked (fewer than 2 seeds)"))
     handles.append(Patch(facecolor=cmap(0.85), label="compressed worse (Δ > 0)"))
     handles.append(Patch(facecolor=cmap(0.15), label="compressed better (Δ < 0)"))
-    _legend(fig, handles, ncol=2)
-    fig.suptitle(title)
-    return fig
+    return handles
 
 
 def significance(value: Any) -> bool | None:
@@ -267,8 +274,6 @@ def significance(value: Any) -> bool | None:
 
 
 def _hatch(x: float, y: float) -> Any:
-    from matplotlib.patches import Rectangle
-
     return Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.35",
                      linewidth=0)
 
@@ -287,12 +292,10 @@ def plot_metric_vs_compression(table: pd.DataFrame, title: str, ylabel: str) -> 
     """Rows = methods, columns = compression families; x = the family's levels with dense
     first (categorical, from least to most compressed), y = the metric; one line per budget
     (darker = more data), shaded 95% interval over seeds."""
-    from hiddencost.report.analyses import compression_order
-
     methods = list(dict.fromkeys(table["method"]))
     fams = _families(table) or ["dense"]
     order = compression_order(table)
-    budgets, _ = _budget_positions(table)
+    budgets, _ = budget_positions(table)
     cmap = colormaps["viridis"]
     bcolor = {b: cmap(0.85 * (1 - i / max(1, len(budgets) - 1))) if len(budgets) > 1
               else cmap(0.3) for i, b in enumerate(budgets)}
@@ -312,16 +315,7 @@ def plot_metric_vs_compression(table: pd.DataFrame, title: str, ylabel: str) -> 
                 g = g.assign(_x=[pos[x] for x in g["compression"]]).sort_values("_x")
                 ax.plot(g["_x"], g["mean"], marker="o", ms=3.5, color=bcolor[b])
                 _band(ax, g["_x"].to_numpy(float), g, bcolor[b])
-            labels = []
-            unit = None
-            for x in comps:
-                row = t[t["compression"] == x].iloc[0]
-                if row["family"] == "dense":
-                    labels.append("dense")
-                else:
-                    unit = row["unit"]
-                    labels.append(level_label(row["level"], row["unit"]).replace(" sparse", "")
-                                  if row["level"] is not None else x)
+            labels, unit = _level_ticks(t, comps)
             ax.set_xticks(range(len(comps)), labels)
             ax.set_xlabel(unit_axis_label(unit) if fam != "dense" else "compression")
             ax.set_title(f"{method_name(method)} · {fam}")
@@ -333,6 +327,21 @@ def plot_metric_vs_compression(table: pd.DataFrame, title: str, ylabel: str) -> 
     _legend(fig, handles, "data budget")
     fig.suptitle(title)
     return fig
+
+
+def _level_ticks(t: pd.DataFrame, comps: list[str]) -> tuple[list[str], str | None]:
+    """Tick labels of a family's levels (``dense``, ``90%``, ``4-bit``, or the label when the
+    level is unknown) and the family's unit (None when only dense is shown)."""
+    labels, unit = [], None
+    for x in comps:
+        row = t[t["compression"] == x].iloc[0]
+        if row["family"] == "dense":
+            labels.append("dense")
+            continue
+        unit = row["unit"]
+        labels.append(level_label(row["level"], row["unit"]).replace(" sparse", "")
+                      if row["level"] is not None else x)
+    return labels, unit
 
 
 @styled
@@ -452,9 +461,7 @@ def plot_class_gains_drops(table: pd.DataFrame, title: str) -> Figure:
     """Rows = methods, columns = compressed points; horizontal bars = Δ per-class accuracy
     (compressed − dense, pp) of the classes with the largest drops (red) and gains (green)."""
     methods = list(dict.fromkeys(table["method"]))
-    from hiddencost.report.analyses import compression_order
-
-    comps = [c for c in compression_order(table)]
+    comps = compression_order(table)
     names = _names(table)
     per_panel = max(1, int(table.groupby(["method", "compression"]).size().max()))
     fig = _figure(3.2 * len(comps) + 0.8, (0.22 * per_panel + 0.9) * len(methods) + 0.9)
@@ -496,12 +503,9 @@ def plot_class_gains_drops(table: pd.DataFrame, title: str) -> Figure:
 def plot_prompt_distance(table: pd.DataFrame, title: str) -> Figure:
     """Panels per method; x = epoch, y = ‖δ_dense − δ_compressed‖₂; one line per compressed
     point and budget (line style), shaded 95% interval over seeds."""
-    methods = list(dict.fromkeys(table["method"]))
-    nrows, ncols = _wrap(len(methods))
-    fig = _figure(3.6 * ncols + 0.4, 2.8 * nrows + 1.0)
-    axes = _grid(fig, nrows, ncols, sharey=True)
+    fig, axes, methods = _method_panels(table, 2.8, 1.0)
     colors, names = compression_colors(table), _names(table)
-    budgets, _ = _budget_positions(table)
+    budgets, _ = budget_positions(table)
     styles = ["-", "--", ":", "-."]
     bstyle = {b: styles[i % len(styles)] for i, b in enumerate(reversed(budgets))}
     for ax, method in zip(axes.flat, methods, strict=False):
@@ -516,8 +520,6 @@ def plot_prompt_distance(table: pd.DataFrame, title: str) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("L2 distance to dense prompt (δ units)")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(methods):]:
-        ax.set_visible(False)
     handles = [Line2D([], [], color=colors[c], label=names[c]) for c in colors]
     handles += [Line2D([], [], color="0.3", ls=bstyle[b],
                        label=f"budget {b}") for b in budgets]
@@ -530,9 +532,7 @@ def plot_prompt_distance(table: pd.DataFrame, title: str) -> Figure:
 def plot_prompt_images(table: pd.DataFrame, title: str) -> Figure:
     """Rows = models (dense, most compressed), columns = method × epoch: the prompt
     sigmoid(δ) each model adds to the border of the canvas (the white square is the image)."""
-    from hiddencost.report.analyses import compression_order
-
-    comps = [c for c in compression_order(table)]
+    comps = compression_order(table)
     methods = list(dict.fromkeys(table["method"]))
     epochs = sorted(set(table["epoch"]))
     cols = [(m, e) for m in methods for e in epochs
@@ -586,7 +586,7 @@ def plot_loss(table: pd.DataFrame, title: str) -> Figure:
     """Rows = budgets (the smallest and the largest), columns = methods; x = epoch, y = mean
     training loss (cross-entropy, nats); one line per compression point, shaded 95% interval."""
     methods = list(dict.fromkeys(table["method"]))
-    budgets, _ = _budget_positions(table)
+    budgets, _ = budget_positions(table)
     shown = budgets if len(budgets) <= 2 else [budgets[0], budgets[-1]]
     fig = _figure(3.2 * len(methods) + 0.4, 2.6 * len(shown) + 1.0)
     axes = _grid(fig, len(shown), len(methods), sharey="row")
@@ -639,18 +639,9 @@ def plot_summary(table: pd.DataFrame, title: str) -> Figure:
         for i, m in enumerate(methods):
             t = table[table["method"] == m].set_index("compression").reindex(comps)
             y = np.arange(len(comps)) + (i - (len(methods) - 1) / 2) * h
-            mean = t[f"{col}_mean"].to_numpy(float)
-            ax.barh(y, mean, height=h * 0.9, color=mcolor[m])
-            for yy, lo, hi in zip(y, t[f"{col}_lo"].to_numpy(float),
-                                  t[f"{col}_hi"].to_numpy(float), strict=True):
-                if not (np.isfinite(lo) and np.isfinite(hi)):
-                    continue
-                a, b = max(lo, xmin), min(hi, xmax)
-                ax.plot([a, b], [yy, yy], color="black", lw=0.8)
-                for x, cut, marker in ((a, lo < xmin, "<"), (b, hi > xmax, ">")):
-                    clipped |= cut
-                    ax.plot([x], [yy], color="black", ms=4 if cut else 5,
-                            marker=marker if cut else "|")
+            ax.barh(y, t[f"{col}_mean"].to_numpy(float), height=h * 0.9, color=mcolor[m])
+            clipped |= _whiskers(ax, y, t[f"{col}_lo"].to_numpy(float),
+                                 t[f"{col}_hi"].to_numpy(float), xmin, xmax)
         ax.set_xlim(xmin, xmax)
         ax.axvline(0, color="0.3", lw=0.8)
         ax.set_yticks(range(len(comps)), [names.get(c, c) for c in comps])
@@ -668,6 +659,22 @@ def plot_summary(table: pd.DataFrame, title: str) -> Figure:
     _legend(fig, handles, "transfer method", ncol=4)
     fig.suptitle(title)
     return fig
+
+
+def _whiskers(ax: Any, y: np.ndarray, lo: np.ndarray, hi: np.ndarray, xmin: float,
+              xmax: float) -> bool:
+    """Interval whiskers at heights ``y``, cut to [xmin, xmax] with an arrowhead where cut;
+    returns whether any was cut."""
+    clipped = False
+    for yy, low, high in zip(y, lo, hi, strict=True):
+        if not (np.isfinite(low) and np.isfinite(high)):
+            continue
+        a, b = max(low, xmin), min(high, xmax)
+        ax.plot([a, b], [yy, yy], color="black", lw=0.8)
+        for x, cut, marker in ((a, low < xmin, "<"), (b, high > xmax, ">")):
+            clipped |= cut
+            ax.plot([x], [yy], color="black", ms=4 if cut else 5, marker=marker if cut else "|")
+    return clipped
 
 
 def _summary_limits(mean: pd.Series, lo: pd.Series, hi: pd.Series) -> tuple[float, float]:

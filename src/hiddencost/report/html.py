@@ -40,7 +40,8 @@ class TableItem:
 
 @dataclass
 class Note:
-    """A sentence on the page: ``skip`` (a figure was left out, and why) or ``info``."""
+    """A sentence on the page: ``skip`` (a figure was left out, and why), ``info``, or
+    ``error`` (a section or figure failed; the report raises after writing the page)."""
 
     text: str
     kind: str = "skip"
@@ -69,6 +70,7 @@ figcaption{font-size:.92em;margin-top:.6em;color:#333}
 .files{font-size:.85em;color:#666}.files a{margin-right:.8em}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em .9em;margin:.8em 0}
 .info{background:#e8f1fb;border-left:4px solid #2d7ad6;padding:.5em .9em;margin:.8em 0}
+.error{background:#fdecea;border-left:4px solid #c0392b;padding:.5em .9em;margin:.8em 0}
 table.data{border-collapse:collapse;font-size:.85em;background:#fff;margin:.4em 0}
 table.data th,table.data td{border:1px solid #ddd;padding:.25em .55em;text-align:left}
 table.data th{background:#f0f0f0}
@@ -105,6 +107,14 @@ def _figure_html(item: FigureItem, page_dir: Path, embed: bool) -> str:
             f'<div class="files">{links}</div></figcaption></figure>')
 
 
+#: The CSS class of each kind of note.
+NOTE_CLASSES = {"skip": "note", "info": "info", "error": "error"}
+
+
+def _note_html(note: Note) -> str:
+    return f'<p class="{NOTE_CLASSES.get(note.kind, "note")}">{html.escape(note.text)}</p>'
+
+
 def _table_html(item: TableItem, page_dir: Path) -> str:
     e = html.escape
     head = "".join(f"<th>{e(str(c))}</th>" for c in item.table.columns)
@@ -138,8 +148,7 @@ def render_page(title: str, meta: list[tuple[str, str]], notes: list[Note],
         '<table class="meta">' + "".join(
             f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in meta) + "</table>",
     ]
-    for n in notes:
-        parts.append(f'<p class="{"note" if n.kind == "skip" else "info"}">{e(n.text)}</p>')
+    parts += [_note_html(n) for n in notes]
     parts.append("<nav><ol>" + "".join(
         f'<li><a href="#{e(s.anchor)}">{e(s.title)}</a></li>' for s in sections) + "</ol></nav>")
     for i, s in enumerate(sections, 1):
@@ -153,8 +162,7 @@ def render_page(title: str, meta: list[tuple[str, str]], notes: list[Note],
             elif isinstance(item, TableItem):
                 parts.append(_table_html(item, page_dir))
             else:
-                parts.append(f'<p class="{"note" if item.kind == "skip" else "info"}">'
-                             f"{e(item.text)}</p>")
+                parts.append(_note_html(item))
         parts.append("</section>")
     parts.append(f"</main><script>{SCRIPT}</script></body></html>")
     return "\n".join(parts)

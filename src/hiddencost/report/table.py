@@ -16,8 +16,11 @@ in :func:`table_from_records`, so the columns are the same whatever the source:
 ``level, unit``        the family's level and its unit (``sparsity``, ``bits``, …)
 ``severity``           0 for dense, larger = more compressed within a family (see :func:`severity`)
 ``compression_name``   a display name (``magnitude 90% sparse``, ``quantize w4``)
-metrics                ``accuracy, ece, mce, nll, brier, paper_ece, mean_confidence_correct,
-                       kl_to_uniform_incorrect, sparsity, weight_bits, final_train_loss``
+metrics                :data:`METRICS`, every numeric field of a
+                       :class:`~hiddencost.records.RunRecord`: ``accuracy, ece, mce, nll,
+                       brier, paper_ece, mean_confidence_correct, kl_to_uniform_incorrect``,
+                       then ``sparsity, weight_bits, activation_bits, n_train, n_test,
+                       final_train_loss, wall_time_s`` (floats; None where absent)
 lists                  ``per_class_accuracy, reliability, label_mapping, history`` (None if absent)
 ``artifacts``          the run's artifact folder (None when unknown); ``prompt_history`` and
                        ``weights`` the safetensors files in it, when they exist
@@ -28,18 +31,47 @@ from __future__ import annotations
 
 import json
 import math
+import types
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from hiddencost.compression.levels import LevelUnit
 from hiddencost.errors import HiddenCostError
+from hiddencost.records import METRIC_FIELDS, RunRecord
+from hiddencost.study.catalog import load_spec
+from hiddencost.study.results import read_study, record_or_metrics
+from hiddencost.study.spec import StudySpec
+from hiddencost.study.store import StoreLocation
 
-METRICS: tuple[str, ...] = (
-    "accuracy", "ece", "mce", "nll", "brier", "paper_ece", "mean_confidence_correct",
-    "kl_to_uniform_incorrect", "sparsity", "weight_bits", "activation_bits", "final_train_loss",
-)
+#: A record as the report takes it: a typed record, or its ``result.json`` dict (possibly
+#: partial: a store row's scalar metrics stand in for a missing ``result.json``).
+Record = RunRecord | Mapping[str, Any]
+
+
+def _scalar_fields() -> tuple[str, ...]:
+    """The numeric scalar fields of :class:`~hiddencost.records.RunRecord` (``float``, ``int``
+    or either ``| None``; not ``schema_version``): :data:`METRIC_FIELDS` first, then the rest in
+    field order (sparsity, bits, sizes, loss, time)."""
+    def numeric(annotation: Any) -> bool:
+        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is \
+                typing.Union:
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            return bool(args) and all(a in (int, float) for a in args)
+        return annotation in (int, float)
+
+    rest = [name for name, field in RunRecord.model_fields.items()
+            if numeric(field.annotation) and name != "schema_version"
+            and name not in METRIC_FIELDS]
+    return (*METRIC_FIELDS, *rest)
+
+
+#: The scalar metric columns: every numeric field of a record (None when a record lacks it).
+METRICS: tuple[str, ...] = _scalar_fields()
+#: The structured record fields the analyses read (None when absent).
 LISTS: tuple[str, ...] = ("per_class_accuracy", "reliability", "label_mapping", "history")
 #: Non-axis configuration fields that, when they differ between runs, split the backbone column.
 SETTING_FIELDS: tuple[str, ...] = (
@@ -51,59 +83,44 @@ WEIGHTS_FILE = "weights.safetensors"
 RESULT_FILE = "result.json"
 
 
-def severity(family: str, level: Any, unit: str | None) -> float:
-    """How compressed a point is, for ordering within a family: 0 for dense, then
-
-    - ``sparsity`` (fraction zeroed): the level; ``sparsity_percent``: level / 100;
-    - ``remaining_percent`` (lottery tickets): 1 − level / 100;
-    - ``bits``: 1 − level / 32 (32-bit float = dense);
-    - any other unit: the level itself when it is a number, else NaN (order of appearance).
-    """
-    if family == "dense":
-        return 0.0
+def level_unit(unit: str | None) -> LevelUnit:
+    """The :class:`~hiddencost.compression.levels.LevelUnit` of a table's ``unit`` cell: None
+    (dense, or a point without a unit) is ``level``. An unknown string (a unit an older store
+    recorded) is read as ``level`` too, so a report over old results still orders and labels
+    its points (numeric levels by value) instead of failing."""
     try:
-        x = float(level)
-    except (TypeError, ValueError):
-        return math.nan
-    if unit == "sparsity_percent":
-        return x / 100.0
-    if unit == "remaining_percent":
-        return 1.0 - x / 100.0
-    if unit == "bits":
-        return 1.0 - x / 32.0
-    return x
+        return LevelUnit(unit or LevelUnit.LEVEL)
+    except ValueError:
+        return LevelUnit.LEVEL
+
+
+def severity(family: str, level: Any, unit: str | None) -> float:
+    """How compressed a point is, for ordering within a family: 0 for dense, else
+    :meth:`LevelUnit.severity <hiddencost.compression.levels.LevelUnit.severity>` of the level
+    (``sparsity``: s; ``sparsity_percent``: s / 100; ``remaining_percent``: 1 − r / 100;
+    ``bits``: 1 − b / 32; ``level``: the level; NaN for a level that is not a number)."""
+    return 0.0 if family == "dense" else level_unit(unit).severity(level)
 
 
 def level_label(level: Any, unit: str | None) -> str:
     """A short text for a level: ``90% sparse``, ``4-bit``, ``11.571% remaining``."""
-    try:
-        x = float(level)
-    except (TypeError, ValueError):
-        return str(level)
-    if unit == "sparsity":
-        return f"{100 * x:.4g}% sparse"
-    if unit == "sparsity_percent":
-        return f"{x:.4g}% sparse"
-    if unit == "remaining_percent":
-        return f"{x:.5g}% remaining"
-    if unit == "bits":
-        return f"{x:g}-bit"
-    return f"{unit} {x:g}" if unit and unit != "level" else f"{x:g}"
+    return level_unit(unit).label(level)
 
 
 def unit_axis_label(unit: str | None) -> str:
     """The axis label of a compression level in ``unit``."""
-    return {
-        "sparsity": "sparsity (% of weights zeroed)",
-        "sparsity_percent": "sparsity (% of weights zeroed)",
-        "remaining_percent": "weights remaining (%)",
-        "bits": "bit-width (bits)",
-    }.get(unit or "", f"compression level ({unit or 'level'})")
+    return level_unit(unit).axis_label
 
 
-def tags_from_record(record: Mapping[str, Any]) -> dict[str, Any]:
+def _as_dict(record: Record) -> Mapping[str, Any]:
+    # a typed record reads as its result.json, so records and dicts give the same row
+    return record.to_json() if isinstance(record, RunRecord) else record
+
+
+def tags_from_record(record: Record) -> dict[str, Any]:
     """Study tags (family, compression, level, unit) derived from a record's compression, for
     records stored without tags."""
+    record = _as_dict(record)
     comp = record.get("compression") or {}
     cfg = (record.get("config") or {}).get("compression") or {}
     method = comp.get("method", cfg.get("method", "none"))
@@ -114,10 +131,10 @@ def tags_from_record(record: Mapping[str, Any]) -> dict[str, Any]:
         bits = comp.get("weight_bits", cfg.get("weight_bits")) or comp.get(
             "activation_bits", cfg.get("activation_bits"))
         return {"family": "quantize", "compression": label or f"w{bits}", "level": bits,
-                "unit": "bits"}
+                "unit": LevelUnit.BITS.value}
     sparsity = comp.get("target_sparsity", cfg.get("sparsity"))
     return {"family": method, "compression": label or f"{method}-s{sparsity}",
-            "level": sparsity, "unit": "sparsity"}
+            "level": sparsity, "unit": LevelUnit.SPARSITY.value}
 
 
 def _budget(n_shot: Any) -> tuple[str, float]:
@@ -126,8 +143,18 @@ def _budget(n_shot: Any) -> tuple[str, float]:
     return str(int(n_shot)), float(n_shot)
 
 
-def _row(record: Mapping[str, Any], tags: Mapping[str, Any] | None, key: str | None,
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _existing(folder: Path | None, name: str) -> str | None:
+    """``folder/name`` when that file exists, else None."""
+    return str(folder / name) if folder is not None and (folder / name).is_file() else None
+
+
+def _row(record: Record, tags: Mapping[str, Any] | None, key: str | None,
          artifacts: Path | None, study: str | None) -> dict[str, Any]:
+    record = _as_dict(record)
     cfg = dict(record.get("config") or {})
     t = dict(tags) if tags and tags.get("family") else tags_from_record(record)
     model = str(cfg.get("model", "?"))
@@ -142,19 +169,14 @@ def _row(record: Mapping[str, Any], tags: Mapping[str, Any] | None, key: str | N
         "epochs": cfg.get("epochs"),
     }
     row["severity"] = severity(row["family"], row["level"], row["unit"])
-    for k in METRICS:
-        v = record.get(k)
-        row[k] = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-    for k in LISTS:
-        row[k] = record.get(k)
+    row.update({k: _number(record.get(k)) for k in METRICS})
+    row.update({k: record.get(k) for k in LISTS})
     row["settings"] = {k: cfg.get(k) for k in SETTING_FIELDS}
     row["canvas_size"] = cfg.get("canvas_size")
     row["inner_size"] = cfg.get("inner_size")
     row["artifacts"] = str(artifacts) if artifacts is not None else None
-    hist = artifacts / PROMPT_HISTORY_FILE if artifacts is not None else None
-    weights = artifacts / WEIGHTS_FILE if artifacts is not None else None
-    row["prompt_history"] = str(hist) if hist is not None and hist.is_file() else None
-    row["weights"] = str(weights) if weights is not None and weights.is_file() else None
+    row["prompt_history"] = _existing(artifacts, PROMPT_HISTORY_FILE)
+    row["weights"] = _existing(artifacts, WEIGHTS_FILE)
     return row
 
 
@@ -180,13 +202,14 @@ def _names(df: pd.DataFrame) -> list[str]:
 
 
 def table_from_records(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[Record],
     tags: Sequence[Mapping[str, Any] | None] | None = None,
     keys: Sequence[str | None] | None = None,
     artifacts: Sequence[str | Path | None] | None = None,
     study: str | None = None,
 ) -> pd.DataFrame:
-    """The tidy table of ``records`` (``result.json`` dicts, see :func:`hiddencost.run.run_one`).
+    """The tidy table of ``records``: :class:`~hiddencost.records.RunRecord` objects or their
+    ``result.json`` dicts (see :func:`hiddencost.run.run_one`), in any mix.
 
     ``tags`` (study tags per record: family, compression, level, unit), ``keys`` and
     ``artifacts`` (the run folders) are optional and aligned with ``records``; without tags
@@ -230,44 +253,24 @@ def _empty_columns() -> list[str]:
             "prompt_history", "weights"]
 
 
-def _read_record(folder: Path, fallback: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        record = json.loads((folder / RESULT_FILE).read_text())
-        if isinstance(record, dict):
-            return record
-    except (OSError, ValueError):
-        pass
-    return dict(fallback)
-
-
-def table_from_spec(spec: Any, out: str | Path | None = None,
+def table_from_spec(spec: StudySpec, out: str | Path | None = None,
                     store: str | Path | None = None) -> pd.DataFrame:
     """The done runs of a study (a :class:`~hiddencost.study.spec.StudySpec`) in expansion
     order, read from its store and artifact folders (``out`` default
     ``hiddencost-results/<name>``). A run whose ``result.json`` is missing keeps the scalar
     metrics of its store row (list-valued fields are then None)."""
-    from hiddencost.study.driver import StudyPaths
-    from hiddencost.study.spec import expand
-    from hiddencost.study.store import open_store
-
-    paths = StudyPaths.resolve(spec, out, store)
-    if "://" not in paths.store and not Path(paths.store).is_file():
-        raise HiddenCostError(f"study {spec.name} has no results yet: {paths.store} does not "
-                              "exist (run it with `hiddencost study run`, or pass --results)")
-    runs = expand(spec)
-    with open_store(paths.store) as db:
-        rows = db.rows(r.key for r in runs)
-    records, tags, keys, arts = [], [], [], []
-    for run in runs:
-        row = rows.get(run.key)
-        if row is None or row.status != "done":
-            continue
-        folder = paths.run_dir(run.key)
-        records.append(_read_record(folder, {"config": run.identity, **(row.metrics or {})}))
+    study = read_study(spec, out, store)
+    if not study.store_exists:
+        raise HiddenCostError(f"study {spec.name} has no results yet: {study.paths.store} does "
+                              "not exist (run it with `hiddencost study run`, or pass --results)")
+    records, tags, keys, folders = [], [], [], []
+    for run, row in study.done():
+        folder = study.paths.run_dir(run.key)
+        records.append(record_or_metrics(folder, row))
         tags.append(run.tags)
         keys.append(run.key)
-        arts.append(folder)
-    return table_from_records(records, tags, keys, arts, study=spec.name)
+        folders.append(folder)
+    return table_from_records(records, tags, keys, folders, study=spec.name)
 
 
 def store_file(db: str | Path) -> Path:
@@ -285,23 +288,17 @@ def table_from_db(db: str | Path, artifacts: str | Path | None = None,
     """The done runs of a results store file (all studies in it, or only ``study``); artifact
     folders are ``<artifacts>/<key>`` with ``artifacts`` defaulting to ``artifacts/`` beside
     the store (the layout of a study's output folder)."""
-    from hiddencost.study.store import open_store
-
-    text = str(db)
-    if "://" not in text and not Path(text).is_file():
+    location = StoreLocation.parse(db)
+    if not location.exists():
         raise HiddenCostError(f"results store {db} does not exist")
-    if artifacts is not None:
-        root = Path(artifacts)
-    else:
-        root = store_file(text).parent / "artifacts"
-    with open_store(text) as store:
+    with location.open() as store:  # a SQLite store: location.path is its file
         rows = store.rows()
+    root = Path(artifacts) if artifacts is not None else store.path.parent / "artifacts"
     done = sorted((r for r in rows.values() if r.status == "done"
                    and (study is None or r.study == study)),
                   key=lambda r: (r.finished_at or 0.0, r.key))
-    records = [_read_record(root / r.key, {"config": r.config, **(r.metrics or {})})
-               for r in done]
-    return table_from_records(records, [r.tags for r in done], [r.key for r in done],
+    return table_from_records([record_or_metrics(root / r.key, r) for r in done],
+                              [r.tags for r in done], [r.key for r in done],
                               [root / r.key for r in done], study=study)
 
 
@@ -309,8 +306,6 @@ def load_table(source: Any, *, results: str | Path | None = None,
                store: str | Path | None = None) -> pd.DataFrame:
     """Dispatch: a DataFrame (returned as is), a list of records, a StudySpec, a SQLite file
     (``.sqlite``/``.db`` or ``sqlite:///``), or a study YAML file / preset name."""
-    from hiddencost.study.spec import StudySpec, load_spec
-
     if isinstance(source, pd.DataFrame):
         return source
     if isinstance(source, list | tuple):

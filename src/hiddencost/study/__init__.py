@@ -3,11 +3,14 @@
 - :mod:`~hiddencost.study.spec`: YAML study files, validation, expansion into runs.
 - :mod:`~hiddencost.study.identity`: run keys (hash of the resolved configuration).
 - :mod:`~hiddencost.study.store`: the results store (SQLite) and the reclaim rule.
+- :mod:`~hiddencost.study.layout`: a study's output folder, store and artifact folders.
 - :mod:`~hiddencost.study.worker`: what a worker does with one run.
-- :mod:`~hiddencost.study.executors`: local, Ray and Slurm (submitit) executors.
+- :mod:`~hiddencost.study.executors`: the executor registry: local, Ray and Slurm (submitit).
 - :mod:`~hiddencost.study.driver`: :func:`run_study`, the resumable driver.
-- :mod:`~hiddencost.study.results`: status and CSV / Parquet export.
-- :mod:`~hiddencost.study.catalog`: presets (the quickstart and the paper's grids).
+- :mod:`~hiddencost.study.results`: reading a study back (its done runs and their records),
+  status and CSV / Parquet export.
+- :mod:`~hiddencost.study.catalog`: presets (the quickstart and the paper's grids) and
+  :func:`load_spec` (a study file or a preset).
 - :mod:`~hiddencost.study.cli`: the ``hiddencost study`` commands.
 
 Importing this package is cheap: the names below load their modules (and torch) on first use,
@@ -20,11 +23,13 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "load_preset": "catalog", "preset_names": "catalog", "quickstart_spec": "catalog",
-    "StudyReport": "driver", "load_records": "driver", "run_preset": "driver",
-    "run_study": "driver", "run_key": "identity", "export_study": "results",
-    "study_status": "results", "PlannedRun": "spec", "StudySpec": "spec", "expand": "spec",
-    "load_spec": "spec", "parse_spec": "spec", "SQLiteStore": "store", "open_store": "store",
+    "load_preset": "catalog", "load_spec": "catalog", "preset_names": "catalog",
+    "EVENTS": "driver", "StudyReport": "driver", "run_preset": "driver", "run_study": "driver",
+    "EXECUTORS": "executors", "run_key": "identity", "StudyPaths": "layout",
+    "done_runs": "results", "export_study": "results", "load_records": "results",
+    "read_study": "results", "study_status": "results", "PlannedRun": "spec",
+    "StudySpec": "spec", "expand": "spec", "parse_spec": "spec", "run_configs": "spec",
+    "SQLiteStore": "store", "open_store": "store",
 }
 __all__ = sorted(_EXPORTS)
 

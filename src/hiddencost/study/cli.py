@@ -20,7 +20,15 @@ from rich.table import Table
 
 from hiddencost.cli_errors import friendly_errors
 from hiddencost.errors import HiddenCostError
-from hiddencost.study.fidelity import DEFAULT_FIDELITY_IMAGES
+from hiddencost.fidelity import print_fidelity_table
+from hiddencost.study.catalog import load_preset, load_spec, preset_names
+from hiddencost.study.driver import run_study, study_fidelity
+from hiddencost.study.executors import EXECUTORS, executor_options
+from hiddencost.study.fidelity import DEFAULT_FIDELITY_IMAGES, fidelity_rows
+from hiddencost.study.layout import StudyPaths
+from hiddencost.study.results import export_study, format_duration, study_status
+from hiddencost.study.spec import StudySpec, expand
+from hiddencost.study.store import STATUSES
 
 study_app = typer.Typer(
     help="Grids of runs: run (resumable; local, Ray or Slurm), status, export, presets.",
@@ -36,6 +44,43 @@ OutOpt = Annotated[Path | None, typer.Option(
     help="The study's output folder (default: hiddencost-results/<name>).")]
 StoreOpt = Annotated[str | None, typer.Option(
     help="The results store: a SQLite file or sqlite:///PATH (default: <out>/study.sqlite).")]
+# where and how runs execute (run and fidelity): not part of a run's identity
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu or cuda (not identity).")]
+DataRootOpt = Annotated[Path | None, typer.Option(help="Root of torchvision datasets.")]
+DownloadOpt = Annotated[bool | None, typer.Option(
+    help="Allow downloads (datasets, checkpoint URLs).")]
+CheckpointRootOpt = Annotated[Path | None, typer.Option(
+    help="Folder of the checkpoints that the spec names by relative path.")]
+# `study run`
+ExecutorOpt = Annotated[str, typer.Option(help=f"{', '.join(EXECUTORS)}.")]
+RetryOpt = Annotated[bool, typer.Option(help="Run failed runs again.")]
+ReclaimOpt = Annotated[bool, typer.Option(
+    help="Also reclaim runs marked running by drivers on other hosts.")]
+MaxRunsOpt = Annotated[int | None, typer.Option(help="Execute at most N runs now.")]
+DryRunOpt = Annotated[bool, typer.Option(help="Show what would run, run nothing.")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
+FidelityOpt = Annotated[bool | None, typer.Option(
+    help="After the runs, record the upstream fidelity of each compressed backbone in "
+         "<out>/fidelity.json (default: on, off for a custom runner).")]
+FidelityImagesOpt = Annotated[int, typer.Option(
+    min=2, help="Fidelity: test images per dataset.")]
+# executor options: `study run` hands each executor those it takes (executor_options)
+AddressOpt = Annotated[str | None, typer.Option(
+    help="Ray: cluster address (default: RAY_ADDRESS, else a local Ray).")]
+NumCpusOpt = Annotated[float, typer.Option(help="Ray: CPUs per run.")]
+NumGpusOpt = Annotated[float, typer.Option(help="Ray: GPUs per run (0.25 = a quarter).")]
+MaxInFlightOpt = Annotated[int | None, typer.Option(
+    help="Ray: runs submitted at once (default: 2 × the runs that fit).")]
+SlurmClusterOpt = Annotated[str | None, typer.Option(
+    help="Slurm: slurm, local or debug (submitit) (default: detect).")]
+PartitionOpt = Annotated[str | None, typer.Option(help="Slurm: partition.")]
+TimeoutMinOpt = Annotated[int, typer.Option(help="Slurm: minutes per array job.")]
+GpusPerNodeOpt = Annotated[int, typer.Option(help="Slurm: GPUs per array job.")]
+CpusPerTaskOpt = Annotated[int | None, typer.Option(help="Slurm: CPUs per job.")]
+MemGbOpt = Annotated[float | None, typer.Option(help="Slurm: memory per job (GB).")]
+ArrayParallelismOpt = Annotated[int, typer.Option(help="Slurm: array jobs running at once.")]
+RunsPerJobOpt = Annotated[int, typer.Option(help="Slurm: runs per array job.")]
+PollOpt = Annotated[float, typer.Option(help="Slurm: seconds between result checks.")]
 
 
 @contextmanager
@@ -56,80 +101,59 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _environment(device: str | None, data_root: Path | None, download: bool | None
+                 ) -> dict[str, Any]:
+    """The environment options as ``run_study``'s ``environment`` (None = the spec's)."""
+    return {"device": device, "data_root": str(data_root) if data_root else None,
+            "download": download}
+
+
+def _print_dry_run(study: StudySpec, out: Path | None, store: str | None) -> None:
+    """What `study run` would do: the study's counts, from the store, without running."""
+    status = study_status(study, out, store)
+    c = status.counts
+    console.print(f"study {study.name}: {status.total} runs · {c['done']} done · "
+                  f"{c['failed']} failed · {c['pending'] + c['running']} to run "
+                  f"(store {status.store})", highlight=False)
+
+
 @study_app.command("run")
 @friendly_errors
 def run_cmd(
-    spec: SpecArg,
-    out: OutOpt = None,
-    store: StoreOpt = None,
-    executor: Annotated[str, typer.Option(help="local, ray or slurm.")] = "local",
-    retry_failed: Annotated[bool, typer.Option(help="Run failed runs again.")] = False,
-    reclaim_all: Annotated[bool, typer.Option(
-        help="Also reclaim runs marked running by drivers on other hosts.")] = False,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (not identity).")] = None,
-    data_root: Annotated[Path | None, typer.Option(help="Root of torchvision datasets.")] = None,
-    download: Annotated[bool | None, typer.Option(
-        help="Let torchvision download datasets.")] = None,
-    checkpoint_root: Annotated[Path | None, typer.Option(
-        help="Folder of the checkpoints that the spec names by relative path.")] = None,
-    max_runs: Annotated[int | None, typer.Option(help="Execute at most N runs now.")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Show what would run, run nothing.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    fidelity: Annotated[bool | None, typer.Option(
-        help="After the runs, record the upstream fidelity of each compressed backbone in "
-             "<out>/fidelity.json (default: on, off for a custom runner).")] = None,
-    fidelity_images: Annotated[int, typer.Option(
-        min=2, help="Fidelity: test images per dataset.")] = DEFAULT_FIDELITY_IMAGES,
-    address: Annotated[str | None, typer.Option(
-        help="Ray: cluster address (default: RAY_ADDRESS, else a local Ray).")] = None,
-    num_cpus: Annotated[float, typer.Option(help="Ray: CPUs per run.")] = 1.0,
-    num_gpus: Annotated[float, typer.Option(help="Ray: GPUs per run (0.25 = a quarter).")] = 0.0,
-    max_in_flight: Annotated[int | None, typer.Option(
-        help="Ray: runs submitted at once (default: 2 × the runs that fit).")] = None,
-    slurm_cluster: Annotated[str | None, typer.Option(
-        help="Slurm: slurm, local or debug (submitit) (default: detect).")] = None,
-    partition: Annotated[str | None, typer.Option(help="Slurm: partition.")] = None,
-    timeout_min: Annotated[int, typer.Option(help="Slurm: minutes per array job.")] = 60,
-    gpus_per_node: Annotated[int, typer.Option(help="Slurm: GPUs per array job.")] = 0,
-    cpus_per_task: Annotated[int | None, typer.Option(help="Slurm: CPUs per job.")] = None,
-    mem_gb: Annotated[float | None, typer.Option(help="Slurm: memory per job (GB).")] = None,
-    array_parallelism: Annotated[int, typer.Option(
-        help="Slurm: array jobs running at once.")] = 256,
-    runs_per_job: Annotated[int, typer.Option(help="Slurm: runs per array job.")] = 1,
-    poll_s: Annotated[float, typer.Option(help="Slurm: seconds between result checks.")] = 5.0,
+    spec: SpecArg, out: OutOpt = None, store: StoreOpt = None, executor: ExecutorOpt = "local",
+    retry_failed: RetryOpt = False, reclaim_all: ReclaimOpt = False,
+    device: DeviceOpt = None, data_root: DataRootOpt = None, download: DownloadOpt = None,
+    checkpoint_root: CheckpointRootOpt = None, max_runs: MaxRunsOpt = None,
+    dry_run: DryRunOpt = False, progress: ProgressOpt = True, fidelity: FidelityOpt = None,
+    fidelity_images: FidelityImagesOpt = DEFAULT_FIDELITY_IMAGES,
+    address: AddressOpt = None, num_cpus: NumCpusOpt = 1.0, num_gpus: NumGpusOpt = 0.0,
+    max_in_flight: MaxInFlightOpt = None, slurm_cluster: SlurmClusterOpt = None,
+    partition: PartitionOpt = None, timeout_min: TimeoutMinOpt = 60,
+    gpus_per_node: GpusPerNodeOpt = 0, cpus_per_task: CpusPerTaskOpt = None,
+    mem_gb: MemGbOpt = None, array_parallelism: ArrayParallelismOpt = 256,
+    runs_per_job: RunsPerJobOpt = 1, poll_s: PollOpt = 5.0,
 ) -> None:
     """Run every missing run of a study; safe to interrupt and run again.
 
     Exit status 0 when every run is done, 1 when some runs failed (see `status --failed`,
     rerun them with --retry-failed), 2 for bad input, 130 when interrupted.
     """
-    from hiddencost.study.driver import run_study
-    from hiddencost.study.results import study_status
-    from hiddencost.study.spec import load_spec
-
     study = load_spec(spec)
     if dry_run:
-        status = study_status(study, out, store)
-        c = status.counts
-        console.print(f"study {study.name}: {status.total} runs · {c['done']} done · "
-                      f"{c['failed']} failed · {c['pending'] + c['running']} to run "
-                      f"(store {status.store})", highlight=False)
+        _print_dry_run(study, out, store)
         return
-    options: dict[str, Any] = {}
-    if executor == "ray":
-        options = {"address": address, "num_cpus": num_cpus, "num_gpus": num_gpus,
-                   "max_in_flight": max_in_flight}
-    elif executor == "slurm":
-        options = {"cluster": slurm_cluster, "partition": partition, "timeout_min": timeout_min,
-                   "gpus_per_node": gpus_per_node, "cpus_per_task": cpus_per_task,
-                   "mem_gb": mem_gb, "array_parallelism": array_parallelism,
-                   "runs_per_job": runs_per_job, "poll_s": poll_s}
-    environment = {"device": device, "data_root": str(data_root) if data_root else None,
-                   "download": download}
+    options = executor_options(executor, {
+        "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus,
+        "max_in_flight": max_in_flight, "cluster": slurm_cluster, "partition": partition,
+        "timeout_min": timeout_min, "gpus_per_node": gpus_per_node,
+        "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
+        "array_parallelism": array_parallelism, "runs_per_job": runs_per_job,
+        "poll_s": poll_s})
     with _sigterm_interrupts():
         report = run_study(
             study, out=out, store=store, executor=executor, executor_options=options,
-            retry_failed=retry_failed, reclaim_all=reclaim_all, environment=environment,
+            retry_failed=retry_failed, reclaim_all=reclaim_all,
+            environment=_environment(device, data_root, download),
             checkpoint_root=str(checkpoint_root) if checkpoint_root else None,
             max_runs=max_runs, console=console, progress=progress, fidelity=fidelity,
             fidelity_images=fidelity_images)
@@ -144,11 +168,9 @@ def fidelity_cmd(
     out: OutOpt = None,
     store: StoreOpt = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    data_root: Annotated[Path | None, typer.Option(help="Root of torchvision datasets.")] = None,
-    download: Annotated[bool | None, typer.Option(
-        help="Allow downloads (datasets, checkpoint URLs).")] = None,
-    checkpoint_root: Annotated[Path | None, typer.Option(
-        help="Folder of the checkpoints that the spec names by relative path.")] = None,
+    data_root: DataRootOpt = None,
+    download: DownloadOpt = None,
+    checkpoint_root: CheckpointRootOpt = None,
     images: Annotated[int, typer.Option(
         min=2, help="Test images per dataset.")] = DEFAULT_FIDELITY_IMAGES,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -158,30 +180,16 @@ def fidelity_cmd(
     `study run` does this after its runs; run it alone where the models should run (e.g. a GPU
     node) after `study run --no-fidelity`. Cached: measured entries are not measured again.
     """
-    from hiddencost.study.driver import study_fidelity
-    from hiddencost.study.spec import load_spec
-
     entries = study_fidelity(
         load_spec(spec), out=out, store=store,
-        environment={"device": device, "data_root": str(data_root) if data_root else None,
-                     "download": download},
+        environment=_environment(device, data_root, download),
         checkpoint_root=str(checkpoint_root) if checkpoint_root else None,
         images_per_dataset=images, console=console, progress=progress)
     if not entries:
         console.print("no compressed backbone has a done run: nothing to measure",
                       highlight=False)
         return
-    table = Table(title="upstream fidelity (KL(p_dense || p_compressed), nats)")
-    for col in ("compression", "dataset", "images", "top-1 agreement", "mean KL", "error"):
-        table.add_column(col, justify="left" if col in ("compression", "error") else "right",
-                         no_wrap=col != "error")
-    for e in entries:
-        ok = e.get("error") is None
-        table.add_row(str(e["compression"]), str(e["dataset"]),
-                      str(e["n_images"]) if ok else "-",
-                      f"{e['top1_agreement']:.3f}" if ok else "-",
-                      f"{e['mean_kl']:.3f}" if ok else "-", "" if ok else str(e["error"]))
-    console.print(table)
+    print_fidelity_table(console, fidelity_rows(entries), "upstream fidelity")
 
 
 @study_app.command("status")
@@ -193,9 +201,6 @@ def status_cmd(
     failed: Annotated[bool, typer.Option("--failed", help="List failed runs and errors.")] = False,
 ) -> None:
     """Done / failed / running / pending counts and an ETA."""
-    from hiddencost.study.results import format_duration, study_status
-    from hiddencost.study.spec import load_spec
-
     status = study_status(load_spec(spec), out, store)
     c = status.counts
     table = Table(title=f"study {status.name}")
@@ -231,11 +236,6 @@ def export_cmd(
         help="Only runs with this status (repeatable).")] = None,
 ) -> None:
     """One row per run: configuration, compression tags, metrics, status, timings."""
-    from hiddencost.study.driver import StudyPaths
-    from hiddencost.study.results import export_study
-    from hiddencost.study.spec import load_spec
-    from hiddencost.study.store import STATUSES
-
     study = load_spec(spec)
     for s in status or ():
         if s not in STATUSES:
@@ -249,9 +249,6 @@ def export_cmd(
 @friendly_errors
 def list_presets_cmd() -> None:
     """The shipped study presets."""
-    from hiddencost.study.catalog import load_preset, preset_names
-    from hiddencost.study.spec import expand
-
     table = Table(title="study presets")
     for col in ("name", "runs", "description"):
         table.add_column(col, justify="right" if col == "runs" else "left")
@@ -265,6 +262,4 @@ def list_presets_cmd() -> None:
 @friendly_errors
 def show_preset_cmd(name: Annotated[str, typer.Argument(help="A preset name.")]) -> None:
     """Print a preset as YAML, to copy into a study file and edit."""
-    from hiddencost.study.catalog import load_preset
-
     print(load_preset(name).to_yaml(), end="")

@@ -11,7 +11,11 @@
 5. with ``retry_failed``, reset this study's failed rows to pending;
 6. hand the pending runs, in expansion order, to the executor, which claims each one (running)
    before it starts; the driver records every outcome (done with metrics, or failed with its
-   error) in one transaction as it arrives.
+   error) in one transaction as it arrives;
+7. measure the upstream fidelity of every compressed backbone with a done run (top-1 agreement
+   and KL against the dense backbone on the dataset's test images, no labels) into
+   ``fidelity.json``; on by default for the standard runner, skipped for a custom ``runner``
+   (its runs need not be backbone transfers) or with ``fidelity=False``.
 
 So a study can be interrupted at any moment (Ctrl-C, SIGKILL, a lost node) and started again
 with the same command: it finishes exactly the missing runs, none lost, none recorded twice.
@@ -24,24 +28,17 @@ Several drivers may share one store (claims are atomic; each skips runs another 
 for instance one per machine on a common study; rows claimed on another host are reclaimed only
 with ``reclaim_all`` (``--reclaim-all``), as their owner's liveness cannot be checked from here.
 
-Layout of a study's output folder (default ``hiddencost-results/<name>``)::
+``on_event`` (monitoring) is called at each of the driver's durable steps, :data:`EVENTS`:
+``("inserted", None)`` once the pending rows are in the store, then per run ``("claimed",
+key)``, ``("executed", key)`` (the outcome arrived, not yet recorded) and ``("recorded",
+key)``. The store is consistent at each of them, which is also what makes them the points where
+the kill-safety tests SIGKILL a driver.
 
-    study.sqlite            the store (``--store`` elsewhere, e.g. on local disk)
-    artifacts/<key>/        result.json, weights.safetensors, outcome.json (error.txt)
-    slurm/                  submitit's job files and logs (Slurm executor)
-    fidelity.json           upstream fidelity of each compressed backbone (see
-    fidelity/               :mod:`hiddencost.study.fidelity`) and its cache
-
-7. measure the upstream fidelity of every compressed backbone with a done run (top-1 agreement
-   and KL against the dense backbone on the dataset's test images, no labels) into
-   ``fidelity.json``; on by default for the standard runner, skipped for a custom ``runner``
-   (its runs need not be backbone transfers) or with ``fidelity=False``.
+The output folder's layout is described in :mod:`hiddencost.study.layout`.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -50,43 +47,32 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import Progress
 
 from hiddencost.errors import HiddenCostError
 from hiddencost.progress import make_progress
+from hiddencost.records import RunRecord
+from hiddencost.study.catalog import load_preset
 from hiddencost.study.executors import Executor, make_executor
 from hiddencost.study.fidelity import (
     DEFAULT_FIDELITY_IMAGES,
     FIDELITY_FILE,
     record_study_fidelity,
 )
+from hiddencost.study.layout import StudyPaths
+from hiddencost.study.results import load_records, read_study
 from hiddencost.study.spec import PlannedRun, StudySpec, execution_config, expand
-from hiddencost.study.store import Owner, SQLiteStore, open_store
+from hiddencost.study.store import Owner, SQLiteStore
 from hiddencost.study.worker import OUTCOME_FILE, Task, read_outcome
 
-DEFAULT_RESULTS = Path("hiddencost-results")
-STORE_FILE = "study.sqlite"
-#: Fault injection for tests: ``POINT:N`` SIGKILLs the driver the N-th time it reaches POINT
-#: (inserted, claimed, executed, recorded).
-FAULT_ENV = "HIDDENCOST_STUDY_FAULT"
+#: The steps reported to ``on_event``, in the order a run passes them (see the module docstring).
+EVENTS: tuple[str, ...] = ("inserted", "claimed", "executed", "recorded")
+#: ``on_event(step, key)``: ``key`` is the run's key, None for ``inserted``.
+EventHook = Callable[[str, str | None], None]
 
 
-@dataclass(frozen=True)
-class StudyPaths:
-    """Where a study keeps its store and artifacts."""
-
-    root: Path
-    store: str
-    artifacts: Path
-
-    @classmethod
-    def resolve(cls, spec: StudySpec, out: str | Path | None = None,
-                store: str | Path | None = None) -> StudyPaths:
-        root = Path(out) if out is not None else DEFAULT_RESULTS / spec.name
-        return cls(root, str(store) if store is not None else str(root / STORE_FILE),
-                   root / "artifacts")
-
-    def run_dir(self, key: str) -> Path:
-        return self.artifacts / key
+def _no_event(step: str, key: str | None) -> None:
+    """The default ``on_event``: nobody is listening."""
 
 
 @dataclass
@@ -105,39 +91,63 @@ class StudyReport:
     wall_s: float = 0.0
 
 
-class _Faults:
-    def __init__(self) -> None:
-        point, _, count = os.environ.get(FAULT_ENV, "").partition(":")
-        self.point, self.remaining = point, int(count or 1)
+@dataclass(frozen=True)
+class Environment:
+    """Where and how a study's runs execute, not part of their identity: the RunConfig
+    environment fields (device, data_root, download) and the root of relative checkpoints."""
 
-    def reach(self, point: str) -> None:
-        if point == self.point:
-            self.remaining -= 1
-            if self.remaining <= 0:
-                os.kill(os.getpid(), signal.SIGKILL)
+    fields: dict[str, Any]
+    checkpoint_root: str | None
+
+
+def resolve_environment(spec: StudySpec, environment: dict[str, Any] | None = None,
+                        checkpoint_root: str | None = None) -> Environment:
+    """The spec's environment (``params`` fields, ``checkpoint_root``) overridden by the given
+    values (None = not given), with ``data_root`` and ``checkpoint_root`` made absolute:
+    workers (Ray, Slurm) may start in another directory."""
+    fields = {**spec.environment(),
+              **{k: v for k, v in (environment or {}).items() if v is not None}}
+    if fields.get("data_root"):
+        fields["data_root"] = str(Path(fields["data_root"]).expanduser().absolute())
+    root = checkpoint_root or spec.checkpoint_root
+    return Environment(fields, str(Path(root).expanduser().absolute()) if root else None)
 
 
 class _Session:
     """The driver side of :class:`~hiddencost.study.executors.Hooks`."""
 
-    def __init__(self, store: SQLiteStore, owner: Owner, paths: StudyPaths, console: Console,
-                 progress: Any, faults: _Faults) -> None:
-        self.store, self.owner, self.paths, self.console = store, owner, paths, console
-        self.progress, self.faults = progress, faults
+    def __init__(self, store: SQLiteStore, owner: Owner, console: Console,
+                 on_event: EventHook) -> None:
+        self.store, self.owner, self.console, self.emit = store, owner, console, on_event
         self.executed = 0
         self.failed: list[str] = []
         self.labels: dict[str, str] = {}
+        self.progress: Progress | None = None
         self.runs_bar = self.epochs_bar = None
         self.on_epoch: Callable[[dict], None] | None = None
-        if progress is not None:
-            self.runs_bar = progress.add_task("runs", total=None, status="")
+
+    def show(self, progress: Progress | None, total: int, epochs: bool) -> None:
+        """Display a runs bar of ``total`` on ``progress`` and, with ``epochs``, an epochs bar
+        fed by ``on_epoch`` (only in-process executors call it)."""
+        self.progress = progress
+        if progress is None:
+            return
+        self.runs_bar = progress.add_task("runs", total=total, status="")
+        if epochs:
+            self.epochs_bar = progress.add_task("epochs", total=None, status="")
+            self.on_epoch = self._epoch
+
+    def _epoch(self, rec: dict) -> None:
+        loss = rec.get("loss")
+        self.progress.update(self.epochs_bar, advance=1,
+                             status="" if loss is None else f"loss {loss:.3f}")
 
     def claim(self, task: Task) -> bool:
         if not self.store.claim(task.key, self.owner):
             return False
         (Path(task.out_dir) / OUTCOME_FILE).unlink(missing_ok=True)
         self.labels[task.key] = task.label
-        self.faults.reach("claimed")
+        self.emit("claimed", task.key)
         return True
 
     def started(self, task: Task) -> None:
@@ -148,9 +158,9 @@ class _Session:
                 self.progress.reset(self.epochs_bar, total=task.config.get("epochs"))
 
     def record(self, outcome: dict[str, Any]) -> None:
-        self.faults.reach("executed")
+        self.emit("executed", outcome["key"])
         self.store.record(outcome)
-        self.faults.reach("recorded")
+        self.emit("recorded", outcome["key"])
         self.executed += 1
         if outcome["status"] == "failed":
             self.failed.append(outcome["key"])
@@ -162,18 +172,6 @@ class _Session:
 
     def release(self, keys: Sequence[str]) -> None:
         self.store.release(keys, self.owner)
-
-    def enable_epochs(self) -> None:
-        if self.progress is None:
-            return
-        self.epochs_bar = self.progress.add_task("epochs", total=None, status="")
-
-        def on_epoch(rec: dict) -> None:
-            loss = rec.get("loss")
-            self.progress.update(self.epochs_bar, advance=1,
-                                 status="" if loss is None else f"loss {loss:.3f}")
-
-        self.on_epoch = on_epoch
 
 
 def merge_outcomes(store: SQLiteStore, runs: Sequence[PlannedRun], paths: StudyPaths) -> int:
@@ -190,16 +188,78 @@ def merge_outcomes(store: SQLiteStore, runs: Sequence[PlannedRun], paths: StudyP
     return merged
 
 
-def build_tasks(
-    runs: Sequence[PlannedRun], paths: StudyPaths, environment: dict[str, Any],
-    checkpoint_root: str | None, runner: str | None,
-) -> list[Task]:
+def build_tasks(runs: Sequence[PlannedRun], paths: StudyPaths, environment: Environment,
+                runner: str | None) -> list[Task]:
     """Executable tasks for ``runs`` (identity + environment, artifact folder, runner)."""
     return [
-        Task(key=r.key, config=execution_config(r.identity, environment, checkpoint_root),
+        Task(key=r.key,
+             config=execution_config(r.identity, environment.fields, environment.checkpoint_root),
              out_dir=str(paths.run_dir(r.key).absolute()), runner=runner, label=r.label)
         for r in runs
     ]
+
+
+def _sync_store(db: SQLiteStore, spec: StudySpec, runs: Sequence[PlannedRun],
+                paths: StudyPaths, owner: Owner, report: StudyReport, *, reclaim_all: bool,
+                retry_failed: bool, emit: EventHook) -> None:
+    """Steps 2–5: insert the missing runs, merge unrecorded outcomes, reclaim stale rows and
+    (with ``retry_failed``) reset failed ones; the counts go into ``report``."""
+    report.new = db.add_pending(spec.name, runs)
+    emit("inserted", None)
+    report.merged = merge_outcomes(db, runs, paths)
+    report.reclaimed = len(db.reclaim_stale(owner, include_foreign=reclaim_all))
+    if retry_failed:
+        retried = db.reset_failed(r.key for r in runs)
+        for key in retried:
+            (paths.run_dir(key) / OUTCOME_FILE).unlink(missing_ok=True)
+        report.retried = len(retried)
+
+
+def _pending(db: SQLiteStore, runs: Sequence[PlannedRun], max_runs: int | None
+             ) -> list[PlannedRun]:
+    """The pending runs in expansion order, at most ``max_runs``."""
+    rows = db.rows(r.key for r in runs)
+    todo = [r for r in runs if rows[r.key].status == "pending"]
+    return todo if max_runs is None else todo[:max_runs]
+
+
+def _execute(executor: Executor, tasks: Sequence[Task], session: _Session,
+             keys: Sequence[str], console: Console, progress: bool) -> None:
+    """Step 6 behind progress bars; on Ctrl-C say how far the study got, then re-raise."""
+    bar = make_progress(console) if progress and tasks else None
+    session.show(bar, len(tasks), epochs=executor.in_process)
+    try:
+        if bar is not None:
+            bar.start()
+        executor.execute(tasks, session)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.stop()
+        done = session.store.counts(keys)["done"]
+        console.print(f"interrupted: {done} of {len(keys)} runs done; run the same command "
+                      "again to finish the others", highlight=False)
+        raise
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def _print_plan(console: Console, spec: StudySpec, counts: Counter[str], todo: int,
+                executor: Executor, paths: StudyPaths) -> None:
+    console.print(
+        f"study [bold]{spec.name}[/]: {sum(counts.values())} runs · {counts['done']} done · "
+        f"{counts['failed']} failed · {todo} to run now (executor {executor.name}, "
+        f"store {paths.store})", highlight=False, soft_wrap=True)
+
+
+def _print_summary(console: Console, report: StudyReport) -> None:
+    c = report.counts
+    console.print(f"study [bold]{report.name}[/]: {c['done']} done · {c['failed']} failed · "
+                  f"{c['pending'] + c['running']} not run · {report.executed} executed in "
+                  f"{report.wall_s:.1f} s", highlight=False)
+    if c["failed"]:
+        console.print("rerun failed runs with --retry-failed; errors: "
+                      "hiddencost study status --failed", highlight=False)
 
 
 def run_study(
@@ -218,15 +278,17 @@ def run_study(
     progress: bool = True,
     fidelity: bool | None = None,
     fidelity_images: int = DEFAULT_FIDELITY_IMAGES,
+    on_event: EventHook | None = None,
 ) -> StudyReport:
     """Run every missing run of ``spec`` (see the module docstring) and report.
 
     Args:
         out: the study's output folder (default ``hiddencost-results/<name>``).
         store: the store file or URL (default ``<out>/study.sqlite``).
-        executor: ``local``, ``ray``, ``slurm`` or an executor object.
-        executor_options: keyword arguments of the executor (see
-            :mod:`hiddencost.study.executors`); the Slurm folder defaults to ``<out>/slurm``.
+        executor: a registered executor's name (``local``, ``ray``, ``slurm``, see
+            :data:`hiddencost.study.executors.EXECUTORS`) or an executor object.
+        executor_options: keyword arguments of a named executor, over its defaults for this
+            study (e.g. the Slurm folder ``<out>/slurm``).
         retry_failed: run failed runs again.
         reclaim_all: also reclaim running rows owned by drivers on other hosts (use when you
             know no other driver is running).
@@ -237,108 +299,50 @@ def run_study(
         console: where to print; ``progress=False`` turns the progress bars off.
         fidelity: record upstream fidelity (step 7); None = when ``spec.runner`` is unset.
         fidelity_images: test images per dataset for fidelity.
+        on_event: called as ``on_event(step, key)`` at each step of :data:`EVENTS`.
     """
     start = time.perf_counter()
     console = console or Console()
     runs = expand(spec)
     keys = [r.key for r in runs]
     paths = StudyPaths.resolve(spec, out, store)
-    env = {**spec.environment(), **{k: v for k, v in (environment or {}).items()
-                                    if v is not None}}
-    # workers (Ray, Slurm) may start in another directory: give them absolute paths
-    if env.get("data_root"):
-        env["data_root"] = str(Path(env["data_root"]).expanduser().absolute())
-    checkpoint_root = checkpoint_root or spec.checkpoint_root
-    if checkpoint_root:
-        checkpoint_root = str(Path(checkpoint_root).expanduser().absolute())
-    faults = _Faults()
-    options = dict(executor_options or {})
+    env = resolve_environment(spec, environment, checkpoint_root)
     if isinstance(executor, str):
-        if executor == "slurm":
-            options.setdefault("folder", paths.root / "slurm")
-        executor = make_executor(executor, **options)
-    owner = Owner.current()
+        executor = make_executor(executor, paths.root, **(executor_options or {}))
     report = StudyReport(spec.name, len(runs), Counter())
-    with open_store(paths.store) as db:
-        report.new = db.add_pending(spec.name, runs)
-        faults.reach("inserted")
-        report.merged = merge_outcomes(db, runs, paths)
-        report.reclaimed = len(db.reclaim_stale(owner, include_foreign=reclaim_all))
-        if retry_failed:
-            retried = db.reset_failed(keys)
-            for key in retried:
-                (paths.run_dir(key) / OUTCOME_FILE).unlink(missing_ok=True)
-            report.retried = len(retried)
-        rows = db.rows(keys)
-        todo = [r for r in runs if rows[r.key].status == "pending"]
-        if max_runs is not None:
-            todo = todo[:max_runs]
-        before = db.counts(keys)
-        console.print(
-            f"study [bold]{spec.name}[/]: {len(runs)} runs · {before['done']} done · "
-            f"{before['failed']} failed · {len(todo)} to run now (executor {executor.name}, "
-            f"store {paths.store})", highlight=False, soft_wrap=True)
-        tasks = build_tasks(todo, paths, env, checkpoint_root, spec.runner)
-        bar = make_progress(console) if progress and tasks else None
-        session = _Session(db, owner, paths, console, bar, faults)
-        try:
-            if bar is not None:
-                bar.start()
-                bar.update(session.runs_bar, total=len(tasks))
-                if executor.name == "local":
-                    session.enable_epochs()
-            executor.execute(tasks, session)
-        except KeyboardInterrupt:
-            if bar is not None:
-                bar.stop()
-            counts = db.counts(keys)
-            console.print(f"interrupted: {counts['done']} of {len(runs)} runs done; run the "
-                          "same command again to finish the others", highlight=False)
-            raise
-        finally:
-            if bar is not None:
-                bar.stop()
+    owner = Owner.current()  # one per session: its claims, and what it may reclaim
+    emit = on_event or _no_event
+    with paths.location.open() as db:
+        _sync_store(db, spec, runs, paths, owner, report, reclaim_all=reclaim_all,
+                    retry_failed=retry_failed, emit=emit)
+        todo = _pending(db, runs, max_runs)
+        _print_plan(console, spec, db.counts(keys), len(todo), executor, paths)
+        session = _Session(db, owner, console, emit)
+        _execute(executor, build_tasks(todo, paths, env, spec.runner), session, keys, console,
+                 progress)
         report.counts = db.counts(keys)
         rows = db.rows(keys)
-    report.executed = session.executed
-    report.failed_now = session.failed
+    report.executed, report.failed_now = session.executed, session.failed
     report.wall_s = time.perf_counter() - start
-    c = report.counts
-    console.print(f"study [bold]{spec.name}[/]: {c['done']} done · {c['failed']} failed · "
-                  f"{c['pending'] + c['running']} not run · {report.executed} executed in "
-                  f"{report.wall_s:.1f} s", highlight=False)
-    if c["failed"]:
-        console.print("rerun failed runs with --retry-failed; errors: "
-                      "hiddencost study status --failed", highlight=False)
+    _print_summary(console, report)
     done = [r for r in runs if rows[r.key].status == "done"]
     if (spec.runner is None if fidelity is None else fidelity) and done:
-        _fidelity(spec, done, paths, env, checkpoint_root, fidelity_images, console, progress)
+        _fidelity(spec, done, paths, env, fidelity_images, console, progress)
     return report
 
 
-def _fidelity(spec: StudySpec, done: Sequence[PlannedRun], paths: StudyPaths,
-              env: dict[str, Any], checkpoint_root: str | None, images: int, console: Console,
-              progress: bool) -> list[dict[str, Any]]:
+def _fidelity(spec: StudySpec, done: Sequence[PlannedRun], paths: StudyPaths, env: Environment,
+              images: int, console: Console, progress: bool) -> list[dict[str, Any]]:
     entries = record_study_fidelity(
-        spec, done, paths.root, images_per_dataset=images, checkpoint_root=checkpoint_root,
-        device=env.get("device") or "auto", data_root=env.get("data_root"),
-        download=bool(env.get("download")), console=console, progress=progress)
+        spec, done, paths.root, images_per_dataset=images, checkpoint_root=env.checkpoint_root,
+        device=env.fields.get("device") or "auto", data_root=env.fields.get("data_root"),
+        download=bool(env.fields.get("download")), console=console, progress=progress)
     if entries:
         ok = sum(e.get("error") is None for e in entries)
         console.print(f"fidelity: {ok} of {len(entries)} compressed backbone × dataset pairs "
                       f"measured → {paths.root / FIDELITY_FILE}", highlight=False,
                       soft_wrap=True)
     return entries
-
-
-def done_runs(spec: StudySpec, paths: StudyPaths) -> list[PlannedRun]:
-    """The runs of ``spec`` that the store holds as done, in expansion order."""
-    runs = expand(spec)
-    if not Path(paths.store).exists() and "://" not in paths.store:
-        return []
-    with open_store(paths.store) as db:
-        rows = db.rows(r.key for r in runs)
-    return [r for r in runs if r.key in rows and rows[r.key].status == "done"]
 
 
 def study_fidelity(
@@ -355,33 +359,14 @@ def study_fidelity(
     """Step 7 of :func:`run_study` alone: record the fidelity of the compressed backbones of
     the study's done runs (e.g. on a GPU node, after ``run_study(..., fidelity=False)`` on a
     cluster's login node). Arguments as in :func:`run_study`; returns the entries."""
-    paths = StudyPaths.resolve(spec, out, store)
-    env = {**spec.environment(), **{k: v for k, v in (environment or {}).items()
-                                    if v is not None}}
-    done = done_runs(spec, paths)
+    study = read_study(spec, out, store)
+    done = [run for run, _ in study.done()]
     if not done:
-        raise HiddenCostError(f"study {spec.name} has no done runs in {paths.store}: run it "
-                              "first (hiddencost study run)")
-    root = checkpoint_root or spec.checkpoint_root
-    return _fidelity(spec, done, paths, env, root, images_per_dataset,
-                     console or Console(), progress)
-
-
-def load_records(spec: StudySpec, out: str | Path | None = None,
-                 store: str | Path | None = None) -> list[dict[str, Any]]:
-    """The ``result.json`` records of the study's done runs, in expansion order."""
-    import json
-
-    paths = StudyPaths.resolve(spec, out, store)
-    records = []
-    for run in done_runs(spec, paths):
-        path = paths.run_dir(run.key) / "result.json"
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, ValueError) as exc:
-            raise HiddenCostError(f"run {run.key} is done but {path} is unreadable: {exc}") \
-                from None
-    return records
+        raise HiddenCostError(f"study {spec.name} has no done runs in {study.paths.store}: run "
+                              "it first (hiddencost study run)")
+    return _fidelity(spec, done, study.paths,
+                     resolve_environment(spec, environment, checkpoint_root),
+                     images_per_dataset, console or Console(), progress)
 
 
 def run_preset(
@@ -392,13 +377,11 @@ def run_preset(
     device: str | None = None,
     executor: str = "local",
     **kwargs: Any,
-) -> list[dict[str, Any]]:
+) -> list[RunRecord]:
     """Run a preset through the study machinery (resumable) and return the result records of
     its done runs in expansion order. ``params`` overrides shared hyper-parameters (which
     changes the runs' identities, e.g. ``{"epochs": 2}``); ``device`` does not. Other keyword
     arguments go to :func:`run_study`."""
-    from hiddencost.study.catalog import load_preset
-
     spec = load_preset(name)
     if params:
         spec = spec.with_params(**{k: v for k, v in params.items() if v is not None})

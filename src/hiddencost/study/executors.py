@@ -16,19 +16,26 @@ starts, hand every outcome to ``record`` (the driver writes the store: workers n
   them into its store, so the store can stay on local disk when the cluster filesystem is NFS
   (where SQLite is unsafe). submitit's ``local`` and ``debug`` clusters run the same path on one
   machine. Needs ``pip install 'hiddencost[slurm]'``.
+
+Executors register themselves by name (:func:`register_executor`) in :data:`EXECUTORS`, the one
+table that ``--executor``, :func:`make_executor` and the driver read; an executor class says
+itself what it defaults to for a study (:meth:`ExecutorBase.defaults`, e.g. the Slurm folder
+``<out>/slurm``) and which options it takes (the keyword arguments of its constructor).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from hiddencost.errors import HiddenCostError
+from hiddencost.run import RunCache
 from hiddencost.study.worker import (
     Task,
     execute_chunk,
@@ -38,8 +45,6 @@ from hiddencost.study.worker import (
     one_line_error,
     read_outcome,
 )
-
-EXECUTORS: tuple[str, ...] = ("local", "ray", "slurm")
 
 
 class Hooks(Protocol):
@@ -65,9 +70,43 @@ class Hooks(Protocol):
 
 
 class Executor(Protocol):
+    """Executes tasks through the driver's :class:`Hooks`."""
+
     name: str
+    #: Runs execute in the driver's process, so per-epoch progress can be shown.
+    in_process: bool
 
     def execute(self, tasks: Sequence[Task], hooks: Hooks) -> None: ...
+
+
+class ExecutorBase:
+    """What registered executors share: a name, and the class-level facts the driver and the
+    command line read before an executor exists."""
+
+    name: ClassVar[str]
+    in_process: ClassVar[bool] = False
+
+    @classmethod
+    def defaults(cls, study_root: Path) -> dict[str, Any]:
+        """Option defaults for a study whose output folder is ``study_root``."""
+        return {}
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The options this executor takes: its constructor's keyword arguments."""
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        return tuple(p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD)
+
+
+_E = TypeVar("_E", bound=type[ExecutorBase])
+#: The executors by name, in registration order (local, ray, slurm).
+EXECUTORS: dict[str, type[ExecutorBase]] = {}
+
+
+def register_executor(cls: _E) -> _E:
+    """Class decorator: make an executor available by its ``name``."""
+    EXECUTORS[cls.name] = cls
+    return cls
 
 
 def require(module: str, extra: str) -> ModuleType:
@@ -79,18 +118,18 @@ def require(module: str, extra: str) -> ModuleType:
                               f"pip install 'hiddencost[{extra}]'") from None
 
 
-class LocalExecutor:
+@register_executor
+class LocalExecutor(ExecutorBase):
     """Runs tasks one after the other in this process, sharing one RunCache."""
 
     name = "local"
+    in_process = True
 
     def __init__(self) -> None:
-        self.cache: Any = None
+        self.cache: RunCache | None = None  # made on first use
 
     def execute(self, tasks: Sequence[Task], hooks: Hooks) -> None:
         if self.cache is None:
-            from hiddencost.run import RunCache
-
             self.cache = RunCache()
         for task in tasks:
             if not hooks.claim(task):
@@ -104,7 +143,8 @@ class LocalExecutor:
             hooks.record(outcome)
 
 
-class RayExecutor:
+@register_executor
+class RayExecutor(ExecutorBase):
     """Ray Core tasks with a bounded number in flight; see the module docstring."""
 
     name = "ray"
@@ -180,14 +220,20 @@ class RayExecutor:
             raise
 
 
-class SlurmExecutor:
+@register_executor
+class SlurmExecutor(ExecutorBase):
     """A submitit job array; see the module docstring.
 
     ``cluster``: None (detect; Slurm on a Slurm login node), ``"slurm"``, ``"local"`` (one
     subprocess per job on this machine) or ``"debug"`` (in this process, for tests).
+    ``folder`` (submitit's job files and logs) defaults to ``<out>/slurm`` in a study.
     """
 
     name = "slurm"
+
+    @classmethod
+    def defaults(cls, study_root: Path) -> dict[str, Any]:
+        return {"folder": study_root / "slurm"}
 
     def __init__(
         self,
@@ -278,12 +324,27 @@ class SlurmExecutor:
         return True
 
 
-def make_executor(name: str, **options: Any) -> Executor:
-    """An executor by name (``local``, ``ray`` or ``slurm``) with its options."""
-    if name == "local":
-        return LocalExecutor()
-    if name == "ray":
-        return RayExecutor(**options)
-    if name == "slurm":
-        return SlurmExecutor(**options)
-    raise HiddenCostError(f"unknown executor {name!r}; use {', '.join(EXECUTORS)}")
+def executor_class(name: str) -> type[ExecutorBase]:
+    """The registered executor called ``name``; unknown names are a one-line error."""
+    if name not in EXECUTORS:
+        raise HiddenCostError(f"unknown executor {name!r}; use {', '.join(EXECUTORS)}")
+    return EXECUTORS[name]
+
+
+def executor_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``given`` that executor ``name`` takes (e.g. from every executor option
+    of the command line, those of the chosen executor)."""
+    accepted = executor_class(name).option_names()
+    return {k: v for k, v in given.items() if k in accepted}
+
+
+def make_executor(name: str, study_root: str | Path | None = None, **options: Any) -> Executor:
+    """An executor by name with its options, over its defaults for a study whose output folder
+    is ``study_root`` (when given); an option it does not take is a one-line error."""
+    cls = executor_class(name)
+    unknown = sorted(set(options) - set(cls.option_names()))
+    if unknown:
+        raise HiddenCostError(f"the {name} executor takes no option {unknown[0]!r}; options: "
+                              f"{', '.join(cls.option_names()) or 'none'}")
+    defaults = cls.defaults(Path(study_root)) if study_root is not None else {}
+    return cls(**{**defaults, **options})

@@ -8,47 +8,74 @@ of the done runs against its dense original, once per dataset of the study, with
 are used, so this is the "upstream" quality of the compression measured on the images the
 backbone is transferred to; the report sets it against the transfer cost.
 
-The dense original of a compression point is the study's dense backbone: the spec's ``model``
-with the shared ``weights`` and ``checkpoint`` of ``params``, uncompressed. For grid points
-(magnitude, quantize, ...) the compressed model is that backbone compressed the way the runs
-compress it; for checkpoint families it is the family's checkpoint file (its zoo name or a plain
-state dict).
+A target (:class:`FidelityTarget`) is one compressed backbone × dataset; its runs are those
+whose identity agrees on :data:`TARGET_FIELDS` (model, dataset, compression, checkpoint), and
+:func:`target_key` hashes exactly those fields with the runs' own
+:func:`hiddencost.study.identity.key_of_identity`. The dense original of a target is the
+study's dense backbone: the spec's ``model`` with the runs' ``weights`` and the shared
+``checkpoint`` of ``params``, uncompressed. For grid points (magnitude, quantize, ...) the
+compressed model is that backbone compressed the way the runs compress it; for checkpoint
+families it is the family's checkpoint file (its zoo name or a plain state dict).
 
 Files in the study's output folder::
 
     fidelity.json       {"version", "study", "images_per_dataset", "entries": [...]}
     fidelity/           one cached result per entry (asking again is free)
 
-Each entry holds ``model`` (the compressed model name of the runs), ``dataset``, the study tags
-``family``, ``compression``, ``level``, ``unit``, ``dense_model``, and the metrics of
-:func:`hiddencost.fidelity.fidelity_report` (``n_images``, ``top1_agreement``,
-``top5_agreement``, ``mean_kl``, ``max_kl``, ...), or ``error`` when it could not be measured
-(a missing checkpoint, say): one bad entry never stops the others.
+Each entry is a :class:`FidelityEntry` as flat JSON: ``model`` (the compressed model name of
+the runs), ``dataset``, the study tags ``family``, ``compression``, ``level``, ``unit``,
+``dense_model``, ``images``, the fields of :class:`hiddencost.fidelity.FidelityMetrics`
+(``n_images``, ``top1_agreement``, ``top5_agreement``, ``mean_kl``, ``max_kl``, ...) when
+measured, and ``error``: None, or the one-line :class:`~hiddencost.errors.HiddenCostError`
+that kept it from being measured (a missing checkpoint, say), which never stops the others.
+Any other exception (a bug, CUDA out of memory) propagates.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
+from hiddencost.backbones import WeightsMode, resolve_backbone_name
+from hiddencost.compression import CompressionSpec
 from hiddencost.errors import HiddenCostError
-
-if TYPE_CHECKING:  # torch-heavy modules load on first use: `hiddencost --help` stays fast
-    from hiddencost.compression import CompressionSpec
-    from hiddencost.study.spec import PlannedRun, StudySpec
+from hiddencost.fidelity import FidelityMetrics, FidelityRow, cached_fidelity
+from hiddencost.progress import make_progress
+from hiddencost.study.identity import key_of_identity
+from hiddencost.study.spec import (
+    CompressionPoint,
+    PlannedRun,
+    StudySpec,
+    checkpoint_location,
+    compression_points,
+    expand,
+)
 
 FIDELITY_FILE = "fidelity.json"
 FIDELITY_CACHE = "fidelity"
 FIDELITY_FILE_VERSION = 1
 #: Test images per dataset: the binomial standard error of an agreement is then ≤ 3.1 pp.
 DEFAULT_FIDELITY_IMAGES = 256
-_METRICS = ("n_images", "top1_agreement", "top5_agreement", "mean_kl", "max_kl",
-            "dense_mean_confidence", "compressed_mean_confidence")
+#: The run identity fields that all runs of one fidelity target share.
+TARGET_FIELDS = ("model", "dataset", "compression", "checkpoint")
+
+
+def target_key(identity: Mapping[str, Any]) -> str:
+    """The key of the fidelity target of a run identity: ``key_of_identity`` of its
+    :data:`TARGET_FIELDS` alone (so runs differing only in method, budget, seed share it)."""
+    return key_of_identity({k: identity.get(k) for k in TARGET_FIELDS})
+
+
+def run_target_key(run: PlannedRun) -> str:
+    """:func:`target_key` of a planned run."""
+    return target_key(run.identity)
 
 
 @dataclass(frozen=True)
@@ -58,68 +85,109 @@ class FidelityTarget:
     model: str  # the compressed model name, as in the runs' identity
     dataset: str
     dense_model: str
-    weights: str
+    weights: WeightsMode
     dense_checkpoint: str | None
     compression: CompressionSpec | None  # grid points
     checkpoint: str | None  # checkpoint families (relative to checkpoint_root, as written)
     tags: dict[str, Any]
+    key: str  # target_key of its runs
 
-    def run_key(self) -> tuple:
-        """What identifies the target's runs: model, dataset, compression, checkpoint."""
-        from hiddencost.compression import CompressionSpec
-
-        comp = (self.compression or CompressionSpec()).model_dump(mode="json")
-        ckpt = self.checkpoint if self.compression is None else self.dense_checkpoint
-        return (self.model, self.dataset, json.dumps(comp, sort_keys=True), ckpt)
+    def run_key(self) -> str:
+        """The :func:`target_key` that the target's runs share."""
+        return self.key
 
 
-def _run_key(run: PlannedRun) -> tuple:
+class FidelityEntry(BaseModel):
+    """The fidelity of one target: its metrics, or the error that kept it from being measured.
+    Stored flat in ``fidelity.json`` (:meth:`to_json`, see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    dataset: str
+    tags: dict[str, Any]
+    dense_model: str
+    images: str
+    metrics: FidelityMetrics | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, target: FidelityTarget, metrics: FidelityMetrics | None = None,
+           error: str | None = None) -> FidelityEntry:
+        """The entry of ``target`` with its ``metrics`` or its ``error``."""
+        return cls(model=target.model, dataset=target.dataset, tags=target.tags,
+                   dense_model=target.dense_model, images=f"{target.dataset} test split",
+                   metrics=metrics, error=error)
+
+    def to_json(self) -> dict[str, Any]:
+        """The flat JSON entry: head, tags, metric fields (when measured), ``error``."""
+        metrics = self.metrics.model_dump(mode="json") if self.metrics is not None else {}
+        return {"model": self.model, "dataset": self.dataset, **self.tags,
+                "dense_model": self.dense_model, "images": self.images, **metrics,
+                "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FidelityEntry:
+        """The entry of a flat JSON entry (the inverse of :meth:`to_json`)."""
+        head = {k: data[k] for k in ("model", "dataset", "dense_model", "images")}
+        names = FidelityMetrics.model_fields
+        tags = {k: v for k, v in data.items() if k not in head and k not in names
+                and k != "error"}
+        error = data.get("error")
+        metrics = FidelityMetrics(**{k: data[k] for k in names if k in data}) \
+            if error is None else None
+        return cls(**head, tags=tags, metrics=metrics, error=error)
+
+    def row(self) -> FidelityRow:
+        """The entry as a line of :func:`hiddencost.fidelity.print_fidelity_table`."""
+        return FidelityRow(str(self.tags.get("compression")), self.dataset, self.metrics,
+                           error=self.error)
+
+
+def _compressed_points(spec: StudySpec) -> dict[tuple[str, str], tuple[str, CompressionPoint]]:
+    """(compressed model name, compression label) → (dense model name, point), for every
+    compressed point of every backbone of ``spec``."""
+    points = [p for p in compression_points(spec.compression) if p.family != "dense"]
+    out: dict[tuple[str, str], tuple[str, CompressionPoint]] = {}
+    for model in spec.model:
+        entry = resolve_backbone_name(model)
+        for point in points:
+            name = resolve_backbone_name(point.model_for(model, entry.arch)).name
+            out.setdefault((name, point.label), (entry.name, point))
+    return out
+
+
+def _target(run: PlannedRun, dense_model: str, point: CompressionPoint,
+            dense_checkpoint: str | None) -> FidelityTarget:
     c = run.identity
-    return (c["model"], c["dataset"], json.dumps(c["compression"], sort_keys=True),
-            c.get("checkpoint"))
+    family = point.checkpoint is not None
+    return FidelityTarget(
+        model=c["model"], dataset=c["dataset"], dense_model=dense_model, weights=c["weights"],
+        dense_checkpoint=dense_checkpoint, compression=None if family else point.spec,
+        checkpoint=c.get("checkpoint") if family else None, tags=point.tags(),
+        key=run_target_key(run))
 
 
 def fidelity_targets(spec: StudySpec, runs: Sequence[PlannedRun] | None = None
                      ) -> list[FidelityTarget]:
-    """The compressed backbones × datasets of ``spec`` (in expansion order), only those with a
-    run in ``runs`` when given (e.g. the done runs)."""
-    from hiddencost.backbones import resolve_backbone_name
-    from hiddencost.run import RunConfig
-    from hiddencost.study.spec import compression_points
-
-    weights = spec.params.get("weights", RunConfig.model_fields["weights"].default)
-    base_ckpt = spec.params.get("checkpoint")
-    wanted = {_run_key(r) for r in runs} if runs is not None else None
-    targets: dict[tuple, FidelityTarget] = {}
-    points = compression_points(spec.compression)
-    for model in spec.model:
-        entry = resolve_backbone_name(model)
-        for dataset in spec.dataset:
-            for point in points:
-                if point.family == "dense":
-                    continue
-                family = point.checkpoint is not None
-                target = FidelityTarget(
-                    model=resolve_backbone_name(point.model_for(model, entry.arch)).name,
-                    dataset=dataset, dense_model=entry.name, weights=weights,
-                    dense_checkpoint=base_ckpt,
-                    compression=None if family else point.spec,
-                    checkpoint=point.checkpoint_for(model, entry.arch) if family else None,
-                    tags=point.tags())
-                key = target.run_key()
-                if (wanted is None or key in wanted) and key not in targets:
-                    targets[key] = target
+    """The compressed backbones × datasets of the runs of ``spec`` (default: all of them, else
+    e.g. the done runs), in the runs' order; dense runs have none."""
+    points = _compressed_points(spec)
+    dense_checkpoint = spec.params.get("checkpoint")
+    targets: dict[str, FidelityTarget] = {}
+    for run in expand(spec) if runs is None else runs:
+        found = points.get((run.identity["model"], run.tags.get("compression")))
+        key = run_target_key(run)
+        if found is not None and key not in targets:
+            targets[key] = _target(run, *found, dense_checkpoint)
     return list(targets.values())
 
 
 def measure_target(target: FidelityTarget, *, images_per_dataset: int, cache_dir: Path,
                    checkpoint_root: str | None = None, device: str = "auto",
                    data_root: str | None = None, download: bool = False,
-                   dense_cache: dict | None = None) -> dict[str, Any]:
+                   dense_cache: dict | None = None) -> FidelityEntry:
     """The fidelity entry of one target (cached in ``cache_dir``); errors are the caller's."""
-    from hiddencost.fidelity import cached_fidelity
-    from hiddencost.study.spec import checkpoint_location
-
     result = cached_fidelity(
         target.dense_model, target.compression, images=target.dataset, cache_dir=cache_dir,
         weights=target.weights,
@@ -128,14 +196,35 @@ def measure_target(target: FidelityTarget, *, images_per_dataset: int, cache_dir
         compressed_checkpoint=checkpoint_location(target.checkpoint, checkpoint_root),
         limit=images_per_dataset, device=device, data_root=data_root, dense_cache=dense_cache,
         download=download)
-    return {**_entry_head(target), **{k: result[k] for k in _METRICS},
-            "kl_direction": result["kl_direction"], "error": None}
+    return FidelityEntry.of(target, result.metrics)
 
 
-def _entry_head(target: FidelityTarget) -> dict[str, Any]:
-    return {"model": target.model, "dataset": target.dataset, **target.tags,
-            "dense_model": target.dense_model,
-            "images": f"{target.dataset} test split"}
+def _measure_one(target: FidelityTarget, measure: Callable[[FidelityTarget], FidelityEntry],
+                 console: Console) -> FidelityEntry:
+    try:
+        return measure(target)
+    except HiddenCostError as exc:
+        # an expected one-line failure (a missing checkpoint, say): recorded, the others go on;
+        # anything else (a bug, CUDA out of memory) propagates
+        console.print(f"[yellow]fidelity not measured[/] for {target.tags['compression']} on "
+                      f"{target.dataset}: {exc}", highlight=False, soft_wrap=True)
+        return FidelityEntry.of(target, error=str(exc))
+
+
+def _measure_all(targets: Sequence[FidelityTarget],
+                 measure: Callable[[FidelityTarget], FidelityEntry], console: Console,
+                 progress: bool) -> list[FidelityEntry]:
+    bar = make_progress(console) if progress and targets else None
+    if bar is None:
+        return [_measure_one(target, measure, console) for target in targets]
+    task = bar.add_task("fidelity", total=len(targets), status="")
+    entries = []
+    with bar:
+        for target in targets:
+            bar.update(task, status=f"{target.tags['compression']} on {target.dataset}")
+            entries.append(_measure_one(target, measure, console))
+            bar.update(task, advance=1)
+    return entries
 
 
 def record_study_fidelity(
@@ -152,52 +241,33 @@ def record_study_fidelity(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Measure every target of ``runs`` (see :func:`fidelity_targets`), write
-    ``root/fidelity.json`` and return its entries. Entries that fail carry ``error``."""
-    from hiddencost.progress import make_progress
-
+    ``root/fidelity.json`` and return its entries (the JSON of each :class:`FidelityEntry`, as
+    :func:`read_fidelity` returns them). Entries that failed carry ``error``."""
     if images_per_dataset < 2:
         raise HiddenCostError("fidelity needs at least 2 images per dataset")
-    console = console or Console()
-    root = Path(root)
-    targets = fidelity_targets(spec, runs)
-    entries: list[dict[str, Any]] = []
-    dense_cache: dict = {}
-    bar = make_progress(console) if progress and targets else None
-    task = bar.add_task("fidelity", total=len(targets), status="") if bar is not None else None
-    try:
-        if bar is not None:
-            bar.start()
-        for target in targets:
-            if bar is not None:
-                bar.update(task, status=f"{target.tags['compression']} on {target.dataset}")
-            try:
-                entry = measure_target(
-                    target, images_per_dataset=images_per_dataset,
-                    cache_dir=root / FIDELITY_CACHE, checkpoint_root=checkpoint_root,
-                    device=device, data_root=data_root, download=download,
-                    dense_cache=dense_cache)
-            except (HiddenCostError, OSError, RuntimeError) as exc:
-                # fidelity is a side measurement: a checkpoint that cannot be read is noted
-                entry = {**_entry_head(target), "error": f"{type(exc).__name__}: {exc}"}
-                console.print(f"[yellow]fidelity not measured[/] for {target.tags['compression']}"
-                              f" on {target.dataset}: {exc}", highlight=False, soft_wrap=True)
-            entries.append(entry)
-            if bar is not None:
-                bar.update(task, advance=1)
-    finally:
-        if bar is not None:
-            bar.stop()
+    measure = partial(measure_target, images_per_dataset=images_per_dataset,
+                      cache_dir=Path(root) / FIDELITY_CACHE, checkpoint_root=checkpoint_root,
+                      device=device, data_root=data_root, download=download, dense_cache={})
+    measured = _measure_all(fidelity_targets(spec, runs), measure, console or Console(),
+                            progress)
+    entries = [e.to_json() for e in measured]
     write_fidelity(root, spec.name, images_per_dataset, entries)
     return entries
 
 
+def fidelity_rows(entries: Sequence[Mapping[str, Any]]) -> list[FidelityRow]:
+    """The table rows of JSON entries (as :func:`record_study_fidelity` returns them)."""
+    return [FidelityEntry.from_json(e).row() for e in entries]
+
+
 def write_fidelity(root: str | Path, study: str, images_per_dataset: int,
-                   entries: list[dict[str, Any]]) -> Path:
-    """Write ``root/fidelity.json`` atomically and return its path."""
+                   entries: Sequence[Mapping[str, Any]]) -> Path:
+    """Write ``root/fidelity.json`` (JSON entries, see :meth:`FidelityEntry.to_json`)
+    atomically and return its path."""
     path = Path(root) / FIDELITY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"version": FIDELITY_FILE_VERSION, "study": study,
-           "images_per_dataset": images_per_dataset, "entries": entries}
+           "images_per_dataset": images_per_dataset, "entries": list(entries)}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
     tmp.replace(path)
@@ -205,7 +275,7 @@ def write_fidelity(root: str | Path, study: str, images_per_dataset: int,
 
 
 def read_fidelity(root: str | Path) -> list[dict[str, Any]]:
-    """The entries of ``root/fidelity.json`` ([] when there is none)."""
+    """The JSON entries of ``root/fidelity.json`` ([] when there is none)."""
     path = Path(root) / FIDELITY_FILE
     if not path.is_file():
         return []

@@ -1,20 +1,102 @@
-"""Reading a study back: status counts with an ETA, and flat exports (CSV or Parquet)."""
+"""Reading a study back: the runs and rows of a study, the result records of its done runs,
+status counts with an ETA, and flat exports (CSV or Parquet).
+
+:func:`read_study` is the one place that reads which runs of a study the store holds and in
+what state; everything else (the driver's fidelity step, :func:`load_records`, status, export,
+the report's tables) reads a study through it.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hiddencost.errors import HiddenCostError
-from hiddencost.study.driver import StudyPaths
-from hiddencost.study.spec import StudySpec, expand
-from hiddencost.study.store import STATUSES, RunRow, open_store
+from hiddencost.records import RunRecord
+from hiddencost.study.layout import RESULT_FILE, StudyPaths
+from hiddencost.study.spec import PlannedRun, StudySpec, expand
+from hiddencost.study.store import STATUSES, RunRow
+from hiddencost.study.worker import checked_record
 
 EXPORT_FORMATS: tuple[str, ...] = ("csv", "parquet")
+
+
+@dataclass(frozen=True)
+class StudyRuns:
+    """The runs of a study in expansion order with their store rows (a run missing from the
+    store has no row; ``store_exists`` is False when there is no store yet)."""
+
+    paths: StudyPaths
+    runs: list[PlannedRun]
+    rows: dict[str, RunRow]
+    store_exists: bool
+
+    def status(self, run: PlannedRun) -> str:
+        """The run's status; a run missing from the store is pending."""
+        row = self.rows.get(run.key)
+        return row.status if row is not None else "pending"
+
+    def done(self) -> Iterator[tuple[PlannedRun, RunRow]]:
+        """The done runs and their rows, in expansion order."""
+        for run in self.runs:
+            row = self.rows.get(run.key)
+            if row is not None and row.status == "done":
+                yield run, row
+
+
+def read_study(spec: StudySpec, out: str | Path | None = None,
+               store: str | Path | None = None) -> StudyRuns:
+    """Expand ``spec`` and read its rows from the store (which is not created when absent)."""
+    paths = StudyPaths.resolve(spec, out, store)
+    runs = expand(spec)
+    if not paths.location.exists():
+        return StudyRuns(paths, runs, {}, False)
+    with paths.location.open() as db:
+        return StudyRuns(paths, runs, db.rows(r.key for r in runs), True)
+
+
+def done_runs(spec: StudySpec, out: str | Path | None = None,
+              store: str | Path | None = None) -> list[PlannedRun]:
+    """The runs of ``spec`` that the store holds as done, in expansion order."""
+    return [run for run, _ in read_study(spec, out, store).done()]
+
+
+def read_record(path: str | Path) -> RunRecord:
+    """A ``result.json``, checked against the record schema (:class:`RunRecord`): OSError when
+    it cannot be read, ValueError when it is not JSON, HiddenCostError when not a record."""
+    return checked_record(json.loads(Path(path).read_text()), str(path))
+
+
+def record_or_metrics(folder: str | Path, row: RunRow) -> RunRecord | dict[str, Any]:
+    """The record in a done run's artifact folder; when its ``result.json`` is missing or not
+    a valid record, what the store kept instead: the row's configuration and scalar metrics
+    (a partial record, without the list-valued fields)."""
+    try:
+        return read_record(Path(folder) / RESULT_FILE)
+    except (OSError, ValueError, HiddenCostError):
+        return {"config": row.config, **(row.metrics or {})}
+
+
+def load_records(spec: StudySpec, out: str | Path | None = None,
+                 store: str | Path | None = None) -> list[RunRecord]:
+    """The result records of the study's done runs, in expansion order; a done run without a
+    readable record is a one-line error."""
+    study = read_study(spec, out, store)
+    records = []
+    for run, _ in study.done():
+        path = study.paths.run_dir(run.key) / RESULT_FILE
+        try:
+            records.append(read_record(path))
+        except (OSError, ValueError, HiddenCostError) as exc:
+            raise HiddenCostError(f"run {run.key} is done but {path} is unreadable: "
+                                  f"{exc}") from None
+    return records
 
 
 @dataclass
@@ -34,26 +116,16 @@ class StudyStatus:
     running: list[tuple[str, str, str]] = field(default_factory=list)  # key, label, owner
 
 
-def _rows(spec: StudySpec, out: str | Path | None, store: str | Path | None
-          ) -> tuple[StudyPaths, list, dict[str, RunRow], bool]:
-    paths = StudyPaths.resolve(spec, out, store)
-    runs = expand(spec)
-    exists = "://" in paths.store or Path(paths.store).exists()
-    if not exists:
-        return paths, runs, {}, False
-    with open_store(paths.store) as db:
-        return paths, runs, db.rows(r.key for r in runs), True
-
-
 def study_status(spec: StudySpec, out: str | Path | None = None,
                  store: str | Path | None = None) -> StudyStatus:
     """Counts by status, mean run time, ETA, failed and running runs of ``spec``."""
-    paths, runs, rows, exists = _rows(spec, out, store)
+    study = read_study(spec, out, store)
     counts: Counter[str] = Counter({s: 0 for s in STATUSES})
-    status = StudyStatus(spec.name, paths.store, exists, len(runs), counts)
+    status = StudyStatus(spec.name, study.paths.store, study.store_exists, len(study.runs),
+                         counts)
     times = []
-    for run in runs:
-        row = rows.get(run.key)
+    for run in study.runs:
+        row = study.rows.get(run.key)
         counts[row.status if row else "pending"] += 1
         if row is None:
             continue
@@ -87,11 +159,11 @@ def export_rows(spec: StudySpec, out: str | Path | None = None,
     """One flat dict per run of ``spec`` in expansion order: key, status, compression tags,
     every configuration field (``compression_*`` for the compression spec), every scalar
     metric, and error / host / timings / attempts / artifact folder."""
-    paths, runs, rows, _ = _rows(spec, out, store)
+    study = read_study(spec, out, store)
     table = []
-    for run in runs:
-        row = rows.get(run.key)
-        status = row.status if row else "pending"
+    for run in study.runs:
+        row = study.rows.get(run.key)
+        status = study.status(run)
         if statuses and status not in statuses:
             continue
         cfg = dict(run.identity)
@@ -110,7 +182,7 @@ def export_rows(spec: StudySpec, out: str | Path | None = None,
             "started_at": row.started_at if row else None,
             "finished_at": row.finished_at if row else None,
             "elapsed_s": row.wall_time_s if row else None,
-            "artifacts": str(paths.run_dir(run.key)),
+            "artifacts": str(study.paths.run_dir(run.key)),
         })
         table.append(flat)
     return table

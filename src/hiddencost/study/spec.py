@@ -33,7 +33,9 @@ compute, and are not part of a run's identity (see :mod:`hiddencost.study.identi
 
 ``runner`` (advanced) names a callable with :func:`hiddencost.run.run_one`'s signature as
 ``package.module:function`` or ``path/to/file.py:function``; the default is ``run_one``. It
-exists to test the study machinery itself (see :mod:`hiddencost.study.testing`). Like any
+exists to test the study machinery itself (the project's tests use a synthetic runner that
+trains nothing) and for experiments ``run_one`` does not cover; whatever a runner returns is
+checked against the result-record schema (:class:`hiddencost.records.RunRecord`). Like any
 code path, it is imported and run: only run study files you trust.
 """
 
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import itertools
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,9 +52,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hiddencost.backbones import resolve_backbone_name
-from hiddencost.compression import CompressionSpec
+from hiddencost.checkpoints import is_url
+from hiddencost.compression import CompressionSpec, Dense, parse_compression
+from hiddencost.compression.spec import FIELD_NAMES
 from hiddencost.data import parse_n_shot
-from hiddencost.errors import HiddenCostError
+from hiddencost.errors import HiddenCostError, validation_message
 from hiddencost.run import ENVIRONMENT_FIELDS, Method, RunConfig, make_config
 from hiddencost.study.identity import key_of_identity
 
@@ -135,37 +140,23 @@ def _as_list(value: Any) -> Any:
     return value if isinstance(value, list) else [value]
 
 
-def _pydantic_message(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        return f"unknown key {where!r}"
-    return f"{where}: {msg}" if where else msg
-
-
 def _grid_points(entry: dict[str, Any]) -> list[CompressionPoint]:
-    unknown = sorted(set(entry) - set(CompressionSpec.model_fields), key=str)
+    unknown = sorted(set(entry) - set(FIELD_NAMES), key=str)
     if unknown:
-        known = ", ".join(CompressionSpec.model_fields)
         raise ValueError(f"unknown key {unknown[0]!r} in a compression entry; known keys: "
-                         f"{known} (or name/checkpoint/levels/unit for checkpoint families)")
+                         f"{', '.join(FIELD_NAMES)} (or name/checkpoint/levels/unit for "
+                         "checkpoint families)")
     keys = list(entry)
     points = []
     for combo in itertools.product(*(_as_list(entry[k]) for k in keys)):
+        fields = dict(zip(keys, combo, strict=True))
         try:
-            spec = CompressionSpec(**dict(zip(keys, combo, strict=True)))
+            spec = parse_compression(fields)
         except ValidationError as exc:
-            raise ValueError(f"compression {dict(zip(keys, combo, strict=True))}: "
-                             f"{_pydantic_message(exc)}") from None
-        if spec.method == "none":
-            level, unit = None, None
-        elif spec.method == "quantize":
-            level, unit = spec.weight_bits or spec.activation_bits, "bits"
-        else:
-            level, unit = spec.sparsity, "sparsity"
-        family = "dense" if spec.method == "none" else spec.method
-        points.append(CompressionPoint(spec, family, spec.label, level, unit))
+            raise ValueError(f"compression {fields}: "
+                             f"{validation_message(exc, skip=1)}") from None
+        points.append(CompressionPoint(spec, spec.family, spec.label, spec.level,
+                                       None if spec.unit is None else str(spec.unit)))
     return points
 
 
@@ -174,7 +165,7 @@ def _family_points(entry: dict[str, Any]) -> list[CompressionPoint]:
         family = CheckpointFamily.model_validate(entry)
     except ValidationError as exc:
         raise ValueError(f"checkpoint family {entry.get('name', '?')!r}: "
-                         f"{_pydantic_message(exc)}") from None
+                         f"{validation_message(exc)}") from None
     for what, template in (("checkpoint", family.checkpoint), ("tag", family.tag)):
         if template is None:
             continue
@@ -191,7 +182,7 @@ def _family_points(entry: dict[str, Any]) -> list[CompressionPoint]:
         raise ValueError(f"checkpoint template {family.checkpoint!r} needs {{level}}: "
                          f"family {family.name!r} has {len(family.levels)} levels")
     return [
-        CompressionPoint(CompressionSpec(), family.name, f"{family.name}-{level}", level,
+        CompressionPoint(Dense(), family.name, f"{family.name}-{level}", level,
                          family.unit, family.checkpoint, family.tag)
         for level in family.levels
     ]
@@ -301,7 +292,7 @@ def parse_spec(text: str, source: str = "<spec>", default_name: str = "study") -
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as exc:
-        raise HiddenCostError(f"{source}: {_pydantic_message(exc)}") from None
+        raise HiddenCostError(f"{source}: {validation_message(exc)}") from None
     try:
         expand(spec)  # every run must be a valid configuration (names, values)
     except HiddenCostError as exc:
@@ -309,45 +300,48 @@ def parse_spec(text: str, source: str = "<spec>", default_name: str = "study") -
     return spec
 
 
-def load_spec(source: str | Path) -> StudySpec:
-    """Load a study file, or a preset when ``source`` names one and is not a file."""
-    path = Path(source)
-    if path.is_file():
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise HiddenCostError(f"cannot read {path}: {exc}") from None
-        stem = "".join(c if c.isalnum() or c in "_.-" else "-" for c in path.stem) or "study"
-        return parse_spec(text, source=str(path), default_name=stem)
-    from hiddencost.study.catalog import load_preset, preset_names
-
-    name = str(source).removeprefix("preset:")
-    if name in preset_names():
-        return load_preset(name)
-    raise HiddenCostError(f"study file {source} does not exist and is not a preset "
-                          f"(presets: {', '.join(preset_names())})")
-
-
-def expand(spec: StudySpec) -> list[PlannedRun]:
-    """Every run of the grid, once each, in expansion order (see the module docstring)."""
+def _grid(spec: StudySpec, environment: dict[str, Any]
+          ) -> Iterator[tuple[RunConfig, CompressionPoint]]:
+    """Every point of the grid as written (protocol defaults unresolved, duplicates kept), in
+    expansion order, with its compression point."""
     points = compression_points(spec.compression)
     params = {k: v for k, v in spec.params.items() if k not in ENVIRONMENT_FIELDS}
-    runs: dict[str, PlannedRun] = {}
     for model in spec.model:
         arch = resolve_backbone_name(model).arch
         for dataset, point, method, shot, seed in itertools.product(
             spec.dataset, points, spec.method, spec.n_shot, spec.seed
         ):
             kwargs = {**params, "model": point.model_for(model, arch), "dataset": dataset,
-                      "compression": point.spec, "method": method, "n_shot": shot, "seed": seed}
+                      "compression": point.spec, "method": method, "n_shot": shot, "seed": seed,
+                      **environment}
             checkpoint = point.checkpoint_for(model, arch)
             if checkpoint is not None:
                 kwargs["checkpoint"] = checkpoint
-            identity = make_config(**kwargs).identity()
-            key = key_of_identity(identity)
-            if key not in runs:
-                runs[key] = PlannedRun(key, identity, point.tags())
+            yield make_config(**kwargs), point
+
+
+def expand(spec: StudySpec) -> list[PlannedRun]:
+    """Every run of the grid, once each, in expansion order (see the module docstring)."""
+    runs: dict[str, PlannedRun] = {}
+    for cfg, point in _grid(spec, {}):
+        identity = cfg.identity()
+        key = key_of_identity(identity)
+        if key not in runs:
+            runs[key] = PlannedRun(key, identity, point.tags())
     return list(runs.values())
+
+
+def run_configs(spec: StudySpec, **environment: Any) -> list[RunConfig]:
+    """The configuration of each run of :func:`expand` (same runs, same order) as the spec
+    writes it: protocol defaults unresolved, environment fields (device, data_root, download)
+    from the spec's ``params`` and, overriding them, from ``environment``."""
+    unknown = set(environment) - ENVIRONMENT_FIELDS
+    if unknown:
+        raise ValueError(f"not environment fields: {', '.join(sorted(unknown))}")
+    configs: dict[str, RunConfig] = {}
+    for cfg, _ in _grid(spec, {**spec.environment(), **environment}):
+        configs.setdefault(key_of_identity(cfg.identity()), cfg)
+    return list(configs.values())
 
 
 def execution_config(
@@ -363,8 +357,6 @@ def execution_config(
 def checkpoint_location(path: str | None, checkpoint_root: str | None) -> str | None:
     """Where a run opens a spec's checkpoint: a relative path joined to ``checkpoint_root``
     (when there is one); absolute paths and ``http(s)://`` URLs as written."""
-    from hiddencost.zoo.registry import is_url
-
     if not path or not checkpoint_root or Path(path).is_absolute() or is_url(path):
         return path
     return str(Path(checkpoint_root) / path)

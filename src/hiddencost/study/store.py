@@ -339,16 +339,47 @@ class SQLiteStore:
         self.close()
 
 
-def open_store(location: str | Path) -> SQLiteStore:
-    """Open a store from a path or URL: ``results.sqlite``, ``sqlite:///rel.sqlite``,
-    ``sqlite:////abs.sqlite``. ``postgresql://`` is reserved for a future store."""
-    text = str(location)
-    if "://" in text:
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where a results store lives, parsed once from a path or URL: ``results.sqlite``,
+    ``sqlite:///rel.sqlite``, ``sqlite:////abs.sqlite``. ``postgresql://`` is reserved for a
+    future store and raises when opened. ``text`` is the location as given."""
+
+    text: str
+    scheme: str
+    path: Path | None  # the SQLite file (None for a server store)
+
+    @classmethod
+    def parse(cls, location: str | Path | StoreLocation) -> StoreLocation:
+        """Parse a path or URL; an unknown scheme is a one-line error."""
+        if isinstance(location, StoreLocation):
+            return location
+        text = str(location)
+        if "://" not in text:
+            return cls(text, "sqlite", Path(text))
         scheme, rest = text.split("://", 1)
         if scheme == "sqlite":
-            return SQLiteStore(rest[1:] if rest.startswith("/") else rest)
+            return cls(text, scheme, Path(rest[1:] if rest.startswith("/") else rest))
         if scheme in ("postgresql", "postgres"):
+            return cls(text, "postgresql", None)
+        raise HiddenCostError(f"unknown store {text!r}: give a file path or sqlite:///PATH")
+
+    def exists(self) -> bool:
+        """Whether the store holds anything yet: its SQLite file exists. A server store cannot
+        be checked without connecting, so it counts as existing (opening it says more)."""
+        return self.path is None or self.path.is_file()
+
+    def open(self) -> SQLiteStore:
+        """Connect (a SQLite file is created when missing)."""
+        if self.path is None:
             raise HiddenCostError("PostgreSQL stores are not implemented yet; use a SQLite file "
                                   "(the default) on the driver's local disk")
-        raise HiddenCostError(f"unknown store {text!r}: give a file path or sqlite:///PATH")
-    return SQLiteStore(text)
+        return SQLiteStore(self.path)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def open_store(location: str | Path | StoreLocation) -> SQLiteStore:
+    """Open a store from a path or URL (see :class:`StoreLocation`)."""
+    return StoreLocation.parse(location).open()

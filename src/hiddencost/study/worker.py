@@ -3,8 +3,10 @@
 A :class:`Task` is everything a worker needs to execute one run, as plain picklable data. The
 worker (the driver itself, a Ray task or a Slurm job) calls the runner (default
 :func:`hiddencost.run.run_one`), which writes ``result.json`` and the weights into
-``<artifacts>/<key>/``, and then writes ``outcome.json`` there: the outcome the driver records
-(status, scalar metrics or the one-line error, timings, host). ``outcome.json`` is written
+``<artifacts>/<key>/``, checks what the runner returned against the result-record schema
+(:class:`hiddencost.records.RunRecord`: custom runners are held to the same schema as real
+runs), and then writes ``outcome.json`` there: the outcome the driver records (status, the
+record's scalar metrics or the one-line error, timings, host). ``outcome.json`` is written
 last and atomically, so its presence means the run finished; a driver that was killed before
 recording it merges it on its next start, and the Slurm driver reads these files instead of
 sharing the database with its jobs. A failure also leaves ``error.txt`` (the traceback).
@@ -27,14 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from hiddencost.errors import HiddenCostError
+from hiddencost.records import RunRecord, as_record
 
 OUTCOME_FILE = "outcome.json"
 ERROR_FILE = "error.txt"
 #: How many loaded datasets / LP feature sets a worker keeps between runs.
 CACHE_ENTRIES = 2
 
-Runner = Callable[..., dict[str, Any]]
+#: A runner returns a :class:`~hiddencost.records.RunRecord` or its JSON dict.
+Runner = Callable[..., RunRecord | dict[str, Any]]
 _RUNNERS: dict[str | None, Runner] = {}
 _PROCESS_CACHE: list[Any] = []
 
@@ -57,7 +63,7 @@ def resolve_runner(path: str | None) -> Runner:
     if path in _RUNNERS:
         return _RUNNERS[path]
     if path is None:
-        from hiddencost.run import run_one
+        from hiddencost.run import run_one  # lazy: keeps torch out of the worker's start-up
 
         fn: Any = run_one
     else:
@@ -88,7 +94,7 @@ def resolve_runner(path: str | None) -> Runner:
 def process_cache() -> Any:
     """The :class:`hiddencost.run.RunCache` of this worker process (created on first use)."""
     if not _PROCESS_CACHE:
-        from hiddencost.run import RunCache
+        from hiddencost.run import RunCache  # lazy: keeps torch out of the worker's start-up
 
         _PROCESS_CACHE.append(RunCache())
     return _PROCESS_CACHE[0]
@@ -103,10 +109,16 @@ def trim_cache(cache: Any, keep: int = CACHE_ENTRIES) -> None:
             entries.pop(next(iter(entries)))
 
 
-def scalar_metrics(record: dict[str, Any]) -> dict[str, Any]:
-    """The scalar top-level fields of a result record (accuracy, ece, nll, sparsity, ...)."""
-    return {k: v for k, v in record.items()
-            if v is None or isinstance(v, bool | int | float | str)}
+def checked_record(data: Any, source: str) -> RunRecord:
+    """``data`` (a :class:`~hiddencost.records.RunRecord` or its JSON dict) validated against
+    the record schema; otherwise a one-line HiddenCostError naming ``source``."""
+    try:
+        return as_record(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "record"
+        raise HiddenCostError(f"{source} is not a valid result record: {where}: "
+                              f"{err['msg']}") from None
 
 
 def one_line_error(exc: BaseException, limit: int = 500) -> str:
@@ -158,11 +170,12 @@ def execute_task(
     t0 = time.perf_counter()
     try:
         runner = resolve_runner(task.runner)
-        from hiddencost.run import RunConfig
+        from hiddencost.run import RunConfig  # lazy: keeps torch out of the worker's start-up
 
         cfg = RunConfig.model_validate(task.config)
-        record = runner(cfg, out_dir=out_dir, cache=cache, on_epoch=on_epoch)
-        outcome: dict[str, Any] = {"status": "done", "metrics": scalar_metrics(record),
+        record = checked_record(runner(cfg, out_dir=out_dir, cache=cache, on_epoch=on_epoch),
+                                f"what runner {task.runner or 'run_one'} returned")
+        outcome: dict[str, Any] = {"status": "done", "metrics": record.scalar_metrics(),
                                    "error": None}
     except Exception as exc:  # a failing run is data, not a crash
         outcome = {"status": "failed", "metrics": None, "error": one_line_error(exc)}

@@ -5,7 +5,8 @@ Names are timm-style ``arch.tag`` (``resnet50.acdc-s90``, ``resnet50.lth-l9``,
 :mod:`hiddencost.zoo.registry` for the table of tags and formats, and one module per format
 (:mod:`~hiddencost.zoo.open_lth`, :mod:`~hiddencost.zoo.ist_daslab`, :mod:`~hiddencost.zoo.rigl`,
 :mod:`~hiddencost.zoo.sparseml`, :mod:`~hiddencost.zoo.vvtq`) for the exact layouts.
-``hiddencost.backbones.create_model(name, checkpoint=PATH)`` resolves these names.
+Importing the package registers each format as a weight source and the zoo's names with the
+factory, so ``hiddencost.backbones.create_model(name, checkpoint=PATH)`` resolves them.
 """
 
 from hiddencost.zoo.common import ZooLoadReport
@@ -14,7 +15,6 @@ from hiddencost.zoo.registry import (
     ZooFamily,
     ZooSpec,
     available_zoo,
-    download_checkpoint,
     is_zoo_name,
     load_zoo_checkpoint,
     parse_zoo_name,
@@ -26,7 +26,6 @@ __all__ = [
     "ZooLoadReport",
     "ZooSpec",
     "available_zoo",
-    "download_checkpoint",
     "is_zoo_name",
     "load_zoo_checkpoint",
     "parse_zoo_name",

@@ -2,16 +2,22 @@
 
 Every loader of :mod:`hiddencost.zoo` follows the same four steps:
 
-1. **read** the file(s) with :func:`read_checkpoint_object` (``torch.load(weights_only=True)`` or
-   safetensors: checkpoints are untrusted input and never unpickle code);
-2. **remap** the format's key names onto the timm model's with an explicit, total function (every
-   key of the file is either mapped or listed as ignored with a reason; an unknown key is an
-   error), folding masks into weights (``w <- w * m``) on the way;
-3. **load strictly** with :func:`hiddencost.backbones.load_state_dict_strict`, whose error names
+1. **read** the file(s) with :func:`hiddencost.checkpoints.read_checkpoint_object`
+   (``torch.load(weights_only=True)`` or safetensors: checkpoints are untrusted input and never
+   unpickle code);
+2. **remap** the format's key names onto the timm model's with an explicit, total function
+   (:func:`hiddencost.checkpoints.remap_keys`: every key of the file is either mapped or listed as
+   ignored with a reason; an unknown key is an error), folding masks into weights (``w <- w * m``)
+   on the way;
+3. **load strictly** with :func:`hiddencost.checkpoints.load_state_dict_strict`, whose error names
    the missing / unexpected / wrongly shaped keys;
 4. **check the claim**: the measured sparsity (or bit-width) must equal what the format claims
    (its masks, its recipe, the tag); a mismatch is a :class:`~hiddencost.errors.HiddenCostError`
-   naming the offending keys.
+   naming the offending keys;
+5. **report** what it measured: :meth:`ZooLoadReport.measure` counts the zeros of the loaded
+   model, so a loader called directly reports the same as through the registry.
+
+Every loader has the signature of :class:`ZooLoader`.
 
 Sparsity is always measured as in :mod:`hiddencost.compression.measure`: the fraction of exactly
 zero weights over the ``nn.Conv2d`` / ``nn.Linear`` weights (``n_zero / n``).
@@ -23,23 +29,25 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from hiddencost.compression.measure import layer_sparsities, sparsity_counts
+from hiddencost.checkpoints import shorten
+from hiddencost.compression.measure import layer_sparsities, measure_sparsity, sparsity_counts
 from hiddencost.errors import HiddenCostError
 
 __all__ = [
     "DEFAULT_SPARSITY_TOLERANCE",
+    "ZooFamily",
     "ZooLoadReport",
+    "ZooLoader",
+    "ZooSpec",
     "check_mask_tensor",
     "check_sparsity_claim",
-    "extract_state_dict",
-    "read_checkpoint_object",
-    "shorten",
-    "strip_prefix",
+    "fold_masks",
+    "unwrap_ist_layers",
 ]
 
 #: Largest accepted ``|measured - claimed|`` for a sparsity a *tag* claims (e.g. ``-s90``):
@@ -73,61 +81,50 @@ class ZooLoadReport:
     ignored_keys: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def measure(cls, model: nn.Module, **fields: Any) -> ZooLoadReport:
+        """The report of a loaded ``model``: ``fields`` plus its measured sparsity."""
+        return cls(measured_sparsity=measure_sparsity(model), **fields)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of all fields."""
         return asdict(self)
 
 
-def shorten(keys: Iterable[str], limit: int = 5) -> str:
-    """``"a, b, c (+7 more)"``: a short list of keys for one-line error messages."""
-    keys = list(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+@dataclass(frozen=True)
+class ZooFamily:
+    """One checkpoint format, the tags that name it and the loader that reads it."""
+
+    format: str
+    tag_pattern: str  # re.fullmatch on the tag; groups: level, s, w, a
+    archs: tuple[str, ...] | None  # None: any registered arch
+    example: str
+    description: str
+    loader: ZooLoader
+    url: str = ""  # public page listing the published files ("" if none)
 
 
-def read_checkpoint_object(path: str | Path) -> Any:
-    """Read a checkpoint file safely and return the raw object (usually a dict).
+@dataclass(frozen=True)
+class ZooSpec:
+    """A parsed zoo name: architecture, family and what the tag claims."""
 
-    ``.safetensors`` files are read with safetensors, anything else with
-    ``torch.load(map_location="cpu", weights_only=True)``, which refuses pickled code. A missing,
-    corrupt or code-carrying file raises :class:`HiddenCostError`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise HiddenCostError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt files and pickled code end up here
-        raise HiddenCostError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+    name: str
+    arch: str
+    tag: str
+    family: ZooFamily
+    claimed_sparsity: float | None = None
+    weight_bits: int | None = None
+    activation_bits: int | None = None
 
 
-def extract_state_dict(
-    obj: Any, source: str, wrappers: tuple[str, ...] = ("state_dict", "model_state_dict", "model")
-) -> OrderedDict[str, torch.Tensor]:
-    """The flat tensor dict inside ``obj`` (first matching wrapper key, else ``obj`` itself).
+class ZooLoader(Protocol):
+    """Load one format's file into ``model`` (built for the zoo name's architecture) strictly,
+    check the format's own claim and return the measured report. ``spec`` is the parsed zoo name
+    (None when called directly: the format's defaults); ``mask`` overrides where a format's mask
+    file is (open_lth; the others have none and must be given None)."""
 
-    Non-tensor values inside the state dict are an error naming their keys.
-    """
-    if isinstance(obj, Mapping):
-        for key in wrappers:
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping):
-        raise HiddenCostError(f"checkpoint {source} does not hold a state dict")
-    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise HiddenCostError(f"checkpoint {source} holds non-tensor entries: {shorten(bad)}")
-    return OrderedDict((str(k), v) for k, v in obj.items())
-
-
-def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> OrderedDict[str, torch.Tensor]:
-    """Remove ``prefix`` from every key that has it (e.g. DataParallel's ``module.``)."""
-    return OrderedDict((k.removeprefix(prefix), v) for k, v in state.items())
+    def __call__(self, model: nn.Module, path: str | Path, spec: ZooSpec | None = None,
+                 mask: str | Path | None = None) -> ZooLoadReport: ...
 
 
 def check_mask_tensor(key: str, mask: torch.Tensor, weight_shape: torch.Size, source: str) -> None:
@@ -208,47 +205,6 @@ def check_sparsity_claim(
     return measured
 
 
-def remap_keys(
-    state: Mapping[str, torch.Tensor],
-    rules: Iterable[tuple[str, str]],
-    source: str,
-    ignore: Iterable[tuple[str, str]] = (),
-) -> tuple[OrderedDict[str, torch.Tensor], list[str]]:
-    """Rename every key with the first matching ``(regex, replacement)`` rule (``re.fullmatch``).
-
-    Keys matching an ``ignore`` pattern ``(regex, reason)`` are dropped and returned (as
-    ``"key (reason)"``); a key that matches neither is an error naming it, so nothing is ever
-    silently left out. Two keys mapping to the same name are an error too.
-    """
-    import re
-
-    compiled = [(re.compile(p), r) for p, r in rules]
-    skip = [(re.compile(p), why) for p, why in ignore]
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    ignored: list[str] = []
-    unknown: list[str] = []
-    for key, value in state.items():
-        reason = next((why for p, why in skip if p.fullmatch(key)), None)
-        if reason is not None:
-            ignored.append(f"{key} ({reason})")
-            continue
-        for pattern, replacement in compiled:
-            match = pattern.fullmatch(key)
-            if match:
-                new = match.expand(replacement)
-                if new in out:
-                    raise HiddenCostError(f"checkpoint {source}: two keys map onto {new}")
-                out[new] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise HiddenCostError(
-            f"checkpoint {source} has keys this format does not define: {shorten(unknown)}"
-        )
-    return out, ignored
-
-
 def fold_masks(
     state: dict[str, torch.Tensor], masks: Mapping[str, torch.Tensor], source: str
 ) -> None:
@@ -286,13 +242,3 @@ def unwrap_ist_layers(
         else:
             plain[key] = value
     return plain, masks
-
-
-def strip_module_prefixes(state: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
-    """Remove any number of leading ``module.`` (DataParallel, possibly wrapped twice)."""
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for key, value in state.items():
-        while key.startswith("module."):
-            key = key[len("module."):]
-        out[key] = value
-    return out

@@ -27,14 +27,17 @@ from pathlib import Path
 
 from torch import nn
 
-from hiddencost.backbones import load_state_dict_strict
+from hiddencost.checkpoints import (
+    extract_state_dict,
+    load_state_dict_strict,
+    read_checkpoint_object,
+    strip_prefix,
+)
 from hiddencost.zoo.common import (
     ZooLoadReport,
+    ZooSpec,
     check_mask_claim,
-    extract_state_dict,
     fold_masks,
-    read_checkpoint_object,
-    strip_module_prefixes,
     unwrap_ist_layers,
 )
 
@@ -48,14 +51,16 @@ def read_ist_state(path: str | Path) -> tuple[dict, dict, list[str]]:
     if isinstance(obj, dict) and isinstance(obj.get("model_config"), dict):
         cfg = obj["model_config"]
         notes.append(f"model_config: arch={cfg.get('arch')!r}, dataset={cfg.get('dataset')!r}")
-    state = strip_module_prefixes(
-        extract_state_dict(obj, str(path), wrappers=("model_state_dict", "state_dict", "model"))
+    state = strip_prefix(
+        extract_state_dict(obj, str(path), wrappers=("model_state_dict", "state_dict", "model")),
+        "module.", repeated=True,
     )
     plain, masks = unwrap_ist_layers(state)
     return plain, masks, notes
 
 
-def load_ist_daslab(model: nn.Module, path: str | Path, name: str = "ist_daslab") -> ZooLoadReport:
+def load_ist_daslab(model: nn.Module, path: str | Path, spec: ZooSpec | None = None,
+                    mask: None = None) -> ZooLoadReport:
     """Load an IST-DASLab converted checkpoint into ``model`` strictly; return the report.
 
     Masks are folded into their weights (``w <- w * m``); the masked weights' zero fraction must
@@ -67,8 +72,8 @@ def load_ist_daslab(model: nn.Module, path: str | Path, name: str = "ist_daslab"
     fold_masks(state, masks, source)
     load_state_dict_strict(model, state, source)
     claimed = check_mask_claim(model.state_dict(), masks, source) if masks else None
-    return ZooLoadReport(
-        name=name, format="ist_daslab", files=[source], measured_sparsity=0.0,
+    return ZooLoadReport.measure(
+        model, name=spec.name if spec else "ist_daslab", format="ist_daslab", files=[source],
         claimed_sparsity=claimed, claim_source="masks" if masks else "",
         n_remapped_keys=len(state), notes=notes,
     )

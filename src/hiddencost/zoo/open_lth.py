@@ -32,17 +32,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hiddencost.backbones import load_state_dict_strict
-from hiddencost.compression.pruning import prunable_layers
-from hiddencost.errors import HiddenCostError
-from hiddencost.zoo.common import (
-    ZooLoadReport,
-    check_mask_claim,
+from hiddencost.checkpoints import (
     extract_state_dict,
-    fold_masks,
+    load_state_dict_strict,
     read_checkpoint_object,
     shorten,
 )
+from hiddencost.compression.pruning import prunable_layers
+from hiddencost.errors import HiddenCostError
+from hiddencost.zoo.common import ZooLoadReport, ZooSpec, check_mask_claim, fold_masks
 
 __all__ = [
     "MODEL_PREFIX",
@@ -112,8 +110,8 @@ def _check_report(report_path: Path, claimed: float, source: str) -> None:
 def load_open_lth(
     model: nn.Module,
     path: str | Path,
+    spec: ZooSpec | None = None,
     mask: str | Path | None = None,
-    name: str = "open_lth",
 ) -> ZooLoadReport:
     """Load an open_lth ticket (weights x mask) into ``model`` strictly; return the report.
 
@@ -144,10 +142,10 @@ def load_open_lth(
     load_state_dict_strict(model, state, source)
     claimed = check_mask_claim(model.state_dict(), masks, source)
     _check_report(mask_path.parent / "sparsity_report.json", claimed, source)
-    return ZooLoadReport(
-        name=name, format="open_lth", files=[str(weights_path), str(mask_path)],
-        measured_sparsity=0.0, claimed_sparsity=claimed, claim_source="mask.pth",
-        n_remapped_keys=len(state),
+    return ZooLoadReport.measure(
+        model, name=spec.name if spec else "open_lth", format="open_lth",
+        files=[str(weights_path), str(mask_path)], claimed_sparsity=claimed,
+        claim_source="mask.pth", n_remapped_keys=len(state),
     )
 
 

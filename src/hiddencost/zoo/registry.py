@@ -1,7 +1,7 @@
 """The compression zoo: timm-style ``arch.tag`` names for published compressed checkpoints.
 
 A zoo name is ``<arch>.<tag>`` where ``<arch>`` is a backbone of
-:data:`hiddencost.backbones.REGISTRY` (its architecture and preprocessing are reused) and
+:mod:`hiddencost.model_table` (its architecture and preprocessing are reused) and
 ``<tag>`` names the checkpoint format and its claim:
 
 =============================  ============  ===================================================
@@ -27,118 +27,104 @@ ist_daslab, sparseml: ``resnet18``, ``resnet34``, ``resnet50``; rigl: ``resnet50
 ``deit_tiny``, ``swin_tiny``. Sparsities are measured over all conv/linear weights
 (:func:`hiddencost.compression.measure_sparsity`) and a tag's claim holds within
 :data:`~hiddencost.zoo.common.DEFAULT_SPARSITY_TOLERANCE`. Files are local paths; where a format
-has a public page it is listed in :data:`FAMILIES` (``url``), and :func:`download_checkpoint`
-fetches a direct file URL on a machine with internet.
+has a public page it is listed in :data:`FAMILIES` (``url``), and
+:func:`hiddencost.checkpoints.resolve_checkpoint_path` fetches a direct file URL on a machine with
+internet.
+
+Each family is registered as a weight source (:mod:`hiddencost.weights`) that serves the names
+of its tag, and the zoo registers a name resolver, so the factory knows zoo names without a
+branch; a new format is one more :class:`ZooFamily` row with its loader.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import timm
 from torch import nn
 
 from hiddencost.errors import HiddenCostError
+from hiddencost.model_table import BackboneEntry, build_network, known_archs, table_entry
+from hiddencost.weights import (
+    PRIORITY_FORMAT,
+    LoadedWeights,
+    WeightRequest,
+    register_name_resolver,
+    register_weight_source,
+)
 from hiddencost.zoo.common import (
     DEFAULT_SPARSITY_TOLERANCE,
+    ZooFamily,
     ZooLoadReport,
+    ZooSpec,
     check_sparsity_claim,
 )
+from hiddencost.zoo.ist_daslab import load_ist_daslab
+from hiddencost.zoo.open_lth import load_open_lth
+from hiddencost.zoo.rigl import load_rigl
+from hiddencost.zoo.sparseml import load_sparseml
+from hiddencost.zoo.vvtq import load_vvtq
 
 __all__ = [
     "FAMILIES",
     "ZooFamily",
     "ZooSpec",
     "available_zoo",
-    "download_checkpoint",
     "is_zoo_name",
     "load_zoo_checkpoint",
     "parse_zoo_name",
-    "resolve_checkpoint_path",
     "zoo_backbone_entry",
 ]
-
-
-@dataclass(frozen=True)
-class ZooFamily:
-    """One checkpoint format and the tags that name it."""
-
-    format: str
-    tag_pattern: str  # re.fullmatch on the tag; groups: level, s, w, a
-    archs: tuple[str, ...] | None  # None: any registered arch
-    example: str
-    description: str
-    url: str = ""  # public page listing the published files ("" if none)
-
 
 FAMILIES: tuple[ZooFamily, ...] = (
     ZooFamily("open_lth", r"lth(?:-l(?P<level>\d+))?", None, "resnet50.lth-l9",
               "Lottery ticket (IMP, 20%/level) in open_lth's layout: model_ep*_it*.pth + mask.pth",
-              "https://github.com/facebookresearch/open_lth"),
+              load_open_lth, "https://github.com/facebookresearch/open_lth"),
     ZooFamily("ist_daslab", r"(?P<method>acdc|gmp|wf|str|mfac)-s(?P<s>\d{2})",
               ("resnet18", "resnet34", "resnet50"), "resnet50.acdc-s90",
               "IST-DASLab converted checkpoint (AC/DC, GMP, WoodFisher, STR, M-FAC)",
-              "https://seafile.ist.ac.at/d/91de9650cfb54b77b7d1/"),
+              load_ist_daslab, "https://seafile.ist.ac.at/d/91de9650cfb54b77b7d1/"),
     ZooFamily("rigl", r"rigl-s(?P<s>\d{2})", ("resnet50",), "resnet50.rigl-s90",
               "RigL ResNet-50 converted to PyTorch (TF-SAME max-pool padding reproduced)",
-              "https://github.com/google-research/rigl"),
+              load_rigl, "https://github.com/google-research/rigl"),
     ZooFamily("sparseml", r"gmp-sparsezoo(?:-s(?P<s>\d{2}))?",
               ("resnet18", "resnet34", "resnet50"), "resnet18.gmp-sparsezoo",
               "Neural Magic SparseML / SparseZoo GMP-pruned ResNet",
-              "https://sparsezoo.neuralmagic.com"),
+              load_sparseml, "https://sparsezoo.neuralmagic.com"),
     ZooFamily("vvtq", r"vvtq-w(?P<w>[2-8])a(?P<a>[2-8])", ("deit_tiny", "swin_tiny"),
               "deit_tiny.vvtq-w4a4", "VVTQ LSQ-quantized ViT (separate q/k/v, per-bit steps)",
-              "https://github.com/HuangOwen/Quantization-Variation"),
+              load_vvtq, "https://github.com/HuangOwen/Quantization-Variation"),
 )
 
 
-@dataclass(frozen=True)
-class ZooSpec:
-    """A parsed zoo name: architecture, family and what the tag claims."""
-
-    name: str
-    arch: str
-    tag: str
-    family: ZooFamily
-    claimed_sparsity: float | None = None
-    weight_bits: int | None = None
-    activation_bits: int | None = None
+def _spec_of(name: str, arch: str, tag: str, family: ZooFamily, match: re.Match) -> ZooSpec:
+    if family.archs is not None and arch not in family.archs:
+        raise HiddenCostError(
+            f"{family.format} checkpoints ({tag}) exist for {', '.join(family.archs)}, not {arch}"
+        )
+    groups = {k: v for k, v in match.groupdict().items() if v is not None}
+    claimed = None
+    if "level" in groups:
+        claimed = 1.0 - 0.8 ** int(groups["level"])
+    if "s" in groups:
+        claimed = int(groups["s"]) / 100
+    return ZooSpec(
+        name=name, arch=arch, tag=tag, family=family, claimed_sparsity=claimed,
+        weight_bits=int(groups["w"]) if "w" in groups else None,
+        activation_bits=int(groups["a"]) if "a" in groups else None,
+    )
 
 
 def parse_zoo_name(name: str) -> ZooSpec | None:
     """``"resnet50.acdc-s90"`` -> its :class:`ZooSpec`; None when ``name`` is no zoo name."""
-    from hiddencost.backbones import REGISTRY
-
     arch, dot, tag = name.partition(".")
-    if not dot:
-        return None
-    known_archs = {e.arch for e in REGISTRY.values()}
-    if arch not in known_archs:
+    if not dot or arch not in known_archs():
         return None
     for family in FAMILIES:
         match = re.fullmatch(family.tag_pattern, tag)
-        if match is None:
-            continue
-        if family.archs is not None and arch not in family.archs:
-            raise HiddenCostError(
-                f"{family.format} checkpoints ({tag}) exist for {', '.join(family.archs)}, "
-                f"not {arch}"
-            )
-        groups = {k: v for k, v in match.groupdict().items() if v is not None}
-        claimed = None
-        if "level" in groups:
-            claimed = 1.0 - 0.8 ** int(groups["level"])
-        if "s" in groups:
-            claimed = int(groups["s"]) / 100
-        return ZooSpec(
-            name=name, arch=arch, tag=tag, family=family, claimed_sparsity=claimed,
-            weight_bits=int(groups["w"]) if "w" in groups else None,
-            activation_bits=int(groups["a"]) if "a" in groups else None,
-        )
+        if match is not None:
+            return _spec_of(name, arch, tag, family, match)
     return None
 
 
@@ -150,23 +136,23 @@ def is_zoo_name(name: str) -> bool:
         return True
 
 
-def _base_entry(arch: str):
-    from hiddencost.backbones import resolve_backbone_name
+def _base_entry(arch: str) -> BackboneEntry:
+    entry = table_entry(arch)
+    assert entry is not None  # parse_zoo_name only accepts archs of the table
+    return entry
 
-    return resolve_backbone_name(arch)
 
-
-def zoo_backbone_entry(name: str):
-    """A :class:`~hiddencost.backbones.BackboneEntry` for a zoo name (the base architecture's
-    timm arch and preprocessing), or None when ``name`` is no zoo name."""
-    from hiddencost.backbones import BackboneEntry
-
+def zoo_backbone_entry(name: str) -> BackboneEntry | None:
+    """A :class:`~hiddencost.model_table.BackboneEntry` for a zoo name (the base architecture's
+    timm arch and preprocessing, its format as ``checkpoint_format``), or None when ``name`` is
+    no zoo name."""
     spec = parse_zoo_name(name)
     if spec is None:
         return None
     base = _base_entry(spec.arch)
     cfg = replace(base.cfg, description=f"{spec.family.description} ({spec.tag})")
-    return BackboneEntry(name=name, timm_arch=base.timm_arch, cfg=cfg)
+    return BackboneEntry(name=name, timm_arch=base.timm_arch, cfg=cfg,
+                         checkpoint_format=spec.family.format)
 
 
 def available_zoo() -> list[ZooFamily]:
@@ -174,60 +160,8 @@ def available_zoo() -> list[ZooFamily]:
     return list(FAMILIES)
 
 
-def _loader(spec: ZooSpec) -> Callable[[nn.Module, Path, Path | None], ZooLoadReport]:
-    fmt = spec.family.format
-    if fmt == "open_lth":
-        from hiddencost.zoo.open_lth import load_open_lth
-
-        return lambda m, p, mask: load_open_lth(m, p, mask, name=spec.name)
-    if fmt == "ist_daslab":
-        from hiddencost.zoo.ist_daslab import load_ist_daslab
-
-        return lambda m, p, mask: load_ist_daslab(m, p, name=spec.name)
-    if fmt == "rigl":
-        from hiddencost.zoo.rigl import load_rigl
-
-        return lambda m, p, mask: load_rigl(m, p, name=spec.name)
-    if fmt == "sparseml":
-        from hiddencost.zoo.sparseml import load_sparseml
-
-        return lambda m, p, mask: load_sparseml(m, p, name=spec.name)
-    if fmt == "vvtq":
-        from hiddencost.zoo.vvtq import load_vvtq
-
-        family = "deit" if spec.arch.startswith("deit") else "swin"
-        return lambda m, p, mask: load_vvtq(
-            m, p, family, spec.weight_bits, spec.activation_bits, name=spec.name  # type: ignore[arg-type]
-        )
-    raise HiddenCostError(f"no loader for format {fmt!r}")
-
-
-def load_zoo_checkpoint(
-    name: str,
-    checkpoint: str | Path,
-    mask: str | Path | None = None,
-    tolerance: float = DEFAULT_SPARSITY_TOLERANCE,
-) -> tuple[nn.Module, ZooLoadReport]:
-    """Build the architecture of zoo ``name`` and load ``checkpoint`` in its format, strictly.
-
-    Returns the model (eval mode) and a :class:`ZooLoadReport` whose ``measured_sparsity`` is the
-    fraction of zero conv/linear weights. Checks, in order: the format's own claim (masks,
-    recipe, ``nbits``) inside the loader; then the tag's sparsity claim within ``tolerance``.
-    ``mask`` overrides the open_lth mask path (default: ``mask.pth`` beside the weights).
-    """
-    spec = parse_zoo_name(name)
-    if spec is None:
-        raise HiddenCostError(
-            f"{name!r} is not a zoo name; tags: "
-            + ", ".join(f.example for f in FAMILIES)
-        )
-    base = _base_entry(spec.arch)
-    model = timm.create_model(base.timm_arch, pretrained=False, num_classes=base.cfg.num_classes)
-    report = _loader(spec)(model, Path(checkpoint), Path(mask) if mask is not None else None)
-    source = str(checkpoint)
-    from hiddencost.compression.measure import measure_sparsity
-
-    report.measured_sparsity = measure_sparsity(model)
+def _check_tag_claim(model: nn.Module, spec: ZooSpec, report: ZooLoadReport, source: str,
+                     tolerance: float) -> None:
     if spec.claimed_sparsity is not None:
         check_sparsity_claim(model, spec.claimed_sparsity, source, f"the tag {spec.tag}",
                              tolerance)
@@ -241,50 +175,53 @@ def load_zoo_checkpoint(
             f"checkpoint {source} embeds no recipe, so nothing claims its sparsity; name the "
             f"claim in the tag, e.g. {spec.arch}.gmp-sparsezoo-s80"
         )
-    model.eval()
-    return model, report
 
 
-def download_checkpoint(url: str, dest: str | Path) -> Path:
-    """Fetch ``url`` to ``dest`` (needs internet; torch.hub's downloader). Returns ``dest``.
+def load_zoo_checkpoint(
+    name: str,
+    checkpoint: str | Path,
+    mask: str | Path | None = None,
+    tolerance: float = DEFAULT_SPARSITY_TOLERANCE,
+) -> tuple[nn.Module, ZooLoadReport]:
+    """Build the architecture of zoo ``name`` and load ``checkpoint`` in its format, strictly.
 
-    The zoo's published files sit behind share pages (see :data:`FAMILIES`), so pass the direct
-    file URL you copied from the page. Offline this raises a one-line error.
+    Returns the model (eval mode) and the loader's :class:`ZooLoadReport` (``measured_sparsity``
+    is the fraction of zero conv/linear weights). Checks, in order: the format's own claim
+    (masks, recipe, ``nbits``) inside the loader; then the tag's sparsity claim within
+    ``tolerance``. ``mask`` overrides the open_lth mask path (default: ``mask.pth`` beside the
+    weights).
     """
-    from torch.hub import download_url_to_file
-
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        download_url_to_file(url, str(dest), progress=False)
-    except Exception as exc:  # no network, 404, ...
+    spec = parse_zoo_name(name)
+    if spec is None:
         raise HiddenCostError(
-            f"could not download {url} ({exc.__class__.__name__}: {exc})") from exc
-    return dest
+            f"{name!r} is not a zoo name; tags: " + ", ".join(f.example for f in FAMILIES))
+    model = build_network(_base_entry(spec.arch))
+    report = spec.family.loader(model, Path(checkpoint), spec,
+                                Path(mask) if mask is not None else None)
+    _check_tag_claim(model, spec, report, str(checkpoint), tolerance)
+    return model.eval(), report
 
 
-def is_url(location: str | Path) -> bool:
-    """Whether a checkpoint location is an ``http(s)://`` URL rather than a path."""
-    return re.match(r"https?://", str(location)) is not None
+class ZooWeights:
+    """The weight source of one zoo format: serves the names whose tag names the format."""
+
+    def __init__(self, family: ZooFamily) -> None:
+        self.name = family.format
+
+    def accepts(self, request: WeightRequest) -> bool:
+        return request.entry.checkpoint_format == self.name
+
+    def load(self, request: WeightRequest) -> LoadedWeights:
+        name = request.entry.name
+        if request.checkpoint is None:
+            raise HiddenCostError(
+                f"{name} is a published compressed checkpoint: pass its file with "
+                "--checkpoint PATH (see `hiddencost zoo` for where to get it)"
+            )
+        model, report = load_zoo_checkpoint(name, request.checkpoint)
+        return LoadedWeights(model, f"zoo:{request.checkpoint}", report.to_dict())
 
 
-def resolve_checkpoint_path(
-    location: str | Path, download: bool = False, cache_dir: str | Path | None = None
-) -> Path:
-    """A local checkpoint path for ``location`` (a path, or an ``http(s)://`` file URL).
-
-    URLs are fetched only with ``download=True`` into ``cache_dir`` (default
-    ``~/.cache/hiddencost/zoo``) as ``<hash of the URL>-<file name>`` (published files are often
-    all called ``checkpoint.pth``), reusing an earlier download; otherwise they are an error
-    that says to pass ``--download`` on a machine with internet.
-    """
-    location = str(location)
-    if not is_url(location):
-        return Path(location)
-    if not download:
-        raise HiddenCostError(f"{location} is a URL: pass --download (needs internet) or the "
-                              "path of a downloaded copy")
-    root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache/hiddencost/zoo"
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", location.rstrip("/").rsplit("/", 1)[-1]) or "ckpt"
-    dest = root / f"{hashlib.sha256(location.encode()).hexdigest()[:12]}-{name}"
-    return dest if dest.is_file() else download_checkpoint(location, dest)
+for _family in FAMILIES:
+    register_weight_source(ZooWeights(_family), PRIORITY_FORMAT)
+register_name_resolver(zoo_backbone_entry)

@@ -34,18 +34,13 @@ from pathlib import Path
 
 from torch import nn
 
-from hiddencost.backbones import load_state_dict_strict
-from hiddencost.zoo.common import (
-    ZooLoadReport,
-    check_mask_claim,
-    fold_masks,
-    remap_keys,
-)
+from hiddencost.checkpoints import BN_TENSORS as _BN
+from hiddencost.checkpoints import load_state_dict_strict, remap_keys
+from hiddencost.zoo.common import ZooLoadReport, ZooSpec, check_mask_claim, fold_masks
 from hiddencost.zoo.ist_daslab import read_ist_state
 
 __all__ = ["RIGL_RULES", "TFSamePadMaxPool", "load_rigl", "remap_rigl"]
 
-_BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 #: ``(regex, replacement)`` rules from ResnetTF names to timm / torchvision ResNet names.
 RIGL_RULES: list[tuple[str, str]] = [
     (r"initial_conv\.conv\.weight", r"conv1.weight"),
@@ -79,7 +74,8 @@ def remap_rigl(state: dict, source: str) -> tuple[dict, list[str]]:
     return remap_keys(state, RIGL_RULES, source)
 
 
-def load_rigl(model: nn.Module, path: str | Path, name: str = "rigl") -> ZooLoadReport:
+def load_rigl(model: nn.Module, path: str | Path, spec: ZooSpec | None = None,
+              mask: None = None) -> ZooLoadReport:
     """Load a converted RigL checkpoint into a timm ResNet-50 strictly; return the report.
 
     Replaces ``model.maxpool`` with :class:`TFSamePadMaxPool` (no parameters, so the state dict
@@ -96,8 +92,8 @@ def load_rigl(model: nn.Module, path: str | Path, name: str = "rigl") -> ZooLoad
     model.maxpool = TFSamePadMaxPool()
     load_state_dict_strict(model, state, source)
     claimed = check_mask_claim(model.state_dict(), masks, source) if masks else None
-    return ZooLoadReport(
-        name=name, format="rigl", files=[source], measured_sparsity=0.0,
+    return ZooLoadReport.measure(
+        model, name=spec.name if spec else "rigl", format="rigl", files=[source],
         claimed_sparsity=claimed, claim_source="masks" if masks else "",
         n_remapped_keys=len(state),
         notes=notes + ["stem max-pool: ZeroPad2d((0, 1, 0, 1)) + MaxPool2d(3, 2) as in TF"],

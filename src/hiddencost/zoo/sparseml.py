@@ -34,22 +34,24 @@ from typing import Any
 
 from torch import nn
 
-from hiddencost.backbones import load_state_dict_strict
+from hiddencost.checkpoints import BN_TENSORS as _BN
+from hiddencost.checkpoints import (
+    extract_state_dict,
+    load_state_dict_strict,
+    read_checkpoint_object,
+    remap_keys,
+    shorten,
+    strip_prefix,
+)
 from hiddencost.compression.measure import layer_sparsities
 from hiddencost.errors import HiddenCostError
-from hiddencost.zoo.common import (
-    ZooLoadReport,
-    extract_state_dict,
-    read_checkpoint_object,
-    shorten,
-    strip_module_prefixes,
-)
+from hiddencost.zoo.common import ZooLoadReport, ZooSpec
 
 __all__ = ["SPARSEML_RULES", "load_sparseml", "recipe_claims", "remap_sparseml"]
 
-_BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
-#: ``(regex, replacement)`` rules from SparseML ResNet names to timm / torchvision ResNet names.
-SPARSEML_RULES: list[tuple[str, str]] = [
+#: ``(regex, replacement)`` rules from SparseML ResNet names to timm / torchvision ResNet names;
+#: ``{s}`` is the section, renumbered (SparseML sections are 0-based, torchvision layers 1-based).
+_RULES: list[tuple[str, str]] = [
     (r"input\.conv\.weight", r"conv1.weight"),
     (rf"input\.bn\.{_BN}", r"bn1.\1"),
     (r"sections\.(\d)\.(\d+)\.conv(\d)\.weight", r"layer{s}.\2.conv\3.weight"),
@@ -58,6 +60,17 @@ SPARSEML_RULES: list[tuple[str, str]] = [
     (rf"sections\.(\d)\.(\d+)\.identity\.bn\.{_BN}", r"layer{s}.\2.downsample.1.\3"),
     (r"classifier\.fc\.(weight|bias)", r"fc.\1"),
 ]
+
+
+def _renumbered(template: str):
+    def expand(match: re.Match) -> str:
+        new = match.expand(template)
+        return new.replace("{s}", str(int(match.group(1)) + 1)) if "{s}" in new else new
+    return expand
+
+
+#: The rules as :func:`hiddencost.checkpoints.remap_keys` takes them.
+SPARSEML_RULES = [(pattern, _renumbered(template)) for pattern, template in _RULES]
 RECIPE_TOLERANCE = 0.01
 
 
@@ -66,33 +79,12 @@ def remap_sparseml(state: dict, source: str) -> dict:
 
     The remap is total: a key no rule matches is an error naming it.
     """
-    return _renumber(state, source)
-
-
-def _renumber(state: dict, source: str) -> dict:
-    out: dict = {}
-    unknown = []
-    for key, value in state.items():
-        for pattern, replacement in SPARSEML_RULES:
-            match = re.fullmatch(pattern, key)
-            if match:
-                new = match.expand(replacement)
-                if "{s}" in new:
-                    new = new.replace("{s}", str(int(match.group(1)) + 1))
-                out[new] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise HiddenCostError(
-            f"checkpoint {source} has keys the SparseML ResNet does not define: {shorten(unknown)}"
-        )
-    return out
+    return remap_keys(state, SPARSEML_RULES, source)[0]
 
 
 def _sparseml_name(name: str) -> str:
     """One SparseML tensor name to ours (used for recipe ``params``)."""
-    mapped = _renumber({name: None}, "recipe")
+    mapped = remap_sparseml({name: None}, "recipe")
     return next(iter(mapped))
 
 
@@ -164,7 +156,8 @@ def recipe_claims(recipe: str, prunable: list[str]) -> dict[str, float]:
     return claims
 
 
-def load_sparseml(model: nn.Module, path: str | Path, name: str = "sparseml") -> ZooLoadReport:
+def load_sparseml(model: nn.Module, path: str | Path, spec: ZooSpec | None = None,
+                  mask: None = None) -> ZooLoadReport:
     """Load a SparseML ResNet checkpoint into a timm ResNet strictly; return the report.
 
     When the file embeds a recipe, each weight it prunes must have the recipe's final sparsity
@@ -174,8 +167,9 @@ def load_sparseml(model: nn.Module, path: str | Path, name: str = "sparseml") ->
     """
     source = str(path)
     obj = read_checkpoint_object(path)
-    state = strip_module_prefixes(extract_state_dict(obj, source, wrappers=("state_dict",)))
-    state = _renumber(state, source)
+    state = strip_prefix(extract_state_dict(obj, source, wrappers=("state_dict",)), "module.",
+                         repeated=True)
+    state = remap_sparseml(state, source)
     load_state_dict_strict(model, state, source)
     notes: list[str] = []
     if isinstance(obj, dict) and isinstance(obj.get("arch_key"), str):
@@ -207,8 +201,8 @@ def load_sparseml(model: nn.Module, path: str | Path, name: str = "sparseml") ->
             total = sum(sizes.values())
             claimed = sum(claims.get(f"{n}.weight", 0.0) * s for n, s in sizes.items()) / total
             notes.append(f"recipe claims a final sparsity for {len(claims)} weights")
-    return ZooLoadReport(
-        name=name, format="sparseml", files=[source], measured_sparsity=0.0,
+    return ZooLoadReport.measure(
+        model, name=spec.name if spec else "sparseml", format="sparseml", files=[source],
         claimed_sparsity=claimed, claim_source="recipe" if claimed is not None else "",
         n_remapped_keys=len(state), notes=notes,
     )

@@ -42,6 +42,7 @@ stable direct URL, so pass the local file.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import OrderedDict, defaultdict
 from pathlib import Path
@@ -52,15 +53,16 @@ from timm.layers.attention import Attention
 from timm.models.swin_transformer import WindowAttention
 from torch import nn
 
-from hiddencost.backbones import load_state_dict_strict
-from hiddencost.errors import HiddenCostError
-from hiddencost.zoo.common import (
-    ZooLoadReport,
+from hiddencost.checkpoints import (
     extract_state_dict,
+    load_state_dict_strict,
     read_checkpoint_object,
     shorten,
-    strip_module_prefixes,
+    strip_prefix,
 )
+from hiddencost.compression.quantization import InputQuantized
+from hiddencost.errors import HiddenCostError
+from hiddencost.zoo.common import ZooLoadReport, ZooSpec
 
 __all__ = [
     "LsqInput",
@@ -118,25 +120,11 @@ class LsqQuantizer(nn.Module):
         return f"bits={self.bits}, {kind}, step={float(self.step):.4g}"
 
 
-class LsqInput(nn.Module):
-    """``layer(quantizer(x))``: a conv/linear whose input is LSQ-quantized (attributes the
-    wrapper lacks are read from ``layer``)."""
+class LsqInput(InputQuantized):
+    """``layer(quantizer(x))``: a conv/linear whose input is LSQ-quantized."""
 
     def __init__(self, layer: nn.Module, quantizer: LsqQuantizer) -> None:
-        super().__init__()
-        self.quantizer = quantizer
-        self.layer = layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(self.quantizer(x))
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name in ("layer", "quantizer") or name.startswith("__"):
-                raise
-            return getattr(super().__getattr__("layer"), name)
+        super().__init__(layer, quantizer)
 
 
 class _LsqAttention(Attention):
@@ -286,6 +274,97 @@ def _rename_prefix(prefix: str, family: str) -> str | None:
     return prefix
 
 
+def _groups(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """Tensors grouped by module prefix, in the file's order."""
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        prefix, _, leaf = key.rpartition(".")
+        groups.setdefault(prefix, {})[leaf] = value
+    return groups
+
+
+class _VVTQRemap:
+    """The state of one :func:`remap_vvtq` pass: what is written, ignored, checked."""
+
+    def __init__(self, family: str, weight_bits: int, activation_bits: int, source: str) -> None:
+        self.family, self.source = family, source
+        self.weight_bits, self.activation_bits = weight_bits, activation_bits
+        self.fixed = [re.compile(p) for p in _FIXED_8BIT[family]]
+        self.out: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.ignored: list[str] = []
+        self.bits_of: dict[str, int] = {}
+        self.wrong: list[str] = []
+        self.qkv_parts: dict[str, dict[str, dict[str, torch.Tensor]]] = defaultdict(dict)
+
+    def group(self, prefix: str, group: dict[str, torch.Tensor]) -> None:
+        for leaf in [k for k in group if k in _IGNORED_BUFFERS]:
+            self.ignored.append(f"{prefix}.{leaf} ({_IGNORED_BUFFERS[leaf]})")
+            del group[leaf]
+        if not group:
+            return
+        target = _rename_prefix(prefix, self.family)
+        if target is None:
+            self.ignored.extend(f"{prefix}.{leaf} (never called by VVTQ's forward)"
+                                for leaf in group)
+        elif "alpha" in group:
+            self.quantizer(prefix, target, group)
+        else:
+            for leaf, value in group.items():
+                self.out[f"{target}.{leaf}" if target else leaf] = value
+
+    def quantizer(self, prefix: str, target: str, group: dict[str, torch.Tensor]) -> None:
+        """An LSQ quantizer's group: check its bits, quantize its weight or keep its step."""
+        if "nbits" not in group:
+            raise HiddenCostError(f"{self.source}: {prefix} has alpha but no nbits")
+        bits = _bits_of(group["nbits"], f"{prefix}.nbits")
+        is_weight = "weight" in group
+        expected = 8 if any(p.fullmatch(prefix) for p in self.fixed) else (
+            self.weight_bits if is_weight else self.activation_bits)
+        if bits != expected:
+            self.wrong.append(f"{prefix}.nbits={bits} (expected {expected})")
+            return
+        step = _step_of(group, prefix, bits, self.source)
+        extra = set(group) - {"alpha", "nbits", "init_state", "beta", "weight", "bias"}
+        if extra:
+            raise HiddenCostError(
+                f"{self.source}: unexpected tensors in {prefix}: {shorten(sorted(extra))}")
+        if is_weight:
+            self.weight(prefix, target, group, step, bits)
+            return
+        self.bits_of[target] = bits
+        self.out[f"{target}.step"] = torch.tensor(step, dtype=torch.float32)
+        beta = group.get("beta")
+        offset = float(beta.reshape(-1)[bits - 2]) if beta is not None else 0.0
+        self.out[f"{target}.offset"] = torch.tensor(offset, dtype=torch.float32)
+
+    def weight(self, prefix: str, target: str, group: dict[str, torch.Tensor], step: float,
+               bits: int) -> None:
+        quantized = {"weight": lsq_quantize_weight(group["weight"], step, bits)}
+        if "bias" in group:
+            quantized["bias"] = group["bias"]
+        match = _QKV.fullmatch(prefix)
+        if match:  # q, k and v are merged into timm's qkv once all three are read
+            self.qkv_parts[match.group(1)][match.group(2)] = quantized
+            return
+        self.bits_of[target] = bits
+        for leaf, value in quantized.items():
+            self.out[f"{target}.{leaf}"] = value
+
+    def merge_qkv(self) -> None:
+        for attn, parts in self.qkv_parts.items():
+            if set(parts) != {"q", "k", "v"}:
+                raise HiddenCostError(
+                    f"{self.source}: {attn} lacks proj_{set('qkv') - set(parts)}")
+            self.out[f"{attn}.qkv.weight"] = torch.cat([parts[p]["weight"] for p in "qkv"])
+            biases = [parts[p].get("bias") for p in "qkv"]
+            if any(b is not None for b in biases):
+                if any(b is None for b in biases):
+                    raise HiddenCostError(
+                        f"{self.source}: {attn} has a bias on some of q/k/v only")
+                self.out[f"{attn}.qkv.bias"] = torch.cat(biases)  # type: ignore[arg-type]
+            self.bits_of[f"{attn}.qkv"] = self.weight_bits
+
+
 def remap_vvtq(
     state: dict[str, torch.Tensor], family: str, weight_bits: int, activation_bits: int,
     source: str,
@@ -295,88 +374,20 @@ def remap_vvtq(
     Returns ``(state, ignored keys, bits per quantized module)``. Claims are checked here: every
     quantizer's ``nbits`` must be the fixed 8 or the tag's bits; the error names the keys.
     """
-    groups: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
-    order: list[str] = []
-    for key, value in state.items():
-        prefix, _, leaf = key.rpartition(".")
-        if prefix not in groups:
-            order.append(prefix)
-        groups[prefix][leaf] = value
-    fixed = [re.compile(p) for p in _FIXED_8BIT[family]]
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    ignored: list[str] = []
-    bits_of: dict[str, int] = {}
-    wrong: list[str] = []
-    qkv_parts: dict[str, dict[str, dict[str, torch.Tensor]]] = defaultdict(dict)
-    for prefix in order:
-        group = dict(groups[prefix])
-        for leaf in list(group):
-            if leaf in _IGNORED_BUFFERS:
-                ignored.append(f"{prefix}.{leaf} ({_IGNORED_BUFFERS[leaf]})")
-                del group[leaf]
-        if not group:
-            continue
-        target = _rename_prefix(prefix, family)
-        if target is None:
-            ignored.extend(f"{prefix}.{leaf} (never called by VVTQ's forward)" for leaf in group)
-            continue
-        if "alpha" in group:
-            if "nbits" not in group:
-                raise HiddenCostError(f"{source}: {prefix} has alpha but no nbits")
-            bits = _bits_of(group["nbits"], f"{prefix}.nbits")
-            is_weight = "weight" in group
-            expected = 8 if any(p.fullmatch(prefix) for p in fixed) else (
-                weight_bits if is_weight else activation_bits)
-            if bits != expected:
-                wrong.append(f"{prefix}.nbits={bits} (expected {expected})")
-                continue
-            step = _step_of(group, prefix, bits, source)
-            extra = set(group) - {"alpha", "nbits", "init_state", "beta", "weight", "bias"}
-            if extra:
-                raise HiddenCostError(
-                    f"{source}: unexpected tensors in {prefix}: {shorten(sorted(extra))}")
-            if is_weight:
-                quantized = {"weight": lsq_quantize_weight(group["weight"], step, bits)}
-                if "bias" in group:
-                    quantized["bias"] = group["bias"]
-                match = _QKV.fullmatch(prefix)
-                if match:
-                    qkv_parts[match.group(1)][match.group(2)] = quantized
-                    continue
-                bits_of[target] = bits
-                for leaf, value in quantized.items():
-                    out[f"{target}.{leaf}"] = value
-            else:
-                bits_of[target] = bits
-                out[f"{target}.step"] = torch.tensor(step, dtype=torch.float32)
-                beta = group.get("beta")
-                offset = float(beta.reshape(-1)[bits - 2]) if beta is not None else 0.0
-                out[f"{target}.offset"] = torch.tensor(offset, dtype=torch.float32)
-        else:
-            for leaf, value in group.items():
-                out[f"{target}.{leaf}" if target else leaf] = value
-    if wrong:
+    remap = _VVTQRemap(family, weight_bits, activation_bits, source)
+    for prefix, group in _groups(state).items():
+        remap.group(prefix, group)
+    if remap.wrong:
         raise HiddenCostError(
             f"{source}: quantizer bit-widths do not match the claimed W{weight_bits}A"
-            f"{activation_bits}: {shorten(wrong)}"
+            f"{activation_bits}: {shorten(remap.wrong)}"
         )
-    for attn, parts in qkv_parts.items():
-        if set(parts) != {"q", "k", "v"}:
-            raise HiddenCostError(f"{source}: {attn} lacks proj_{set('qkv') - set(parts)}")
-        out[f"{attn}.qkv.weight"] = torch.cat([parts[p]["weight"] for p in "qkv"], dim=0)
-        biases = [parts[p].get("bias") for p in "qkv"]
-        if any(b is not None for b in biases):
-            if any(b is None for b in biases):
-                raise HiddenCostError(f"{source}: {attn} has a bias on some of q/k/v only")
-            out[f"{attn}.qkv.bias"] = torch.cat(biases, dim=0)  # type: ignore[arg-type]
-        bits_of[f"{attn}.qkv"] = weight_bits
-    return out, ignored, bits_of
+    remap.merge_qkv()
+    return remap.out, remap.ignored, remap.bits_of
 
 
 def _measured_weight_bits(model: nn.Module, bits_of: dict[str, int]) -> int:
     """Largest ``ceil(log2(distinct values))`` over the quantized weights (q/k/v parts apart)."""
-    import math
-
     worst = 0
     for prefix in bits_of:
         module = model.get_submodule(prefix)
@@ -391,18 +402,24 @@ def _measured_weight_bits(model: nn.Module, bits_of: dict[str, int]) -> int:
 
 
 def load_vvtq(
-    model: nn.Module, path: str | Path, family: str, weight_bits: int, activation_bits: int,
-    name: str = "vvtq",
+    model: nn.Module, path: str | Path, spec: ZooSpec | None = None, mask: None = None,
 ) -> ZooLoadReport:
-    """Rebuild ``model`` (timm DeiT / Swin) as VVTQ's quantized network and load ``path``.
+    """Rebuild ``model`` (timm DeiT / Swin) as VVTQ's quantized network and load ``path``;
+    the zoo name ``spec`` (``deit_tiny.vvtq-w4a4``) gives the family and the claimed bits.
 
     Strict after the explicit remap; bit-width claims checked (see the module docstring), and the
     loaded weights of the W-bit layers are verified to take at most ``2^W`` distinct values per
     tensor (per q / k / v part).
     """
+    if spec is None or spec.weight_bits is None or spec.activation_bits is None:
+        raise HiddenCostError("a VVTQ checkpoint needs its zoo name (e.g. deit_tiny.vvtq-w4a4): "
+                              "the tag claims the bit-widths")
+    family = "deit" if spec.arch.startswith("deit") else "swin"
+    weight_bits, activation_bits = spec.weight_bits, spec.activation_bits
     source = str(path)
-    state = strip_module_prefixes(
-        extract_state_dict(read_checkpoint_object(path), source, ("state_dict", "model"))
+    state = strip_prefix(
+        extract_state_dict(read_checkpoint_object(path), source, ("state_dict", "model")),
+        "module.", repeated=True,
     )
     remapped, ignored, bits_of = remap_vvtq(state, family, weight_bits, activation_bits, source)
     build_vvtq_model(model, family, activation_bits)
@@ -412,9 +429,9 @@ def load_vvtq(
     measured = _measured_weight_bits(model, low)
     if measured > weight_bits:
         raise HiddenCostError(f"{source}: loaded weights need {measured} bits, not {weight_bits}")
-    return ZooLoadReport(
-        name=name, format="vvtq", files=[source], measured_sparsity=0.0,
-        claim_source="nbits", weight_bits=weight_bits, activation_bits=activation_bits,
+    return ZooLoadReport.measure(
+        model, name=spec.name, format="vvtq", files=[source], claim_source="nbits",
+        weight_bits=weight_bits, activation_bits=activation_bits,
         n_remapped_keys=len(remapped), ignored_keys=ignored,
         notes=[f"{len(bits_of)} quantized modules; 8-bit: patch embedding and classifier"],
     )

@@ -1,0 +1,225 @@
+"""Transfer methods as registered objects: each owns its input transformation, its output mapping
+and its training loop, so :func:`hiddencost.run.run_one` looks a method up instead of branching.
+
+==========  =================================================================================
+name        method
+==========  =================================================================================
+``ilm``     VP, pad prompt + iterative label mapping (recomputed every epoch; ILM-VP)
+``flm``     VP, pad prompt + frequency label mapping (computed once, initial prompt)
+``rlm``     VP, pad prompt + random label mapping (seeded, fixed)
+``fm``      VP, pad prompt + a trainable fully-connected mapping K' → K (AutoVP)
+``lp``      linear probing: a linear head on cached penultimate features
+==========  =================================================================================
+
+A new method (the CLIP and cross-modal methods next) implements :class:`TransferMethod` and
+calls :func:`register_method` once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from hiddencost.data import TaskData
+from hiddencost.data.transforms import ResizeNormalize
+from hiddencost.errors import HiddenCostError
+from hiddencost.prompting.linear_probe import extract_features, train_linear_head
+from hiddencost.prompting.pad_prompt import PadPrompt
+from hiddencost.prompting.visual_prompt import (
+    TrainHistory,
+    VPMethod,
+    predict_logits,
+    train_visual_prompt,
+)
+
+__all__ = [
+    "LinearProbe",
+    "Memo",
+    "TransferJob",
+    "TransferMethod",
+    "TransferOutcome",
+    "TransferSettings",
+    "VisualPrompting",
+    "get_method",
+    "method_names",
+    "register_method",
+]
+
+#: ``memo(compute)``: the cached value for this run's key, or ``compute()`` stored under it.
+Memo = Callable[[Callable[[], Any]], Any]
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """The resolved hyper-parameters a method reads (a view of the run's configuration)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    seed: int
+    canvas_size: int
+    inner_size: int
+    lp_image_size: int
+    many_to_one: bool = False
+    save_prompt_history: bool = False
+
+
+@dataclass
+class TransferJob:
+    """Everything one method needs to train and evaluate: the prepared frozen backbone with its
+    ``num_source`` classes and normalisation, the task and the training subset's indices, the
+    settings, the device, a per-epoch callback and a memo for reusable work (LP features)."""
+
+    backbone: nn.Module
+    num_source: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    task: TaskData
+    subset: torch.Tensor
+    settings: TransferSettings
+    device: torch.device
+    on_epoch: Callable[[dict], None] | None = None
+    memo: Memo = field(default=lambda compute: compute())
+
+
+@dataclass
+class TransferOutcome:
+    """What a method produced: test logits (float32, CPU, K columns in target order), the
+    training history, the label mapping (one source index per target; None when the method has
+    no one-to-one mapping), its per-epoch history, and the learned tensors to save."""
+
+    logits: torch.Tensor
+    history: TrainHistory
+    tensors: dict[str, torch.Tensor]
+    mapping: list[int] | None = None
+    mapping_history: list[list[int]] | None = None
+
+
+class TransferMethod(ABC):
+    """One registered way of adapting a frozen backbone to a task."""
+
+    name: str
+    description: str
+
+    @abstractmethod
+    def stored_image_size(self, s: TransferSettings) -> int:
+        """The size the task's images are kept at in memory for this method."""
+
+    @abstractmethod
+    def input_size(self, s: TransferSettings) -> int:
+        """The backbone's input size under this method (for the prepared backbone's probe)."""
+
+    @abstractmethod
+    def input_transform(self, s: TransferSettings, mean: tuple[float, ...],
+                        std: tuple[float, ...]) -> nn.Module:
+        """[0, 1] images → normalised backbone inputs, as this method feeds them (the initial
+        transform for methods that learn it; activation quantizers calibrate on its output)."""
+
+    @abstractmethod
+    def fit(self, job: TransferJob) -> TransferOutcome:
+        """Train on the job's subset, evaluate on the whole test split (final epoch)."""
+
+
+class VisualPrompting(TransferMethod):
+    """Pad prompt (ILM-VP's "expansive" prompt) with one of the label mappings."""
+
+    def __init__(self, mapping: VPMethod, description: str) -> None:
+        self.name = mapping
+        self.mapping = mapping
+        self.description = description
+
+    def stored_image_size(self, s: TransferSettings) -> int:
+        return s.inner_size
+
+    def input_size(self, s: TransferSettings) -> int:
+        return s.canvas_size
+
+    def input_transform(self, s: TransferSettings, mean: tuple[float, ...],
+                        std: tuple[float, ...]) -> nn.Module:
+        return PadPrompt(s.canvas_size, s.inner_size, mean, std)  # δ = 0: the grey border
+
+    def fit(self, job: TransferJob) -> TransferOutcome:
+        s, task = job.settings, job.task
+        model, history = train_visual_prompt(
+            job.backbone, self.input_transform(s, job.mean, job.std),
+            task.train_images[job.subset], task.train_labels[job.subset], task.num_classes,
+            job.num_source, self.mapping, s.epochs, s.batch_size, s.seed, job.device, lr=s.lr,
+            many_to_one=s.many_to_one, save_prompt_history=s.save_prompt_history,
+            on_epoch=job.on_epoch,
+        )
+        logits = predict_logits(model, task.test_images, job.device)
+        tensors = {"prompt.delta": model.prompt.delta.detach().cpu()}
+        if model.fm is not None:
+            tensors.update({f"fm.{k}": v.detach().cpu() for k, v in model.fm.state_dict().items()})
+            return TransferOutcome(logits, history, tensors)
+        return TransferOutcome(logits, history, tensors, model.mapping.tolist(), history.mappings)
+
+
+class LinearProbe(TransferMethod):
+    """A fresh linear head on the penultimate features, computed once per backbone and task."""
+
+    name = "lp"
+    description = "linear probing: a linear head on cached penultimate features"
+
+    def stored_image_size(self, s: TransferSettings) -> int:
+        # 32-px tasks (CIFAR-10, SVHN, GTSRB, digits) are natively that small, so storing them
+        # larger gains nothing; larger-image tasks are stored at the LP input size.
+        return min(s.inner_size, s.lp_image_size) if s.inner_size <= 32 else s.lp_image_size
+
+    def input_size(self, s: TransferSettings) -> int:
+        return s.lp_image_size
+
+    def input_transform(self, s: TransferSettings, mean: tuple[float, ...],
+                        std: tuple[float, ...]) -> nn.Module:
+        return ResizeNormalize(s.lp_image_size, mean, std)
+
+    def fit(self, job: TransferJob) -> TransferOutcome:
+        s, task = job.settings, job.task
+        pre = self.input_transform(s, job.mean, job.std)
+        train_all, test_all = job.memo(lambda: (
+            extract_features(job.backbone, pre, task.train_images, job.device),
+            extract_features(job.backbone, pre, task.test_images, job.device)))
+        head, history = train_linear_head(
+            train_all[job.subset], task.train_labels[job.subset], task.num_classes, s.epochs,
+            s.batch_size, s.seed, job.device, lr=s.lr, on_epoch=job.on_epoch,
+        )
+        with torch.inference_mode():
+            logits = head(test_all.to(job.device)).float().cpu()
+        tensors = {"head.weight": head.weight.detach().cpu(), "head.bias": head.bias.detach().cpu()}
+        return TransferOutcome(logits, history, tensors)
+
+
+_METHODS: dict[str, TransferMethod] = {}
+
+
+def register_method(method: TransferMethod) -> TransferMethod:
+    """Add ``method`` under its name."""
+    if method.name in _METHODS:
+        raise HiddenCostError(f"transfer method {method.name!r} is registered twice")
+    _METHODS[method.name] = method
+    return method
+
+
+def method_names() -> tuple[str, ...]:
+    """The registered method names, in registration order."""
+    return tuple(_METHODS)
+
+
+def get_method(name: str) -> TransferMethod:
+    """The method called ``name``; unknown names are a one-line error listing the known."""
+    if name not in _METHODS:
+        raise HiddenCostError(f"unknown transfer method {name!r}; known: "
+                              f"{', '.join(_METHODS)}")
+    return _METHODS[name]
+
+
+register_method(VisualPrompting("ilm", "VP, iterative label mapping (ILM-VP)"))
+register_method(VisualPrompting("flm", "VP, frequency label mapping (computed once)"))
+register_method(VisualPrompting("rlm", "VP, random label mapping"))
+register_method(VisualPrompting("fm", "VP, fully-connected mapping (AutoVP)"))
+register_method(LinearProbe())
