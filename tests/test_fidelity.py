@@ -115,12 +115,7 @@ def test_cached_fidelity_and_cli(tmp_path):
     dense = cached_fidelity(compression={"method": "none"}, **kw).model_dump()
     assert dense["top1_agreement"] == 1.0 and dense["mean_kl"] == pytest.approx(0, abs=1e-9)
 
-    import typer
-
-    from hiddencost.zoo_cli import register
-
-    app = typer.Typer()
-    register(app)
+    from hiddencost.cli import app
     out = tmp_path / "fid.json"
     result = CliRunner().invoke(app, [
         "fidelity", "--model", "resnet18", "--weights", "random", "--images", "digits",

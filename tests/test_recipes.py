@@ -221,12 +221,7 @@ def test_artifact_errors(tmp_path):
 
 
 def _cli():
-    import typer
-
-    from hiddencost.zoo_cli import register
-
-    app = typer.Typer()
-    register(app)
+    from hiddencost.cli import app
     return app
 
 

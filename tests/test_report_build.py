@@ -14,11 +14,11 @@ from support import SYNTHETIC
 from support.synthetic_records import DEFAULT_COMPRESSIONS, make_record, synthetic_records
 from typer.testing import CliRunner
 
+from hiddencost.cli.report import app as report_app
 from hiddencost.errors import HiddenCostError
 from hiddencost.report import analyses as an
 from hiddencost.report import build, build_report
 from hiddencost.report.build import ReportError
-from hiddencost.report.cli import report as report_command
 from hiddencost.report.table import table_from_db, table_from_records, table_from_spec
 from hiddencost.study.spec import parse_spec
 
@@ -158,7 +158,7 @@ def test_runs_without_result_files_use_store_metrics(tmp_path):
 
 def _app() -> typer.Typer:
     app = typer.Typer()
-    app.command("report")(report_command)
+    app.add_typer(report_app)
 
     @app.command()
     def other() -> None:

@@ -14,7 +14,7 @@ from support import SYNTHETIC
 from support.synthetic_runner import synthetic_runner
 from typer.testing import CliRunner
 
-from hiddencost.study.cli import study_app
+from hiddencost.cli.study import app as study_app
 from hiddencost.study.driver import run_study
 from hiddencost.study.identity import run_key
 from hiddencost.study.layout import StudyPaths

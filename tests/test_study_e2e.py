@@ -9,8 +9,8 @@ import json
 import typer
 from typer.testing import CliRunner
 
+from hiddencost.cli.study import app as study_app
 from hiddencost.study.catalog import load_preset
-from hiddencost.study.cli import study_app
 from hiddencost.study.spec import expand
 
 

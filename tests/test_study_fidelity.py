@@ -130,7 +130,7 @@ def test_study_fidelity_command_after_a_run_without_it(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from hiddencost.study.cli import study_app
+    from hiddencost.cli.study import app as study_app
     from hiddencost.study.driver import run_study
 
     text = (f"name: later\nrunner: \"{SYNTHETIC}\"\n"

@@ -3,7 +3,7 @@ clean run has (none lost, none duplicated, none left running).
 
 Drivers are real processes killed with SIGKILL. To keep the suite fast they are forked from a
 forkserver that imported hiddencost once (a fresh interpreter pays ~10 s of torch import);
-one test also kills the real ``python -m hiddencost.study run`` command. Kill points are
+one test also kills the real ``python -m hiddencost study run`` command. Kill points are
 deterministic (the driver SIGKILLs itself from ``run_study``'s ``on_event`` hook at a named
 step, see :class:`support.faults.KillAt`: after inserting the pending rows, after claiming a
 run, after a run finished but before it is recorded, right after recording; or the test kills
@@ -30,8 +30,8 @@ from support.synthetic_runner import LOG_ENV, SLEEP_ENV
 from typer.testing import CliRunner
 
 import hiddencost
+from hiddencost.cli.study import app as study_app
 from hiddencost.study.catalog import load_spec
-from hiddencost.study.cli import study_app
 from hiddencost.study.driver import run_study
 from hiddencost.study.spec import expand
 
@@ -184,15 +184,15 @@ def test_sigkill_at_many_random_points(forkserver, study, tmp_path, seed):
 
 
 def test_sigkill_the_real_cli_and_run_it_again(study, tmp_path):
-    """`python -m hiddencost.study run` killed once 5 runs are done, then the same command run
+    """`python -m hiddencost study run` killed once 5 runs are done, then the same command run
     again (in this process, to spare a second ~10 s interpreter start)."""
     spec_file, spec = study
     out, log = tmp_path / "out", tmp_path / "executions.log"
     env = {**os.environ, SLEEP_ENV: SLEEP, LOG_ENV: str(log),
            "PYTHONPATH": os.pathsep.join([str(Path(hiddencost.__file__).parents[1]),
                                           os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "hiddencost.study", "run", str(spec_file), "--out", str(out),
-           "--no-progress"]
+    cmd = [sys.executable, "-m", "hiddencost", "study", "run", str(spec_file), "--out",
+           str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while _done(out / "study.sqlite") < 5 and proc.poll() is None \
@@ -206,7 +206,7 @@ def test_sigkill_the_real_cli_and_run_it_again(study, tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(SLEEP_ENV, SLEEP)
         mp.setenv(LOG_ENV, str(log))
-        again = CliRunner().invoke(study_app, cmd[3:])  # the same `run ...` arguments
+        again = CliRunner().invoke(study_app, cmd[4:])  # the same `run ...` arguments
     assert again.exit_code == 0, again.output
     assert f"{done_at_kill} done" in again.output
     final = _table(out / "study.sqlite")

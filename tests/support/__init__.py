@@ -4,7 +4,7 @@ synthetic runs and records, and fault injection for study drivers.
 Studies name runners as ``path/to/file.py:function`` (see
 :func:`hiddencost.study.worker.resolve_runner`), so test specs name the synthetic runner by the
 absolute path of its file, :data:`SYNTHETIC`: every worker (this process, a forkserver child, a
-Ray worker, a Slurm job, ``python -m hiddencost.study``) loads it from there.
+Ray worker, a Slurm job, ``python -m hiddencost study``) loads it from there.
 """
 
 from __future__ import annotations

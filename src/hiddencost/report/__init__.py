@@ -12,19 +12,6 @@
   sections).
 """
 
-from __future__ import annotations
+from hiddencost.report.build import ReportError, build_report
 
-from pathlib import Path
-from typing import Any
-
-__all__ = ["build_report"]
-
-
-def build_report(source: Any, out: str | Path, **kwargs: Any) -> Path:
-    """Write the report of ``source`` into ``out``; return ``out/index.html``.
-    See :func:`hiddencost.report.build.build_report` for the sources and options."""
-    # imported on use: the CLI imports this package at start-up, and build loads pandas,
-    # matplotlib and the study layer, which only a report needs
-    from hiddencost.report.build import build_report as _build
-
-    return _build(source, out, **kwargs)
+__all__ = ["ReportError", "build_report"]

@@ -1,8 +1,5 @@
-"""The ``hiddencost`` command line: a thin layer over the library.
-
-Every command turns :class:`~hiddencost.errors.HiddenCostError` into one line on stderr and exit
-status 2, never a traceback.
-"""
+"""``hiddencost run``, ``quickstart``, ``models``, ``datasets`` and ``show``: one experiment and
+the registries."""
 
 from __future__ import annotations
 
@@ -14,20 +11,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hiddencost.cli_errors import friendly_errors
+from hiddencost.backbones import available_backbones
+from hiddencost.cli.errors import command_app, friendly_errors
 from hiddencost.compression.parse import flag_fields
+from hiddencost.data import available_datasets, parse_n_shot
 from hiddencost.errors import HiddenCostError
-from hiddencost.study.cli import study_app
+from hiddencost.progress import epoch_progress
+from hiddencost.quickstart import run_quickstart
+from hiddencost.records import COMPRESSION_FIELDS, METRIC_FIELDS
+from hiddencost.run import make_config, run_one
 
-app = typer.Typer(
-    help="Measure the hidden cost of model compression for visual prompting and linear probing.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-app.add_typer(study_app, name="study")
+app = command_app()
 console = Console()
+#: What ``run`` and ``show`` print of a record.
+SHOWN_FIELDS = (*METRIC_FIELDS, *COMPRESSION_FIELDS, "wall_time_s")
 
+
+def _value(v: object) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 @app.command()
@@ -67,10 +68,6 @@ def run(
         "runs/latest"),
 ) -> None:
     """Run one experiment and write OUT/result.json."""
-    from hiddencost.data import parse_n_shot
-    from hiddencost.progress import epoch_progress
-    from hiddencost.run import make_config, run_one
-
     cfg = make_config(
         model=model, weights=weights, checkpoint=checkpoint,
         dataset=dataset, data_root=str(data_root) if data_root else None, download=download,
@@ -83,14 +80,11 @@ def run(
     )
     with epoch_progress(console, cfg.epochs) as on_epoch:
         record = run_one(cfg, out_dir=out, on_epoch=on_epoch)
-    keys = ("accuracy", "ece", "mce", "nll", "brier", "mean_confidence_correct",
-            "kl_to_uniform_incorrect", "sparsity", "weight_bits", "wall_time_s")
     table = Table(title=f"{cfg.method} · {record['compression']['label']} · {cfg.dataset}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for k in keys:
-        v = record[k]
-        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    for k in SHOWN_FIELDS:
+        table.add_row(k, _value(record[k]))
     console.print(table)
     console.print(f"wrote {out / 'result.json'}")
 
@@ -104,8 +98,6 @@ def quickstart(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """A small real study on the offline default (EfficientNet-Lite0 → digits), < 10 min on CPU."""
-    from hiddencost.quickstart import run_quickstart
-
     run_quickstart(out, console, epochs=epochs, device=device)
 
 
@@ -113,8 +105,6 @@ def quickstart(
 @friendly_errors
 def models() -> None:
     """List the registered backbones."""
-    from hiddencost.backbones import available_backbones
-
     table = Table(title="backbones")
     for col in ("name", "weights", "input", "description"):
         table.add_column(col)
@@ -127,8 +117,6 @@ def models() -> None:
 @friendly_errors
 def datasets() -> None:
     """List the registered datasets."""
-    from hiddencost.data import available_datasets
-
     table = Table(title="datasets")
     for col in ("name", "classes", "inner size", "needs --data-root", "description"):
         table.add_column(col)
@@ -148,14 +136,5 @@ def show(result: Annotated[Path, typer.Argument(help="A result.json file.")]) ->
         record = json.loads(result.read_text())
     except json.JSONDecodeError as exc:
         raise HiddenCostError(f"{result} is not valid JSON: {exc}") from None
-    for k in ("accuracy", "ece", "nll", "brier", "sparsity", "weight_bits"):
-        console.print(f"{k:>12}: {record.get(k)}")
-
-
-from hiddencost.zoo_cli import register as _register_zoo_commands  # noqa: E402
-
-_register_zoo_commands(app)  # adds `zoo`, `compress`, `fidelity`
-
-from hiddencost.report.cli import report as _report_command  # noqa: E402
-
-app.command("report")(_report_command)
+    for k in SHOWN_FIELDS:
+        console.print(f"{k:>24}: {_value(record.get(k))}")

@@ -30,3 +30,9 @@ def friendly_errors(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def command_app(help_text: str | None = None) -> typer.Typer:
+    """A typer app with the settings every hiddencost command group shares."""
+    return typer.Typer(help=help_text, no_args_is_help=True, pretty_exceptions_enable=False,
+                       add_completion=False)

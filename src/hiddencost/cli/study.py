@@ -1,9 +1,8 @@
-"""``hiddencost study …``: run, inspect and export studies (a typer sub-app).
+"""``hiddencost study …``: run, inspect and export studies (mounted as the ``study`` group).
 
-Mount it on the main app with ``app.add_typer(study_app, name="study")``. Like the rest of the
-CLI, every command turns :class:`~hiddencost.errors.HiddenCostError` into one line on stderr
-and exit status 2; Ctrl-C (or SIGTERM) stops a study cleanly with exit status 130, and running
-the same command again finishes the missing runs.
+Like the rest of the CLI, every command turns :class:`~hiddencost.errors.HiddenCostError` into
+one line on stderr and exit status 2; Ctrl-C (or SIGTERM) stops a study cleanly with exit status
+130, and running the same command again finishes the missing runs.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hiddencost.cli_errors import friendly_errors
+from hiddencost.cli.errors import command_app, friendly_errors
 from hiddencost.errors import HiddenCostError
 from hiddencost.fidelity import print_fidelity_table
 from hiddencost.study.catalog import load_preset, load_spec, preset_names
@@ -30,12 +29,7 @@ from hiddencost.study.results import export_study, format_duration, study_status
 from hiddencost.study.spec import StudySpec, expand
 from hiddencost.study.store import STATUSES
 
-study_app = typer.Typer(
-    help="Grids of runs: run (resumable; local, Ray or Slurm), status, export, presets.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+app = command_app("Grids of runs: run (resumable; local, Ray or Slurm), status, export, presets.")
 console = Console()
 
 SpecArg = Annotated[str, typer.Argument(help="A study YAML file, or a preset name "
@@ -117,7 +111,7 @@ def _print_dry_run(study: StudySpec, out: Path | None, store: str | None) -> Non
                   f"(store {status.store})", highlight=False)
 
 
-@study_app.command("run")
+@app.command("run")
 @friendly_errors
 def run_cmd(
     spec: SpecArg, out: OutOpt = None, store: StoreOpt = None, executor: ExecutorOpt = "local",
@@ -161,7 +155,7 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-@study_app.command("fidelity")
+@app.command("fidelity")
 @friendly_errors
 def fidelity_cmd(
     spec: SpecArg,
@@ -192,7 +186,7 @@ def fidelity_cmd(
     print_fidelity_table(console, fidelity_rows(entries), "upstream fidelity")
 
 
-@study_app.command("status")
+@app.command("status")
 @friendly_errors
 def status_cmd(
     spec: SpecArg,
@@ -223,7 +217,7 @@ def status_cmd(
             console.print(f"running {key} {label} (driver {owner})", highlight=False)
 
 
-@study_app.command("export")
+@app.command("export")
 @friendly_errors
 def export_cmd(
     spec: SpecArg,
@@ -245,7 +239,7 @@ def export_cmd(
     console.print(f"wrote {n} rows to {path}", highlight=False)
 
 
-@study_app.command("list-presets")
+@app.command("list-presets")
 @friendly_errors
 def list_presets_cmd() -> None:
     """The shipped study presets."""
@@ -258,7 +252,7 @@ def list_presets_cmd() -> None:
     console.print(table)
 
 
-@study_app.command("show-preset")
+@app.command("show-preset")
 @friendly_errors
 def show_preset_cmd(name: Annotated[str, typer.Argument(help="A preset name.")]) -> None:
     """Print a preset as YAML, to copy into a study file and edit."""

@@ -1,9 +1,6 @@
 """``hiddencost report``: a study's results as figures and one HTML page.
 
-Register on the main app with ``app.command("report")(report)``. The report's heavy modules
-(pandas, matplotlib, the study layer) load when the command runs (see
-:func:`hiddencost.report.build_report`), so the rest of the CLI starts fast. A report with failed
-sections is still written, and the command then exits 2 naming them.
+A report with failed sections is still written, and the command then exits 2 naming them.
 """
 
 from __future__ import annotations
@@ -14,13 +11,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from hiddencost.cli_errors import friendly_errors
+from hiddencost.cli.errors import command_app, friendly_errors
 from hiddencost.errors import HiddenCostError
 from hiddencost.report import build_report
 
+app = command_app()
 console = Console()
 
 
+@app.command()
 @friendly_errors
 def report(
     spec: Annotated[Path | None, typer.Argument(
