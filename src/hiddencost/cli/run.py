@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+import hiddencost.cli.common as common
 from hiddencost.backbones import available_backbones
-from hiddencost.cli.errors import command_app, friendly_errors
 from hiddencost.compression.parse import flag_fields
 from hiddencost.data import available_datasets, parse_n_shot
 from hiddencost.errors import HiddenCostError
@@ -21,7 +21,7 @@ from hiddencost.quickstart import run_quickstart
 from hiddencost.records import COMPRESSION_FIELDS, METRIC_FIELDS
 from hiddencost.run import make_config, run_one
 
-app = command_app()
+app = common.command_app()
 console = Console()
 #: What ``run`` and ``show`` print of a record.
 SHOWN_FIELDS = (*METRIC_FIELDS, *COMPRESSION_FIELDS, "wall_time_s")
@@ -31,17 +31,16 @@ def _value(v: object) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-@app.command()
-@friendly_errors
+@common.command(app)
 def run(
     model: Annotated[str, typer.Option(help="Backbone, arch or arch.tag (see `models`).")] = (
         "efficientnet_lite0"),
-    weights: Annotated[str, typer.Option(help="pretrained or random.")] = "pretrained",
+    weights: common.WeightsOpt = "pretrained",
     checkpoint: Annotated[str | None, typer.Option(
         help="A checkpoint file (state dict, zoo format or compress artifact), or an http(s) "
              "URL with --download.")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset name or imagefolder:PATH.")] = "digits",
-    data_root: Annotated[Path | None, typer.Option(help="Root of torchvision datasets.")] = None,
+    data_root: common.DataRootOpt = None,
     download: Annotated[bool, typer.Option(
         help="Allow downloads: torchvision datasets, a --checkpoint URL.")] = False,
     split_seed: Annotated[int, typer.Option(help="Seed of the splits made by hiddencost.")] = 0,
@@ -50,11 +49,11 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed of sampling, shuffling and init.")] = 0,
     prune: Annotated[str, typer.Option(help="none, magnitude or random.")] = "none",
     sparsity: Annotated[float, typer.Option(help="Fraction of weights zeroed, in (0, 1).")] = 0.0,
-    scope: Annotated[str, typer.Option(help="Pruning scope: global or layer.")] = "global",
+    scope: common.ScopeOpt = "global",
     weight_bits: Annotated[int | None, typer.Option(help="Quantize weights: 2, 3, 4 or 8.")] = None,
     activation_bits: Annotated[int | None, typer.Option(help="Quantize activations.")] = None,
-    exclude_first_conv: Annotated[bool, typer.Option(help="Keep the first conv dense.")] = False,
-    exclude_classifier: Annotated[bool, typer.Option(help="Keep the classifier dense.")] = False,
+    exclude_first_conv: common.ExcludeFirstConvOpt = False,
+    exclude_classifier: common.ExcludeClassifierOpt = False,
     epochs: Annotated[int, typer.Option(help="Training epochs (ILM-VP used 200).")] = 100,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.01,
     batch_size: Annotated[int | None, typer.Option(help="Default: the N-shot table.")] = None,
@@ -62,7 +61,7 @@ def run(
     inner_size: Annotated[int | None, typer.Option(help="Default: the dataset's.")] = None,
     lp_image_size: Annotated[int | None, typer.Option(help="LP input; default backbone's.")] = None,
     many_to_one: Annotated[bool, typer.Option(help="Allow K > K' by reusing sources.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: common.DeviceChoiceOpt = "auto",
     save_prompt_history: Annotated[bool, typer.Option(help="Keep every epoch's prompt.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for result.json and weights.")] = Path(
         "runs/latest"),
@@ -89,45 +88,35 @@ def run(
     console.print(f"wrote {out / 'result.json'}")
 
 
-@app.command()
-@friendly_errors
+@common.command(app)
 def quickstart(
     out: Annotated[Path, typer.Option(help="Where results go.")] = Path(
         "hiddencost-results/quickstart"),
     epochs: Annotated[int | None, typer.Option(help="Override the preset's epochs.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: common.DeviceChoiceOpt = "auto",
 ) -> None:
     """A small real study on the offline default (EfficientNet-Lite0 → digits), < 10 min on CPU."""
     run_quickstart(out, console, epochs=epochs, device=device)
 
 
-@app.command()
-@friendly_errors
+@common.command(app)
 def models() -> None:
     """List the registered backbones."""
-    table = Table(title="backbones")
-    for col in ("name", "weights", "input", "description"):
-        table.add_column(col)
-    for e in available_backbones():
-        table.add_row(e.name, e.cfg.source, str(e.cfg.input_size), e.cfg.description)
-    console.print(table)
+    common.print_rows(console, "backbones", ("name", "weights", "input", "description"),
+               [(e.name, e.cfg.source, e.cfg.input_size, e.cfg.description)
+                for e in available_backbones()])
 
 
-@app.command()
-@friendly_errors
+@common.command(app)
 def datasets() -> None:
     """List the registered datasets."""
-    table = Table(title="datasets")
-    for col in ("name", "classes", "inner size", "needs --data-root", "description"):
-        table.add_column(col)
-    for d in available_datasets():
-        table.add_row(d.name, str(d.num_classes or "any"), str(d.inner_size),
-                      "yes" if d.needs_root else "no", d.description)
-    console.print(table)
+    common.print_rows(console, "datasets", ("name", "classes", "inner size", "needs --data-root",
+                                     "description"),
+               [(d.name, d.num_classes or "any", d.inner_size, "yes" if d.needs_root else "no",
+                 d.description) for d in available_datasets()])
 
 
-@app.command()
-@friendly_errors
+@common.command(app)
 def show(result: Annotated[Path, typer.Argument(help="A result.json file.")]) -> None:
     """Print the main numbers of a result.json."""
     if not result.is_file():

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hiddencost.cli.errors import command_app, friendly_errors
+import hiddencost.cli.common as common
 from hiddencost.errors import HiddenCostError
 from hiddencost.fidelity import print_fidelity_table
 from hiddencost.study.catalog import load_preset, load_spec, preset_names
@@ -29,7 +29,8 @@ from hiddencost.study.results import export_study, format_duration, study_status
 from hiddencost.study.spec import StudySpec, expand
 from hiddencost.study.store import STATUSES
 
-app = command_app("Grids of runs: run (resumable; local, Ray or Slurm), status, export, presets.")
+app = common.command_app(
+    "Grids of runs: run (resumable; local, Ray or Slurm), status, export, presets.")
 console = Console()
 
 SpecArg = Annotated[str, typer.Argument(help="A study YAML file, or a preset name "
@@ -40,7 +41,6 @@ StoreOpt = Annotated[str | None, typer.Option(
     help="The results store: a SQLite file or sqlite:///PATH (default: <out>/study.sqlite).")]
 # where and how runs execute (run and fidelity): not part of a run's identity
 DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu or cuda (not identity).")]
-DataRootOpt = Annotated[Path | None, typer.Option(help="Root of torchvision datasets.")]
 DownloadOpt = Annotated[bool | None, typer.Option(
     help="Allow downloads (datasets, checkpoint URLs).")]
 CheckpointRootOpt = Annotated[Path | None, typer.Option(
@@ -111,12 +111,11 @@ def _print_dry_run(study: StudySpec, out: Path | None, store: str | None) -> Non
                   f"(store {status.store})", highlight=False)
 
 
-@app.command("run")
-@friendly_errors
+@common.command(app, "run")
 def run_cmd(
     spec: SpecArg, out: OutOpt = None, store: StoreOpt = None, executor: ExecutorOpt = "local",
     retry_failed: RetryOpt = False, reclaim_all: ReclaimOpt = False,
-    device: DeviceOpt = None, data_root: DataRootOpt = None, download: DownloadOpt = None,
+    device: DeviceOpt = None, data_root: common.DataRootOpt = None, download: DownloadOpt = None,
     checkpoint_root: CheckpointRootOpt = None, max_runs: MaxRunsOpt = None,
     dry_run: DryRunOpt = False, progress: ProgressOpt = True, fidelity: FidelityOpt = None,
     fidelity_images: FidelityImagesOpt = DEFAULT_FIDELITY_IMAGES,
@@ -155,14 +154,13 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-@app.command("fidelity")
-@friendly_errors
+@common.command(app, "fidelity")
 def fidelity_cmd(
     spec: SpecArg,
     out: OutOpt = None,
     store: StoreOpt = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    data_root: DataRootOpt = None,
+    data_root: common.DataRootOpt = None,
     download: DownloadOpt = None,
     checkpoint_root: CheckpointRootOpt = None,
     images: Annotated[int, typer.Option(
@@ -186,8 +184,7 @@ def fidelity_cmd(
     print_fidelity_table(console, fidelity_rows(entries), "upstream fidelity")
 
 
-@app.command("status")
-@friendly_errors
+@common.command(app, "status")
 def status_cmd(
     spec: SpecArg,
     out: OutOpt = None,
@@ -217,8 +214,7 @@ def status_cmd(
             console.print(f"running {key} {label} (driver {owner})", highlight=False)
 
 
-@app.command("export")
-@friendly_errors
+@common.command(app, "export")
 def export_cmd(
     spec: SpecArg,
     format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
@@ -239,8 +235,7 @@ def export_cmd(
     console.print(f"wrote {n} rows to {path}", highlight=False)
 
 
-@app.command("list-presets")
-@friendly_errors
+@common.command(app, "list-presets")
 def list_presets_cmd() -> None:
     """The shipped study presets."""
     table = Table(title="study presets")
@@ -252,8 +247,7 @@ def list_presets_cmd() -> None:
     console.print(table)
 
 
-@app.command("show-preset")
-@friendly_errors
+@common.command(app, "show-preset")
 def show_preset_cmd(name: Annotated[str, typer.Argument(help="A preset name.")]) -> None:
     """Print a preset as YAML, to copy into a study file and edit."""
     print(load_preset(name).to_yaml(), end="")

@@ -10,53 +10,47 @@ from typing import Annotated, Any
 import torch
 import typer
 from rich.console import Console
-from rich.table import Table
 
+import hiddencost.cli.common as common
 from hiddencost.backbones import create_model
-from hiddencost.cli.errors import command_app, friendly_errors
 from hiddencost.compression.parse import short_form_fields
 from hiddencost.device import resolve_device
 from hiddencost.errors import HiddenCostError
 from hiddencost.fidelity import cached_fidelity, print_fidelity_table
 from hiddencost.recipes import save_artifact
 from hiddencost.recipes.artifact import artifact_metadata_path
-from hiddencost.recipes.registry import CompressOptions, get_recipe, recipe_names, train_data
+from hiddencost.recipes.registry import RECIPES, CompressOptions, train_data
 from hiddencost.zoo import available_zoo
 
-app = command_app()
+app = common.command_app()
 console = Console()
 
 
-@app.command()
-@friendly_errors
+@common.command(app)
 def zoo() -> None:
     """List the compressed-checkpoint formats of the zoo (tags, architectures, sources)."""
-    table = Table(title="compression zoo (pass the file with --checkpoint)")
-    for col in ("example", "format", "architectures", "description", "source"):
-        table.add_column(col)
-    for fam in available_zoo():
-        table.add_row(fam.example, fam.format, ", ".join(fam.archs) if fam.archs else "any",
-                      fam.description, fam.url)
-    console.print(table)
+    common.print_rows(console, "compression zoo (pass the file with --checkpoint)",
+               ("example", "format", "architectures", "description", "source"),
+               [(f.example, f.format, ", ".join(f.archs) if f.archs else "any", f.description,
+                 f.url) for f in available_zoo()])
 
 
-@app.command()
-@friendly_errors
+@common.command(app)
 def compress(
     model: Annotated[str, typer.Option(help="Registered backbone to compress.")] = (
         "efficientnet_lite0"),
-    weights: Annotated[str, typer.Option(help="pretrained or random.")] = "pretrained",
+    weights: common.WeightsOpt = "pretrained",
     checkpoint: Annotated[Path | None, typer.Option(help="Start from this state dict.")] = None,
-    recipe: Annotated[str, typer.Option(help=f"One of {', '.join(recipe_names())}.")] = (
+    recipe: Annotated[str, typer.Option(help=f"One of {', '.join(RECIPES)}.")] = (
         "magnitude"),
     sparsity: Annotated[float, typer.Option(help="Target sparsity (magnitude/random/gmp).")] = 0.5,
-    scope: Annotated[str, typer.Option(help="global or layer.")] = "global",
     weight_bits: Annotated[int | None, typer.Option(help="quantize: weight bits.")] = None,
     activation_bits: Annotated[int | None, typer.Option(help="quantize: activation bits.")] = None,
-    exclude_first_conv: Annotated[bool, typer.Option(help="Keep the stem dense.")] = False,
-    exclude_classifier: Annotated[bool, typer.Option(help="Keep the classifier dense.")] = False,
+    scope: common.ScopeOpt = "global",
+    exclude_first_conv: common.ExcludeFirstConvOpt = False,
+    exclude_classifier: common.ExcludeClassifierOpt = False,
     dataset: Annotated[str, typer.Option(help="Fine-tuning / calibration images.")] = "digits",
-    data_root: Annotated[Path | None, typer.Option(help="Root of torchvision datasets.")] = None,
+    data_root: common.DataRootOpt = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N training images.")] = None,
     input_size: Annotated[int | None, typer.Option(help="Training input size.")] = None,
     steps: Annotated[int, typer.Option(help="Fine-tuning steps (gmp total, imp per level, "
@@ -74,11 +68,11 @@ def compress(
     target_ratio: Annotated[float, typer.Option(help="structured: fraction removed.")] = 0.5,
     target: Annotated[str, typer.Option(help="structured: params or flops.")] = "params",
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: common.DeviceChoiceOpt = "auto",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("compressed/latest"),
 ) -> None:
     """Compress a backbone and write OUT/model.safetensors + OUT/model.json."""
-    chosen = get_recipe(recipe)
+    chosen = RECIPES.get(recipe)
     opts = CompressOptions.parse(
         sparsity=sparsity, scope=scope, weight_bits=weight_bits,  # type: ignore[arg-type]
         activation_bits=activation_bits, exclude_first_conv=exclude_first_conv,
@@ -101,8 +95,7 @@ def compress(
     console.print(f"wrote {path} (use: hiddencost run --model {info.name} --checkpoint {path})")
 
 
-@app.command()
-@friendly_errors
+@common.command(app)
 def fidelity(
     model: Annotated[str, typer.Option(help="Dense backbone (registry name).")] = (
         "efficientnet_lite0"),
@@ -116,10 +109,10 @@ def fidelity(
         "pretrained"),
     checkpoint: Annotated[Path | None, typer.Option(help="Dense state dict.")] = None,
     limit: Annotated[int | None, typer.Option(help="Use the first N images.")] = None,
-    data_root: Annotated[Path | None, typer.Option(help="Root of torchvision datasets.")] = None,
+    data_root: common.DataRootOpt = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     cache_dir: Annotated[Path | None, typer.Option(help="Cache results here.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: common.DeviceChoiceOpt = "auto",
     download: Annotated[bool, typer.Option(
         help="Fetch NAME=URL checkpoints (needs internet; cached in ~/.cache/hiddencost/zoo).")
     ] = False,

@@ -18,9 +18,8 @@ from torch import nn
 
 from hiddencost.data.transforms import ResizeNormalize
 from hiddencost.device import autocast_for
-from hiddencost.errors import TrainingDivergedError
 from hiddencost.frozen import penultimate_features
-from hiddencost.prompting.schedule import adam_multistep, epoch_batches
+from hiddencost.prompting.schedule import adam_multistep, descend, epoch_batches
 from hiddencost.prompting.visual_prompt import TrainHistory, to_unit
 
 
@@ -74,13 +73,7 @@ def train_linear_head(
             idx = idx.to(device)
             logits = head(feats[idx])
             loss = F.cross_entropy(logits, labels[idx])
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"training loss became {loss.item()} at epoch {epoch + 1}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            descend(optimizer, loss, epoch)
             total_loss += loss.item() * len(idx)
             correct += int((logits.argmax(1) == labels[idx]).sum())
         record = {

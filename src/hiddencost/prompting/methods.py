@@ -12,7 +12,7 @@ name        method
 ==========  =================================================================================
 
 A new method (the CLIP and cross-modal methods next) implements :class:`TransferMethod` and
-calls :func:`register_method` once.
+is added to :data:`METHODS` once.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from torch import nn
 
 from hiddencost.data import TaskData
 from hiddencost.data.transforms import ResizeNormalize
-from hiddencost.errors import HiddenCostError
 from hiddencost.prompting.linear_probe import extract_features, train_linear_head
 from hiddencost.prompting.pad_prompt import PadPrompt
 from hiddencost.prompting.visual_prompt import (
@@ -36,8 +35,10 @@ from hiddencost.prompting.visual_prompt import (
     predict_logits,
     train_visual_prompt,
 )
+from hiddencost.registry import Registry
 
 __all__ = [
+    "METHODS",
     "LinearProbe",
     "Memo",
     "TransferJob",
@@ -45,9 +46,6 @@ __all__ = [
     "TransferOutcome",
     "TransferSettings",
     "VisualPrompting",
-    "get_method",
-    "method_names",
-    "register_method",
 ]
 
 #: ``memo(compute)``: the cached value for this run's key, or ``compute()`` stored under it.
@@ -194,32 +192,15 @@ class LinearProbe(TransferMethod):
         return TransferOutcome(logits, history, tensors)
 
 
-_METHODS: dict[str, TransferMethod] = {}
+#: The registered transfer methods by name.
+METHODS: Registry[TransferMethod] = Registry("transfer method")
 
 
-def register_method(method: TransferMethod) -> TransferMethod:
-    """Add ``method`` under its name."""
-    if method.name in _METHODS:
-        raise HiddenCostError(f"transfer method {method.name!r} is registered twice")
-    _METHODS[method.name] = method
-    return method
-
-
-def method_names() -> tuple[str, ...]:
-    """The registered method names, in registration order."""
-    return tuple(_METHODS)
-
-
-def get_method(name: str) -> TransferMethod:
-    """The method called ``name``; unknown names are a one-line error listing the known."""
-    if name not in _METHODS:
-        raise HiddenCostError(f"unknown transfer method {name!r}; known: "
-                              f"{', '.join(_METHODS)}")
-    return _METHODS[name]
-
-
-register_method(VisualPrompting("ilm", "VP, iterative label mapping (ILM-VP)"))
-register_method(VisualPrompting("flm", "VP, frequency label mapping (computed once)"))
-register_method(VisualPrompting("rlm", "VP, random label mapping"))
-register_method(VisualPrompting("fm", "VP, fully-connected mapping (AutoVP)"))
-register_method(LinearProbe())
+for _method in (
+    VisualPrompting("ilm", "VP, iterative label mapping (ILM-VP)"),
+    VisualPrompting("flm", "VP, frequency label mapping (computed once)"),
+    VisualPrompting("rlm", "VP, random label mapping"),
+    VisualPrompting("fm", "VP, fully-connected mapping (AutoVP)"),
+    LinearProbe(),
+):
+    METHODS.add(_method.name, _method)

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 import torch
 
+from hiddencost.errors import TrainingDivergedError
+
 
 def milestones(epochs: int, fractions: tuple[float, ...] = (0.5, 0.72)) -> list[int]:
     """MultiStepLR milestones ⌊f·E⌋ for each fraction f.
@@ -30,3 +32,13 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[t
     """A seeded shuffle of range(n) cut into batches (the last one may be smaller)."""
     order = torch.randperm(n, generator=generator)
     return list(order.split(batch_size))
+
+
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, epoch: int) -> None:
+    """One optimiser step on ``loss``; a NaN or infinite loss stops training with a one-line
+    :class:`TrainingDivergedError` naming the (0-based) ``epoch`` + 1."""
+    if not torch.isfinite(loss):
+        raise TrainingDivergedError(f"training loss became {loss.item()} at epoch {epoch + 1}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from hiddencost.device import autocast_for
-from hiddencost.errors import TrainingDivergedError
 from hiddencost.frozen import freeze
 from hiddencost.prompting.label_mapping import (
     FullyConnectedMapping,
@@ -28,7 +27,7 @@ from hiddencost.prompting.label_mapping import (
     random_mapping,
 )
 from hiddencost.prompting.pad_prompt import PadPrompt
-from hiddencost.prompting.schedule import adam_multistep, epoch_batches
+from hiddencost.prompting.schedule import adam_multistep, descend, epoch_batches
 
 VPMethod = Literal["rlm", "flm", "ilm", "fm"]
 VP_METHODS: tuple[str, ...] = get_args(VPMethod)
@@ -158,13 +157,7 @@ def train_visual_prompt(
             with autocast_for(device):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"training loss became {loss.item()} at epoch {epoch + 1}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            descend(optimizer, loss, epoch)
             total_loss += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)

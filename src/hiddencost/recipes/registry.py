@@ -4,7 +4,7 @@ quantize), GMP, IMP and structured pruning, behind one ``run`` signature.
 Every recipe reads the same typed :class:`CompressOptions` (the command's knobs), says whether it
 needs training images (:meth:`Recipe.needs_data`), compresses the model in place and returns a
 :class:`RecipeResult` (its configuration, claimed weight bits, extra JSON for the artifact). A new
-recipe is one :func:`register_recipe` call.
+recipe is one ``RECIPES.add`` call.
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ from hiddencost.recipes.gmp import GMPConfig, gmp_prune
 from hiddencost.recipes.imp import IMPConfig, imp_prune
 from hiddencost.recipes.structured import StructuredConfig, structured_prune
 from hiddencost.recipes.training import FinetuneConfig, TrainData
+from hiddencost.registry import Registry
 
 __all__ = [
+    "RECIPES",
     "CompressOptions",
     "Recipe",
     "RecipeResult",
-    "get_recipe",
-    "recipe_names",
-    "register_recipe",
     "train_data",
 ]
 
@@ -143,43 +142,61 @@ class OneShot:
                             {"compression_report": report.to_dict()})
 
 
-class GradualMagnitude:
+class _FineTuning:
+    """A recipe that trains (it always needs training images): a config from the options, then
+    a training run whose record goes into the artifact's JSON."""
+
+    def needs_data(self, opts: CompressOptions) -> bool:
+        return True
+
+    def run(self, net: nn.Module, info: BackboneInfo, opts: CompressOptions,
+            data: TrainData | None, device: torch.device, out: Path, log: Log) -> RecipeResult:
+        cfg = self.config(opts)
+        return RecipeResult(cfg.to_dict(), extra=self.train(net, data, cfg, device, out, log))
+
+    def config(self, opts: CompressOptions) -> Any:
+        raise NotImplementedError
+
+    def train(self, net: nn.Module, data: TrainData | None, cfg: Any, device: torch.device,
+              out: Path, log: Log) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class GradualMagnitude(_FineTuning):
     """GMP: cubic sparsity schedule with fine-tuning (:func:`~hiddencost.recipes.gmp_prune`)."""
 
     name = "gmp"
 
-    def needs_data(self, opts: CompressOptions) -> bool:
-        return True
+    def config(self, opts: CompressOptions) -> GMPConfig:
+        return GMPConfig(final_sparsity=opts.sparsity, n_events=opts.n_events,
+                         frequency=opts.frequency, start_step=opts.start_step,
+                         total_steps=opts.steps, scope=opts.scope, finetune=opts.finetune(),
+                         **opts.exclusions)
 
-    def run(self, net: nn.Module, info: BackboneInfo, opts: CompressOptions,
-            data: TrainData | None, device: torch.device, out: Path, log: Log) -> RecipeResult:
-        cfg = GMPConfig(final_sparsity=opts.sparsity, n_events=opts.n_events,
-                        frequency=opts.frequency, start_step=opts.start_step,
-                        total_steps=opts.steps, scope=opts.scope, finetune=opts.finetune(),
-                        **opts.exclusions)
+    def train(self, net: nn.Module, data: TrainData | None, cfg: Any, device: torch.device,
+              out: Path, log: Log) -> dict[str, Any]:
         result = gmp_prune(net, data, cfg, device, on_event=lambda t, s, m: log(
             f"step {t}: target {s:.4f}, measured {m:.4f}"))
-        return RecipeResult(cfg.to_dict(), extra={"events": result.events})
+        return {"events": result.events}
 
 
-class IterativeMagnitude:
+class IterativeMagnitude(_FineTuning):
     """IMP (lottery tickets) with rewinding; every level in open_lth's layout under ``out``."""
 
     name = "imp"
 
-    def needs_data(self, opts: CompressOptions) -> bool:
-        return True
+    def config(self, opts: CompressOptions) -> IMPConfig:
+        return IMPConfig(levels=opts.levels, fraction=opts.fraction,
+                         rewind_step=opts.rewind_step, train_steps=opts.steps,
+                         finetune=opts.finetune(), **opts.exclusions)
 
-    def run(self, net: nn.Module, info: BackboneInfo, opts: CompressOptions,
-            data: TrainData | None, device: torch.device, out: Path, log: Log) -> RecipeResult:
-        cfg = IMPConfig(levels=opts.levels, fraction=opts.fraction,
-                        rewind_step=opts.rewind_step, train_steps=opts.steps,
-                        finetune=opts.finetune(), **opts.exclusions)
+    def train(self, net: nn.Module, data: TrainData | None, cfg: Any, device: torch.device,
+              out: Path, log: Log) -> dict[str, Any]:
         levels = imp_prune(net, data, cfg, out / "open_lth", device, on_level=lambda lv: log(
             f"level {lv.level}: {lv.remaining}/{lv.total} weights remain "
             f"(sparsity {lv.sparsity:.4f}) -> {lv.path}"))
-        return RecipeResult(cfg.to_dict(), extra={"levels": [
-            {"level": lv.level, "path": str(lv.path), "sparsity": lv.sparsity} for lv in levels]})
+        return {"levels": [{"level": lv.level, "path": str(lv.path), "sparsity": lv.sparsity}
+                           for lv in levels]}
 
 
 class StructuredPruning:
@@ -202,27 +219,8 @@ class StructuredPruning:
         return RecipeResult(cfg.to_dict(), extra={"structured": result.to_dict()})
 
 
-_RECIPES: dict[str, Recipe] = {}
-
-
-def register_recipe(recipe: Recipe) -> Recipe:
-    """Add ``recipe`` under its name."""
-    if recipe.name in _RECIPES:
-        raise HiddenCostError(f"recipe {recipe.name!r} is registered twice")
-    _RECIPES[recipe.name] = recipe
-    return recipe
-
-
-def recipe_names() -> tuple[str, ...]:
-    """The registered recipes, in registration order."""
-    return tuple(_RECIPES)
-
-
-def get_recipe(name: str) -> Recipe:
-    """The recipe called ``name``; unknown names are a one-line error listing the known."""
-    if name not in _RECIPES:
-        raise HiddenCostError(f"unknown --recipe {name!r}; use one of {', '.join(_RECIPES)}")
-    return _RECIPES[name]
+#: The registered recipes by name (``--recipe``).
+RECIPES: Registry[Recipe] = Registry("--recipe")
 
 
 def train_data(info: BackboneInfo, dataset: str, data_root: str | None,
@@ -237,4 +235,4 @@ def train_data(info: BackboneInfo, dataset: str, data_root: str | None,
 
 for _recipe in (OneShot("magnitude"), OneShot("random"), OneShot("quantize"), GradualMagnitude(),
                 IterativeMagnitude(), StructuredPruning()):
-    register_recipe(_recipe)
+    RECIPES.add(_recipe.name, _recipe)

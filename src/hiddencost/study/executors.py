@@ -35,6 +35,7 @@ from types import ModuleType
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from hiddencost.errors import HiddenCostError
+from hiddencost.registry import Registry
 from hiddencost.run import RunCache
 from hiddencost.study.worker import (
     Task,
@@ -100,12 +101,12 @@ class ExecutorBase:
 
 _E = TypeVar("_E", bound=type[ExecutorBase])
 #: The executors by name, in registration order (local, ray, slurm).
-EXECUTORS: dict[str, type[ExecutorBase]] = {}
+EXECUTORS: Registry[type[ExecutorBase]] = Registry("executor")
 
 
 def register_executor(cls: _E) -> _E:
     """Class decorator: make an executor available by its ``name``."""
-    EXECUTORS[cls.name] = cls
+    EXECUTORS.add(cls.name, cls)
     return cls
 
 
@@ -326,9 +327,7 @@ class SlurmExecutor(ExecutorBase):
 
 def executor_class(name: str) -> type[ExecutorBase]:
     """The registered executor called ``name``; unknown names are a one-line error."""
-    if name not in EXECUTORS:
-        raise HiddenCostError(f"unknown executor {name!r}; use {', '.join(EXECUTORS)}")
-    return EXECUTORS[name]
+    return EXECUTORS.get(name)
 
 
 def executor_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:

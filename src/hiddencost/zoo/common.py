@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from hiddencost.checkpoints import shorten
+from hiddencost.checkpoints import BN_TENSORS, shorten
 from hiddencost.compression.measure import layer_sparsities, measure_sparsity, sparsity_counts
 from hiddencost.errors import HiddenCostError
 
@@ -242,3 +242,23 @@ def unwrap_ist_layers(
         else:
             plain[key] = value
     return plain, masks
+
+
+def resnet_rules(stem: str, block: str, conv: str, bn: str, shortcut: str, fc: str,
+                 layer: str) -> list[tuple[str, str]]:
+    """``(regex, replacement)`` rules from another ResNet layout to torchvision / timm names.
+
+    ``stem`` is the stem module (its ``.conv`` and ``.bn``), ``block`` a regex whose groups 1 and
+    2 are the stage and the block, ``conv`` / ``bn`` regexes (one group: the conv index) of a
+    block's convolution weights and BatchNorms, ``shortcut`` the projection module (its ``.conv``
+    and ``.bn``), ``fc`` the classifier; ``layer`` replaces the stage (``r"layer\1"``).
+    """
+    return [
+        (rf"{stem}\.conv\.weight", r"conv1.weight"),
+        (rf"{stem}\.bn\.{BN_TENSORS}", r"bn1.\1"),
+        (rf"{block}\.{conv}", rf"{layer}.\2.conv\3.weight"),
+        (rf"{block}\.{bn}\.{BN_TENSORS}", rf"{layer}.\2.bn\3.\4"),
+        (rf"{block}\.{shortcut}\.conv\.weight", rf"{layer}.\2.downsample.0.weight"),
+        (rf"{block}\.{shortcut}\.bn\.{BN_TENSORS}", rf"{layer}.\2.downsample.1.\3"),
+        (rf"{fc}\.(weight|bias)", r"fc.\1"),
+    ]

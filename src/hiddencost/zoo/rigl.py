@@ -34,23 +34,21 @@ from pathlib import Path
 
 from torch import nn
 
-from hiddencost.checkpoints import BN_TENSORS as _BN
 from hiddencost.checkpoints import load_state_dict_strict, remap_keys
-from hiddencost.zoo.common import ZooLoadReport, ZooSpec, check_mask_claim, fold_masks
+from hiddencost.zoo.common import (
+    ZooLoadReport,
+    ZooSpec,
+    check_mask_claim,
+    fold_masks,
+    resnet_rules,
+)
 from hiddencost.zoo.ist_daslab import read_ist_state
 
 __all__ = ["RIGL_RULES", "TFSamePadMaxPool", "load_rigl", "remap_rigl"]
 
 #: ``(regex, replacement)`` rules from ResnetTF names to timm / torchvision ResNet names.
-RIGL_RULES: list[tuple[str, str]] = [
-    (r"initial_conv\.conv\.weight", r"conv1.weight"),
-    (rf"initial_conv\.bn\.{_BN}", r"bn1.\1"),
-    (r"layer(\d)\.block\.(\d+)\.conv(\d)\.conv\.weight", r"layer\1.\2.conv\3.weight"),
-    (rf"layer(\d)\.block\.(\d+)\.conv(\d)\.bn\.{_BN}", r"layer\1.\2.bn\3.\4"),
-    (r"layer(\d)\.block\.(\d+)\.shortcut\.conv\.weight", r"layer\1.\2.downsample.0.weight"),
-    (rf"layer(\d)\.block\.(\d+)\.shortcut\.bn\.{_BN}", r"layer\1.\2.downsample.1.\3"),
-    (r"fc\.(weight|bias)", r"fc.\1"),
-]
+RIGL_RULES = resnet_rules("initial_conv", r"layer(\d)\.block\.(\d+)", r"conv(\d)\.conv\.weight",
+                          r"conv(\d)\.bn", "shortcut", "fc", r"layer\1")
 
 
 class TFSamePadMaxPool(nn.Module):

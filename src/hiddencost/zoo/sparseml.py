@@ -34,7 +34,6 @@ from typing import Any
 
 from torch import nn
 
-from hiddencost.checkpoints import BN_TENSORS as _BN
 from hiddencost.checkpoints import (
     extract_state_dict,
     load_state_dict_strict,
@@ -45,21 +44,14 @@ from hiddencost.checkpoints import (
 )
 from hiddencost.compression.measure import layer_sparsities
 from hiddencost.errors import HiddenCostError
-from hiddencost.zoo.common import ZooLoadReport, ZooSpec
+from hiddencost.zoo.common import ZooLoadReport, ZooSpec, resnet_rules
 
 __all__ = ["SPARSEML_RULES", "load_sparseml", "recipe_claims", "remap_sparseml"]
 
 #: ``(regex, replacement)`` rules from SparseML ResNet names to timm / torchvision ResNet names;
 #: ``{s}`` is the section, renumbered (SparseML sections are 0-based, torchvision layers 1-based).
-_RULES: list[tuple[str, str]] = [
-    (r"input\.conv\.weight", r"conv1.weight"),
-    (rf"input\.bn\.{_BN}", r"bn1.\1"),
-    (r"sections\.(\d)\.(\d+)\.conv(\d)\.weight", r"layer{s}.\2.conv\3.weight"),
-    (rf"sections\.(\d)\.(\d+)\.bn(\d)\.{_BN}", r"layer{s}.\2.bn\3.\4"),
-    (r"sections\.(\d)\.(\d+)\.identity\.conv\.weight", r"layer{s}.\2.downsample.0.weight"),
-    (rf"sections\.(\d)\.(\d+)\.identity\.bn\.{_BN}", r"layer{s}.\2.downsample.1.\3"),
-    (r"classifier\.fc\.(weight|bias)", r"fc.\1"),
-]
+_RULES = resnet_rules("input", r"sections\.(\d)\.(\d+)", r"conv(\d)\.weight", r"bn(\d)",
+                      "identity", r"classifier\.fc", "layer{s}")
 
 
 def _renumbered(template: str):
