@@ -47,6 +47,7 @@ class ReprogrammedModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.prompt = prompt
+        self.num_source = num_source
         self.fm = FullyConnectedMapping(num_source, num_target) if fully_connected else None
         self.register_buffer("mapping", torch.arange(num_target) % num_source)
 
@@ -101,6 +102,36 @@ class TrainHistory:
     mappings: list[list[int]] = field(default_factory=list)
 
 
+def _remap(model: ReprogrammedModel, train_images: torch.Tensor, train_labels: torch.Tensor,
+           many_to_one: bool, device: torch.device, epoch: int) -> int:
+    """The frequency mapping under the current prompt (no gradients) replaces ``model.mapping``;
+    returns how many targets changed source (all of them at epoch 0)."""
+    num_source, num_classes = model.num_source, model.mapping.numel()
+    preds = source_predictions(model, train_images, device)
+    new = frequency_mapping(preds, train_labels, num_source, num_classes, many_to_one)
+    changed = int((new.to(device) != model.mapping).sum()) if epoch else num_classes
+    model.mapping.copy_(new)
+    return changed
+
+
+def _train_epoch(model: ReprogrammedModel, train_images: torch.Tensor, labels: torch.Tensor,
+                 batch_size: int, generator: torch.Generator, optimizer: torch.optim.Optimizer,
+                 device: torch.device, epoch: int) -> tuple[float, float]:
+    """One pass over the shuffled training set; the mean loss and the training accuracy."""
+    total_loss, correct, seen = 0.0, 0, 0
+    for idx in epoch_batches(len(labels), batch_size, generator):
+        x = to_unit(train_images[idx], device)
+        y = labels[idx.to(device)]
+        with autocast_for(device):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        descend(optimizer, loss, epoch)
+        total_loss += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(idx)
+    return total_loss / seen, correct / seen
+
+
 def train_visual_prompt(
     backbone: nn.Module,
     prompt: PadPrompt,
@@ -145,26 +176,14 @@ def train_visual_prompt(
         start = time.perf_counter()
         changed = 0
         if method == "ilm" or (method == "flm" and epoch == 0):
-            preds = source_predictions(model, train_images, device)
-            new = frequency_mapping(preds, train_labels, num_source, num_classes, many_to_one)
-            changed = int((new.to(device) != model.mapping).sum()) if epoch else num_classes
-            model.mapping.copy_(new)
+            changed = _remap(model, train_images, train_labels, many_to_one, device, epoch)
         history.mappings.append(model.mapping.tolist())
-        total_loss, correct, seen = 0.0, 0, 0
-        for idx in epoch_batches(len(train_labels), batch_size, generator):
-            x = to_unit(train_images[idx], device)
-            y = labels[idx.to(device)]
-            with autocast_for(device):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-            descend(optimizer, loss, epoch)
-            total_loss += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(idx)
+        loss, accuracy = _train_epoch(model, train_images, labels, batch_size, generator,
+                                      optimizer, device, epoch)
         record = {
             "epoch": epoch + 1,
-            "loss": total_loss / seen,
-            "train_accuracy": correct / seen,
+            "loss": loss,
+            "train_accuracy": accuracy,
             "lr": optimizer.param_groups[0]["lr"],
             "mapping_changes": changed,
             "seconds": time.perf_counter() - start,

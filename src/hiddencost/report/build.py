@@ -34,11 +34,12 @@ from hiddencost.errors import HiddenCostError
 from hiddencost.report.html import FigureItem, Note, Section, TableItem, render_page
 from hiddencost.report.order import budget_order, compression_order
 from hiddencost.report.stats import ALPHA
-from hiddencost.report.table import is_store_source, iter_tasks, load_table, store_file
+from hiddencost.report.table import is_store_source, iter_tasks, load_table
 from hiddencost.study.catalog import load_spec
 from hiddencost.study.fidelity import read_fidelity
 from hiddencost.study.layout import StudyPaths
 from hiddencost.study.spec import StudySpec
+from hiddencost.study.store import StoreLocation
 
 #: A (backbone, dataset) pair.
 Task = tuple[str, str]
@@ -630,7 +631,8 @@ def results_root(source: Any, results: str | Path | None = None,
         return None
     text = str(source)
     if is_store_source(text):
-        return store_file(text).parent
+        path = StoreLocation.parse(text).path
+        return None if path is None else path.parent
     return StudyPaths.resolve(load_spec(text), results, store).root
 
 

@@ -273,16 +273,6 @@ def table_from_spec(spec: StudySpec, out: str | Path | None = None,
     return table_from_records(records, tags, keys, folders, study=spec.name)
 
 
-def store_file(db: str | Path) -> Path:
-    """The file a store path or URL names, as :func:`~hiddencost.study.store.open_store` opens
-    it: ``sqlite:///rel`` → ``rel``, ``sqlite:////abs`` → ``/abs``, a path → itself."""
-    text = str(db)
-    if "://" not in text:
-        return Path(text)
-    rest = text.split("://", 1)[1]
-    return Path(rest[1:] if rest.startswith("/") else rest)
-
-
 def table_from_db(db: str | Path, artifacts: str | Path | None = None,
                   study: str | None = None) -> pd.DataFrame:
     """The done runs of a results store file (all studies in it, or only ``study``); artifact
