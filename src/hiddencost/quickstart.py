@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hiddencost import report
+from hiddencost.compression import parse_compression
 from hiddencost.records import RunRecord
 from hiddencost.run import RunConfig
 from hiddencost.study import driver
@@ -51,7 +52,7 @@ def summary_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
     """One flat row per run, with the accuracy drop against the dense run of the same cell."""
     dense = {
         (r["config"]["method"], r["config"]["n_shot"]): r["accuracy"]
-        for r in records if r["compression"]["method"] == "none"
+        for r in records if parse_compression(r["config"]["compression"]).family == "dense"
     }
     rows = []
     for r in records:

@@ -39,6 +39,7 @@ from typing import Any
 
 import pandas as pd
 
+from hiddencost.compression import parse_compression
 from hiddencost.compression.levels import LevelUnit
 from hiddencost.errors import HiddenCostError
 from hiddencost.records import METRIC_FIELDS, RunRecord
@@ -118,23 +119,13 @@ def _as_dict(record: Record) -> Mapping[str, Any]:
 
 
 def tags_from_record(record: Record) -> dict[str, Any]:
-    """Study tags (family, compression, level, unit) derived from a record's compression, for
-    records stored without tags."""
+    """Study tags (family, compression, level, unit) of a record's configured compression, for
+    records stored without tags: what the study's compression axis would have tagged it with."""
     record = _as_dict(record)
-    comp = record.get("compression") or {}
-    cfg = (record.get("config") or {}).get("compression") or {}
-    method = comp.get("method", cfg.get("method", "none"))
-    label = comp.get("label")
-    if method == "none":
-        return {"family": "dense", "compression": label or "dense", "level": None, "unit": None}
-    if method == "quantize":
-        bits = comp.get("weight_bits", cfg.get("weight_bits")) or comp.get(
-            "activation_bits", cfg.get("activation_bits"))
-        return {"family": "quantize", "compression": label or f"w{bits}", "level": bits,
-                "unit": LevelUnit.BITS.value}
-    sparsity = comp.get("target_sparsity", cfg.get("sparsity"))
-    return {"family": method, "compression": label or f"{method}-s{sparsity}",
-            "level": sparsity, "unit": LevelUnit.SPARSITY.value}
+    spec = parse_compression((record.get("config") or {}).get("compression") or {})
+    label = (record.get("compression") or {}).get("label") or spec.label
+    return {"family": spec.family, "compression": label, "level": spec.level,
+            "unit": None if spec.unit is None else str(spec.unit)}
 
 
 def _budget(n_shot: Any) -> tuple[str, float]:
