@@ -26,6 +26,8 @@ from hiddencost.errors import HiddenCostError
 
 #: The wrapper keys a training script commonly stores its state dict under, in lookup order.
 STATE_DICT_WRAPPERS: tuple[str, ...] = ("state_dict", "model_state_dict", "model")
+#: File endings that name a checkpoint rather than anything else on a command line.
+CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".tar", ".ckpt", ".bin", ".safetensors"})
 #: BatchNorm tensor names, for remap rules (``rf"...\.bn\.{BN_TENSORS}"``).
 BN_TENSORS = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 
@@ -47,7 +49,20 @@ def read_checkpoint_object(path: str | Path) -> Any:
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt files and pickled code end up here
-        raise HiddenCostError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+        raise HiddenCostError(f"cannot read checkpoint {str(path)!r}: {_reason(exc)}") from exc
+
+
+def _reason(exc: Exception) -> str:
+    """One line on why a file did not load. torch's refusal of pickled objects comes with advice
+    to disable the safe loader, which this library never repeats: only its reason is kept."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        reason = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+        return (f"not a tensor-only checkpoint that the safe loader reads "
+                f"({' '.join(reason.split())}); it may be corrupt or hold pickled objects, and "
+                "checkpoints are never unpickled")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def extract_state_dict(

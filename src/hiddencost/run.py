@@ -61,10 +61,16 @@ ENVIRONMENT_FIELDS = frozenset({"data_root", "download", "device"})
 CALIBRATION_IMAGES = 256
 
 
-class RunConfig(BaseModel):
-    """Every knob of one experiment. ``None`` means "the protocol default", see :meth:`resolved`."""
+#: The largest learning rate accepted: far above any protocol's (CLIP VP uses 40), below where
+#: the optimiser's float arithmetic overflows.
+MAX_LR = 1e6
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class RunConfig(BaseModel):
+    """Every knob of one experiment. ``None`` means "the protocol default", see :meth:`resolved`.
+    Numbers must be finite (``inf``/``nan`` are refused where they are read)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     model: str = "efficientnet_lite0"
     weights: Literal["pretrained", "random"] = "pretrained"
@@ -78,7 +84,7 @@ class RunConfig(BaseModel):
     seed: int = Field(0, ge=0)
     compression: CompressionSpec = Dense()
     epochs: int = Field(100, ge=1)
-    lr: float = Field(0.01, gt=0)
+    lr: float = Field(0.01, gt=0, le=MAX_LR)
     batch_size: int | None = Field(None, ge=1)
     canvas_size: int | None = Field(None, ge=8)
     inner_size: int | None = Field(None, ge=1)
@@ -193,6 +199,11 @@ def _mapping_table(mapping: list[int] | None, task: TaskData,
     ]
 
 
+def _reference_test_batch(cfg: RunConfig) -> int:
+    """The reference code's test batch size for the dataset (``paper_ece`` sums per batch)."""
+    return DATASETS[dataset_key(cfg.dataset)[0]][0].reference_test_batch
+
+
 def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData, subset: FewShotSubset,
             info: BackboneInfo, report: CompressionReport, device: torch.device,
             start: float) -> RunRecord:
@@ -203,7 +214,7 @@ def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData, subset: Fe
         label_mapping=_mapping_table(outcome.mapping, task, info),
         mapping_history=outcome.mapping_history,
         **summary,
-        paper_ece=paper_ece(logits, task.test_labels, batch_size=cfg.batch_size),
+        paper_ece=paper_ece(logits, task.test_labels, batch_size=_reference_test_batch(cfg)),
         compression=report.to_dict(),
         sparsity=report.measured_sparsity,
         weight_bits=report.weight_bits,

@@ -13,7 +13,7 @@ from rich.console import Console
 
 import hiddencost.cli.common as common
 from hiddencost.backbones import create_model
-from hiddencost.compression.parse import short_form_fields
+from hiddencost.checkpoints import CHECKPOINT_SUFFIXES
 from hiddencost.device import resolve_device
 from hiddencost.errors import HiddenCostError
 from hiddencost.fidelity import cached_fidelity, print_fidelity_table
@@ -95,6 +95,18 @@ def compress(
     console.print(f"wrote {path} (use: hiddencost run --model {info.name} --checkpoint {path})")
 
 
+def _compressed(item: str) -> dict[str, Any]:
+    """What one ``--compressed`` names: ``NAME=PATH`` (a zoo checkpoint), a file (an artifact of
+    ``compress`` or a state dict of the dense architecture), or a compression in short form."""
+    name, eq, path = item.partition("=")
+    if eq:
+        return {"compressed_model": name, "compressed_checkpoint": path}
+    looks_like_file = Path(item).suffix in CHECKPOINT_SUFFIXES or "/" in item
+    if artifact_metadata_path(item) is not None or Path(item).is_file() or looks_like_file:
+        return {"compressed_checkpoint": item}  # read (or refused) as a checkpoint file
+    return {"compression": item}  # the short form, validated where it is read
+
+
 @common.command(app)
 def fidelity(
     model: Annotated[str, typer.Option(help="Dense backbone (registry name).")] = (
@@ -124,14 +136,7 @@ def fidelity(
     results = []
     shared: dict = {}  # the dense model, images and logits, computed once for all rows
     for item in compressed:
-        name, eq, path = item.partition("=")
-        kw: dict[str, Any]
-        if eq:
-            kw = {"compressed_model": name, "compressed_checkpoint": path}
-        elif artifact_metadata_path(item) is not None:
-            kw = {"compressed_checkpoint": item}
-        else:
-            kw = {"compression": short_form_fields(item)}
+        kw = _compressed(item)
         results.append(cached_fidelity(
             model, images=images, weights=weights,  # type: ignore[arg-type]  # checked there
             checkpoint=str(checkpoint) if checkpoint else None, limit=limit,

@@ -77,7 +77,7 @@ def _format_sparsity(s: float) -> str:
 class _Spec(BaseModel):
     """What every compression variant answers; fields live on the variants."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     @property
     def family(self) -> str:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hiddencost.errors import HiddenCostError
+
 
 @dataclass(frozen=True, repr=False)
 class TaskData:
@@ -30,6 +32,9 @@ class TaskData:
 
     def __post_init__(self) -> None:
         k = len(self.class_names)
+        if k < 2:  # with one class every prediction is right: accuracy 1, ECE 0, nothing measured
+            raise HiddenCostError(f"dataset {self.name!r} has {k} class(es); a classification "
+                                  "task needs at least 2")
         for split in ("train", "test"):
             images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
             if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:

@@ -1,0 +1,102 @@
+"""Bad input gets one line (issue "Trust"): non-finite numbers, absurd learning rates, one-class
+tasks, unreadable checkpoints, compressions on the fidelity command line."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from hiddencost.checkpoints import read_checkpoint_object
+from hiddencost.cli import app
+from hiddencost.data import load_dataset
+from hiddencost.errors import HiddenCostError
+from hiddencost.run import make_config
+from hiddencost.study.spec import parse_spec
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"lr": float("inf")}, "invalid lr: Input should be a finite number"),
+    ({"lr": float("nan")}, "invalid lr: Input should be a finite number"),
+    ({"lr": 1e300}, "invalid lr: Input should be less than or equal to 1000000"),
+    ({"compression": {"method": "magnitude", "sparsity": float("nan")}}, "finite number"),
+])
+def test_non_finite_and_absurd_numbers_are_refused(kwargs, match):
+    with pytest.raises(HiddenCostError, match=match):
+        make_config(**kwargs)
+
+
+def test_a_spec_with_an_infinite_parameter_is_one_error():
+    with pytest.raises(HiddenCostError, match=r"<spec>: invalid lr: .*finite"):
+        parse_spec("name: x\nparams: {lr: .inf}\n")
+
+
+def test_a_one_class_dataset_is_refused(tmp_path):
+    for split in ("train", "test"):
+        folder = tmp_path / split / "cat"
+        folder.mkdir(parents=True)
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / "a.png")
+    with pytest.raises(HiddenCostError, match="has 1 class.*at least 2"):
+        load_dataset(f"imagefolder:{tmp_path}", image_size=8)
+
+
+class _Code:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", pickle.dumps({"x": _Code()})])
+def test_unreadable_checkpoints_are_one_line_without_unsafe_advice(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(HiddenCostError) as info:
+        read_checkpoint_object(path)
+    text = str(info.value)
+    assert text.startswith(f"cannot read checkpoint {str(path)!r}: not a tensor-only checkpoint")
+    assert "\n" not in text and "weights_only=False" not in text and "weights_only` set" not in text
+
+
+@pytest.mark.parametrize("compressed, match", [
+    ("w6", "invalid compression 'w6': weight_bits: bits must be one of"),
+    ("magnitude:1.5", "sparsity 1.5 is not a fraction in (0, 1); write 0.015 or 1.5%"),
+    ("magnitude:1.0", "sparsity 1.0 is not a fraction"),
+    ("GARBAGE", "cannot read checkpoint"),
+])
+def test_fidelity_compressions_are_checked_like_run(tmp_path, compressed, match):
+    if compressed == "GARBAGE":
+        compressed = str(tmp_path / "garbage.pt")
+        (tmp_path / "garbage.pt").write_bytes(b"garbage")
+    result = CliRunner().invoke(app, ["fidelity", "--model", "resnet18", "--weights", "random",
+                                      "--compressed", compressed, "--limit", "2",
+                                      "--device", "cpu"])
+    assert result.exit_code == 2
+    text = (result.stderr or result.output).strip()
+    assert len(text.splitlines()) == 1 and match in text.replace("\n", " "), text
+
+
+def test_short_form_percentages_still_read(tmp_path):
+    from hiddencost.compression import parse_compression
+
+    assert parse_compression("magnitude:90%").sparsity == pytest.approx(0.9)
+    assert parse_compression("random-layer:0.5").scope == "layer"
+
+
+def test_paper_ece_uses_the_reference_test_batch_not_the_training_batch(monkeypatch):
+    import hiddencost.run as run_module
+    from hiddencost.data import DATASETS
+    from hiddencost.metrics import paper_ece
+
+    seen = []
+
+    def spy(logits, labels, batch_size):
+        seen.append(batch_size)
+        return paper_ece(logits, labels, batch_size=batch_size)
+
+    monkeypatch.setattr(run_module, "paper_ece", spy)
+    record = run_module.run_one(make_config(method="rlm", n_shot=1, epochs=1, canvas_size=48,
+                                            inner_size=16, device="cpu"))
+    assert record.config["batch_size"] == 8 and seen == [128]
+    assert DATASETS["oxford_pets"][0].reference_test_batch == 64
