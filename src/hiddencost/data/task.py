@@ -32,9 +32,6 @@ class TaskData:
 
     def __post_init__(self) -> None:
         k = len(self.class_names)
-        if k < 2:  # with one class every prediction is right: accuracy 1, ECE 0, nothing measured
-            raise HiddenCostError(f"dataset {self.name!r} has {k} class(es); a classification "
-                                  "task needs at least 2")
         for split in ("train", "test"):
             images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
             if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
@@ -44,6 +41,9 @@ class TaskData:
                 raise ValueError(f"{split} labels must be int64 (N,) matching the images")
             if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= k):
                 raise ValueError(f"{split} labels must lie in [0, {k}) for {k} class names")
+        if k < 2:  # with one class every prediction is right: accuracy 1, ECE 0, nothing measured
+            raise HiddenCostError(f"dataset {self.name!r} has {k} class(es); a classification "
+                                  "task needs at least 2")
 
     @property
     def num_classes(self) -> int:
