@@ -100,3 +100,40 @@ def test_paper_ece_uses_the_reference_test_batch_not_the_training_batch(monkeypa
                                             inner_size=16, device="cpu"))
     assert record.config["batch_size"] == 8 and seen == [128]
     assert DATASETS["oxford_pets"][0].reference_test_batch == 64
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--method", "rlm", "--n-shot", "1", "--epochs", "1", "--out"],
+    ["study", "run", "smoke", "--out"],
+    ["report", "smoke", "--out"],
+])
+def test_an_output_that_is_a_file_is_refused_before_any_work(tmp_path, args):
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    result = CliRunner().invoke(app, [*args, str(taken)])
+    assert result.exit_code == 2
+    text = (result.stderr or result.output).strip()
+    assert len(text.splitlines()) == 1 and "is a file; give a folder" in text, text
+    assert taken.read_text() == "keep me"
+
+
+def test_study_run_exits_3_while_another_driver_holds_runs(tmp_path):
+    from support import SYNTHETIC
+
+    from hiddencost.study.spec import expand
+    from hiddencost.study.store import Owner, open_store
+
+    spec_file = tmp_path / "two.yaml"
+    spec_file.write_text(f"name: two\nmethod: [ilm, lp]\nparams: {{epochs: 1}}\n"
+                         f"runner: {SYNTHETIC}\n")
+    runs = expand(parse_spec(spec_file.read_text()))
+    out = tmp_path / "out"
+    out.mkdir()
+    with open_store(out / "study.sqlite") as db:  # a driver on another host holds one run
+        db.add_pending("two", runs)
+        assert db.claim(runs[0].key, Owner("elsewhere", 1, None, "token"))
+    result = CliRunner().invoke(app, ["study", "run", str(spec_file), "--out", str(out),
+                                      "--no-progress"])
+    assert result.exit_code == 3, result.output
+    assert "1 done · 0 failed · 1 not run" in result.output
+    assert "1 runs are not done: another driver holds them" in result.output

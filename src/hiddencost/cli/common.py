@@ -60,6 +60,13 @@ def command(app: typer.Typer, name: str | None = None) -> Callable[[F], F]:
     return decorate
 
 
+def output_folder(path: Path | None, option: str = "--out") -> None:
+    """Refuse an output folder that is an existing file, before any work is done."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise HiddenCostError(f"{option} {path} is a file; give a folder (it is created if "
+                              "missing)")
+
+
 def print_rows(console: Console, title: str, columns: tuple[str, ...],
                rows: list[tuple[object, ...]]) -> None:
     """A table of ``rows`` under ``columns`` (cells printed as text)."""

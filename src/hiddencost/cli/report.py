@@ -32,6 +32,7 @@ def report(
         help="The study's output folder (default: hiddencost-results/<name>).")] = None,
 ) -> None:
     """Write a study's report: every analysis as PNG + SVG + CSV, and OUT/index.html."""
+    common.output_folder(out)
     if (spec is None) == (db is None):
         raise HiddenCostError("give a study (a YAML file or preset name) or --db "
                               "RESULTS.sqlite, not both and not neither")

@@ -67,6 +67,7 @@ def run(
         "runs/latest"),
 ) -> None:
     """Run one experiment and write OUT/result.json."""
+    common.output_folder(out)
     cfg = make_config(
         model=model, weights=weights, checkpoint=checkpoint,
         dataset=dataset, data_root=str(data_root) if data_root else None, download=download,
@@ -96,6 +97,7 @@ def quickstart(
     device: common.DeviceChoiceOpt = "auto",
 ) -> None:
     """A small real study on the offline default (EfficientNet-Lite0 → digits), < 10 min on CPU."""
+    common.output_folder(out)
     run_quickstart(out, console, epochs=epochs, device=device)
 
 

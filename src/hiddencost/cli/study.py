@@ -128,9 +128,11 @@ def run_cmd(
 ) -> None:
     """Run every missing run of a study; safe to interrupt and run again.
 
-    Exit status 0 when every run is done, 1 when some runs failed (see `status --failed`,
-    rerun them with --retry-failed), 2 for bad input, 130 when interrupted.
+    Exit status 0 when every run is done (or --max-runs were executed), 1 when some runs failed
+    (see `status --failed`, rerun them with --retry-failed), 2 for bad input, 3 when runs are
+    left undone (held by another driver on the store), 130 when interrupted.
     """
+    common.output_folder(out)
     study = load_spec(spec)
     if dry_run:
         _print_dry_run(study, out, store)
@@ -152,6 +154,12 @@ def run_cmd(
             fidelity_images=fidelity_images)
     if report.counts["failed"]:
         raise typer.Exit(1)
+    not_run = report.counts["pending"] + report.counts["running"]
+    if not_run and max_runs is None:
+        console.print(f"{not_run} runs are not done: another driver holds them (see `study "
+                      "status`); run the same command again when it has finished",
+                      highlight=False)
+        raise typer.Exit(3)
 
 
 @common.command(app, "fidelity")
