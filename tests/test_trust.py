@@ -7,6 +7,7 @@ import os
 import pickle
 
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -137,3 +138,18 @@ def test_study_run_exits_3_while_another_driver_holds_runs(tmp_path):
     assert result.exit_code == 3, result.output
     assert "1 done · 0 failed · 1 not run" in result.output
     assert "1 runs are not done: another driver holds them" in result.output
+
+
+def test_n_shot_above_every_class_is_said_and_short_classes_recorded():
+    from hiddencost.data import few_shot_indices
+
+    labels = torch.tensor([0] * 6 + [1] * 3)
+    every = few_shot_indices(labels, 7, seed=0)
+    assert every.effective_counts == {0: 6, 1: 3}
+    assert every.warnings() == ["N-shot 7 exceeds every class (largest 6): this run uses all "
+                                "training data, under another run key than 'full'"]
+    subset = few_shot_indices(labels, 5, seed=0)  # class 1 gives what it has
+    assert subset.effective_counts == {0: 5, 1: 3} and subset.short_classes == [1]
+    assert subset.warnings() == ["1 classes have fewer than 5 training examples and use what "
+                                 "they have (effective counts are recorded)"]
+    assert few_shot_indices(labels, 2, seed=0).warnings() == []

@@ -89,6 +89,9 @@ class RunRecord(BaseModel):
     wall_time_s: float
     device: str = ""
     versions: dict[str, str] = Field(default_factory=dict)
+    #: Things the run did that its configuration does not say (e.g. an N-shot above every
+    #: class, so the run used all training data).
+    warnings: list[str] = Field(default_factory=list)
     #: True for records a stand-in runner made up (study-machinery tests, report previews):
     #: no backbone was trained.
     synthetic: bool = False

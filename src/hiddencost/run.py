@@ -229,6 +229,7 @@ def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData, subset: Fe
         device=str(device),
         versions={"hiddencost": __version__, "torch": torch.__version__,
                   "python": platform.python_version()},
+        warnings=subset.warnings(),
     )
 
 

@@ -86,6 +86,8 @@ def run(
     for k in SHOWN_FIELDS:
         table.add_row(k, _value(record[k]))
     console.print(table)
+    for warning in record.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     console.print(f"wrote {out / 'result.json'}")
 
 

@@ -180,11 +180,12 @@ def fidelity_cmd(
     `study run` does this after its runs; run it alone where the models should run (e.g. a GPU
     node) after `study run --no-fidelity`. Cached: measured entries are not measured again.
     """
-    entries = study_fidelity(
-        load_spec(spec), out=out, store=store,
-        environment=_environment(device, data_root, download),
-        checkpoint_root=str(checkpoint_root) if checkpoint_root else None,
-        images_per_dataset=images, console=console, progress=progress)
+    with _sigterm_interrupts():
+        entries = study_fidelity(
+            load_spec(spec), out=out, store=store,
+            environment=_environment(device, data_root, download),
+            checkpoint_root=str(checkpoint_root) if checkpoint_root else None,
+            images_per_dataset=images, console=console, progress=progress)
     if not entries:
         console.print("no compressed backbone has a done run: nothing to measure",
                       highlight=False)

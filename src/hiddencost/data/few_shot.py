@@ -60,6 +60,18 @@ class FewShotSubset:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def warnings(self) -> list[str]:
+        """What a user should know about this subset: an N that every class falls short of is
+        full data under a run key of its own; short classes use what they have."""
+        if self.requested is None or not self.short_classes:
+            return []
+        if len(self.short_classes) == len(self.effective_counts):
+            return [f"N-shot {self.requested} exceeds every class (largest "
+                    f"{max(self.effective_counts.values())}): this run uses all training data, "
+                    "under another run key than 'full'"]
+        return [f"{len(self.short_classes)} classes have fewer than {self.requested} training "
+                f"examples and use what they have (effective counts are recorded)"]
+
 
 def _class_permutation(count: int, seed: int, cls: int) -> np.ndarray:
     # One generator per (seed, class): a class's draw does not depend on the other classes, and
@@ -72,7 +84,10 @@ def few_shot_indices(
 ) -> FewShotSubset:
     """The N-shot training subset: per class c, a seeded shuffle of c's indices (in ascending
     index order before the shuffle), the first N taken. Deterministic for (labels, N, seed);
-    nested across N for one seed. ``n_shot=None`` returns every index in its original order."""
+    nested across N for one seed. ``n_shot=None`` returns every index in its original order.
+    A class with fewer than N examples gives all it has (``effective_counts``, ``short_classes``,
+    both recorded, and said in :meth:`FewShotSubset.warnings`).
+    """
     labels = torch.as_tensor(labels).long()
     if num_classes is None:
         num_classes = int(labels.max()) + 1 if len(labels) else 0
