@@ -153,3 +153,15 @@ def test_n_shot_above_every_class_is_said_and_short_classes_recorded():
     assert subset.warnings() == ["1 classes have fewer than 5 training examples and use what "
                                  "they have (effective counts are recorded)"]
     assert few_shot_indices(labels, 2, seed=0).warnings() == []
+
+
+def test_a_corrupt_image_in_a_folder_is_named(tmp_path):
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / "a.jpg")
+    bad = tmp_path / "train" / "dog" / "b.jpg"
+    bad.write_bytes((tmp_path / "train" / "dog" / "a.jpg").read_bytes()[:40])  # truncated
+    with pytest.raises(HiddenCostError, match=r"cannot read image .*b\.jpg"):
+        load_dataset(f"imagefolder:{tmp_path}", image_size=8)

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from rich.progress import track
 
+from hiddencost.errors import HiddenCostError
+
 
 def pil_to_uint8(image: Image.Image, size: int) -> torch.Tensor:
     """An image of any mode → RGB, resized to size×size (PIL bilinear, antialiased when
@@ -41,7 +43,17 @@ def decode_dataset(
     if n >= 2000:
         items = track(items, description=description, transient=True)
     for i in items:
-        image, label = dataset[i]
-        images[i] = pil_to_uint8(image, size)
+        try:
+            image, label = dataset[i]
+            images[i] = pil_to_uint8(image, size)  # PIL decodes lazily: here at the latest
+        except OSError as exc:  # PIL's truncated / unidentified files are OSErrors
+            raise HiddenCostError(f"cannot read image {_name_of(dataset, i)} ({description}): "
+                                  f"{exc}; remove or replace the file") from None
         labels[i] = int(label)
     return images, labels
+
+
+def _name_of(dataset: Sequence, i: int) -> str:
+    """The file behind item ``i`` where the dataset says (torchvision's ``samples``)."""
+    samples = getattr(dataset, "samples", None)
+    return str(samples[i][0]) if samples else f"#{i}"
