@@ -165,3 +165,46 @@ def test_a_corrupt_image_in_a_folder_is_named(tmp_path):
     bad.write_bytes((tmp_path / "train" / "dog" / "a.jpg").read_bytes()[:40])  # truncated
     with pytest.raises(HiddenCostError, match=r"cannot read image .*b\.jpg"):
         load_dataset(f"imagefolder:{tmp_path}", image_size=8)
+
+
+def _digest(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["empty", "foreign"])
+def test_report_refuses_a_file_that_is_not_a_store_and_leaves_it_alone(tmp_path, kind):
+    import sqlite3
+
+    db = tmp_path / "results.sqlite"
+    if kind == "empty":
+        db.write_bytes(b"")
+    else:
+        con = sqlite3.connect(db)
+        con.execute("CREATE TABLE notes (x)")
+        con.commit()
+        con.close()
+    before = _digest(db)
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "is not a hiddencost results store" in (result.stderr or result.output)
+    assert _digest(db) == before and not (tmp_path / "r" / "index.html").exists()
+
+
+def test_status_and_export_read_a_store_without_writing_it(tmp_path):
+    from support import SYNTHETIC
+
+    spec_file = tmp_path / "ro.yaml"
+    spec_file.write_text(f"name: ro\nmethod: [ilm, lp]\nparams: {{epochs: 1}}\n"
+                         f"runner: {SYNTHETIC}\n")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    assert runner.invoke(app, ["study", "run", str(spec_file), "--out", str(out),
+                               "--no-progress"]).exit_code == 0
+    store = out / "study.sqlite"
+    before = _digest(store)
+    status = runner.invoke(app, ["study", "status", str(spec_file), "--out", str(out)])
+    export = runner.invoke(app, ["study", "export", str(spec_file), "--out", str(out)])
+    assert status.exit_code == 0 and export.exit_code == 0, status.output + export.output
+    assert _digest(store) == before

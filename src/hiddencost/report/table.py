@@ -272,7 +272,7 @@ def table_from_db(db: str | Path, artifacts: str | Path | None = None,
     location = StoreLocation.parse(db)
     if not location.exists():
         raise HiddenCostError(f"results store {db} does not exist")
-    with location.open() as store:  # a SQLite store: location.path is its file
+    with location.open(readonly=True) as store:  # a SQLite file: location.path
         rows = store.rows()
     root = Path(artifacts) if artifacts is not None else store.path.parent / "artifacts"
     done = sorted((r for r in rows.values() if r.status == "done"

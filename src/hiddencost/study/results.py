@@ -57,7 +57,7 @@ def read_study(spec: StudySpec, out: str | Path | None = None,
     runs = expand(spec)
     if not paths.location.exists():
         return StudyRuns(paths, runs, {}, False)
-    with paths.location.open() as db:
+    with paths.location.open(readonly=True) as db:
         return StudyRuns(paths, runs, db.rows(r.key for r in runs), True)
 
 

@@ -195,12 +195,23 @@ class ResultStore(Protocol):
     def close(self) -> None: ...
 
 
+def _inspect(uri: str, timeout_s: float) -> tuple[sqlite3.Connection, set[str], int]:
+    """Connect to ``uri``; its table names and schema version."""
+    db = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    return db, tables, db.execute("PRAGMA user_version").fetchone()[0]
+
+
 class SQLiteStore:
     """:class:`ResultStore` in one SQLite file (WAL journal, busy timeout, one transaction per
     state change). ``timeout_s`` bounds how long a write waits for another connection."""
 
-    def __init__(self, path: str | Path, timeout_s: float = 60.0) -> None:
+    def __init__(self, path: str | Path, timeout_s: float = 60.0, readonly: bool = False) -> None:
         self.path = Path(path)
+        if readonly:
+            self._db = self._connect_readonly(timeout_s)
+            self.journal_mode = "read-only"
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
@@ -220,6 +231,27 @@ class SQLiteStore:
         except sqlite3.DatabaseError as exc:
             raise HiddenCostError(f"{self.path} is not a usable SQLite store: {exc}") from None
         self.journal_mode = mode
+
+    def _connect_readonly(self, timeout_s: float) -> sqlite3.Connection:
+        """A connection that cannot write (``mode=ro``), to a file that must already be a
+        hiddencost store of this schema: reading never creates, converts or changes a file."""
+        if not self.path.is_file():
+            raise HiddenCostError(f"results store {self.path} does not exist")
+        uri = f"{self.path.absolute().as_uri()}?mode=ro"
+        try:
+            try:
+                db, tables, version = _inspect(uri, timeout_s)
+            except sqlite3.OperationalError:
+                # a WAL store on read-only media: SQLite cannot make its -shm index there, and
+                # no writer can be active, so the file is read as immutable
+                db, tables, version = _inspect(uri + "&immutable=1", timeout_s)
+        except sqlite3.DatabaseError as exc:
+            raise HiddenCostError(f"{self.path} is not a usable SQLite store: {exc}") from None
+        if "runs" not in tables or version != SCHEMA_VERSION:
+            db.close()
+            raise HiddenCostError(f"{self.path} is not a hiddencost results store (schema "
+                                  f"{version}, tables: {', '.join(sorted(tables)) or 'none'})")
+        return db
 
     def _enable_wal(self, timeout_s: float) -> str:
         # Switching a fresh file to WAL while another process opens it can fail at once with
@@ -369,12 +401,13 @@ class StoreLocation:
         be checked without connecting, so it counts as existing (opening it says more)."""
         return self.path is None or self.path.is_file()
 
-    def open(self) -> SQLiteStore:
-        """Connect (a SQLite file is created when missing)."""
+    def open(self, readonly: bool = False) -> SQLiteStore:
+        """Connect (a SQLite file is created when missing); ``readonly`` for commands that only
+        read: the file must exist and be a hiddencost store, and nothing is written to it."""
         if self.path is None:
             raise HiddenCostError("PostgreSQL stores are not implemented yet; use a SQLite file "
                                   "(the default) on the driver's local disk")
-        return SQLiteStore(self.path)
+        return SQLiteStore(self.path, readonly=readonly)
 
     def __str__(self) -> str:
         return self.text
