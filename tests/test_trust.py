@@ -208,3 +208,27 @@ def test_status_and_export_read_a_store_without_writing_it(tmp_path):
     export = runner.invoke(app, ["study", "export", str(spec_file), "--out", str(out)])
     assert status.exit_code == 0 and export.exit_code == 0, status.output + export.output
     assert _digest(store) == before
+
+
+def test_deleted_artifacts_are_noticed_and_verify_runs_them_again(tmp_path):
+    import shutil
+
+    from support import SYNTHETIC
+
+    spec_file = tmp_path / "v.yaml"
+    spec_file.write_text(f"name: v\nmethod: [ilm, lp]\nparams: {{epochs: 1}}\n"
+                         f"runner: {SYNTHETIC}\n")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    args = ["study", "run", str(spec_file), "--out", str(out), "--no-progress"]
+    assert runner.invoke(app, args).exit_code == 0
+    run_dirs = sorted((out / "artifacts").iterdir())
+    shutil.rmtree(run_dirs[0])
+    warned = runner.invoke(app, args)
+    assert warned.exit_code == 0 and "1 done runs have no result.json" in warned.output
+    assert "0 executed" in warned.output and not run_dirs[0].exists()
+    verified = runner.invoke(app, [*args, "--verify"])
+    assert verified.exit_code == 0 and "1 executed" in verified.output, verified.output
+    assert (run_dirs[0] / "result.json").is_file()
+    again = runner.invoke(app, args)
+    assert "no result.json" not in again.output and "0 executed" in again.output

@@ -52,6 +52,8 @@ ReclaimOpt = Annotated[bool, typer.Option(
     help="Also reclaim runs marked running by drivers on other hosts.")]
 MaxRunsOpt = Annotated[int | None, typer.Option(help="Execute at most N runs now.")]
 DryRunOpt = Annotated[bool, typer.Option(help="Show what would run, run nothing.")]
+VerifyOpt = Annotated[bool, typer.Option(
+    help="Run again the done runs whose result.json is missing (deleted artifacts).")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
 FidelityOpt = Annotated[bool | None, typer.Option(
     help="After the runs, record the upstream fidelity of each compressed backbone in "
@@ -118,6 +120,7 @@ def run_cmd(
     device: DeviceOpt = None, data_root: common.DataRootOpt = None, download: DownloadOpt = None,
     checkpoint_root: CheckpointRootOpt = None, max_runs: MaxRunsOpt = None,
     dry_run: DryRunOpt = False, progress: ProgressOpt = True, fidelity: FidelityOpt = None,
+    verify: VerifyOpt = False,
     fidelity_images: FidelityImagesOpt = DEFAULT_FIDELITY_IMAGES,
     address: AddressOpt = None, num_cpus: NumCpusOpt = 1.0, num_gpus: NumGpusOpt = 0.0,
     max_in_flight: MaxInFlightOpt = None, slurm_cluster: SlurmClusterOpt = None,
@@ -151,7 +154,7 @@ def run_cmd(
             environment=_environment(device, data_root, download),
             checkpoint_root=str(checkpoint_root) if checkpoint_root else None,
             max_runs=max_runs, console=console, progress=progress, fidelity=fidelity,
-            fidelity_images=fidelity_images)
+            fidelity_images=fidelity_images, verify=verify)
     if report.counts["failed"]:
         raise typer.Exit(1)
     not_run = report.counts["pending"] + report.counts["running"]

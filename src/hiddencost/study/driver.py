@@ -59,7 +59,7 @@ from hiddencost.study.fidelity import (
     FIDELITY_FILE,
     record_study_fidelity,
 )
-from hiddencost.study.layout import StudyPaths
+from hiddencost.study.layout import RESULT_FILE, StudyPaths
 from hiddencost.study.results import load_records, read_study
 from hiddencost.study.spec import PlannedRun, StudySpec, execution_config, expand
 from hiddencost.study.store import Owner, SQLiteStore
@@ -86,6 +86,8 @@ class StudyReport:
     merged: int = 0
     reclaimed: int = 0
     retried: int = 0
+    missing: int = 0  # done runs whose result.json is gone (rerun with verify)
+    verified: int = 0  # of those, reset to pending by verify
     executed: int = 0
     failed_now: list[str] = field(default_factory=list)
     wall_s: float = 0.0
@@ -215,6 +217,20 @@ def _sync_store(db: SQLiteStore, spec: StudySpec, runs: Sequence[PlannedRun],
         report.retried = len(retried)
 
 
+def _check_results(db: SQLiteStore, runs: Sequence[PlannedRun], paths: StudyPaths,
+                   report: StudyReport, verify: bool) -> None:
+    """Done runs whose ``result.json`` was deleted are counted; with ``verify`` they are reset
+    to pending, so this call runs them again."""
+    rows = db.rows(r.key for r in runs)
+    missing = [r.key for r in runs if rows[r.key].status == "done"
+               and not (paths.run_dir(r.key) / RESULT_FILE).is_file()]
+    report.missing = len(missing)
+    if verify and missing:
+        for key in missing:
+            (paths.run_dir(key) / OUTCOME_FILE).unlink(missing_ok=True)
+        report.verified = len(db.reset(missing, "done"))
+
+
 def _pending(db: SQLiteStore, runs: Sequence[PlannedRun], max_runs: int | None
              ) -> list[PlannedRun]:
     """The pending runs in expansion order, at most ``max_runs``."""
@@ -245,7 +261,11 @@ def _execute(executor: Executor, tasks: Sequence[Task], session: _Session,
 
 
 def _print_plan(console: Console, spec: StudySpec, counts: Counter[str], todo: int,
-                executor: Executor, paths: StudyPaths) -> None:
+                executor: Executor, paths: StudyPaths, report: StudyReport) -> None:
+    if report.missing and not report.verified:
+        console.print(f"[yellow]warning:[/] {report.missing} done runs have no "
+                      f"{RESULT_FILE} under {paths.artifacts}; run them again with --verify",
+                      highlight=False, soft_wrap=True)
     console.print(
         f"study [bold]{spec.name}[/]: {sum(counts.values())} runs · {counts['done']} done · "
         f"{counts['failed']} failed · {todo} to run now (executor {executor.name}, "
@@ -279,6 +299,7 @@ def run_study(
     fidelity: bool | None = None,
     fidelity_images: int = DEFAULT_FIDELITY_IMAGES,
     on_event: EventHook | None = None,
+    verify: bool = False,
 ) -> StudyReport:
     """Run every missing run of ``spec`` (see the module docstring) and report.
 
@@ -300,6 +321,8 @@ def run_study(
         fidelity: record upstream fidelity (step 7); None = when ``spec.runner`` is unset.
         fidelity_images: test images per dataset for fidelity.
         on_event: called as ``on_event(step, key)`` at each step of :data:`EVENTS`.
+        verify: run again the done runs whose ``result.json`` is missing (without it they are
+            only counted, and a warning names how many).
     """
     start = time.perf_counter()
     console = console or Console()
@@ -315,8 +338,9 @@ def run_study(
     with paths.location.open() as db:
         _sync_store(db, spec, runs, paths, owner, report, reclaim_all=reclaim_all,
                     retry_failed=retry_failed, emit=emit)
+        _check_results(db, runs, paths, report, verify)
         todo = _pending(db, runs, max_runs)
-        _print_plan(console, spec, db.counts(keys), len(todo), executor, paths)
+        _print_plan(console, spec, db.counts(keys), len(todo), executor, paths, report)
         session = _Session(db, owner, console, emit)
         _execute(executor, build_tasks(todo, paths, env, spec.runner), session, keys, console,
                  progress)

@@ -175,6 +175,10 @@ class ResultStore(Protocol):
         """Reset failed rows among ``keys`` to pending (for ``--retry-failed``)."""
         ...
 
+    def reset(self, keys: Iterable[str], status: str) -> list[str]:
+        """Rows among ``keys`` with ``status`` back to pending; returns their keys."""
+        ...
+
     def claim(self, key: str, me: Owner) -> bool:
         """pending → running owned by ``me``; False when the row was not pending."""
         ...
@@ -299,13 +303,18 @@ class SQLiteStore:
         return stale
 
     def reset_failed(self, keys: Iterable[str]) -> list[str]:
+        return self.reset(keys, "failed")
+
+    def reset(self, keys: Iterable[str], status: str) -> list[str]:
+        """Rows among ``keys`` with ``status`` back to pending (failed runs to retry, done runs
+        whose results were deleted); returns their keys."""
         wanted = set(keys)
         with self._tx() as db:
-            failed = [k for (k,) in db.execute("SELECT key FROM runs WHERE status = 'failed'")
-                      if k in wanted]
+            found = [k for (k,) in db.execute("SELECT key FROM runs WHERE status = ?", (status,))
+                     if k in wanted]
             db.executemany("UPDATE runs SET status = 'pending', error = NULL, owner = NULL "
-                           "WHERE key = ? AND status = 'failed'", [(k,) for k in failed])
-        return failed
+                           "WHERE key = ? AND status = ?", [(k, status) for k in found])
+        return found
 
     def claim(self, key: str, me: Owner) -> bool:
         with self._tx() as db:
