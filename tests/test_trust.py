@@ -3,20 +3,29 @@ tasks, unreadable checkpoints, compressions on the fidelity command line."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import shutil
+import sqlite3
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from support import SYNTHETIC
 from typer.testing import CliRunner
 
+import hiddencost.run as run_module
 from hiddencost.checkpoints import read_checkpoint_object
 from hiddencost.cli import app
-from hiddencost.data import load_dataset
+from hiddencost.compression import parse_compression
+from hiddencost.data import DATASETS, few_shot_indices, load_dataset
 from hiddencost.errors import HiddenCostError
+from hiddencost.metrics import paper_ece
 from hiddencost.run import make_config
-from hiddencost.study.spec import parse_spec
+from hiddencost.study.spec import expand, parse_spec
+from hiddencost.study.store import Owner, open_store
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -79,17 +88,11 @@ def test_fidelity_compressions_are_checked_like_run(tmp_path, compressed, match)
 
 
 def test_short_form_percentages_still_read(tmp_path):
-    from hiddencost.compression import parse_compression
-
     assert parse_compression("magnitude:90%").sparsity == pytest.approx(0.9)
     assert parse_compression("random-layer:0.5").scope == "layer"
 
 
 def test_paper_ece_uses_the_reference_test_batch_not_the_training_batch(monkeypatch):
-    import hiddencost.run as run_module
-    from hiddencost.data import DATASETS
-    from hiddencost.metrics import paper_ece
-
     seen = []
 
     def spy(logits, labels, batch_size):
@@ -118,31 +121,29 @@ def test_an_output_that_is_a_file_is_refused_before_any_work(tmp_path, args):
     assert taken.read_text() == "keep me"
 
 
-def test_study_run_exits_3_while_another_driver_holds_runs(tmp_path):
-    from support import SYNTHETIC
-
-    from hiddencost.study.spec import expand
-    from hiddencost.study.store import Owner, open_store
-
-    spec_file = tmp_path / "two.yaml"
-    spec_file.write_text(f"name: two\nmethod: [ilm, lp]\nparams: {{epochs: 1}}\n"
+def _two_run_study(tmp_path: Path, name: str) -> tuple[Path, Path, list[str]]:
+    """A synthetic study of two runs: its file, its output folder, the `study run` arguments."""
+    spec_file = tmp_path / f"{name}.yaml"
+    spec_file.write_text(f"name: {name}\nmethod: [ilm, lp]\nparams: {{epochs: 1}}\n"
                          f"runner: {SYNTHETIC}\n")
-    runs = expand(parse_spec(spec_file.read_text()))
     out = tmp_path / "out"
+    return spec_file, out, ["study", "run", str(spec_file), "--out", str(out), "--no-progress"]
+
+
+def test_study_run_exits_3_while_another_driver_holds_runs(tmp_path):
+    spec_file, out, args = _two_run_study(tmp_path, "two")
+    runs = expand(parse_spec(spec_file.read_text()))
     out.mkdir()
     with open_store(out / "study.sqlite") as db:  # a driver on another host holds one run
         db.add_pending("two", runs)
         assert db.claim(runs[0].key, Owner("elsewhere", 1, None, "token"))
-    result = CliRunner().invoke(app, ["study", "run", str(spec_file), "--out", str(out),
-                                      "--no-progress"])
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 3, result.output
     assert "1 done · 0 failed · 1 not run" in result.output
     assert "1 runs are not done: another driver holds them" in result.output
 
 
 def test_n_shot_above_every_class_is_said_and_short_classes_recorded():
-    from hiddencost.data import few_shot_indices
-
     labels = torch.tensor([0] * 6 + [1] * 3)
     every = few_shot_indices(labels, 7, seed=0)
     assert every.effective_counts == {0: 6, 1: 3}
@@ -168,15 +169,11 @@ def test_a_corrupt_image_in_a_folder_is_named(tmp_path):
 
 
 def _digest(path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("kind", ["empty", "foreign"])
 def test_report_refuses_a_file_that_is_not_a_store_and_leaves_it_alone(tmp_path, kind):
-    import sqlite3
-
     db = tmp_path / "results.sqlite"
     if kind == "empty":
         db.write_bytes(b"")
@@ -193,15 +190,9 @@ def test_report_refuses_a_file_that_is_not_a_store_and_leaves_it_alone(tmp_path,
 
 
 def test_status_and_export_read_a_store_without_writing_it(tmp_path):
-    from support import SYNTHETIC
-
-    spec_file = tmp_path / "ro.yaml"
-    spec_file.write_text(f"name: ro\nmethod: [ilm, lp]\nparams: {{epochs: 1}}\n"
-                         f"runner: {SYNTHETIC}\n")
-    out = tmp_path / "out"
+    spec_file, out, args = _two_run_study(tmp_path, "ro")
     runner = CliRunner()
-    assert runner.invoke(app, ["study", "run", str(spec_file), "--out", str(out),
-                               "--no-progress"]).exit_code == 0
+    assert runner.invoke(app, args).exit_code == 0
     store = out / "study.sqlite"
     before = _digest(store)
     status = runner.invoke(app, ["study", "status", str(spec_file), "--out", str(out)])
@@ -211,16 +202,8 @@ def test_status_and_export_read_a_store_without_writing_it(tmp_path):
 
 
 def test_deleted_artifacts_are_noticed_and_verify_runs_them_again(tmp_path):
-    import shutil
-
-    from support import SYNTHETIC
-
-    spec_file = tmp_path / "v.yaml"
-    spec_file.write_text(f"name: v\nmethod: [ilm, lp]\nparams: {{epochs: 1}}\n"
-                         f"runner: {SYNTHETIC}\n")
-    out = tmp_path / "out"
+    _, out, args = _two_run_study(tmp_path, "v")
     runner = CliRunner()
-    args = ["study", "run", str(spec_file), "--out", str(out), "--no-progress"]
     assert runner.invoke(app, args).exit_code == 0
     run_dirs = sorted((out / "artifacts").iterdir())
     shutil.rmtree(run_dirs[0])
