@@ -22,6 +22,7 @@ from hiddencost.metrics import (
     mean_confidence_correct,
     negative_log_likelihood,
     paper_ece,
+    paper_kl_uniform_incorrect,
     per_class_accuracy,
     reliability_bins,
 )
@@ -251,6 +252,33 @@ def test_kl_to_uniform_extremes_and_zero_log_zero() -> None:
     assert kl_to_uniform_incorrect(probs, torch.tensor([0, 3])) == pytest.approx(math.log(4) / 2)
 
 
+def test_paper_kl_uniform_incorrect_hand() -> None:
+    # the reference's F.kl_div(log p, u): mean over the K = 5 entries of (1/5)(log(1/5) − log p_k)
+    # on the misclassified samples 2 and 4, i.e. KL(u ‖ p_i) / 5, then averaged over them
+    def rev(p: list[float]) -> float:
+        return sum(0.2 * (math.log(0.2) - math.log(v)) for v in p) / 5
+
+    want = (rev([0.1, 0.7, 0.1, 0.05, 0.05]) + rev([0.35, 0.3, 0.15, 0.1, 0.1])) / 2
+    assert paper_kl_uniform_incorrect(HAND_PROBS, HAND_LABELS) == pytest.approx(want)
+    # the same as torch's own kl_div (reduction "mean": over all |W|·K elements)
+    wrong = HAND_PROBS[[2, 4]]
+    torch_value = torch.nn.functional.kl_div(wrong.log(), torch.full_like(wrong, 0.2),
+                                             reduction="mean")
+    assert paper_kl_uniform_incorrect(HAND_PROBS, HAND_LABELS) == pytest.approx(float(torch_value))
+    # not ours: KL(p ‖ u) is another number
+    assert want != pytest.approx(kl_to_uniform_incorrect(HAND_PROBS, HAND_LABELS))
+
+
+def test_paper_kl_uniform_stays_finite_on_a_zero_probability() -> None:
+    probs = torch.tensor([[0.0, 1.0], [0.5, 0.5]], dtype=F64)
+    got = paper_kl_uniform_incorrect(probs, torch.tensor([0, 1]))
+    # both wrong (sample 1's tie goes to class 0). Sample 0: (1/2)·[(log .5 − log 1e-12) +
+    # (log .5 − log 1)] / 2 with p clamped at 1e-12; sample 1 (uniform): 0
+    one = 0.5 * ((math.log(0.5) + 12 * math.log(10)) + math.log(0.5)) / 2
+    assert got == pytest.approx(one / 2)
+    assert math.isnan(paper_kl_uniform_incorrect(probs, torch.tensor([1, 0])))  # none wrong
+
+
 def test_all_correct_and_none_correct_give_nan() -> None:
     probs = torch.tensor([[0.9, 0.1], [0.2, 0.8]], dtype=F64)
     all_right, all_wrong = torch.tensor([0, 1]), torch.tensor([1, 0])
@@ -287,6 +315,7 @@ def test_calibration_summary_matches_functions_and_is_json_safe() -> None:
         "brier",
         "mean_confidence_correct",
         "kl_to_uniform_incorrect",
+        "paper_kl_uniform_incorrect",
         "per_class_accuracy",
         "reliability",
     }
@@ -299,6 +328,9 @@ def test_calibration_summary_matches_functions_and_is_json_safe() -> None:
     assert s["kl_to_uniform_incorrect"] == pytest.approx(
         kl_to_uniform_incorrect(HAND_PROBS, HAND_LABELS)
     )
+    assert s["paper_kl_uniform_incorrect"] == pytest.approx(
+        paper_kl_uniform_incorrect(HAND_PROBS, HAND_LABELS)
+    )
     assert s["per_class_accuracy"][:2] == pytest.approx([0.75, 0.5])
     assert s["per_class_accuracy"][2:] == [None, None, None]
     assert s["reliability"] == reliability_bins(HAND_PROBS, HAND_LABELS, 5).to_dict()
@@ -307,7 +339,7 @@ def test_calibration_summary_matches_functions_and_is_json_safe() -> None:
 
 def test_calibration_summary_nan_becomes_none() -> None:
     s = calibration_summary(torch.eye(3, dtype=F64), torch.arange(3))
-    assert s["kl_to_uniform_incorrect"] is None
+    assert s["kl_to_uniform_incorrect"] is None and s["paper_kl_uniform_incorrect"] is None
     assert s["accuracy"] == 1.0 and s["ece"] == 0.0
     json.dumps(s, allow_nan=False)
 

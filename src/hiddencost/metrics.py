@@ -47,6 +47,7 @@ __all__ = [
     "mean_confidence_correct",
     "negative_log_likelihood",
     "paper_ece",
+    "paper_kl_uniform_incorrect",
     "per_class_accuracy",
     "reliability_bins",
 ]
@@ -59,6 +60,7 @@ PAPER_ECE_N_BINS = 15
 
 _RANGE_TOL = 1e-6  # slack for probabilities a rounding step pushed just outside [0, 1]
 _ROW_SUM_TOL = 1e-2  # loose on purpose: only meant to catch logits or unnormalised scores
+_PAPER_KL_EPS = 1e-12  # log p of an underflowed softmax entry stays finite
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,6 +464,33 @@ def kl_to_uniform_incorrect(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """
 
 
+def _paper_kl_uniform_incorrect_checked(p: torch.Tensor, y: torch.Tensor) -> float:
+    k = p.shape[1]
+    wrong = p.argmax(dim=1) != y
+    # mean over the K classes of u_k (log u_k − log p_k): F.kl_div(log p, u)'s elementwise mean
+    kl = (math.log(1.0 / k) - p.clamp_min(_PAPER_KL_EPS).log()).mean(dim=1) / k
+    return _masked_mean(kl, wrong)
+
+
+@_on_checked_inputs(_paper_kl_uniform_incorrect_checked)
+def paper_kl_uniform_incorrect(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """The paper's "KL to uniform when wrong" (its Figures 11 and 13), beside ours.
+
+    The reference's ``look_at_calibration.py`` computes ``F.kl_div(log p, u)`` over the
+    misclassified samples: PyTorch's ``kl_div(input, target)`` is ``target · (log target −
+    input)`` elementwise, averaged over all ``|W| · K`` elements, so the value is
+    ``(1/|W|) Σ_{i∈W} (1/K) KL(u ‖ p_i)`` with ``KL(u ‖ p) = Σ_k (1/K) log(1 / (K p_k))`` —
+    the *reverse* KL of :func:`kl_to_uniform_incorrect`, divided by ``K``. It is 0 for a uniform
+    prediction and grows without bound as any class's probability goes to 0; ``p_k`` is clamped
+    at ``1e-12`` so a softmax that underflowed gives a large finite value, not infinity.
+    NaN when no sample is misclassified.
+
+    Args:
+        probs: ``(N, K)`` probabilities.
+        labels: ``(N,)`` integer class labels in ``[0, K)``.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # Everything at once
 # --------------------------------------------------------------------------------------------
@@ -473,7 +502,8 @@ def calibration_summary(
     """All metrics of this module in one JSON-safe dict (inputs validated once).
 
     Keys: ``accuracy``, ``ece``, ``mce``, ``nll``, ``brier``, ``mean_confidence_correct``,
-    ``kl_to_uniform_incorrect``, ``per_class_accuracy`` (list), ``reliability``
+    ``kl_to_uniform_incorrect``, ``paper_kl_uniform_incorrect``, ``per_class_accuracy`` (list),
+    ``reliability``
     (:meth:`ReliabilityBins.to_dict`). Each value follows the formula of the function of the same
     name; ECE and MCE use ``n_bins`` bins and NLL the default ``eps``. Any NaN (no correct or no
     misclassified sample, a class without samples, an empty bin) is returned as ``None``.
@@ -499,6 +529,7 @@ def calibration_summary(
         "brier": _brier_checked(p, y),
         "mean_confidence_correct": _nan_to_none(_mean_conf_correct_checked(p, y)),
         "kl_to_uniform_incorrect": _nan_to_none(_kl_uniform_incorrect_checked(p, y)),
+        "paper_kl_uniform_incorrect": _nan_to_none(_paper_kl_uniform_incorrect_checked(p, y)),
         "per_class_accuracy": [_nan_to_none(v) for v in per_class],
         "reliability": bins.to_dict(),
     }

@@ -15,16 +15,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: Bumped whenever a field is added, removed or changes meaning.
-SCHEMA_VERSION = 1
+#: Bumped whenever a field is added, removed or changes meaning (2: ``paper_kl_uniform_incorrect``,
+#: ``paper_remaining_percent``; files of version 1 read with those fields unset).
+SCHEMA_VERSION = 2
 
 #: The scalar metrics of a run, in display order: what tables and summaries show.
 METRIC_FIELDS: tuple[str, ...] = (
     "accuracy", "ece", "mce", "nll", "brier", "paper_ece", "mean_confidence_correct",
-    "kl_to_uniform_incorrect",
+    "kl_to_uniform_incorrect", "paper_kl_uniform_incorrect",
 )
 #: What the loaded backbone measurably holds (measured after compression, not the target).
-COMPRESSION_FIELDS: tuple[str, ...] = ("sparsity", "weight_bits", "activation_bits")
+COMPRESSION_FIELDS: tuple[str, ...] = (
+    "sparsity", "paper_remaining_percent", "weight_bits", "activation_bits")
 
 
 class MappingEntry(BaseModel):
@@ -73,11 +75,16 @@ class RunRecord(BaseModel):
     brier: float | None = None
     mean_confidence_correct: float | None = None
     kl_to_uniform_incorrect: float | None = None
+    #: The paper's value, KL(u ‖ p)/K (see :func:`hiddencost.metrics.paper_kl_uniform_incorrect`).
+    paper_kl_uniform_incorrect: float | None = None
     per_class_accuracy: list[float | None] = Field(default_factory=list)
     reliability: Reliability | None = None
     paper_ece: float | None = None
     compression: dict[str, Any] = Field(default_factory=dict)
     sparsity: float = 0.0
+    #: The paper's convention: % of conv weights remaining, ``conv1`` excluded
+    #: (:func:`hiddencost.compression.measure.paper_remaining_percent`).
+    paper_remaining_percent: float | None = None
     weight_bits: int | None = None
     activation_bits: int | None = None
     backbone_weights: str = ""

@@ -123,8 +123,8 @@ def make_record(
 ) -> RunRecord:
     """One complete record with the given numbers; ``compression`` is (family, label, level,
     unit). Derived metrics: mce = min(1, 2·ece), nll = 1 − accuracy/2, brier = 1 − accuracy,
-    paper_ece = ece/10; all test samples sit in the reliability bin of confidence
-    min(0.99, accuracy + ece)."""
+    paper_ece = ece/10, paper_kl_uniform_incorrect = kl_incorrect/10; all test samples sit in
+    the reliability bin of confidence min(0.99, accuracy + ece)."""
     k = len(per_class) if per_class is not None else (len(mapping) if mapping else 10)
     names = list(class_names) if class_names else [str(i) for i in range(k)]
     cfg_comp, report = _compression(compression)
@@ -138,7 +138,7 @@ def make_record(
         [[m["source"] for m in label_mapping]] * len(losses),
         accuracy=accuracy, ece=ece, mce=min(1.0, 2 * ece), nll=1.0 - accuracy / 2,
         brier=1.0 - accuracy, mean_confidence_correct=confidence_correct,
-        kl_to_uniform_incorrect=kl_incorrect,
+        kl_to_uniform_incorrect=kl_incorrect, paper_kl_uniform_incorrect=kl_incorrect / 10,
         per_class_accuracy=list(per_class) if per_class is not None else [accuracy] * k,
         reliability=reliability_bins(accuracy, min(0.99, accuracy + ece), N_TEST),
         paper_ece=ece / 10, compression=report, sparsity=report["measured_sparsity"],

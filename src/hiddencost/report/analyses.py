@@ -228,10 +228,12 @@ def ece_vs_compression(df: pd.DataFrame) -> pd.DataFrame:
 def confidence_vs_compression(df: pd.DataFrame) -> pd.DataFrame:
     """The paper's Figures 10–13: mean confidence of the true class over correctly classified
     test samples, ``(1/|C|) Σ_{i∈C} p_{i,y_i}``, and mean ``KL(p_i ‖ u) = Σ_k p_ik log(K p_ik)``
-    (nats) over misclassified samples, against the compression level; both metrics stacked
-    (column ``metric``)."""
+    (nats) over misclassified samples, and the paper's own value of the latter, ``KL(u ‖ p_i)/K``
+    (:func:`hiddencost.metrics.paper_kl_uniform_incorrect`, what its Figures 11 and 13 plot),
+    against the compression level; the metrics stacked (column ``metric``)."""
     parts = [metric_vs_compression(df, m) for m in
-             ("mean_confidence_correct", "kl_to_uniform_incorrect")]
+             ("mean_confidence_correct", "kl_to_uniform_incorrect",
+              "paper_kl_uniform_incorrect")]
     parts = [p for p in parts if not p.empty]
     if not parts:
         return metric_vs_compression(df, "mean_confidence_correct")

@@ -203,8 +203,15 @@ CONFIDENCE = TaskFigure(
 KL = TaskFigure(
     "kl-incorrect", "KL to uniform when wrong",
     "Mean KL(p ‖ uniform) in nats over misclassified test samples against the compression "
-    "level (0 = maximally unsure, log K = one-hot), one line per data budget; {seeds}.",
+    "level (0 = maximally unsure, log K = one-hot), one line per data budget; {seeds}. This "
+    "is our convention; the paper's Figures 11 and 13 plot the reverse divergence, shown next.",
     _metric_plot("KL(p ‖ u) (nats)"))
+KL_PAPER = TaskFigure(
+    "kl-incorrect-paper", "KL to uniform when wrong, the paper's convention",
+    "The value the paper's Figures 11 and 13 plot: its code's F.kl_div(log p, u), i.e. "
+    "KL(u ‖ p)/K averaged over misclassified test samples (0 = uniform, unbounded as a class's "
+    "probability goes to 0), against the compression level, one line per data budget; {seeds}.",
+    _metric_plot("KL(u ‖ p) / K (nats)"))
 MAPPING = TaskFigure(
     "mapping", "Label mappings",
     "For each target class (rows), the source class it is mapped to by the dense model and "
@@ -288,9 +295,11 @@ def _fill_confidence(b: _Builder, s: Section, tasks: list[Task]) -> None:
     b.save_table("confidence_vs_compression", t)
     correct = t[t["metric"] == "mean_confidence_correct"]
     wrong = t[t["metric"] == "kl_to_uniform_incorrect"]
+    wrong_paper = t[t["metric"] == "paper_kl_uniform_incorrect"]
     for task in tasks:
         b.task_figure(s, CONFIDENCE, task, correct)
         b.task_figure(s, KL, task, wrong)
+        b.task_figure(s, KL_PAPER, task, wrong_paper)
 
 
 _CLOSE_CLASS = {"same class": "same", "same group": "group", "same kind": "kind",
