@@ -20,6 +20,7 @@ from hiddencost.compression import (
     magnitude_prune,
     max_distinct_values_per_channel,
     measure_sparsity,
+    paper_remaining_percent,
     parse_compression,
     prunable_layers,
     quantize_activations,
@@ -514,3 +515,25 @@ def test_efficientnet_lite0_prune_and_quantize():
     copy.deepcopy(model)(x + prompt).sum().backward()
     assert prompt.grad.abs().sum() > 0
     assert model.classifier.in_features == 1280
+
+
+def test_paper_remaining_percent_hand() -> None:
+    # the paper's check_sparsity(model, conv1=False): conv weights only, the module named conv1
+    # skipped (here all zero, so counting it would change the value), linear layers ignored
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 2, 1, bias=False)
+            self.block = nn.Sequential(nn.Conv2d(2, 4, 1, bias=False))
+            self.fc = nn.Linear(4, 3)
+
+    net = Net()
+    with torch.no_grad():
+        net.conv1.weight.zero_()
+        net.block[0].weight.fill_(1.0)
+        net.block[0].weight.view(-1)[:2] = 0.0  # 2 of 8 zero
+        net.fc.weight.zero_()
+    assert paper_remaining_percent(net) == pytest.approx(75.0)
+    assert paper_remaining_percent(nn.Linear(3, 3)) is None
+    # ours is the zero fraction over every conv and linear weight: (2 + 2 + 12) / (2 + 8 + 12)
+    assert measure_sparsity(net) == pytest.approx(16 / 22)

@@ -110,14 +110,22 @@ def test_presets_load_and_reproduce_the_paper_axes():
     lth = load_preset("paper-lth")
     assert lth.n_shot == [1, 2, 5, 10, 20, 50, 100, None]
     assert lth.seed == [0, 1, 2] and len(lth.dataset) == 8
-    levels = [r.tags["level"] for r in expand(lth) if r.tags["family"] == "lth"]
-    assert levels[0] == 79.122 and levels[-1] == 11.571
+    tickets = [r for r in expand(lth) if r.tags["family"] == "lth"]
+    levels = list(dict.fromkeys(r.tags["level"] for r in tickets))
+    assert levels == [79.122, 62.575, 49.35, 38.793, 30.407, 23.807, 18.664, 14.671, 11.571]
+    assert tickets[0].identity["model"] == "resnet50.lth-paper"
+    assert tickets[0].identity["checkpoint"] == "lth/resnet50_dyn4_1_checkpoint.pth"
+    assert tickets[-1].identity["checkpoint"] == "lth/resnet50_dyn4_9_checkpoint.pth"
+    dense = {r.identity["model"] for r in expand(lth) if r.tags["family"] == "dense"}
+    assert dense == {"resnet50.tv2_in1k"}  # the paper's dense ResNet-50 (torchvision V2)
+    gmp = {r.identity["model"] for r in expand(load_preset("paper-gmp"))}
+    assert {"vgg11.gmp-sparsezoo", "vgg16.gmp-sparsezoo", "vgg19.gmp-sparsezoo"} <= gmp
     vvtq = [r for r in expand(load_preset("paper-vvtq")) if r.tags["family"] == "vvtq"]
     assert sorted({r.tags["level"] for r in vvtq}) == [2, 3, 4]
     assert vvtq[0].identity["model"] == "deit_tiny.vvtq-w4a4"  # a compression-zoo name
     assert vvtq[0].identity["checkpoint"] == "vvtq/deit_tiny_w4a4.pth"
     acdc = {r.identity["model"] for r in expand(load_preset("paper-acdc"))}
-    assert acdc == {"resnet50.tv_in1k", "resnet50.acdc-s80", "resnet50.acdc-s90",
+    assert acdc == {"resnet50.tv2_in1k", "resnet50.acdc-s80", "resnet50.acdc-s90",
                     "resnet50.acdc-s95", "resnet50.acdc-s98"}
     assert sum(len(expand(load_preset(n))) for n in names if n.startswith("paper-")) > 15_000
 

@@ -79,8 +79,8 @@ def test_zoo_names_parse_and_resolve():
         parse_zoo_name("resnet18.rigl-s90")
     with pytest.raises(HiddenCostError, match="pass its file with --checkpoint"):
         create_model("resnet50.acdc-s90")
-    assert {f.format for f in available_zoo()} == {"open_lth", "ist_daslab", "rigl", "sparseml",
-                                                   "vvtq"}
+    assert {f.format for f in available_zoo()} == {"open_lth", "paper_lth", "ist_daslab", "rigl",
+                                                   "sparseml", "vvtq"}
 
 
 # --- open_lth --------------------------------------------------------------------------------

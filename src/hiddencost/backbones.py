@@ -59,6 +59,7 @@ def create_model(
     weights: WeightsMode = "pretrained",
     checkpoint: str | Path | None = None,
     download: bool = False,
+    mask: str | Path | None = None,
 ) -> tuple[nn.Module, BackboneInfo]:
     """Build a backbone in eval mode and describe it.
 
@@ -72,12 +73,17 @@ def create_model(
             ``.safetensors`` written by ``hiddencost compress`` (JSON beside it) is rebuilt from
             its JSON; anything else is a state dict loaded strictly. An ``http(s)://`` URL is
             fetched (once, into ``~/.cache/hiddencost/zoo``) only with ``download=True``.
+        mask: a 0/1 mask file for a lottery-ticket ``checkpoint`` (weights become weight × mask);
+            sources that read no mask refuse it.
     """
     entry = resolve_backbone_name(name)
     if weights not in ("pretrained", "random"):
         raise HiddenCostError(f"unknown weights mode {weights!r}; use 'pretrained' or 'random'")
     path = resolve_checkpoint_path(checkpoint, download) if checkpoint is not None else None
-    request = WeightRequest(entry=entry, weights=weights, checkpoint=path)
+    if mask is not None and path is None:
+        raise HiddenCostError("--mask needs the --checkpoint it masks")
+    request = WeightRequest(entry=entry, weights=weights, checkpoint=path,
+                            mask=Path(mask) if mask is not None else None)
     loaded = select_weight_source(request).load(request)
     info = BackboneInfo(
         name=entry.name, input_size=entry.cfg.input_size, mean=entry.cfg.mean, std=entry.cfg.std,

@@ -154,7 +154,11 @@ for _entry in (
     _hub("resnet18.tv_in1k", "resnet18", "ResNet-18, torchvision ImageNet-1k weights"),
     _hub("resnet34.tv_in1k", "resnet34", "ResNet-34, torchvision ImageNet-1k weights"),
     _hub("resnet50.tv_in1k", "resnet50", "ResNet-50, torchvision ImageNet-1k (V1) weights"),
+    _hub("resnet50.tv2_in1k", "resnet50",
+         "ResNet-50, torchvision ImageNet-1k V2 weights (the paper's dense ResNet-50)"),
+    _hub("vgg11.tv_in1k", "vgg11", "VGG-11, torchvision ImageNet-1k weights"),
     _hub("vgg16.tv_in1k", "vgg16", "VGG-16, torchvision ImageNet-1k weights"),
+    _hub("vgg19.tv_in1k", "vgg19", "VGG-19, torchvision ImageNet-1k weights"),
     _hub("deit_tiny.fb_in1k", "deit_tiny_patch16_224", "DeiT-Tiny, ImageNet-1k"),
     _hub("swin_tiny.ms_in1k", "swin_tiny_patch4_window7_224", "Swin-T, ImageNet-1k"),
 ):

@@ -57,6 +57,11 @@ def _known_method(name: str) -> str:
 Method = Annotated[str, AfterValidator(_known_method)]
 #: Fields that say where or how a run executes, not what it computes: left out of its identity.
 ENVIRONMENT_FIELDS = frozenset({"data_root", "download", "device"})
+#: Fields added after run keys were first published, with the default that leaves them out of
+#: a run's identity (an old key and a new one of the same experiment are equal).
+LATER_FIELD_DEFAULTS: dict[str, Any] = {
+    "mask": None, "mapping_interval": 1, "mapping_num": 1, "prompt_init": "zero",
+}
 #: Images used to calibrate activation quantizers (the training subset's first ones).
 CALIBRATION_IMAGES = 256
 
@@ -75,6 +80,7 @@ class RunConfig(BaseModel):
     model: str = "efficientnet_lite0"
     weights: Literal["pretrained", "random"] = "pretrained"
     checkpoint: str | None = None
+    mask: str | None = Field(None, description="0/1 mask file applied as weight × mask")
     dataset: str = "digits"
     data_root: str | None = None
     download: bool = False
@@ -90,6 +96,9 @@ class RunConfig(BaseModel):
     inner_size: int | None = Field(None, ge=1)
     lp_image_size: int | None = Field(None, ge=8)
     many_to_one: bool = False
+    mapping_interval: int = Field(1, ge=1, description="ILM: re-map every k epochs")
+    mapping_num: int = Field(1, ge=1, description="FLM/ILM: source classes per target class")
+    prompt_init: Literal["zero", "randn"] = "zero"
     device: str = "auto"
     save_prompt_history: bool = False
 
@@ -117,8 +126,14 @@ class RunConfig(BaseModel):
         )
 
     def identity(self) -> dict[str, Any]:
-        """The resolved configuration without environment fields: what defines the result."""
-        return self.resolved().model_dump(mode="json", exclude=set(ENVIRONMENT_FIELDS))
+        """The resolved configuration without environment fields: what defines the result.
+        Fields added after the first release are left out while at their default, so the run
+        keys of existing studies stay valid."""
+        data = self.resolved().model_dump(mode="json", exclude=set(ENVIRONMENT_FIELDS))
+        for name, default in LATER_FIELD_DEFAULTS.items():
+            if data.get(name) == default:
+                del data[name]
+        return data
 
 
 def make_config(**kwargs: Any) -> RunConfig:
@@ -152,7 +167,7 @@ class RunCache:
         quantized activations gets no cache: its features are per run."""
         if cfg.compression.activation_bits is not None:
             return lambda compute: compute()
-        key = (cfg.model, cfg.weights, cfg.checkpoint, cfg.compression, cfg.dataset,
+        key = (cfg.model, cfg.weights, cfg.checkpoint, cfg.mask, cfg.compression, cfg.dataset,
                cfg.split_seed, image_size, cfg.lp_image_size)
 
         def memo(compute: Callable[[], Any]) -> Any:
@@ -169,7 +184,8 @@ def settings_of(cfg: RunConfig) -> TransferSettings:
         epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,  # type: ignore[arg-type]
         canvas_size=cfg.canvas_size, inner_size=cfg.inner_size,  # type: ignore[arg-type]
         lp_image_size=cfg.lp_image_size, many_to_one=cfg.many_to_one,  # type: ignore[arg-type]
-        save_prompt_history=cfg.save_prompt_history,
+        save_prompt_history=cfg.save_prompt_history, mapping_interval=cfg.mapping_interval,
+        mapping_num=cfg.mapping_num, prompt_init=cfg.prompt_init,
     )
 
 
@@ -180,7 +196,7 @@ def _backbone(
     """The compressed, frozen backbone; activation quantizers calibrate on the first training
     images as the method feeds them."""
     model, info = create_model(cfg.model, weights=cfg.weights, checkpoint=cfg.checkpoint,
-                               download=cfg.download)
+                               download=cfg.download, mask=cfg.mask)
     transform = method.input_transform(settings, info.mean, info.std)
     with torch.no_grad():
         calibration = transform(to_unit(train_x[:CALIBRATION_IMAGES], torch.device("cpu")))
@@ -217,6 +233,7 @@ def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData, subset: Fe
         paper_ece=paper_ece(logits, task.test_labels, batch_size=_reference_test_batch(cfg)),
         compression=report.to_dict(),
         sparsity=report.measured_sparsity,
+        paper_remaining_percent=report.paper_remaining_percent,
         weight_bits=report.weight_bits,
         activation_bits=report.activation_bits,
         backbone_weights=info.weights,

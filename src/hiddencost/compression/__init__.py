@@ -11,6 +11,7 @@ from hiddencost.compression.measure import (
     layer_sparsities,
     max_distinct_values_per_channel,
     measure_sparsity,
+    paper_remaining_percent,
     sparsity_counts,
 )
 from hiddencost.compression.pruning import magnitude_prune, prunable_layers, random_prune
@@ -58,6 +59,7 @@ __all__ = [
     "max_distinct_values_per_channel",
     "measure_compression",
     "measure_sparsity",
+    "paper_remaining_percent",
     "parse_compression",
     "prunable_layers",
     "quantize_activations",

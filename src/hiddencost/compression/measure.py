@@ -18,8 +18,15 @@ __all__ = [
     "layer_sparsities",
     "max_distinct_values_per_channel",
     "measure_sparsity",
+    "paper_remaining_percent",
     "sparsity_counts",
 ]
+
+#: The module the paper's ``check_sparsity(model, conv1=False)`` skips, by qualified name.
+PAPER_SKIPPED_CONV = "conv1"
+#: timm's VGG holds torchvision's first two classifier layers as convolutions under this prefix;
+#: they are linear layers in the paper's models, so its convention does not count them.
+_LINEAR_AS_CONV = "pre_logits."
 
 
 def sparsity_counts(
@@ -48,6 +55,31 @@ def measure_sparsity(
     """
     zeros, total = sparsity_counts(model, exclude_first_conv, exclude_classifier)
     return zeros / total if total else 0.0
+
+
+def paper_remaining_percent(model: nn.Module) -> float | None:
+    """The paper's sparsity convention: the percentage of weights *remaining* (non-zero) over the
+    ``nn.Conv2d`` weights, the classifier and every other ``nn.Linear`` excluded, and the
+    convolution named ``conv1`` excluded.
+
+    ``100 · (1 − n_zero / n)`` over those weights, as ``check_sparsity(model, conv1=False)`` of
+    the paper's code (landskape-ai/Reprogram_LT ``experiments/cnn/ilm_vp.py``) computes it; its
+    lottery-ticket levels (79.122 … 11.571 %) are in this convention. The skip is by name, as
+    there: it is the stem of torchvision/timm ResNets, and architectures without a module
+    named ``conv1`` (VGG, EfficientNet) have nothing skipped. timm's VGG classifier layers,
+    convolutions there (``pre_logits.*``), are linear in torchvision and are not counted. None
+    for a model without
+    convolutions. Ours (:func:`measure_sparsity`) is the zero *fraction* over conv and linear
+    weights.
+    """
+    zeros = total = 0
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if (isinstance(m, nn.Conv2d) and name != PAPER_SKIPPED_CONV
+                    and not name.startswith(_LINEAR_AS_CONV)):
+                zeros += m.weight.numel() - int(torch.count_nonzero(m.weight))
+                total += m.weight.numel()
+    return 100.0 * (1.0 - zeros / total) if total else None
 
 
 def layer_sparsities(

@@ -41,7 +41,11 @@ from pydantic import (
 from torch import nn
 
 from hiddencost.compression.levels import LevelUnit
-from hiddencost.compression.measure import max_distinct_values_per_channel, sparsity_counts
+from hiddencost.compression.measure import (
+    max_distinct_values_per_channel,
+    paper_remaining_percent,
+    sparsity_counts,
+)
 from hiddencost.compression.parse import short_form_fields
 from hiddencost.compression.pruning import magnitude_prune, random_prune
 from hiddencost.compression.quantization import (
@@ -313,6 +317,8 @@ class CompressionReport:
     ``max_distinct_values_per_channel`` is the largest number of distinct values in one output
     channel of an in-scope weight when weights were quantized (at most ``2^weight_bits``), else
     None. ``n_activation_quantizers`` counts calibrated activation quantizers.
+    ``paper_remaining_percent`` is the paper's convention (% of conv weights remaining, ``conv1``
+    excluded; :func:`~hiddencost.compression.measure.paper_remaining_percent`).
     """
 
     method: str
@@ -326,6 +332,7 @@ class CompressionReport:
     max_distinct_values_per_channel: int | None
     overall_sparsity: float = 0.0
     n_activation_quantizers: int = 0
+    paper_remaining_percent: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of all fields."""
@@ -350,6 +357,7 @@ def measure_compression(model: nn.Module, spec: CompressionSpec) -> CompressionR
         max_distinct_values_per_channel=distinct,
         overall_sparsity=all_zero / all_total if all_total else 0.0,
         n_activation_quantizers=sum(q.calibrated for q in activation_quantizers(model)),
+        paper_remaining_percent=paper_remaining_percent(model),
     )
 
 

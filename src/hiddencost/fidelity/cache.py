@@ -74,6 +74,7 @@ def cached_fidelity(
     checkpoint: str | None = None,
     compressed_model: str | None = None,
     compressed_checkpoint: str | None = None,
+    compressed_mask: str | None = None,
     limit: int | None = None,
     calibration_count: int = 64,
     batch_size: int = 64,
@@ -89,7 +90,8 @@ def cached_fidelity(
     :data:`~hiddencost.compression.CompressionSpec`, its dict or its short form
     (``magnitude:0.9``, read by :func:`~hiddencost.compression.compression_or_error`); or
     ``compressed_checkpoint`` is a zoo checkpoint of ``compressed_model`` or a
-    ``hiddencost compress`` artifact. The rest say how to measure it
+    ``hiddencost compress`` artifact, with ``compressed_mask`` for a lottery ticket's mask
+    file. The rest say how to measure it
     (:class:`~hiddencost.fidelity.measure.MeasureSettings`; ``dense_cache``, any dict the
     caller keeps, shares the dense model, images and logits between calls with the same model
     and images, e.g. one per compression level). ``cache_dir=None`` disables the cache. The
@@ -99,7 +101,7 @@ def cached_fidelity(
     request = FidelityRequest(
         model=model, compression=spec, images=images, weights=weights, checkpoint=checkpoint,
         compressed_model=compressed_model, compressed_checkpoint=compressed_checkpoint,
-        limit=limit, calibration_count=calibration_count)
+        compressed_mask=compressed_mask, limit=limit, calibration_count=calibration_count)
     path = cache_path(cache_dir, request) if cache_dir is not None else None
     hit = read_cached(path) if path is not None else None
     if hit is not None:

@@ -45,6 +45,7 @@ class FidelityRequest:
     checkpoint: str | None = None
     compressed_model: str | None = None
     compressed_checkpoint: str | None = None
+    compressed_mask: str | None = None
     limit: int | None = None
     calibration_count: int = 64
 
@@ -60,12 +61,16 @@ class FidelityRequest:
         return self.compressed_model or self.model
 
     def identity(self) -> dict[str, Any]:
-        """The request as JSON-safe data (the compression as its field dict)."""
+        """The request as JSON-safe data (the compression as its field dict; the mask only
+        when there is one, so older cache keys stay valid)."""
         comp = self.compression.model_dump(mode="json") if self.compression is not None else None
-        return {"model": self.model, "weights": self.weights, "checkpoint": self.checkpoint,
+        data = {"model": self.model, "weights": self.weights, "checkpoint": self.checkpoint,
                 "compression": comp, "compressed_model": self.compressed_model,
                 "compressed_checkpoint": self.compressed_checkpoint, "images": self.images,
                 "limit": self.limit, "calibration_count": self.calibration_count}
+        if self.compressed_mask is not None:
+            data["compressed_mask"] = self.compressed_mask
+        return data
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,8 @@ def _compressed_model(request: FidelityRequest, ref: DenseReference, download: b
     the first image to measure on (after the calibration images)."""
     if request.compression is None:
         model, info = create_model(request.compressed_model or request.model,
-                                   checkpoint=request.compressed_checkpoint, download=download)
+                                   checkpoint=request.compressed_checkpoint, download=download,
+                                   mask=request.compressed_mask)
         return model, info.compression, 0
     start = _calibration_split(request.compression, ref.inputs.shape[0],
                                request.calibration_count)

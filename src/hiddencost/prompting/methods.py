@@ -65,6 +65,9 @@ class TransferSettings:
     lp_image_size: int
     many_to_one: bool = False
     save_prompt_history: bool = False
+    mapping_interval: int = 1
+    mapping_num: int = 1
+    prompt_init: str = "zero"
 
 
 @dataclass
@@ -124,7 +127,14 @@ class TransferMethod(ABC):
 
 
 class VisualPrompting(TransferMethod):
-    """Pad prompt (ILM-VP's "expansive" prompt) with one of the label mappings."""
+    """Pad prompt (ILM-VP's "expansive" prompt) with one of the label mappings.
+
+    Reads ``prompt_init`` (δ = 0 or N(0, 1) seeded with ``seed``), ``mapping_interval`` (ILM
+    only) and ``mapping_num`` (sources per target; fm refuses ≠ 1), see
+    :func:`~hiddencost.prompting.visual_prompt.train_visual_prompt`. The outcome's ``mapping``
+    is ``list[int]`` for m = 1 and ``list[list[int]]`` (m sources per target, ascending) for
+    m > 1; ``mapping_history`` is one such value per epoch; both None for fm.
+    """
 
     def __init__(self, mapping: VPMethod, description: str) -> None:
         self.name = mapping
@@ -139,7 +149,8 @@ class VisualPrompting(TransferMethod):
 
     def input_transform(self, s: TransferSettings, mean: tuple[float, ...],
                         std: tuple[float, ...]) -> nn.Module:
-        return PadPrompt(s.canvas_size, s.inner_size, mean, std)  # δ = 0: the grey border
+        # δ = 0 (the grey border) or seeded N(0, 1): the same δ that fit() starts from
+        return PadPrompt(s.canvas_size, s.inner_size, mean, std, init=s.prompt_init, seed=s.seed)
 
     def fit(self, job: TransferJob) -> TransferOutcome:
         s, task = job.settings, job.task
@@ -148,7 +159,7 @@ class VisualPrompting(TransferMethod):
             task.train_images[job.subset], task.train_labels[job.subset], task.num_classes,
             job.num_source, self.mapping, s.epochs, s.batch_size, s.seed, job.device, lr=s.lr,
             many_to_one=s.many_to_one, save_prompt_history=s.save_prompt_history,
-            on_epoch=job.on_epoch,
+            on_epoch=job.on_epoch, mapping_interval=s.mapping_interval, mapping_num=s.mapping_num,
         )
         logits = predict_logits(model, task.test_images, job.device)
         tensors = {"prompt.delta": model.prompt.delta.detach().cpu()}

@@ -300,6 +300,7 @@ class ArtifactWeights:
     """The weight source of ``hiddencost compress`` artifacts (a checkpoint with its JSON)."""
 
     name = "artifact"
+    reads_mask = False
 
     def accepts(self, request: WeightRequest) -> bool:
         return (request.checkpoint is not None and request.entry.checkpoint_format is None

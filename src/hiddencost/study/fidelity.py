@@ -70,7 +70,10 @@ TARGET_FIELDS = ("model", "dataset", "compression", "checkpoint")
 def target_key(identity: Mapping[str, Any]) -> str:
     """The key of the fidelity target of a run identity: ``key_of_identity`` of its
     :data:`TARGET_FIELDS` alone (so runs differing only in method, budget, seed share it)."""
-    return key_of_identity({k: identity.get(k) for k in TARGET_FIELDS})
+    fields = {k: identity.get(k) for k in TARGET_FIELDS}
+    if identity.get("mask") is not None:  # absent when unset, so older keys stay valid
+        fields["mask"] = identity["mask"]
+    return key_of_identity(fields)
 
 
 def run_target_key(run: PlannedRun) -> str:
@@ -90,6 +93,7 @@ class FidelityTarget:
     compression: CompressionSpec | None  # grid points
     checkpoint: str | None  # checkpoint families (relative to checkpoint_root, as written)
     tags: dict[str, Any]
+    mask: str | None
     key: str  # target_key of its runs
 
     def run_key(self) -> str:
@@ -165,7 +169,7 @@ def _target(run: PlannedRun, dense_model: str, point: CompressionPoint,
         model=c["model"], dataset=c["dataset"], dense_model=dense_model, weights=c["weights"],
         dense_checkpoint=dense_checkpoint, compression=None if family else point.spec,
         checkpoint=c.get("checkpoint") if family else None, tags=point.tags(),
-        key=run_target_key(run))
+        mask=c.get("mask") if family else None, key=run_target_key(run))
 
 
 def fidelity_targets(spec: StudySpec, runs: Sequence[PlannedRun] | None = None
@@ -194,6 +198,7 @@ def measure_target(target: FidelityTarget, *, images_per_dataset: int, cache_dir
         checkpoint=checkpoint_location(target.dense_checkpoint, checkpoint_root),
         compressed_model=target.model if target.compression is None else None,
         compressed_checkpoint=checkpoint_location(target.checkpoint, checkpoint_root),
+        compressed_mask=checkpoint_location(target.mask, checkpoint_root),
         limit=images_per_dataset, device=device, data_root=data_root, dense_cache=dense_cache,
         download=download)
     return FidelityEntry.of(target, result.metrics)

@@ -17,6 +17,13 @@ A spec lists values per axis and shares everything else::
         checkpoint: "acdc/{arch}_s{level}.pth"   # relative to checkpoint_root
         levels: [80, 90]
         unit: sparsity_percent
+      - name: lth                   #   the paper's lottery tickets: a mask file per level, and
+        tag: lth-paper              #   file names that count IMP rounds, not levels
+        checkpoint: "lth/{arch}_dyn4_{key}_checkpoint.pth"
+        mask: "lth/{arch}_dyn4_{key}_mask.pth"  # optional (this one is the format's default)
+        levels: [79.122, 11.571]
+        keys: [1, 9]                #   {key} of each level (default: the level itself)
+        unit: remaining_percent
     method: [ilm, flm, rlm, lp]     # axis
     n_shot: [1, 10, full]           # axis: positive ints or "full"
     seed: [0, 1, 2]                 # axis
@@ -63,15 +70,18 @@ from hiddencost.study.identity import key_of_identity
 #: The axes of a study grid, outermost first (the expansion order).
 AXES: tuple[str, ...] = ("model", "dataset", "compression", "method", "n_shot", "seed")
 #: Placeholders a checkpoint template may use.
-TEMPLATE_FIELDS = frozenset({"level", "model", "arch"})
+TEMPLATE_FIELDS = frozenset({"level", "key", "model", "arch"})
 _PARAM_FIELDS = frozenset(RunConfig.model_fields) - set(AXES)
 
 
 class CheckpointFamily(BaseModel):
     """A family of compressed checkpoints (e.g. lottery tickets), one file per level.
 
-    ``checkpoint`` is a path template with ``{level}`` and optionally ``{model}`` (the name as
-    written in the spec) or ``{arch}`` (the registry architecture, e.g. ``resnet50``); relative
+    ``checkpoint`` is a path template with ``{level}`` (or ``{key}``: the entry of ``keys`` at
+    the level's position, e.g. the IMP round a file is named by; the level when there are no
+    ``keys``) and optionally ``{model}`` (the name as written in the spec) or ``{arch}`` (the
+    registry architecture, e.g. ``resnet50``); ``mask``, a template like it, names a 0/1 mask
+    file the checkpoint's format applies (lottery tickets: weight × mask). Relative
     paths are resolved against the study's ``checkpoint_root`` when a run executes (an
     ``http(s)://`` URL template is fetched instead, with ``download: true``), and the
     relative path (not the root) is what identifies the run. ``tag``, a template with the same
@@ -86,8 +96,18 @@ class CheckpointFamily(BaseModel):
     name: str = Field(min_length=1)
     checkpoint: str = Field(min_length=1)
     levels: list[float | int | str] = Field(min_length=1)
+    keys: list[int | str] | None = None
+    mask: str | None = Field(None, min_length=1)
     tag: str | None = Field(None, min_length=1)
     unit: str = "level"
+
+    @field_validator("keys")
+    @classmethod
+    def _one_key_per_level(cls, v: list | None, info: Any) -> list | None:
+        levels = info.data.get("levels")
+        if v is not None and levels is not None and len(v) != len(levels):
+            raise ValueError(f"keys has {len(v)} entries for {len(levels)} levels")
+        return v
 
 
 @dataclass(frozen=True)
@@ -101,18 +121,27 @@ class CompressionPoint:
     unit: str | None = None
     checkpoint: str | None = None  # template, for checkpoint families
     tag: str | None = None  # template of the model's tag, for checkpoint families
+    mask: str | None = None  # template of the mask file, for checkpoint families
+    key: float | int | str | None = None  # the {key} of this level's templates
+
+    def _fill(self, template: str | None, model: str, arch: str) -> str | None:
+        if template is None:
+            return None
+        key = self.level if self.key is None else self.key
+        return template.format(level=self.level, key=key, model=model, arch=arch)
 
     def checkpoint_for(self, model: str, arch: str) -> str | None:
         """The checkpoint path of this point for one backbone (None when there is none)."""
-        if self.checkpoint is None:
-            return None
-        return self.checkpoint.format(level=self.level, model=model, arch=arch)
+        return self._fill(self.checkpoint, model, arch)
+
+    def mask_for(self, model: str, arch: str) -> str | None:
+        """The mask path of this point for one backbone (None when there is none)."""
+        return self._fill(self.mask, model, arch)
 
     def model_for(self, model: str, arch: str) -> str:
         """The model name of this point: ``<arch>.<tag>`` for tagged families, else ``model``."""
-        if self.tag is None:
-            return model
-        return f"{arch}.{self.tag.format(level=self.level, model=model, arch=arch)}"
+        tag = self._fill(self.tag, model, arch)
+        return model if tag is None else f"{arch}.{tag}"
 
     def tags(self) -> dict[str, Any]:
         return {"family": self.family, "compression": self.label, "level": self.level,
@@ -144,8 +173,8 @@ def _grid_points(entry: dict[str, Any]) -> list[CompressionPoint]:
     unknown = sorted(set(entry) - set(FIELD_NAMES), key=str)
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r} in a compression entry; known keys: "
-                         f"{', '.join(FIELD_NAMES)} (or name/checkpoint/levels/unit for "
-                         "checkpoint families)")
+                         f"{', '.join(FIELD_NAMES)} (or name/checkpoint/levels/keys/mask/tag/"
+                         "unit for checkpoint families)")
     keys = list(entry)
     points = []
     for combo in itertools.product(*(_as_list(entry[k]) for k in keys)):
@@ -166,7 +195,8 @@ def _family_points(entry: dict[str, Any]) -> list[CompressionPoint]:
     except ValidationError as exc:
         raise ValueError(f"checkpoint family {entry.get('name', '?')!r}: "
                          f"{validation_message(exc)}") from None
-    for what, template in (("checkpoint", family.checkpoint), ("tag", family.tag)):
+    for what, template in (("checkpoint", family.checkpoint), ("tag", family.tag),
+                           ("mask", family.mask)):
         if template is None:
             continue
         try:
@@ -176,15 +206,16 @@ def _family_points(entry: dict[str, Any]) -> list[CompressionPoint]:
         if names - TEMPLATE_FIELDS:
             raise ValueError(f"{what} template {template!r} uses "
                              f"{{{sorted(names - TEMPLATE_FIELDS)[0]}}}; "
-                             "only {level}, {model} and {arch} are known")
+                             "only {level}, {key}, {model} and {arch} are known")
     names = {f for _, f, _, _ in string.Formatter().parse(family.checkpoint) if f is not None}
-    if "level" not in names and len(family.levels) > 1:
-        raise ValueError(f"checkpoint template {family.checkpoint!r} needs {{level}}: "
+    if not names & {"level", "key"} and len(family.levels) > 1:
+        raise ValueError(f"checkpoint template {family.checkpoint!r} needs {{level}} or {{key}}: "
                          f"family {family.name!r} has {len(family.levels)} levels")
+    keys = family.keys or [None] * len(family.levels)
     return [
         CompressionPoint(Dense(), family.name, f"{family.name}-{level}", level,
-                         family.unit, family.checkpoint, family.tag)
-        for level in family.levels
+                         family.unit, family.checkpoint, family.tag, family.mask, key)
+        for level, key in zip(family.levels, keys, strict=True)
     ]
 
 
@@ -195,7 +226,7 @@ def compression_points(entries: list[dict[str, Any]]) -> list[CompressionPoint]:
         if not isinstance(entry, dict):
             raise ValueError(f"compression[{i}] must be a mapping such as "
                              f"{{method: magnitude, sparsity: [0.5, 0.9]}}, got {entry!r}")
-        is_family = {"checkpoint", "levels", "name", "tag"} & set(entry)
+        is_family = {"checkpoint", "levels", "name", "tag", "mask", "keys"} & set(entry)
         try:
             points += _family_points(entry) if is_family else _grid_points(entry)
         except ValueError as exc:
@@ -314,9 +345,10 @@ def _grid(spec: StudySpec, environment: dict[str, Any]
             kwargs = {**params, "model": point.model_for(model, arch), "dataset": dataset,
                       "compression": point.spec, "method": method, "n_shot": shot, "seed": seed,
                       **environment}
-            checkpoint = point.checkpoint_for(model, arch)
-            if checkpoint is not None:
-                kwargs["checkpoint"] = checkpoint
+            for name, path in (("checkpoint", point.checkpoint_for(model, arch)),
+                               ("mask", point.mask_for(model, arch))):
+                if path is not None:
+                    kwargs[name] = path
             yield make_config(**kwargs), point
 
 
@@ -348,9 +380,11 @@ def execution_config(
     identity: dict[str, Any], environment: dict[str, Any], checkpoint_root: str | None = None
 ) -> dict[str, Any]:
     """RunConfig keyword arguments for executing a run: its identity plus environment fields,
-    with the checkpoint located by :func:`checkpoint_location`."""
+    with the checkpoint and its mask located by :func:`checkpoint_location`."""
     config = {**identity, **environment}
-    config["checkpoint"] = checkpoint_location(config.get("checkpoint"), checkpoint_root)
+    for name in ("checkpoint", "mask"):
+        if config.get(name) is not None:
+            config[name] = checkpoint_location(config[name], checkpoint_root)
     return config
 
 

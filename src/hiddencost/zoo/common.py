@@ -102,6 +102,7 @@ class ZooFamily:
     description: str
     loader: ZooLoader
     url: str = ""  # public page listing the published files ("" if none)
+    reads_mask: bool = False  # the loader takes a mask file (lottery tickets)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class ZooLoader(Protocol):
     """Load one format's file into ``model`` (built for the zoo name's architecture) strictly,
     check the format's own claim and return the measured report. ``spec`` is the parsed zoo name
     (None when called directly: the format's defaults); ``mask`` overrides where a format's mask
-    file is (open_lth; the others have none and must be given None)."""
+    file is (the lottery-ticket formats; the others have none and must be given None)."""
 
     def __call__(self, model: nn.Module, path: str | Path, spec: ZooSpec | None = None,
                  mask: str | Path | None = None) -> ZooLoadReport: ...

@@ -10,6 +10,8 @@ tag (example name)             format        claim checked after the strict load
 ``lth`` (``resnet50.lth``)     open_lth      the mask's sparsity (weights x mask)
 ``lth-l<k>``                   open_lth      mask, and ``1 - 0.8^k`` (k levels of 20% IMP)
 (``resnet50.lth-l9``)
+``lth-paper``                  paper_lth     the conv masks (weights x mask); the paper's
+(``resnet50.lth-paper``)                     file names, see :mod:`hiddencost.zoo.paper_lth`
 ``<m>-s<NN>`` with m in        ist_daslab    masks (if stored), and ``NN/100``
 acdc, gmp, wf, str, mfac
 (``resnet50.acdc-s90``)
@@ -23,7 +25,8 @@ acdc, gmp, wf, str, mfac
 =============================  ============  ===================================================
 
 Architectures per format: open_lth any registered CNN/ViT (our own IMP tickets included);
-ist_daslab, sparseml: ``resnet18``, ``resnet34``, ``resnet50``; rigl: ``resnet50``; vvtq:
+ist_daslab: ``resnet18``, ``resnet34``, ``resnet50``; sparseml: those and ``vgg11``, ``vgg16``,
+``vgg19``; rigl: ``resnet50``; vvtq:
 ``deit_tiny``, ``swin_tiny``. Sparsities are measured over all conv/linear weights
 (:func:`hiddencost.compression.measure_sparsity`) and a tag's claim holds within
 :data:`~hiddencost.zoo.common.DEFAULT_SPARSITY_TOLERANCE`. Files are local paths; where a format
@@ -62,6 +65,7 @@ from hiddencost.zoo.common import (
 )
 from hiddencost.zoo.ist_daslab import load_ist_daslab
 from hiddencost.zoo.open_lth import load_open_lth
+from hiddencost.zoo.paper_lth import load_paper_lth
 from hiddencost.zoo.rigl import load_rigl
 from hiddencost.zoo.sparseml import load_sparseml
 from hiddencost.zoo.vvtq import load_vvtq
@@ -80,7 +84,11 @@ __all__ = [
 FAMILIES: tuple[ZooFamily, ...] = (
     ZooFamily("open_lth", r"lth(?:-l(?P<level>\d+))?", None, "resnet50.lth-l9",
               "Lottery ticket (IMP, 20%/level) in open_lth's layout: model_ep*_it*.pth + mask.pth",
-              load_open_lth, "https://github.com/facebookresearch/open_lth"),
+              load_open_lth, "https://github.com/facebookresearch/open_lth", reads_mask=True),
+    ZooFamily("paper_lth", r"lth-paper", None, "resnet50.lth-paper",
+              "Lottery ticket as the paper's code stores it: <arch>_dyn4_<k>_checkpoint.pth + "
+              "_mask.pth (conv masks, weight × mask)",
+              load_paper_lth, "https://github.com/landskape-ai/Reprogram_LT", reads_mask=True),
     ZooFamily("ist_daslab", r"(?P<method>acdc|gmp|wf|str|mfac)-s(?P<s>\d{2})",
               ("resnet18", "resnet34", "resnet50"), "resnet50.acdc-s90",
               "IST-DASLab converted checkpoint (AC/DC, GMP, WoodFisher, STR, M-FAC)",
@@ -89,8 +97,8 @@ FAMILIES: tuple[ZooFamily, ...] = (
               "RigL ResNet-50 converted to PyTorch (TF-SAME max-pool padding reproduced)",
               load_rigl, "https://github.com/google-research/rigl"),
     ZooFamily("sparseml", r"gmp-sparsezoo(?:-s(?P<s>\d{2}))?",
-              ("resnet18", "resnet34", "resnet50"), "resnet18.gmp-sparsezoo",
-              "Neural Magic SparseML / SparseZoo GMP-pruned ResNet",
+              ("resnet18", "resnet34", "resnet50", "vgg11", "vgg16", "vgg19"),
+              "resnet18.gmp-sparsezoo", "Neural Magic SparseML / SparseZoo GMP-pruned ResNet, VGG",
               load_sparseml, "https://sparsezoo.neuralmagic.com"),
     ZooFamily("vvtq", r"vvtq-w(?P<w>[2-8])a(?P<a>[2-8])", ("deit_tiny", "swin_tiny"),
               "deit_tiny.vvtq-w4a4", "VVTQ LSQ-quantized ViT (separate q/k/v, per-bit steps)",
@@ -188,13 +196,15 @@ def load_zoo_checkpoint(
     Returns the model (eval mode) and the loader's :class:`ZooLoadReport` (``measured_sparsity``
     is the fraction of zero conv/linear weights). Checks, in order: the format's own claim
     (masks, recipe, ``nbits``) inside the loader; then the tag's sparsity claim within
-    ``tolerance``. ``mask`` overrides the open_lth mask path (default: ``mask.pth`` beside the
-    weights).
+    ``tolerance``. ``mask`` overrides the lottery-ticket mask path (open_lth: ``mask.pth``
+    beside the weights; paper_lth: ``<stem>_mask.pth``); other formats refuse one.
     """
     spec = parse_zoo_name(name)
     if spec is None:
         raise HiddenCostError(
             f"{name!r} is not a zoo name; tags: " + ", ".join(f.example for f in FAMILIES))
+    if mask is not None and not spec.family.reads_mask:
+        raise HiddenCostError(f"{spec.family.format} checkpoints ({name}) take no mask file")
     model = build_network(_base_entry(spec.arch))
     report = spec.family.loader(model, Path(checkpoint), spec,
                                 Path(mask) if mask is not None else None)
@@ -207,6 +217,7 @@ class ZooWeights:
 
     def __init__(self, family: ZooFamily) -> None:
         self.name = family.format
+        self.reads_mask = family.reads_mask
 
     def accepts(self, request: WeightRequest) -> bool:
         return request.entry.checkpoint_format == self.name
@@ -218,7 +229,7 @@ class ZooWeights:
                 f"{name} is a published compressed checkpoint: pass its file with "
                 "--checkpoint PATH (see `hiddencost zoo` for where to get it)"
             )
-        model, report = load_zoo_checkpoint(name, request.checkpoint)
+        model, report = load_zoo_checkpoint(name, request.checkpoint, mask=request.mask)
         return LoadedWeights(model, f"zoo:{request.checkpoint}", report.to_dict())
 
 

@@ -1,4 +1,4 @@
-"""Neural Magic SparseML / SparseZoo ResNet checkpoints (ResNet-18/34/50, GMP-pruned).
+"""Neural Magic SparseML / SparseZoo checkpoints: GMP-pruned ResNet-18/34/50 and VGG-11/16/19.
 
 SparseML's ``save_model`` writes ``{"state_dict": ..., "optimizer"?: ..., "recipe"?: str,
 "epoch"?: int, "arch_key"?: str}`` (github.com/neuralmagic/sparseml,
@@ -11,8 +11,13 @@ names tensors differently from torchvision::
     sections.<s>.<b>.identity.bn.*                      -> layer<s+1>.<b>.downsample.1.*
     classifier.fc.weight, classifier.fc.bias            -> fc.weight, fc.bias
 
-(its ReLU wrappers and the classifier's softmax hold no tensors). The remap is total: any other key
-is an error naming it. Pruned weights are stored already zeroed (no masks).
+(its ReLU wrappers and the classifier's softmax hold no tensors). Its VGG
+(``sections.<s>.<b>.conv``, ``classifier.mlp.<i>``; torchvision's names are accepted too) is
+renamed by
+:mod:`hiddencost.zoo.vgg_layout`. The paper's code loaded its SparseZoo VGG files into
+torchvision's VGG with ``strict=False``, which loads nothing from SparseML's names; here every
+key is mapped. The remap is total: any other key is an error naming it. Pruned weights are
+stored already zeroed (no masks).
 
 Claims. When the checkpoint embeds its recipe (YAML, possibly as the front matter of a markdown
 recipe between ``---`` lines), every ``GMPruningModifier`` / ``MagnitudePruningModifier``
@@ -29,6 +34,7 @@ SparseZoo models are fetched with the ``sparsezoo`` client from stubs such as
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +51,7 @@ from hiddencost.checkpoints import (
 from hiddencost.compression.measure import layer_sparsities
 from hiddencost.errors import HiddenCostError
 from hiddencost.zoo.common import ZooLoadReport, ZooSpec, resnet_rules
+from hiddencost.zoo.vgg_layout import is_timm_vgg, remap_vgg, vgg_key_map
 
 __all__ = ["SPARSEML_RULES", "load_sparseml", "recipe_claims", "remap_sparseml"]
 
@@ -118,13 +125,16 @@ def _modifiers(node: Any) -> list[dict]:
     return found
 
 
-def recipe_claims(recipe: str, prunable: list[str]) -> dict[str, float]:
+def recipe_claims(recipe: str, prunable: list[str],
+                  rename: Callable[[str], str] | None = None) -> dict[str, float]:
     """Per-weight final sparsities a SparseML recipe claims, keyed by our weight names.
 
     Pruning modifiers are those whose tag ends in ``PruningModifier`` and have a numeric
     ``final_sparsity``; ``params`` of ``__ALL__`` / ``__ALL_PRUNABLE__`` mean all ``prunable``.
-    Regex params (``re:...``) are matched against SparseML names mapped to ours.
+    Regex params (``re:...``) are matched against SparseML names mapped to ours; ``rename``
+    maps one SparseML name to ours (default: the ResNet rules).
     """
+    rename = rename or _sparseml_name
     claims: dict[str, float] = {}
     for mod in _modifiers(_recipe_yaml(recipe)):
         if not str(mod["__modifier__"]).endswith("PruningModifier"):
@@ -142,7 +152,7 @@ def recipe_claims(recipe: str, prunable: list[str]) -> dict[str, float]:
                 pattern = re.compile(str(p)[3:])
                 targets.extend(k for k in prunable if pattern.fullmatch(k))
             else:
-                targets.append(_sparseml_name(str(p)))
+                targets.append(rename(str(p)))
         for t in targets:
             claims[t] = float(final)
     return claims
@@ -161,7 +171,8 @@ def load_sparseml(model: nn.Module, path: str | Path, spec: ZooSpec | None = Non
     obj = read_checkpoint_object(path)
     state = strip_prefix(extract_state_dict(obj, source, wrappers=("state_dict",)), "module.",
                          repeated=True)
-    state = remap_sparseml(state, source)
+    vgg = is_timm_vgg(model)
+    state = remap_vgg(state, model, source) if vgg else remap_sparseml(state, source)
     load_state_dict_strict(model, state, source)
     notes: list[str] = []
     if isinstance(obj, dict) and isinstance(obj.get("arch_key"), str):
@@ -171,7 +182,9 @@ def load_sparseml(model: nn.Module, path: str | Path, spec: ZooSpec | None = Non
     if isinstance(recipe, str) and recipe.strip():
         measured = layer_sparsities(model)
         prunable = [f"{k}.weight" for k in measured]
-        claims = recipe_claims(recipe, prunable)
+        vgg_names = vgg_key_map(model) if vgg else {}
+        claims = recipe_claims(recipe, prunable,
+                               (lambda n: vgg_names.get(n, n)) if vgg else None)
         unknown = [k for k in claims if k.removesuffix(".weight") not in measured]
         if unknown:
             raise HiddenCostError(
