@@ -17,6 +17,7 @@ from hiddencost.cli import app
 from hiddencost.compression import paper_remaining_percent
 from hiddencost.errors import HiddenCostError
 from hiddencost.model_table import build_network, table_entry
+from hiddencost.run import make_config, run_one
 from hiddencost.study.fidelity import fidelity_targets
 from hiddencost.study.spec import execution_config, expand, parse_spec
 from hiddencost.zoo import load_zoo_checkpoint, parse_zoo_name
@@ -214,3 +215,42 @@ def test_paper_convention_skips_timm_vgg_classifier_convolutions():
         net.features[0].weight.copy_(torch.tensor([1.0, 0.0]).view(2, 1, 1, 1))
         net.pre_logits.fc1.weight.zero_()
     assert paper_remaining_percent(net) == pytest.approx(50.0)
+
+
+# --- item 21: the ILM-VP options its users expect ---------------------------------------------
+
+SMALL = dict(dataset="digits", n_shot=2, epochs=3, canvas_size=32, inner_size=16, device="cpu",
+             batch_size=8)
+
+
+def test_ilm_options_run_end_to_end_and_the_test_curve_changes_nothing(tmp_path):
+    plain = run_one(make_config(method="ilm", mapping_interval=2, **SMALL))
+    curve = run_one(make_config(method="ilm", mapping_interval=2, test_every_epoch=True,
+                                **SMALL))
+    assert [e["mapping_recomputed"] for e in plain.history] == [True, False, True]
+    assert plain.mapping_history[0] == plain.mapping_history[1]
+    # the test accuracy after each epoch, for curves: the last one is the result itself, and
+    # measuring it changes no number of the run
+    assert [e["loss"] for e in curve.history] == [e["loss"] for e in plain.history]
+    assert curve.accuracy == plain.accuracy and curve.nll == plain.nll
+    assert curve.history[-1]["test_accuracy"] == pytest.approx(curve.accuracy)
+    assert "test_accuracy" not in plain.history[0]
+
+
+def test_mapping_num_and_prompt_init_reach_the_record():
+    two = run_one(make_config(method="flm", mapping_num=2, **SMALL))
+    assert all(len(e.sources) == 2 and e.source == e.sources[0] for e in two.label_mapping)
+    assert len({s for e in two.label_mapping for s in e.sources}) == 20  # 10 classes × 2
+    zero = run_one(make_config(method="rlm", **SMALL))
+    randn = run_one(make_config(method="rlm", prompt_init="randn", **SMALL))
+    assert zero.history[0]["loss"] != randn.history[0]["loss"]
+
+
+def test_new_options_leave_existing_run_keys_alone():
+    base = make_config(method="ilm", **SMALL).identity()
+    assert not {"mask", "mapping_interval", "mapping_num", "prompt_init",
+                "test_every_epoch"} & set(base)
+    assert make_config(method="ilm", mapping_interval=5, **SMALL).identity()[
+        "mapping_interval"] == 5
+    with pytest.raises(HiddenCostError, match="prompt_init"):
+        make_config(prompt_init="ones")

@@ -868,3 +868,344 @@ def test_train_linear_head_divergence_raises():
     feats[3, 0] = float("nan")
     with pytest.raises(TrainingDivergedError):
         train_linear_head(feats, labels, K_TGT, epochs=2, batch_size=64, seed=0, device=CPU)
+
+
+# --------------------------------------------------------------------------------------------
+# 10. ILM-VP reference options: mapping_num, mapping_interval, prompt_init
+# --------------------------------------------------------------------------------------------
+
+
+def reference_multi_label_mapping(dist_matrix: torch.Tensor, mlm_num: int) -> list[list[int]]:
+    """ILM-VP's ``predictive_distribution_based_multi_label_mapping`` + the ordering of
+    ``generate_label_mapping_by_frequency``, ported as is (stable sort for determinism); the
+    K·m mapping sequence is reshaped to (K, m)."""
+    dist_matrix = dist_matrix.clone()
+    assert mlm_num * dist_matrix.size(1) <= dist_matrix.size(0)
+    mapping_matrix = torch.zeros_like(dist_matrix, dtype=int)
+    dist_matrix_flat = dist_matrix.flatten()
+    for _ in range(mlm_num * dist_matrix.size(1)):
+        loc = dist_matrix_flat.argmax().item()
+        loc = [loc // dist_matrix.size(1), loc % dist_matrix.size(1)]
+        mapping_matrix[loc[0], loc[1]] = 1
+        dist_matrix[loc[0]] = -1
+        if mapping_matrix[:, loc[1]].sum() == mlm_num:
+            dist_matrix[:, loc[1]] = -1
+        dist_matrix_flat = dist_matrix.flatten()
+    pairs = torch.nonzero(mapping_matrix)
+    seq = pairs[:, 0][torch.sort(pairs[:, 1], stable=True).indices]
+    return seq.view(dist_matrix.size(1), mlm_num).tolist()
+
+
+def test_greedy_two_sources_per_target_by_hand():
+    #       t0 t1
+    # s0  [ 5, 4]    6 at (2,1): t1 <- s2, drop row 2 (t1 has 1 of 2).
+    # s1  [ 4, 0]    5 at (0,0): t0 <- s0, drop row 0.
+    # s2  [ 3, 6]    4 at (1,0): t0 <- s1, drop row 1; t0 full -> drop column 0.
+    # s3  [ 0, 2]    column 1 among s3, s4: 2 at (3,1): t1 <- s3; t1 full.
+    # s4  [ 1, 1]    -> t0 {0, 1}, t1 {2, 3}
+    counts = [[5, 4], [4, 0], [3, 6], [0, 2], [1, 1]]
+    mapping = greedy_mapping(torch.tensor(counts), mapping_num=2)
+    assert mapping.dtype == torch.long and mapping.shape == (2, 2)
+    assert mapping.tolist() == [[0, 1], [2, 3]]
+    assert greedy(counts) == [0, 2]  # m = 1 on the same counts: 6 -> t1 <- s2, 5 -> t0 <- s0
+    #       t0 t1
+    # s0  [ 9, 1]    9 at (0,0): t0 <- s0; 8 at (1,0): t0 <- s1, t0 full -> column 0 closed.
+    # s1  [ 8, 2]    t1's 2 sat in row s1, now used; column 1 among s2, s3 is all zeros ->
+    # s2  [ 7, 0]    first row-major zero (2,1): t1 <- s2, then (3,1): t1 <- s3.
+    # s3  [ 0, 0]    Rows are listed ascending whatever the pick order.
+    assert greedy([[9, 1], [8, 2], [7, 0], [0, 0]], mapping_num=2) == [[0, 1], [2, 3]]
+    #       t0 t1 t2, m = 2: 7 at (3,2): t2 <- s3; 6 at (0,2): t2 <- s0, t2 full;
+    # s0  [ 0, 5, 6]  5 at (4,0): t0 <- s4 (row-major before (0,1), which left with row 0);
+    # s1  [ 2, 0, 1]  row 1 [2, 0, ·], row 2 [0, 3, ·], row 5 [1, 1, ·]: 3 at (2,1): t1 <- s2;
+    # s2  [ 0, 3, 0]  2 at (1,0): t0 <- s1, t0 full; t1 from row 5: t1 <- s5.
+    # s3  [ 0, 0, 7]  -> t0 {1, 4}, t1 {2, 5}, t2 {0, 3}
+    # s4  [ 5, 0, 0]
+    # s5  [ 1, 1, 0]
+    counts3 = [[0, 5, 6], [2, 0, 1], [0, 3, 0], [0, 0, 7], [5, 0, 0], [1, 1, 0]]
+    assert greedy(counts3, mapping_num=2) == [[1, 4], [2, 5], [0, 3]]
+    assert reference_multi_label_mapping(torch.tensor(counts3), 2) == [[1, 4], [2, 5], [0, 3]]
+
+
+def test_greedy_multi_matches_reference_port():
+    g = torch.Generator().manual_seed(11)
+    for trial in range(40):
+        m = 2 + trial % 3
+        n_tgt = 1 + trial % 4
+        n_src = n_tgt * m + trial % 3
+        counts = torch.randint(0, 4, (n_src, n_tgt), generator=g)  # small ints: many ties
+        mapping = greedy_mapping(counts, mapping_num=m)
+        assert mapping.shape == (n_tgt, m)
+        assert len(set(mapping.flatten().tolist())) == n_tgt * m  # K·m distinct sources
+        assert mapping.tolist() == reference_multi_label_mapping(counts, m), trial
+    # m = 1 through the same port gives the existing one-to-one greedy
+    counts = torch.randint(0, 4, (9, 4), generator=g)
+    assert [r[0] for r in reference_multi_label_mapping(counts, 1)] == greedy_mapping(
+        counts).tolist()
+
+
+def test_mapping_num_checks():
+    check_class_counts(12, 3, mapping_num=4)  # 3·4 = 12 sources: just enough
+    with pytest.raises(HiddenCostError, match="15"):
+        check_class_counts(12, 3, mapping_num=5)  # 3·5 = 15 > 12
+    with pytest.raises(HiddenCostError):
+        check_class_counts(12, 3, many_to_one=True, mapping_num=5)  # no reuse for m > 1
+    with pytest.raises(HiddenCostError):
+        check_class_counts(12, 3, mapping_num=0)
+    with pytest.raises(HiddenCostError):
+        greedy_mapping(torch.zeros(5, 3, dtype=torch.long), mapping_num=2)  # 6 > 5
+    with pytest.raises(HiddenCostError):
+        random_mapping(5, 3, seed=0, mapping_num=2)
+
+
+def test_frequency_mapping_two_sources_by_hand():
+    preds = torch.tensor([0, 0, 1, 3, 3, 3, 2, 4])
+    labels = torch.tensor([0, 0, 0, 1, 1, 0, 1, 1])
+    # C (5×2): s0 [2, 0], s1 [1, 0], s2 [0, 1], s3 [1, 2], s4 [0, 1]
+    # 2 at (0,0): t0 <- s0; 2 at (3,1): t1 <- s3; rows 1, 2, 4 left: 1 at (1,0): t0 <- s1
+    # (t0 full); column 1: 1 at (2,1): t1 <- s2.  -> t0 {0, 1}, t1 {2, 3}
+    assert prediction_counts(preds, labels, 5, 2).tolist() == [[2, 0], [1, 0], [0, 1], [1, 2],
+                                                               [0, 1]]
+    assert frequency_mapping(preds, labels, 5, 2, mapping_num=2).tolist() == [[0, 1], [2, 3]]
+    assert frequency_mapping(preds, labels, 5, 2).tolist() == [0, 3]  # m = 1 unchanged
+
+
+def test_random_mapping_multi():
+    state = torch.random.get_rng_state()
+    m = random_mapping(K_SRC, K_TGT, seed=5, mapping_num=2)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    # the first K·m = 6 entries of the seeded permutation, rows of 2, each row ascending
+    perm = torch.randperm(K_SRC, generator=torch.Generator().manual_seed(5))[:6].view(3, 2)
+    assert m.tolist() == [sorted(row) for row in perm.tolist()]
+    assert len(set(m.flatten().tolist())) == 6
+    assert torch.equal(m, random_mapping(K_SRC, K_TGT, seed=5, mapping_num=2))
+    assert not torch.equal(m, random_mapping(K_SRC, K_TGT, seed=6, mapping_num=2))
+    # m = 1 is the old draw
+    assert random_mapping(K_SRC, K_TGT, seed=5).tolist() == perm.flatten()[:3].tolist()
+
+
+def test_apply_mapping_averages_multiple_sources():
+    logits = torch.arange(10.0).view(2, 5)  # [[0..4], [5..9]]
+    # t0 <- {0, 3}: (0 + 3)/2 = 1.5, (5 + 8)/2 = 6.5; t1 <- {1, 4}: 2.5, 7.5; t2 <- {2, 2}: 2, 7
+    out = apply_mapping(logits, torch.tensor([[0, 3], [1, 4], [2, 2]]))
+    assert out.dtype == torch.float32
+    assert out.tolist() == [[1.5, 2.5, 2.0], [6.5, 7.5, 7.0]]
+    # half-precision logits are averaged in float32
+    half = apply_mapping(logits.to(torch.bfloat16), torch.tensor([[0, 3], [1, 4]]))
+    assert half.dtype == torch.float32 and half.tolist() == [[1.5, 2.5], [6.5, 7.5]]
+    # a length-K mapping is still a plain column selection (dtype kept)
+    assert apply_mapping(logits.half(), torch.tensor([4, 0])).dtype == torch.float16
+
+
+def mapping_with_delta_multi(backbone: nn.Module, delta: torch.Tensor | None,
+                             mapping_num: int) -> list[list[int]]:
+    """Like :func:`mapping_with_delta`, with ``mapping_num`` sources per target."""
+    imgs, labels = make_task()
+    prompt = new_prompt()
+    if delta is not None:
+        with torch.no_grad():
+            prompt.delta.copy_(delta)
+    model = ReprogrammedModel(backbone, prompt, K_SRC, K_TGT)
+    preds = source_predictions(model, imgs, CPU)
+    return frequency_mapping(preds, labels, K_SRC, K_TGT, mapping_num=mapping_num).tolist()
+
+
+def test_ilm_two_sources_per_target_trains_on_mean_logits():
+    backbone = make_backbone()
+    model, history = train("ilm", backbone, epochs=3, mapping_num=2, lr=0.5,
+                           save_prompt_history=True)
+    assert model.mapping.shape == (K_TGT, 2)
+    assert history.mappings[0] == mapping_with_delta_multi(backbone, None, 2)
+    for e in (1, 2):
+        assert history.mappings[e] == mapping_with_delta_multi(backbone, history.prompts[e - 1],
+                                                               2), e
+    for mapping in history.mappings:
+        assert all(isinstance(row, list) and len(row) == 2 and row == sorted(row)
+                   for row in mapping)
+        assert len({s for row in mapping for s in row}) == 2 * K_TGT
+    assert model.mapping.tolist() == history.mappings[-1]
+    changes = [r["mapping_changes"] for r in history.epochs]
+    assert changes[0] == K_TGT
+    for e in (1, 2):  # targets whose source set changed
+        prev, cur = history.mappings[e - 1], history.mappings[e]
+        assert changes[e] == sum(a != b for a, b in zip(prev, cur, strict=True))
+    imgs, _ = make_task()
+    with torch.no_grad():
+        src = backbone(model.prompt(imgs.float() / 255))
+    idx = model.mapping
+    torch.testing.assert_close(predict_logits(model, imgs, CPU),
+                               (src[:, idx[:, 0]] + src[:, idx[:, 1]]) / 2)
+
+
+def test_flm_and_rlm_two_sources_per_target():
+    backbone = make_backbone()
+    _, history = train("flm", backbone, epochs=2, mapping_num=2)
+    assert history.mappings == [mapping_with_delta_multi(backbone, None, 2)] * 2
+    _, history = train("rlm", seed=5, epochs=2, mapping_num=2)
+    assert history.mappings == [random_mapping(K_SRC, K_TGT, 5, mapping_num=2).tolist()] * 2
+
+
+def test_vp_rejects_bad_mapping_options():
+    with pytest.raises(HiddenCostError, match="fm"):
+        train("fm", epochs=1, mapping_num=2)
+    with pytest.raises(HiddenCostError):
+        train("ilm", epochs=1, mapping_num=5)  # 3·5 = 15 > K′ = 12
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(HiddenCostError):
+            train("ilm", epochs=1, mapping_interval=bad)
+        with pytest.raises(HiddenCostError):
+            train("flm", epochs=1, mapping_num=bad)
+
+
+def test_ilm_mapping_interval_two():
+    # backbone 1, lr 0.5: the prompt after epoch 0 already moves the frequency mapping, so
+    # holding it through epoch 1 is observable.
+    backbone = make_backbone()
+    flm0 = mapping_with_delta(backbone, None)
+    model, history = train("ilm", backbone, epochs=3, mapping_interval=2, lr=0.5,
+                           save_prompt_history=True)
+    assert [r["mapping_recomputed"] for r in history.epochs] == [True, False, True]
+    assert history.mappings[0] == history.mappings[1] == flm0  # held at epoch 1 ...
+    moved = mapping_with_delta(backbone, history.prompts[0])
+    assert moved != flm0  # ... although recomputing would have changed it
+    # epoch 2 recomputes with the prompt after epoch 1
+    assert history.mappings[2] == mapping_with_delta(backbone, history.prompts[1]) != flm0
+    changes = [r["mapping_changes"] for r in history.epochs]
+    assert changes == [K_TGT, 0, sum(a != b for a, b in zip(flm0, history.mappings[2],
+                                                              strict=True))]
+    assert model.mapping.tolist() == history.mappings[-1]
+    # interval 1 (the default) recomputes at epoch 1 and picks the moved mapping
+    _, every = train("ilm", backbone, epochs=3, lr=0.5)
+    assert [r["mapping_recomputed"] for r in every.epochs] == [True] * 3
+    assert every.mappings[1] == moved
+
+
+def test_ilm_interval_beyond_epochs_is_flm():
+    # k ≥ E: only epoch 0 computes the mapping, exactly like FLM
+    backbone = make_backbone()
+    m_ilm, h_ilm = train("ilm", backbone, epochs=3, mapping_interval=3, lr=0.5)
+    m_flm, h_flm = train("flm", backbone, epochs=3, lr=0.5)
+    assert torch.equal(m_ilm.prompt.delta, m_flm.prompt.delta)
+    assert strip_seconds(h_ilm) == strip_seconds(h_flm) and h_ilm.mappings == h_flm.mappings
+
+
+@pytest.mark.parametrize("method", ["flm", "rlm", "fm"])
+def test_mapping_interval_ignored_outside_ilm(method):
+    m1, h1 = train(method, epochs=3, lr=0.5)
+    m2, h2 = train(method, epochs=3, lr=0.5, mapping_interval=2)
+    assert torch.equal(m1.prompt.delta, m2.prompt.delta)
+    assert strip_seconds(h1) == strip_seconds(h2) and h1.mappings == h2.mappings
+    expected = [method == "flm", False, False]
+    assert [r["mapping_recomputed"] for r in h1.epochs] == expected
+
+
+def test_vp_history_keys_default():
+    _, history = train("ilm", epochs=2)
+    assert list(history.epochs[0]) == ["epoch", "loss", "train_accuracy", "lr",
+                                       "mapping_changes", "mapping_recomputed", "seconds"]
+    assert [r["mapping_recomputed"] for r in history.epochs] == [True, True]
+
+
+def test_pad_prompt_randn_init_seeded():
+    state = torch.random.get_rng_state()
+    a = PadPrompt(CANVAS, INNER, MEAN, STD, init="randn", seed=3)
+    b = PadPrompt(CANVAS, INNER, MEAN, STD, init="randn", seed=3)
+    c = PadPrompt(CANVAS, INNER, MEAN, STD, init="randn", seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
+    expected = torch.randn(3, CANVAS, CANVAS, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.delta.detach(), expected)
+    assert torch.equal(a.delta, b.delta) and not torch.equal(a.delta, c.delta)
+    assert a.delta.requires_grad
+    # the border shows sigmoid(δ), the image region stays untouched
+    x = torch.rand(1, 3, INNER, INNER, generator=torch.Generator().manual_seed(0))
+    out = a.prompted_image(x)
+    assert torch.equal(out[:, :, 4:12, 4:12], x)
+    border = border_mask(CANVAS, INNER).bool()
+    torch.testing.assert_close(out[0][border], torch.sigmoid(expected)[border])
+    # zero (the default) draws nothing and is exactly zero, whatever the seed
+    zero = PadPrompt(CANVAS, INNER, MEAN, STD, init="zero", seed=3)
+    assert torch.equal(zero.delta, torch.zeros(3, CANVAS, CANVAS))
+    assert torch.equal(zero.delta, new_prompt().delta)
+    with pytest.raises(HiddenCostError, match="unknown prompt init"):
+        PadPrompt(CANVAS, INNER, MEAN, STD, init="uniform")
+
+
+def train_from_prompt(prompt: PadPrompt, method: str = "ilm", seed: int = 0, epochs: int = 2):
+    imgs, labels = make_task()
+    return train_visual_prompt(make_backbone(), prompt, imgs, labels, num_classes=K_TGT,
+                               num_source=K_SRC, method=method, epochs=epochs, batch_size=8,
+                               seed=seed, device=CPU, lr=0.2)
+
+
+def test_vp_randn_init_reproducible():
+    def randn(seed: int) -> PadPrompt:
+        return PadPrompt(CANVAS, INNER, MEAN, STD, init="randn", seed=seed)
+
+    m1, h1 = train_from_prompt(randn(3), seed=3)
+    m2, h2 = train_from_prompt(randn(3), seed=3)
+    assert torch.equal(m1.prompt.delta, m2.prompt.delta)
+    assert strip_seconds(h1) == strip_seconds(h2) and h1.mappings == h2.mappings
+    m3, _ = train_from_prompt(randn(4), seed=3)  # other init, same shuffle
+    assert not torch.equal(m1.prompt.delta, m3.prompt.delta)
+    m0, _ = train_from_prompt(new_prompt(), seed=3)
+    assert not torch.equal(m1.prompt.delta, m0.prompt.delta)
+    # the image region gets no gradient: it keeps its random initial values
+    init = randn(3).delta.detach()
+    assert torch.equal(m1.prompt.delta[:, 4:12, 4:12], init[:, 4:12, 4:12])
+
+
+def _vp_job(settings, backbone=None):
+    from hiddencost.data import TaskData
+    from hiddencost.prompting.methods import TransferJob
+
+    imgs, labels = make_task()
+    test_imgs, test_labels = make_task(n_per_class=3, seed=1)
+    task = TaskData("toy", ["a", "b", "c"], imgs, labels, test_imgs, test_labels, INNER, INNER,
+                    "synthetic")
+    return TransferJob(backbone if backbone is not None else make_backbone(), K_SRC, MEAN, STD,
+                       task, torch.arange(len(labels)), settings, CPU)
+
+
+def _settings(**kw):
+    from hiddencost.prompting.methods import TransferSettings
+
+    base = dict(epochs=2, lr=0.2, batch_size=8, seed=0, canvas_size=CANVAS, inner_size=INNER,
+                lp_image_size=CANVAS)
+    return TransferSettings(**{**base, **kw})
+
+
+def test_visual_prompting_default_options_unchanged():
+    from hiddencost.prompting.methods import METHODS
+
+    s = _settings()
+    assert (s.mapping_interval, s.mapping_num, s.prompt_init) == (1, 1, "zero")
+    method = METHODS.get("ilm")
+    assert torch.equal(method.input_transform(s, MEAN, STD).delta, new_prompt().delta)
+    outcome = method.fit(_vp_job(s))
+    model, history = train("ilm", epochs=2)  # the direct call with the old signature
+    assert torch.equal(outcome.tensors["prompt.delta"], model.prompt.delta.detach())
+    assert strip_seconds(outcome.history) == strip_seconds(history)
+    assert outcome.mapping == model.mapping.tolist()
+    assert all(isinstance(s, int) for s in outcome.mapping)
+    assert outcome.mapping_history == history.mappings
+    test_imgs, _ = make_task(n_per_class=3, seed=1)
+    assert torch.equal(outcome.logits, predict_logits(model, test_imgs, CPU))
+
+
+def test_visual_prompting_passes_new_options():
+    from hiddencost.prompting.methods import METHODS
+
+    s = _settings(mapping_num=2, mapping_interval=2, prompt_init="randn", seed=3, epochs=3)
+    prompt = METHODS.get("ilm").input_transform(s, MEAN, STD)
+    init = torch.randn(3, CANVAS, CANVAS, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(prompt.delta.detach(), init)
+    outcome = METHODS.get("ilm").fit(_vp_job(s))
+    assert [r["mapping_recomputed"] for r in outcome.history.epochs] == [True, False, True]
+    assert len(outcome.mapping) == K_TGT
+    assert all(isinstance(row, list) and len(row) == 2 for row in outcome.mapping)
+    assert outcome.mapping_history is not None and len(outcome.mapping_history) == 3
+    assert outcome.mapping_history[-1] == outcome.mapping
+    # the image region of δ never moves: still the seeded randn values
+    delta = outcome.tensors["prompt.delta"]
+    assert torch.equal(delta[:, 4:12, 4:12], init[:, 4:12, 4:12])
+    with pytest.raises(HiddenCostError):
+        METHODS.get("fm").fit(_vp_job(_settings(mapping_num=2)))

@@ -30,7 +30,9 @@ COMPRESSION_FIELDS: tuple[str, ...] = (
 
 
 class MappingEntry(BaseModel):
-    """One target class and the source (backbone) class a label mapping assigns to it."""
+    """One target class and the source (backbone) class a label mapping assigns to it; with
+    ``m > 1`` sources per target (``mapping_num``), ``source`` is the first (lowest index) and
+    ``sources`` / ``source_names`` list all ``m``, whose logits are averaged."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -38,6 +40,8 @@ class MappingEntry(BaseModel):
     target_name: str
     source: int
     source_name: str
+    sources: list[int] | None = None
+    source_names: list[str] | None = None
 
 
 class Reliability(BaseModel):
@@ -67,7 +71,7 @@ class RunRecord(BaseModel):
     schema_version: int = SCHEMA_VERSION
     config: dict[str, Any]
     label_mapping: list[MappingEntry] | None = None
-    mapping_history: list[list[int]] | None = None
+    mapping_history: list[list[int]] | list[list[list[int]]] | None = None
     accuracy: float
     ece: float
     mce: float | None = None

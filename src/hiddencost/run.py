@@ -36,6 +36,7 @@ from hiddencost.device import resolve_device
 from hiddencost.errors import HiddenCostError, validation_message
 from hiddencost.frozen import prepare_frozen
 from hiddencost.metrics import calibration_summary, paper_ece
+from hiddencost.prompting.label_mapping import MappingList
 from hiddencost.prompting.methods import (
     METHODS,
     TransferJob,
@@ -61,6 +62,7 @@ ENVIRONMENT_FIELDS = frozenset({"data_root", "download", "device"})
 #: a run's identity (an old key and a new one of the same experiment are equal).
 LATER_FIELD_DEFAULTS: dict[str, Any] = {
     "mask": None, "mapping_interval": 1, "mapping_num": 1, "prompt_init": "zero",
+    "test_every_epoch": False,
 }
 #: Images used to calibrate activation quantizers (the training subset's first ones).
 CALIBRATION_IMAGES = 256
@@ -99,6 +101,7 @@ class RunConfig(BaseModel):
     mapping_interval: int = Field(1, ge=1, description="ILM: re-map every k epochs")
     mapping_num: int = Field(1, ge=1, description="FLM/ILM: source classes per target class")
     prompt_init: Literal["zero", "randn"] = "zero"
+    test_every_epoch: bool = Field(False, description="VP: record test accuracy per epoch")
     device: str = "auto"
     save_prompt_history: bool = False
 
@@ -186,6 +189,7 @@ def settings_of(cfg: RunConfig) -> TransferSettings:
         lp_image_size=cfg.lp_image_size, many_to_one=cfg.many_to_one,  # type: ignore[arg-type]
         save_prompt_history=cfg.save_prompt_history, mapping_interval=cfg.mapping_interval,
         mapping_num=cfg.mapping_num, prompt_init=cfg.prompt_init,
+        test_every_epoch=cfg.test_every_epoch,
     )
 
 
@@ -204,15 +208,21 @@ def _backbone(
     return prepare_frozen(model, device, method.input_size(settings)), info, report
 
 
-def _mapping_table(mapping: list[int] | None, task: TaskData,
+def _mapping_entry(target: int, source: int | list[int], task: TaskData,
+                   info: BackboneInfo) -> dict[str, Any]:
+    sources = source if isinstance(source, list) else [source]
+    entry = {"target": target, "target_name": task.class_names[target], "source": sources[0],
+             "source_name": info.class_names[sources[0]]}
+    if isinstance(source, list):  # mapping_num > 1: every source of the target
+        entry |= {"sources": sources, "source_names": [info.class_names[s] for s in sources]}
+    return entry
+
+
+def _mapping_table(mapping: MappingList | None, task: TaskData,
                    info: BackboneInfo) -> list[dict] | None:
     if mapping is None:
         return None
-    return [
-        {"target": t, "target_name": task.class_names[t], "source": s,
-         "source_name": info.class_names[s]}
-        for t, s in enumerate(mapping)
-    ]
+    return [_mapping_entry(t, s, task, info) for t, s in enumerate(mapping)]
 
 
 def _reference_test_batch(cfg: RunConfig) -> int:

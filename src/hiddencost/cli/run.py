@@ -68,6 +68,8 @@ def run(
     mapping_num: Annotated[int, typer.Option(
         help="FLM/ILM: source classes per target class (logits averaged).")] = 1,
     prompt_init: Annotated[str, typer.Option(help="Prompt init: zero or randn.")] = "zero",
+    test_every_epoch: Annotated[bool, typer.Option(
+        help="VP: record the test accuracy after every epoch (curves only; slower).")] = False,
     device: common.DeviceChoiceOpt = "auto",
     save_prompt_history: Annotated[bool, typer.Option(help="Keep every epoch's prompt.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for result.json and weights.")] = Path(
@@ -84,6 +86,7 @@ def run(
         epochs=epochs, lr=lr, batch_size=batch_size, canvas_size=canvas_size,
         inner_size=inner_size, lp_image_size=lp_image_size, many_to_one=many_to_one,
         mapping_interval=mapping_interval, mapping_num=mapping_num, prompt_init=prompt_init,
+        test_every_epoch=test_every_epoch,
         device=device, save_prompt_history=save_prompt_history,
     )
     with epoch_progress(console, cfg.epochs) as on_epoch:

@@ -27,6 +27,7 @@ from torch import nn
 
 from hiddencost.data import TaskData
 from hiddencost.data.transforms import ResizeNormalize
+from hiddencost.prompting.label_mapping import MappingList
 from hiddencost.prompting.linear_probe import extract_features, train_linear_head
 from hiddencost.prompting.pad_prompt import PadPrompt
 from hiddencost.prompting.visual_prompt import (
@@ -68,6 +69,7 @@ class TransferSettings:
     mapping_interval: int = 1
     mapping_num: int = 1
     prompt_init: str = "zero"
+    test_every_epoch: bool = False
 
 
 @dataclass
@@ -91,14 +93,15 @@ class TransferJob:
 @dataclass
 class TransferOutcome:
     """What a method produced: test logits (float32, CPU, K columns in target order), the
-    training history, the label mapping (one source index per target; None when the method has
-    no one-to-one mapping), its per-epoch history, and the learned tensors to save."""
+    training history, the label mapping (per target one source index, or a list of ``m``
+    sources with ``mapping_num = m > 1``; None when the method has no index mapping), its
+    per-epoch history, and the learned tensors to save."""
 
     logits: torch.Tensor
     history: TrainHistory
     tensors: dict[str, torch.Tensor]
-    mapping: list[int] | None = None
-    mapping_history: list[list[int]] | None = None
+    mapping: MappingList | None = None
+    mapping_history: list[MappingList] | None = None
 
 
 class TransferMethod(ABC):
@@ -133,7 +136,9 @@ class VisualPrompting(TransferMethod):
     only) and ``mapping_num`` (sources per target; fm refuses ≠ 1), see
     :func:`~hiddencost.prompting.visual_prompt.train_visual_prompt`. The outcome's ``mapping``
     is ``list[int]`` for m = 1 and ``list[list[int]]`` (m sources per target, ascending) for
-    m > 1; ``mapping_history`` is one such value per epoch; both None for fm.
+    m > 1; ``mapping_history`` is one such value per epoch; both None for fm. With
+    ``test_every_epoch`` each epoch's history holds the test accuracy after it (curves only:
+    the result is always the final epoch's).
     """
 
     def __init__(self, mapping: VPMethod, description: str) -> None:
@@ -154,12 +159,18 @@ class VisualPrompting(TransferMethod):
 
     def fit(self, job: TransferJob) -> TransferOutcome:
         s, task = job.settings, job.task
+
+        def test_accuracy(model: nn.Module) -> float:
+            logits = predict_logits(model, task.test_images, job.device)
+            return float((logits.argmax(1) == task.test_labels).double().mean())
+
         model, history = train_visual_prompt(
             job.backbone, self.input_transform(s, job.mean, job.std),
             task.train_images[job.subset], task.train_labels[job.subset], task.num_classes,
             job.num_source, self.mapping, s.epochs, s.batch_size, s.seed, job.device, lr=s.lr,
             many_to_one=s.many_to_one, save_prompt_history=s.save_prompt_history,
             on_epoch=job.on_epoch, mapping_interval=s.mapping_interval, mapping_num=s.mapping_num,
+            evaluate=test_accuracy if s.test_every_epoch else None,
         )
         logits = predict_logits(model, task.test_images, job.device)
         tensors = {"prompt.delta": model.prompt.delta.detach().cpu()}

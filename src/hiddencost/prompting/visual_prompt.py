@@ -3,7 +3,10 @@
 Protocol (ILM-VP): frozen eval-mode backbone, pad prompt, Adam lr 0.01 on the
 prompt (and the FM layer, for ``fm``), MultiStepLR at ⌊0.5E⌋, ⌊0.72E⌋ with γ = 0.1, no data
 augmentation, final-epoch result. Mappings: ``rlm`` fixed random; ``flm`` computed once with the
-initial prompt; ``ilm`` recomputed at the start of every epoch (epoch 0 = FLM) without gradients.
+initial prompt; ``ilm`` recomputed without gradients at the start of epoch e (0-based) when
+e mod k = 0 for ``mapping_interval`` k (k = 1: every epoch; epoch 0 = FLM), kept in between.
+``mapping_num`` m > 1 gives each target m sources whose logits are averaged (``rlm``, ``flm``,
+``ilm``; see :mod:`hiddencost.prompting.label_mapping`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from hiddencost.device import autocast_for
+from hiddencost.errors import HiddenCostError
 from hiddencost.frozen import freeze
 from hiddencost.prompting.label_mapping import (
     FullyConnectedMapping,
+    MappingList,
     apply_mapping,
     check_class_counts,
     frequency_mapping,
@@ -34,7 +39,11 @@ VP_METHODS: tuple[str, ...] = get_args(VPMethod)
 
 
 class ReprogrammedModel(nn.Module):
-    """prompt → frozen backbone (channels_last) → label mapping (index selection or FM layer)."""
+    """prompt → frozen backbone (channels_last) → label mapping (index selection or FM layer).
+
+    ``mapping`` is a length-K buffer (``mapping_num`` m = 1, initially arange(K) mod K′) or a
+    (K, m) one (initially arange(K·m) mod K′, row-wise), see :func:`apply_mapping`.
+    """
 
     def __init__(
         self,
@@ -43,13 +52,18 @@ class ReprogrammedModel(nn.Module):
         num_source: int,
         num_target: int,
         fully_connected: bool = False,
+        mapping_num: int = 1,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.prompt = prompt
         self.num_source = num_source
+        self.num_target = num_target
         self.fm = FullyConnectedMapping(num_source, num_target) if fully_connected else None
-        self.register_buffer("mapping", torch.arange(num_target) % num_source)
+        initial = torch.arange(num_target * mapping_num) % num_source
+        if mapping_num > 1:
+            initial = initial.view(num_target, mapping_num)
+        self.register_buffer("mapping", initial)
 
     def source_logits(self, x: torch.Tensor) -> torch.Tensor:
         z = self.prompt(x).contiguous(memory_format=torch.channels_last)
@@ -99,17 +113,23 @@ class TrainHistory:
 
     epochs: list[dict] = field(default_factory=list)
     prompts: list[torch.Tensor] = field(default_factory=list)
-    mappings: list[list[int]] = field(default_factory=list)
+    #: The mapping used in each epoch (``mapping.tolist()``: ints for m = 1, m-lists for m > 1).
+    mappings: list[MappingList] = field(default_factory=list)
 
 
 def _remap(model: ReprogrammedModel, train_images: torch.Tensor, train_labels: torch.Tensor,
            many_to_one: bool, device: torch.device, epoch: int) -> int:
     """The frequency mapping under the current prompt (no gradients) replaces ``model.mapping``;
-    returns how many targets changed source (all of them at epoch 0)."""
-    num_source, num_classes = model.num_source, model.mapping.numel()
+    returns how many targets changed source (m > 1: source set; all of them at epoch 0)."""
+    num_source, num_classes = model.num_source, model.num_target
+    mapping_num = 1 if model.mapping.dim() == 1 else model.mapping.shape[1]
     preds = source_predictions(model, train_images, device)
-    new = frequency_mapping(preds, train_labels, num_source, num_classes, many_to_one)
-    changed = int((new.to(device) != model.mapping).sum()) if epoch else num_classes
+    new = frequency_mapping(preds, train_labels, num_source, num_classes, many_to_one,
+                            mapping_num)
+    differs = new.to(device) != model.mapping
+    if mapping_num > 1:  # rows are sorted, so equal rows mean equal source sets
+        differs = differs.any(dim=1)
+    changed = int(differs.sum()) if epoch else num_classes
     model.mapping.copy_(new)
     return changed
 
@@ -132,6 +152,22 @@ def _train_epoch(model: ReprogrammedModel, train_images: torch.Tensor, labels: t
     return total_loss / seen, correct / seen
 
 
+def _check_options(method: str, num_source: int, num_classes: int, many_to_one: bool,
+                   mapping_interval: int, mapping_num: int) -> None:
+    """Refuse an unknown method, non-positive interval/num, fm with m ≠ 1, impossible counts."""
+    if method not in VP_METHODS:
+        raise ValueError(f"unknown VP method {method!r}")
+    for name, value in (("mapping_interval", mapping_interval), ("mapping_num", mapping_num)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HiddenCostError(f"{name} must be an integer ≥ 1, got {value!r}")
+    if method == "fm" and mapping_num != 1:
+        raise HiddenCostError(
+            f"mapping_num {mapping_num} has no meaning for fm (a dense K′ → K layer); use 1"
+        )
+    if method != "fm":
+        check_class_counts(num_source, num_classes, many_to_one, mapping_num)
+
+
 def train_visual_prompt(
     backbone: nn.Module,
     prompt: PadPrompt,
@@ -148,20 +184,31 @@ def train_visual_prompt(
     many_to_one: bool = False,
     save_prompt_history: bool = False,
     on_epoch: Callable[[dict], None] | None = None,
+    mapping_interval: int = 1,
+    mapping_num: int = 1,
+    evaluate: Callable[[ReprogrammedModel], float] | None = None,
 ) -> tuple[ReprogrammedModel, TrainHistory]:
     """Train a pad prompt (and FM layer) on uint8 ``train_images`` with a frozen backbone.
 
+    ``mapping_interval`` k (``ilm`` only; ignored by the others): the frequency mapping is
+    recomputed at the start of epoch e (0-based) iff e mod k = 0. ``mapping_num`` m: sources
+    per target for ``rlm``/``flm``/``ilm`` (needs K·m ≤ K′ when m > 1); ``fm`` refuses m ≠ 1.
+    The prompt's initialisation is the caller's (:class:`PadPrompt` ``init``). ``evaluate``,
+    when given, is called on the model after every epoch and its value recorded as the epoch's
+    ``test_accuracy``: for learning curves only, never used to choose anything.
+
     Returns the trained model (its ``mapping`` is the one used in the final epoch) and the
     history: per epoch the mean training loss, training accuracy, learning rate, how many
-    targets changed source (ILM) and seconds.
+    targets changed source (``mapping_changes``; all K when computed at epoch 0, 0 when not
+    recomputed), whether the frequency mapping was (re)computed at the start of that epoch
+    (``mapping_recomputed``; never for ``rlm``/``fm``) and seconds; ``history.mappings`` holds
+    the mapping used in each epoch.
     """
-    if method not in VP_METHODS:
-        raise ValueError(f"unknown VP method {method!r}")
-    if method != "fm":
-        check_class_counts(num_source, num_classes, many_to_one)
+    _check_options(method, num_source, num_classes, many_to_one, mapping_interval, mapping_num)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # FM layer initialisation, without touching global RNG state
-        model = ReprogrammedModel(backbone, prompt, num_source, num_classes, method == "fm")
+        model = ReprogrammedModel(backbone, prompt, num_source, num_classes, method == "fm",
+                                  mapping_num)
     freeze(model.backbone)  # no weight gradients, eval-mode BatchNorm, whatever the caller did
     model.to(device)
     labels = train_labels.to(device)
@@ -171,11 +218,14 @@ def train_visual_prompt(
     history = TrainHistory()
 
     if method == "rlm":
-        model.mapping.copy_(random_mapping(num_source, num_classes, seed, many_to_one))
+        model.mapping.copy_(random_mapping(num_source, num_classes, seed, many_to_one,
+                                           mapping_num))
     for epoch in range(epochs):
         start = time.perf_counter()
         changed = 0
-        if method == "ilm" or (method == "flm" and epoch == 0):
+        recompute = ((method == "ilm" and epoch % mapping_interval == 0)
+                     or (method == "flm" and epoch == 0))
+        if recompute:
             changed = _remap(model, train_images, train_labels, many_to_one, device, epoch)
         history.mappings.append(model.mapping.tolist())
         loss, accuracy = _train_epoch(model, train_images, labels, batch_size, generator,
@@ -186,8 +236,11 @@ def train_visual_prompt(
             "train_accuracy": accuracy,
             "lr": optimizer.param_groups[0]["lr"],
             "mapping_changes": changed,
+            "mapping_recomputed": recompute,
             "seconds": time.perf_counter() - start,
         }
+        if evaluate is not None:
+            record["test_accuracy"] = evaluate(model)
         scheduler.step()
         history.epochs.append(record)
         if save_prompt_history:
