@@ -3,11 +3,13 @@ tasks, unreadable checkpoints, compressions on the fidelity command line."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
 import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from hiddencost.data import DATASETS, few_shot_indices, load_dataset
 from hiddencost.errors import HiddenCostError
 from hiddencost.metrics import paper_ece
 from hiddencost.run import make_config
+from hiddencost.study.layout import StudyPaths
 from hiddencost.study.spec import expand, parse_spec
 from hiddencost.study.store import Owner, open_store
 
@@ -210,8 +213,103 @@ def test_deleted_artifacts_are_noticed_and_verify_runs_them_again(tmp_path):
     warned = runner.invoke(app, args)
     assert warned.exit_code == 0 and "1 done runs have no result.json" in warned.output
     assert "0 executed" in warned.output and not run_dirs[0].exists()
+    spec_file = args[2]
+    report = runner.invoke(app, ["report", spec_file, "--results", str(out), "--out",
+                                 str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output
+    assert "warning: 1 done run has no result.json" in report.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "1 done run has no result.json" in page and "--verify" in page
+    export = runner.invoke(app, ["study", "export", spec_file, "--out", str(out)])
+    assert "warning: 1 done runs have no result.json" in export.output
+    rows = (out / f"{Path(spec_file).stem}.csv").read_text()
+    assert rows.splitlines()[0].split(",")[-1] == "result_missing"
     verified = runner.invoke(app, [*args, "--verify"])
     assert verified.exit_code == 0 and "1 executed" in verified.output, verified.output
     assert (run_dirs[0] / "result.json").is_file()
     again = runner.invoke(app, args)
     assert "no result.json" not in again.output and "0 executed" in again.output
+
+
+# --- item 6: a store or output folder that cannot be written ---------------------------------
+
+def _immutable(path: Path, on: bool) -> bool:
+    """``chattr ±i``: read-only even for root (file systems without it: False)."""
+    try:
+        done = subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True)
+    except FileNotFoundError:
+        return False
+    return done.returncode == 0
+
+
+def test_unwritable_store_or_folder_errors_are_one_line(tmp_path):
+    paths = StudyPaths.resolve(parse_spec("name: w\n"), tmp_path / "out")
+    with pytest.raises(HiddenCostError, match=r"cannot write the study store .*readonly.*"
+                                              r"restore write access"):
+        with paths.writable():
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+    with pytest.raises(HiddenCostError, match=r"cannot write .*fidelity.tmp: Permission denied"):
+        with paths.writable():
+            raise PermissionError(errno.EACCES, "Permission denied", "out/fidelity.tmp")
+    with pytest.raises(FileNotFoundError):  # not a permission problem: left alone
+        with paths.writable():
+            raise FileNotFoundError(errno.ENOENT, "No such file", "x")
+
+
+def test_rerun_on_a_read_only_store_is_one_line_and_changes_nothing(tmp_path):
+    spec_file, out, args = _two_run_study(tmp_path, "rostore")
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    store = out / "study.sqlite"
+    if not _immutable(store, True):
+        pytest.skip("chattr +i is not available here (needs root on ext4-like file systems)")
+    try:
+        before = _digest(store)
+        result = runner.invoke(app, [*args, "--verify"])
+    finally:
+        _immutable(store, False)
+    assert result.exit_code == 2, result.output
+    message = (result.stderr or result.output).strip()
+    assert message.startswith("error: cannot write the study store") and "\n" not in message
+    assert _digest(store) == before
+
+
+FLIPPING_RUNNER = '''
+import subprocess, sys
+sys.path.insert(0, {support!r})
+from synthetic_runner import synthetic_runner
+
+def run(cfg, out_dir=None, **kwargs):
+    record = synthetic_runner(cfg, out_dir=out_dir, **kwargs)
+    for path in {frozen!r}:  # read-only from now on: no new file can be made there
+        subprocess.run(["chattr", "+i", path], check=True)
+    return record
+'''
+
+
+def test_a_store_made_read_only_mid_study_is_one_line(tmp_path):
+    out = tmp_path / "out"
+    store = out / "study.sqlite"
+    runner_file = tmp_path / "flip.py"
+    frozen = [str(out / "artifacts"), str(out)]
+    runner_file.write_text(FLIPPING_RUNNER.format(support=str(Path(SYNTHETIC).parent),
+                                                  frozen=frozen))
+    spec_file = tmp_path / "mid.yaml"
+    spec_file.write_text(f"name: mid\nmethod: [ilm, lp]\nparams: {{epochs: 1}}\n"
+                         f"runner: {runner_file}:run\n")
+    out.mkdir()
+    (out / "probe").write_text("")
+    if not _immutable(out / "probe", True):
+        pytest.skip("chattr +i is not available here (needs root on ext4-like file systems)")
+    _immutable(out / "probe", False)
+    try:
+        result = CliRunner().invoke(app, ["study", "run", str(spec_file), "--out", str(out),
+                                          "--no-progress"])
+    finally:
+        for path in frozen:
+            _immutable(Path(path), False)
+    assert result.exit_code == 2, result.output
+    assert "error: cannot write" in (result.stderr or result.output)
+    assert "Traceback" not in result.output and "failed:" not in result.output
+    with open_store(store) as db:  # the first run is kept, the second is pending again
+        assert sorted(r.status for r in db.rows().values()) == ["done", "pending"]

@@ -33,6 +33,10 @@ def report(
 ) -> None:
     """Write a study's report: every analysis as PNG + SVG + CSV, and OUT/index.html."""
     common.output_folder(out)
+
+    def warn(message: str) -> None:
+        console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
     if (spec is None) == (db is None):
         raise HiddenCostError("give a study (a YAML file or preset name) or --db "
                               "RESULTS.sqlite, not both and not neither")
@@ -40,7 +44,7 @@ def report(
         if not db.is_file():
             raise HiddenCostError(f"results store {db} does not exist")
         # a store's fidelity.json and artifacts/ are read from its folder
-        index = build_report(db, out, label=f"results store {db}")
+        index = build_report(db, out, label=f"results store {db}", on_warning=warn)
     else:
-        index = build_report(str(spec), out, results=results)
+        index = build_report(str(spec), out, results=results, on_warning=warn)
     console.print(f"report: {index}", highlight=False, soft_wrap=True)

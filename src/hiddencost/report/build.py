@@ -34,7 +34,12 @@ from hiddencost.errors import HiddenCostError
 from hiddencost.report.html import FigureItem, Note, Section, TableItem, render_page
 from hiddencost.report.order import budget_order, compression_order
 from hiddencost.report.stats import ALPHA
-from hiddencost.report.table import is_store_source, iter_tasks, load_table
+from hiddencost.report.table import (
+    is_store_source,
+    iter_tasks,
+    load_table,
+    missing_results_warning,
+)
 from hiddencost.study.catalog import load_spec
 from hiddencost.study.fidelity import read_fidelity
 from hiddencost.study.layout import StudyPaths
@@ -582,6 +587,9 @@ def _page_notes(df: pd.DataFrame, b: _Builder) -> list[Note]:
             "is possible. Run more seeds (e.g. seed: [0, 1, 2]) to get both.", "info"))
     if not df.empty and not df["is_dense"].any():
         notes.append(Note("No dense runs: every comparison against dense is skipped."))
+    missing = missing_results_warning(df)
+    if missing:
+        notes.append(Note(missing[0].upper() + missing[1:] + "."))
     varying = df.attrs.get("varying_settings") or []
     if varying:
         notes.append(Note("Runs differ in " + ", ".join(varying) + ": the backbone names "
@@ -663,7 +671,8 @@ def _page_title(loaded: Any, df: pd.DataFrame, title: str | None) -> tuple[str, 
 def build_report(source: Any, out: str | Path, *, results: str | Path | None = None,
                  store: str | Path | None = None, title: str | None = None,
                  embed: bool = True, label: str | None = None,
-                 fidelity: list[dict[str, Any]] | None = None) -> Path:
+                 fidelity: list[dict[str, Any]] | None = None,
+                 on_warning: Callable[[str], None] | None = None) -> Path:
     """Write the report of ``source`` into ``out`` and return the path of ``index.html``.
 
     ``source`` is a study spec (with its results folder ``results``, default
@@ -673,12 +682,16 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
     page's header) default to the study's name and the source; ``embed=False`` references the
     PNG files instead of embedding them. ``fidelity`` (entries of
     :mod:`hiddencost.study.fidelity`) defaults to the ``fidelity.json`` of the source's folder
-    (:func:`results_root`), if there is one.
+    (:func:`results_root`), if there is one. ``on_warning`` receives each page-level warning
+    (e.g. done runs whose ``result.json`` is gone) as one line.
 
     Raises :class:`ReportError` after writing the page when a section failed.
     """
     loaded = _parsed(source)
     df = load_table(loaded, results=results, store=store)
+    missing = missing_results_warning(df)
+    if missing and on_warning is not None:
+        on_warning(missing)
     if fidelity is None:
         root = results_root(loaded, results, store)
         fidelity = read_fidelity(root) if root is not None else []

@@ -168,6 +168,7 @@ def _row(record: Record, tags: Mapping[str, Any] | None, key: str | None,
     row["artifacts"] = str(artifacts) if artifacts is not None else None
     row["prompt_history"] = _existing(artifacts, PROMPT_HISTORY_FILE)
     row["weights"] = _existing(artifacts, WEIGHTS_FILE)
+    row["result_missing"] = bool(record.get("result_missing", False))
     return row
 
 
@@ -233,6 +234,18 @@ def table_from_records(
     return df.reset_index(drop=True)
 
 
+def missing_results_warning(df: pd.DataFrame) -> str | None:
+    """One line naming the done runs read without their ``result.json``, or None."""
+    if df.empty or "result_missing" not in df or not df["result_missing"].any():
+        return None
+    n = int(df["result_missing"].sum())
+    runs = "runs have" if n > 1 else "run has"
+    return (f"{n} done {runs} no result.json (artifacts deleted?): "
+            "shown from the store's scalar metrics, without per-class accuracy, label "
+            "mappings, reliability or training curves; `hiddencost study run SPEC --verify` "
+            "runs them again")
+
+
 def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
@@ -241,7 +254,7 @@ def _empty_columns() -> list[str]:
     return ["key", "study", "arch", "model", "dataset", "method", "n_shot", "budget",
             "budget_rank", "seed", "family", "compression", "level", "unit", "epochs",
             "severity", *METRICS, *LISTS, "settings", "canvas_size", "inner_size", "artifacts",
-            "prompt_history", "weights"]
+            "prompt_history", "weights", "result_missing"]
 
 
 def table_from_spec(spec: StudySpec, out: str | Path | None = None,

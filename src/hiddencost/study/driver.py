@@ -60,7 +60,7 @@ from hiddencost.study.fidelity import (
     record_study_fidelity,
 )
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
-from hiddencost.study.results import load_records, read_study
+from hiddencost.study.results import StudyRuns, load_records, read_study
 from hiddencost.study.spec import PlannedRun, StudySpec, execution_config, expand
 from hiddencost.study.store import Owner, SQLiteStore
 from hiddencost.study.worker import OUTCOME_FILE, Task, read_outcome
@@ -221,9 +221,7 @@ def _check_results(db: SQLiteStore, runs: Sequence[PlannedRun], paths: StudyPath
                    report: StudyReport, verify: bool) -> None:
     """Done runs whose ``result.json`` was deleted are counted; with ``verify`` they are reset
     to pending, so this call runs them again."""
-    rows = db.rows(r.key for r in runs)
-    missing = [r.key for r in runs if rows[r.key].status == "done"
-               and not (paths.run_dir(r.key) / RESULT_FILE).is_file()]
+    missing = StudyRuns(paths, list(runs), db.rows(r.key for r in runs), True).missing_results()
     report.missing = len(missing)
     if verify and missing:
         for key in missing:
@@ -335,7 +333,7 @@ def run_study(
     report = StudyReport(spec.name, len(runs), Counter())
     owner = Owner.current()  # one per session: its claims, and what it may reclaim
     emit = on_event or _no_event
-    with paths.location.open() as db:
+    with paths.writable(), paths.location.open() as db:
         _sync_store(db, spec, runs, paths, owner, report, reclaim_all=reclaim_all,
                     retry_failed=retry_failed, emit=emit)
         _check_results(db, runs, paths, report, verify)
@@ -351,7 +349,8 @@ def run_study(
     _print_summary(console, report)
     done = [r for r in runs if rows[r.key].status == "done"]
     if (spec.runner is None if fidelity is None else fidelity) and done:
-        _fidelity(spec, done, paths, env, fidelity_images, console, progress)
+        with paths.writable():
+            _fidelity(spec, done, paths, env, fidelity_images, console, progress)
     return report
 
 
@@ -388,9 +387,10 @@ def study_fidelity(
     if not done:
         raise HiddenCostError(f"study {spec.name} has no done runs in {study.paths.store}: run "
                               "it first (hiddencost study run)")
-    return _fidelity(spec, done, study.paths,
-                     resolve_environment(spec, environment, checkpoint_root),
-                     images_per_dataset, console or Console(), progress)
+    with study.paths.writable():
+        return _fidelity(spec, done, study.paths,
+                         resolve_environment(spec, environment, checkpoint_root),
+                         images_per_dataset, console or Console(), progress)
 
 
 def run_preset(

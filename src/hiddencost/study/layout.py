@@ -11,9 +11,14 @@ Layout of a study's output folder (default ``hiddencost-results/<name>``)::
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hiddencost.errors import HiddenCostError
 from hiddencost.study.spec import StudySpec
 from hiddencost.study.store import StoreLocation
 
@@ -48,3 +53,25 @@ class StudyPaths:
     def run_dir(self, key: str) -> Path:
         """The artifact folder of run ``key``."""
         return self.artifacts / key
+
+    @contextlib.contextmanager
+    def writable(self) -> Iterator[None]:
+        """Turn "cannot write" failures of the store or the output folder (a read-only file,
+        folder or file system, before or during a study) into one-line errors; what was
+        recorded before stays recorded."""
+        advice = ("`study run` needs a writable output folder and store (what finished is "
+                  "kept: restore write access and run it again)")
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise HiddenCostError(f"cannot write the study store {self.store}: {exc}; "
+                                  f"{advice}") from None
+        except OSError as exc:
+            if exc.errno not in _UNWRITABLE:
+                raise
+            raise HiddenCostError(f"cannot write {exc.filename or self.root}: "
+                                  f"{exc.strerror}; {advice}") from None
+
+
+#: errno values that mean "not allowed to write here".
+_UNWRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})

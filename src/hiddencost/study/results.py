@@ -49,6 +49,12 @@ class StudyRuns:
             if row is not None and row.status == "done":
                 yield run, row
 
+    def missing_results(self) -> list[str]:
+        """The keys of done runs whose ``result.json`` is gone (e.g. a deleted artifacts
+        folder): `study run --verify` runs them again."""
+        return [run.key for run, _ in self.done()
+                if not (self.paths.run_dir(run.key) / RESULT_FILE).is_file()]
+
 
 def read_study(spec: StudySpec, out: str | Path | None = None,
                store: str | Path | None = None) -> StudyRuns:
@@ -76,11 +82,11 @@ def read_record(path: str | Path) -> RunRecord:
 def record_or_metrics(folder: str | Path, row: RunRow) -> RunRecord | dict[str, Any]:
     """The record in a done run's artifact folder; when its ``result.json`` is missing or not
     a valid record, what the store kept instead: the row's configuration and scalar metrics
-    (a partial record, without the list-valued fields)."""
+    (a partial record, without the list-valued fields, marked ``result_missing``)."""
     try:
         return read_record(Path(folder) / RESULT_FILE)
     except (OSError, ValueError, HiddenCostError):
-        return {"config": row.config, **(row.metrics or {})}
+        return {"config": row.config, **(row.metrics or {}), "result_missing": True}
 
 
 def load_records(spec: StudySpec, out: str | Path | None = None,
@@ -183,6 +189,8 @@ def export_rows(spec: StudySpec, out: str | Path | None = None,
             "finished_at": row.finished_at if row else None,
             "elapsed_s": row.wall_time_s if row else None,
             "artifacts": str(study.paths.run_dir(run.key)),
+            "result_missing": status == "done"
+            and not (study.paths.run_dir(run.key) / RESULT_FILE).is_file(),
         })
         table.append(flat)
     return table

@@ -164,8 +164,12 @@ def execute_task(
     task: Task, cache: Any = None, on_epoch: Callable[[dict], None] | None = None
 ) -> dict[str, Any]:
     """Run one task and return its outcome; never raises for a failing run (only for
-    KeyboardInterrupt and other BaseExceptions), so one failure cannot stop a study."""
+    KeyboardInterrupt and other BaseExceptions, and when its folder cannot be made), so one
+    failure cannot stop a study."""
     out_dir = Path(task.out_dir)
+    # an output folder that cannot be written is the study's problem, not this run's: it
+    # raises (the driver stops with one line) instead of failing every remaining run
+    out_dir.mkdir(parents=True, exist_ok=True)
     started_at = time.time()
     t0 = time.perf_counter()
     try:
