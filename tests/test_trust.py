@@ -167,8 +167,22 @@ def test_a_corrupt_image_in_a_folder_is_named(tmp_path):
             Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / "a.jpg")
     bad = tmp_path / "train" / "dog" / "b.jpg"
     bad.write_bytes((tmp_path / "train" / "dog" / "a.jpg").read_bytes()[:40])  # truncated
-    with pytest.raises(HiddenCostError, match=r"cannot read image .*b\.jpg"):
+    with pytest.raises(HiddenCostError, match=r"cannot read image .*b\.jpg.*--skip-unreadable"):
         load_dataset(f"imagefolder:{tmp_path}", image_size=8)
+    # or left out, and counted
+    task = load_dataset(f"imagefolder:{tmp_path}", image_size=8, skip_unreadable=True)
+    assert len(task.train_labels) == 2 and task.skipped_images == [str(bad)]
+    assert task.warnings() == [f"left out 1 unreadable image file(s): {bad}"]
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "run", "--dataset", f"imagefolder:{tmp_path}", "--skip-unreadable", "--method", "lp",
+        "--epochs", "1", "--lp-image-size", "32", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "warning: left out 1 unreadable image file(s)" in result.output
+    refused = CliRunner().invoke(app, [
+        "run", "--dataset", f"imagefolder:{tmp_path}", "--method", "lp", "--epochs", "1",
+        "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 2 and "b.jpg" in (refused.stderr or refused.output)
 
 
 def _digest(path) -> str:

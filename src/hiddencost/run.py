@@ -62,7 +62,7 @@ ENVIRONMENT_FIELDS = frozenset({"data_root", "download", "device"})
 #: a run's identity (an old key and a new one of the same experiment are equal).
 LATER_FIELD_DEFAULTS: dict[str, Any] = {
     "mask": None, "mapping_interval": 1, "mapping_num": 1, "prompt_init": "zero",
-    "test_every_epoch": False,
+    "test_every_epoch": False, "skip_unreadable": False,
 }
 #: Images used to calibrate activation quantizers (the training subset's first ones).
 CALIBRATION_IMAGES = 256
@@ -102,6 +102,7 @@ class RunConfig(BaseModel):
     mapping_num: int = Field(1, ge=1, description="FLM/ILM: source classes per target class")
     prompt_init: Literal["zero", "randn"] = "zero"
     test_every_epoch: bool = Field(False, description="VP: record test accuracy per epoch")
+    skip_unreadable: bool = Field(False, description="leave unreadable image files out")
     device: str = "auto"
     save_prompt_history: bool = False
 
@@ -156,11 +157,12 @@ class RunCache:
     features: dict[tuple, Any] = field(default_factory=dict)
 
     def dataset(self, cfg: RunConfig, image_size: int) -> TaskData:
-        key = (cfg.dataset, cfg.data_root, image_size, cfg.split_seed)
+        key = (cfg.dataset, cfg.data_root, image_size, cfg.split_seed, cfg.skip_unreadable)
         if key not in self.datasets:
             self.datasets[key] = load_dataset(
                 cfg.dataset, root=cfg.data_root, download=cfg.download,
                 image_size=image_size, split_seed=cfg.split_seed,
+                skip_unreadable=cfg.skip_unreadable,
             )
         return self.datasets[key]
 
@@ -171,7 +173,7 @@ class RunCache:
         if cfg.compression.activation_bits is not None:
             return lambda compute: compute()
         key = (cfg.model, cfg.weights, cfg.checkpoint, cfg.mask, cfg.compression, cfg.dataset,
-               cfg.split_seed, image_size, cfg.lp_image_size)
+               cfg.split_seed, cfg.skip_unreadable, image_size, cfg.lp_image_size)
 
         def memo(compute: Callable[[], Any]) -> Any:
             if key not in self.features:
@@ -256,7 +258,7 @@ def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData, subset: Fe
         device=str(device),
         versions={"hiddencost": __version__, "torch": torch.__version__,
                   "python": platform.python_version()},
-        warnings=subset.warnings(),
+        warnings=[*task.warnings(), *subset.warnings()],
     )
 
 

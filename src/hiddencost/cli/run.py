@@ -46,6 +46,8 @@ def run(
     data_root: common.DataRootOpt = None,
     download: Annotated[bool, typer.Option(
         help="Allow downloads: torchvision datasets, a --checkpoint URL.")] = False,
+    skip_unreadable: Annotated[bool, typer.Option(
+        help="Leave unreadable image files out (counted in the run's warnings).")] = False,
     split_seed: Annotated[int, typer.Option(help="Seed of the splits made by hiddencost.")] = 0,
     method: Annotated[str, typer.Option(help="ilm, flm, rlm, fm (VP) or lp.")] = "ilm",
     n_shot: Annotated[str, typer.Option(help="Examples per class, or 'full'.")] = "full",
@@ -86,7 +88,7 @@ def run(
         epochs=epochs, lr=lr, batch_size=batch_size, canvas_size=canvas_size,
         inner_size=inner_size, lp_image_size=lp_image_size, many_to_one=many_to_one,
         mapping_interval=mapping_interval, mapping_num=mapping_num, prompt_init=prompt_init,
-        test_every_epoch=test_every_epoch,
+        test_every_epoch=test_every_epoch, skip_unreadable=skip_unreadable,
         device=device, save_prompt_history=save_prompt_history,
     )
     with epoch_progress(console, cfg.epochs) as on_epoch:

@@ -56,7 +56,11 @@ class Raw:
     note: str
 
 
-Loader = Callable[[Path | None, bool, int, int], Raw]
+#: Where loaders collect the files they left out as unreadable (None: an unreadable file is an
+#: error).
+Skipped = list[str] | None
+#: ``loader(root, download, size, split_seed, skipped)``.
+Loader = Callable[[Path | None, bool, int, int, Skipped], Raw]
 
 DIGITS_TEST_FRACTION = 0.25
 NO_SPLIT_TEST_FRACTION = 0.2
@@ -117,7 +121,8 @@ def _remap(labels: torch.Tensor, names: list[str], onto: list[str]) -> torch.Ten
 # --------------------------------------------------------------------------- loaders
 
 
-def _digits(root: Path | None, download: bool, size: int, seed: int) -> Raw:
+def _digits(root: Path | None, download: bool, size: int, seed: int,
+        skipped: Skipped = None) -> Raw:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -126,48 +131,53 @@ def _digits(root: Path | None, download: bool, size: int, seed: int) -> Raw:
                        _labels(digits.target), seed, "scikit-learn digits", DIGITS_TEST_FRACTION)
 
 
-def _cifar10(root: Path, download: bool, size: int, seed: int) -> Raw:
+def _cifar10(root: Path, download: bool, size: int, seed: int,
+        skipped: Skipped = None) -> Raw:
     parts = [_open("cifar10", tvd.CIFAR10, root, download, train=t) for t in (True, False)]
     (tr, te) = [(array_to_uint8(p.data, size), _labels(p.targets)) for p in parts]
     return Raw(list(parts[0].classes), *tr, *te, "CIFAR-10 official train / test")
 
 
-def _svhn(root: Path, download: bool, size: int, seed: int) -> Raw:
+def _svhn(root: Path, download: bool, size: int, seed: int,
+        skipped: Skipped = None) -> Raw:
     parts = [_open("svhn", tvd.SVHN, root, download, split=s) for s in ("train", "test")]
     (tr, te) = [(array_to_uint8(p.data.transpose(0, 2, 3, 1), size), _labels(p.labels))
                 for p in parts]
     return Raw([str(d) for d in range(10)], *tr, *te, "SVHN official train / test (no extra)")
 
 
-def _gtsrb(root: Path, download: bool, size: int, seed: int) -> Raw:
+def _gtsrb(root: Path, download: bool, size: int, seed: int,
+        skipped: Skipped = None) -> Raw:
     parts = [_open("gtsrb", tvd.GTSRB, root, download, split=s) for s in ("train", "test")]
-    (tr, te) = [decode_dataset(p, size, f"decoding gtsrb {s}")
+    (tr, te) = [decode_dataset(p, size, f"decoding gtsrb {s}", skipped)
                 for p, s in zip(parts, ("train", "test"), strict=True)]
     return Raw(list(GTSRB_CLASSES), *tr, *te, "GTSRB official train / test")
 
 
-def _oxford_pets(root: Path, download: bool, size: int, seed: int) -> Raw:
+def _oxford_pets(root: Path, download: bool, size: int, seed: int,
+        skipped: Skipped = None) -> Raw:
     parts = [_open("oxford_pets", tvd.OxfordIIITPet, root, download, split=s,
                    target_types="category") for s in ("trainval", "test")]
-    (tr, te) = [decode_dataset(p, size, f"decoding oxford_pets {s}")
+    (tr, te) = [decode_dataset(p, size, f"decoding oxford_pets {s}", skipped)
                 for p, s in zip(parts, ("trainval", "test"), strict=True)]
     return Raw(list(parts[0].classes), *tr, *te, "Oxford-IIIT Pet official trainval / test")
 
 
 def _pooled(name: str, parts: dict[str, object], names: dict[str, list[str]],
-            classes: list[str], size: int, note: str) -> Raw:
+            classes: list[str], size: int, note: str, skipped: Skipped = None) -> Raw:
     """Train + val pooled as the training pool, each split's labels (indexing its ``names``)
     remapped onto ``classes``."""
     decoded = {}
     for split, ds in parts.items():
-        images, labels = decode_dataset(ds, size, f"decoding {name} {split}")
+        images, labels = decode_dataset(ds, size, f"decoding {name} {split}", skipped)
         decoded[split] = (images, _remap(labels, names[split], classes))
     train_images = torch.cat([decoded["train"][0], decoded["val"][0]])
     train_labels = torch.cat([decoded["train"][1], decoded["val"][1]])
     return Raw(classes, train_images, train_labels, *decoded["test"], note)
 
 
-def _dtd(root: Path, download: bool, size: int, seed: int) -> Raw:
+def _dtd(root: Path, download: bool, size: int, seed: int,
+        skipped: Skipped = None) -> Raw:
     # torchvision's DTD derives each split's class list from that split's file alone, so labels
     # are remapped by class name before train and val are pooled.
     parts = {s: _open("dtd", tvd.DTD, root, download, split=s, partition=1)
@@ -175,27 +185,31 @@ def _dtd(root: Path, download: bool, size: int, seed: int) -> Raw:
     names = {s: list(p.classes) for s, p in parts.items()}
     classes = sorted(set().union(*names.values()))
     return _pooled("dtd", parts, names, classes, size,
-                   "DTD partition 1, train + val pooled / test")
+                   "DTD partition 1, train + val pooled / test", skipped)
 
 
-def _flowers102(root: Path, download: bool, size: int, seed: int) -> Raw:
+def _flowers102(root: Path, download: bool, size: int, seed: int,
+        skipped: Skipped = None) -> Raw:
     parts = {s: _open("flowers102", tvd.Flowers102, root, download, split=s)
              for s in ("train", "val", "test")}
     classes = list(getattr(parts["train"], "classes", [str(i) for i in range(102)]))
     names = {s: classes for s in parts}
     return _pooled("flowers102", parts, names, classes, size,
-                   "Flowers102 train + val pooled / test (train alone has 10 per class)")
+                   "Flowers102 train + val pooled / test (train alone has 10 per class)",
+                   skipped)
 
 
-def _eurosat(root: Path, download: bool, size: int, seed: int) -> Raw:
+def _eurosat(root: Path, download: bool, size: int, seed: int,
+        skipped: Skipped = None) -> Raw:
     ds = _open("eurosat", tvd.EuroSAT, root, download)
-    images, labels = decode_dataset(ds, size, "decoding eurosat")
+    images, labels = decode_dataset(ds, size, "decoding eurosat", skipped)
     return _split_pool(list(ds.classes), images, labels, seed, "EuroSAT (no official split)")
 
 
-def _caltech101(root: Path, download: bool, size: int, seed: int) -> Raw:
+def _caltech101(root: Path, download: bool, size: int, seed: int,
+        skipped: Skipped = None) -> Raw:
     ds = _open("caltech101", tvd.Caltech101, root, download, target_type="category")
-    images, labels = decode_dataset(ds, size, "decoding caltech101")
+    images, labels = decode_dataset(ds, size, "decoding caltech101", skipped)
     return _split_pool(list(ds.categories), images, labels, seed,
                        "Caltech101 without BACKGROUND_Google (no official split)")
 
@@ -207,7 +221,8 @@ def _image_folder(path: Path) -> tvd.ImageFolder:
         raise HiddenCostError(f"cannot read image folder {path}: {exc}") from None
 
 
-def _imagefolder(root: Path, download: bool, size: int, seed: int) -> Raw:
+def _imagefolder(root: Path, download: bool, size: int, seed: int,
+        skipped: Skipped = None) -> Raw:
     if not root.is_dir():
         raise HiddenCostError(f"imagefolder: {root} is not a directory")
     train_dir, test_dir = root / "train", root / "test"
@@ -223,11 +238,11 @@ def _imagefolder(root: Path, download: bool, size: int, seed: int) -> Raw:
                 f"imagefolder: class folders of {train_dir} and {test_dir} differ: "
                 f"{sorted(set(train.classes) ^ set(test.classes))}"
             )
-        tr = decode_dataset(train, size, "decoding train")
-        te = decode_dataset(test, size, "decoding test")
+        tr = decode_dataset(train, size, "decoding train", skipped)
+        te = decode_dataset(test, size, "decoding test", skipped)
         return Raw(list(train.classes), *tr, *te, f"image folder {root}: train/ / test/")
     ds = _image_folder(root)
-    images, labels = decode_dataset(ds, size, "decoding images")
+    images, labels = decode_dataset(ds, size, "decoding images", skipped)
     return _split_pool(list(ds.classes), images, labels, seed, f"image folder {root}")
 
 
@@ -282,13 +297,16 @@ def load_dataset(
     download: bool = False,
     image_size: int | None = None,
     split_seed: int = 0,
+    skip_unreadable: bool = False,
 ) -> TaskData:
     """Load a registered dataset whole into memory.
 
     ``image_size`` is the storage size S of the returned (N, 3, S, S) uint8 images (default: the
     dataset's inner size). ``root`` is the data folder of torchvision datasets (ignored for
     digits; for ``imagefolder:PATH`` the path is PATH). ``split_seed`` seeds the splits of
-    datasets without an official one.
+    datasets without an official one. An unreadable image file is a one-line error naming it;
+    with ``skip_unreadable`` such files are left out and listed in the task's
+    ``skipped_images``.
     """
     key, arg = dataset_key(name)
     info, loader = DATASETS[key]
@@ -306,7 +324,8 @@ def load_dataset(
         where = Path(root).expanduser()
     else:
         where = None
-    raw = loader(where, download, size, split_seed)
+    skipped: Skipped = [] if skip_unreadable else None
+    raw = loader(where, download, size, split_seed, skipped)
     return TaskData(key if arg is None else name, raw.class_names, raw.train_images,
                     raw.train_labels, raw.test_images, raw.test_labels, size, info.inner_size,
-                    raw.note)
+                    raw.note, list(skipped or []))

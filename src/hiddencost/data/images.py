@@ -32,13 +32,17 @@ def array_to_uint8(images: np.ndarray, size: int) -> torch.Tensor:
 
 
 def decode_dataset(
-    dataset: Sequence, size: int, description: str
+    dataset: Sequence, size: int, description: str, skipped: list[str] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Iterate a torchvision-style dataset of (PIL image, int label) once, with a progress bar
-    for large ones; return stacked uint8 images and int64 labels."""
+    for large ones; return stacked uint8 images and int64 labels.
+
+    An unreadable file (truncated, not an image) is a one-line error naming it; when a
+    ``skipped`` list is given, the file is left out and its name appended there instead."""
     n = len(dataset)
     images = torch.empty((n, 3, size, size), dtype=torch.uint8)
     labels = torch.empty(n, dtype=torch.int64)
+    kept = torch.ones(n, dtype=torch.bool)
     items = range(n)
     if n >= 2000:
         items = track(items, description=description, transient=True)
@@ -47,9 +51,17 @@ def decode_dataset(
             image, label = dataset[i]
             images[i] = pil_to_uint8(image, size)  # PIL decodes lazily: here at the latest
         except OSError as exc:  # PIL's truncated / unidentified files are OSErrors
-            raise HiddenCostError(f"cannot read image {_name_of(dataset, i)} ({description}): "
-                                  f"{exc}; remove or replace the file") from None
+            if skipped is None:
+                raise HiddenCostError(
+                    f"cannot read image {_name_of(dataset, i)} ({description}): {exc}; remove "
+                    "or replace the file, or pass --skip-unreadable to leave such files out "
+                    "(they are counted in the run's warnings)") from None
+            skipped.append(_name_of(dataset, i))
+            kept[i] = False
+            continue
         labels[i] = int(label)
+    if not bool(kept.all()):
+        images, labels = images[kept], labels[kept]
     return images, labels
 
 

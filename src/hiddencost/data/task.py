@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -17,7 +17,7 @@ class TaskData:
     stored at; the pad prompt or the LP resize takes them from there), labels are ``int64`` in
     ``[0, K)`` indexing ``class_names``. ``inner_size`` is the dataset's protocol inner size for
     the pad prompt (the ILM-VP protocol). ``split_note`` says in one sentence where train and
-    test came from.
+    test came from; ``skipped_images`` names the unreadable files left out (``--skip-unreadable``).
     """
 
     name: str
@@ -29,6 +29,7 @@ class TaskData:
     image_size: int
     inner_size: int
     split_note: str
+    skipped_images: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         k = len(self.class_names)
@@ -48,6 +49,14 @@ class TaskData:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def warnings(self) -> list[str]:
+        """What a run on this task should say that its configuration does not."""
+        if not self.skipped_images:
+            return []
+        shown = ", ".join(self.skipped_images[:3])
+        more = f" and {len(self.skipped_images) - 3} more" if len(self.skipped_images) > 3 else ""
+        return [f"left out {len(self.skipped_images)} unreadable image file(s): {shown}{more}"]
 
     def __repr__(self) -> str:
         return (f"TaskData({self.name!r}, classes={self.num_classes}, "
