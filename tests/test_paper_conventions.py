@@ -16,8 +16,10 @@ from hiddencost.backbones import available_backbones, create_model
 from hiddencost.cli import app
 from hiddencost.compression import paper_remaining_percent
 from hiddencost.errors import HiddenCostError
+from hiddencost.fidelity import cached_fidelity
 from hiddencost.model_table import build_network, table_entry
 from hiddencost.run import make_config, run_one
+from hiddencost.study.catalog import load_preset
 from hiddencost.study.fidelity import fidelity_targets
 from hiddencost.study.spec import execution_config, expand, parse_spec
 from hiddencost.zoo import load_zoo_checkpoint, parse_zoo_name
@@ -254,3 +256,15 @@ def test_new_options_leave_existing_run_keys_alone():
         "mapping_interval"] == 5
     with pytest.raises(HiddenCostError, match="prompt_init"):
         make_config(prompt_init="ones")
+
+
+# --- item 22: the quickstart has a compressed point that keeps the dense model's decisions ----
+
+def test_quickstart_has_a_compressed_point_that_keeps_upstream_agreement():
+    points = [r.tags["compression"] for r in expand(load_preset("quickstart"))]
+    assert "w8" in points
+    # on the real packaged EfficientNet-Lite0 and the digits test images the quickstart's
+    # fidelity step uses: 8-bit weights keep most top-1 decisions, 4-bit ones none
+    kept = cached_fidelity("efficientnet_lite0", "w8", images="digits", limit=128)
+    lost = cached_fidelity("efficientnet_lite0", "w4", images="digits", limit=128)
+    assert kept.top1_agreement > 0.6 and lost.top1_agreement < 0.1
