@@ -48,6 +48,11 @@ def test_page_renders_all_figures_in_chromium(page, tmp_path):
     assert m, "the page's load script did not run: " + res.stdout[:500]
     assert int(m.group(1)) == int(m.group(2)) == n_img  # every image decoded, none broken
     assert "Δ heatmaps" in res.stdout and "Summary table" in res.stdout
+    # the Findings section renders first, with its verdicts and links to the figures
+    dom = res.stdout
+    assert dom.index('id="findings"') < dom.index('id="accuracy"')
+    findings = dom[dom.index('id="findings"'):dom.index('id="accuracy"')]
+    assert findings.count('<td class="') >= 8 and '<a href="#delta">' in findings
     # the check itself catches a broken image
     broken = page.with_name("broken.html")
     broken.write_text(page.read_text().replace("<main>", '<main><img src="missing.png">', 1))

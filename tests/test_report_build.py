@@ -22,8 +22,8 @@ from hiddencost.report.build import ReportError
 from hiddencost.report.table import table_from_db, table_from_records, table_from_spec
 from hiddencost.study.spec import parse_spec
 
-SECTIONS = ("accuracy", "delta", "calibration", "confidence", "mapping", "classes", "prompts",
-            "summary")
+SECTIONS = ("findings", "accuracy", "delta", "calibration", "confidence", "mapping", "classes",
+            "prompts", "summary")
 
 
 class _Refs(html.parser.HTMLParser):
@@ -209,6 +209,7 @@ def test_quickstart_ends_with_the_report(tmp_path, monkeypatch):
         calls.update(source=source, out=Path(out), **kw)
         Path(out).mkdir(parents=True)
         (Path(out) / "index.html").write_text("<html></html>")
+        kw["on_findings"](["1. not testable: a claim. Its statistic."])
         return Path(out) / "index.html"
 
     monkeypatch.setattr(hiddencost.study.driver, "run_preset", lambda *a, **k: records)
@@ -218,7 +219,9 @@ def test_quickstart_ends_with_the_report(tmp_path, monkeypatch):
     assert calls["out"] == tmp_path / "qs" / "report" and calls["results"] == tmp_path / "qs"
     assert calls["source"].name == "quickstart" and calls["source"].params["epochs"] == 2
     assert calls["source"].params["save_prompt_history"] is True
-    assert f"report: {tmp_path / 'qs' / 'report' / 'index.html'}" in console.export_text()
+    text = console.export_text()
+    assert f"report: {tmp_path / 'qs' / 'report' / 'index.html'}" in text
+    assert "findings (the paper's claims on this study):\n  1. not testable: a claim." in text
 
 
 def test_result_records_roundtrip_through_json(tmp_path):

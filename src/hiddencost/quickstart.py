@@ -120,6 +120,9 @@ def run_quickstart(
     print_table(console, rows)
     console.print(f"done in {time.perf_counter() - start:.0f} s; results in {out}/ "
                   "(summary.csv, study.sqlite, artifacts/<run key>/result.json)")
-    index = report.build_report(quickstart_spec(epochs), out / "report", results=out)
+    index = report.build_report(
+        quickstart_spec(epochs), out / "report", results=out,
+        on_findings=lambda lines: console.print(report.findings_text(lines), highlight=False,
+                                                soft_wrap=True))
     console.print(f"report: {index}", highlight=False, soft_wrap=True)
     return records

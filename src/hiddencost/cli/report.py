@@ -13,7 +13,7 @@ from rich.console import Console
 
 import hiddencost.cli.common as common
 from hiddencost.errors import HiddenCostError
-from hiddencost.report import build_report
+from hiddencost.report import build_report, findings_text
 
 app = common.command_app()
 console = Console()
@@ -37,6 +37,9 @@ def report(
     def warn(message: str) -> None:
         console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
+    def show(lines: list[str]) -> None:
+        console.print(findings_text(lines), highlight=False, soft_wrap=True)
+
     if (spec is None) == (db is None):
         raise HiddenCostError("give a study (a YAML file or preset name) or --db "
                               "RESULTS.sqlite, not both and not neither")
@@ -44,7 +47,8 @@ def report(
         if not db.is_file():
             raise HiddenCostError(f"results store {db} does not exist")
         # a store's fidelity.json and artifacts/ are read from its folder
-        index = build_report(db, out, label=f"results store {db}", on_warning=warn)
+        index = build_report(db, out, label=f"results store {db}", on_warning=warn,
+                             on_findings=show)
     else:
-        index = build_report(str(spec), out, results=results, on_warning=warn)
+        index = build_report(str(spec), out, results=results, on_warning=warn, on_findings=show)
     console.print(f"report: {index}", highlight=False, soft_wrap=True)

@@ -51,6 +51,12 @@ class LevelUnit(StrEnum):
         """The axis label of a level in this unit."""
         return _AXIS[self]
 
+    @property
+    def kind(self) -> str | None:
+        """What the level measures: ``"sparsity"``, ``"quantization"``, or None (an ordinal or
+        a named variant says neither)."""
+        return _KIND.get(self)
+
 
 def _number(level: Any) -> float | None:
     try:
@@ -74,6 +80,12 @@ _LABEL = {
     LevelUnit.BITS: lambda x: f"{x:g}-bit",
     LevelUnit.LEVEL: lambda x: f"{x:g}",
     LevelUnit.VARIANT: lambda x: f"{x:g}",
+}
+_KIND = {
+    LevelUnit.SPARSITY: "sparsity",
+    LevelUnit.SPARSITY_PERCENT: "sparsity",
+    LevelUnit.REMAINING_PERCENT: "sparsity",
+    LevelUnit.BITS: "quantization",
 }
 _AXIS = {
     LevelUnit.SPARSITY: "sparsity (% of weights zeroed)",

@@ -12,6 +12,6 @@
   sections).
 """
 
-from hiddencost.report.build import ReportError, build_report
+from hiddencost.report.build import ReportError, build_report, findings_text
 
-__all__ = ["ReportError", "build_report"]
+__all__ = ["ReportError", "build_report", "findings_text"]

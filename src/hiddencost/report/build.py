@@ -30,6 +30,7 @@ import pandas as pd
 
 import hiddencost.report.analyses as an
 import hiddencost.report.figures as fg
+import hiddencost.report.findings as fd
 from hiddencost.errors import HiddenCostError
 from hiddencost.report.html import FigureItem, Note, Section, TableItem, render_page
 from hiddencost.report.order import budget_order, compression_order
@@ -118,6 +119,7 @@ class _Builder:
         self.seeds = an.max_seeds(df)
         self.one_seed = self.seeds < 2
         self.failures: list[tuple[str, str]] = []
+        self.findings: list[fd.Finding] = []
 
     def seed_phrase(self) -> str:
         if self.one_seed:
@@ -510,6 +512,50 @@ def _fill_summary(b: _Builder, s: Section, tasks: list[Task]) -> None:
                              _summary_shown(t), path))
 
 
+_VERDICT_CLASS = {"supported": "supported", "contradicted": "contradicted", "mixed": "mixed",
+                  "not testable": "untestable"}
+
+
+def finding_lines(found: list[fd.Finding]) -> list[str]:
+    """The findings as plain text, one line per claim."""
+    return [f"{f.number}. {f.verdict}: {f.claim}. {f.statistic}." for f in found]
+
+
+def findings_text(lines: list[str]) -> str:
+    """The block ``hiddencost report`` and the quickstart print: a heading and the lines."""
+    return "\n".join(["findings (the paper's claims on this study):", *(f"  {x}" for x in lines)])
+
+
+def _fill_findings(b: _Builder, s: Section, tasks: list[Task]) -> None:
+    found = fd.findings(b.df)
+    b.findings = found
+    path = b.save_table("findings", fd.findings_table(found))
+    for f in found:
+        b.save_table(f"findings_{f.number}", f.cells)
+    titles = {spec.anchor: spec.title for spec in SECTIONS}
+    shown = pd.DataFrame({
+        "claim": [f"{f.number}. {f.claim}" for f in found],
+        "verdict": [f.verdict for f in found],
+        "statistic": [f.statistic for f in found],
+        "figures": [", ".join(titles[a] for a in f.sections) for f in found]})
+    links = pd.DataFrame({"claim": None, "verdict": None, "statistic": None,
+                          "figures": [[(titles[a], f"#{a}") for a in f.sections]
+                                      for f in found]})
+    classes = pd.DataFrame({"claim": "", "verdict": [_VERDICT_CLASS[f.verdict] for f in found],
+                            "statistic": "", "figures": ""})
+    s.items.append(TableItem(
+        "Does this study support the paper's claims?",
+        "Cell tests: Welch's t-test across seeds per cell (the Δ heatmaps' test), Holm-adjusted "
+        "over the cells of each claim, α = 0.05; the budget trend: Spearman's ρ pooled over "
+        "cells. A directional claim is supported when at least one cell is significant its way "
+        "and none against it; a claim of no harm when no cell is significantly worse (absence "
+        "of evidence, not proof of absence). Cells need two or more seeds on each side to be "
+        "tested; a claim with no tested cell is not testable (its statistic is descriptive). "
+        "Each claim's cells, with their p and Holm-adjusted p, are in "
+        "tables/findings_<number>.csv.",
+        shown, path, cell_classes=classes, cell_links=links))
+
+
 @dataclass(frozen=True)
 class SectionSpec:
     """A section of the page: its anchor, title and intro, and the function that fills it
@@ -522,6 +568,10 @@ class SectionSpec:
 
 
 SECTIONS: tuple[SectionSpec, ...] = (
+    SectionSpec("findings", "Findings: the paper's claims, tested on this study",
+                "For each claim of the paper and its supplement, whether this study's runs "
+                "support it, with the statistic behind the verdict and the sections whose "
+                "figures show it.", _fill_findings),
     SectionSpec("accuracy", "Accuracy vs data budget",
                 "Test accuracy against the number of training examples per class, for every "
                 "transfer method and compression point.", _fill_budget),
@@ -672,7 +722,8 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
                  store: str | Path | None = None, title: str | None = None,
                  embed: bool = True, label: str | None = None,
                  fidelity: list[dict[str, Any]] | None = None,
-                 on_warning: Callable[[str], None] | None = None) -> Path:
+                 on_warning: Callable[[str], None] | None = None,
+                 on_findings: Callable[[list[str]], None] | None = None) -> Path:
     """Write the report of ``source`` into ``out`` and return the path of ``index.html``.
 
     ``source`` is a study spec (with its results folder ``results``, default
@@ -683,7 +734,8 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
     PNG files instead of embedding them. ``fidelity`` (entries of
     :mod:`hiddencost.study.fidelity`) defaults to the ``fidelity.json`` of the source's folder
     (:func:`results_root`), if there is one. ``on_warning`` receives each page-level warning
-    (e.g. done runs whose ``result.json`` is gone) as one line.
+    (e.g. done runs whose ``result.json`` is gone) as one line; ``on_findings`` the findings
+    as plain-text lines (:func:`finding_lines`).
 
     Raises :class:`ReportError` after writing the page when a section failed.
     """
@@ -705,6 +757,8 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
     index = out / "index.html"
     index.write_text(render_page(page_title, _meta(df, label), notes, sections, out,
                                  embed=embed), encoding="utf-8")
+    if on_findings is not None and builder.findings:
+        on_findings(finding_lines(builder.findings))
     if builder.failures:
         raise ReportError(index, builder.failures)
     return index

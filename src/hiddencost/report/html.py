@@ -36,6 +36,8 @@ class TableItem:
     table: pd.DataFrame
     csv: Path | None = None
     cell_classes: pd.DataFrame | None = None
+    #: per cell, a list of ``(text, href)`` links shown instead of the cell's text (or None)
+    cell_links: pd.DataFrame | None = None
 
 
 @dataclass
@@ -76,6 +78,8 @@ table.data th,table.data td{border:1px solid #ddd;padding:.25em .55em;text-align
 table.data th{background:#f0f0f0}
 td.same{background:#fff}td.group{background:#d9f0d3}td.kind{background:#fff2b2}
 td.unrelated{background:#f8c9c4}td.unjudged{background:#e6e6e6}
+td.supported{background:#d9f0d3}td.contradicted{background:#f8c9c4}td.mixed{background:#fff2b2}
+td.untestable{background:#e6e6e6}
 .tablewrap{overflow-x:auto}
 """
 
@@ -126,7 +130,10 @@ def _table_html(item: TableItem, page_dir: Path) -> str:
             if item.cell_classes is not None:
                 c = item.cell_classes.iat[i, j]
                 cls = f' class="{e(str(c))}"' if c else ""
-            cells.append(f"<td{cls}>{e('' if v is None else str(v))}</td>")
+            links = item.cell_links.iat[i, j] if item.cell_links is not None else None
+            text = (", ".join(f'<a href="{e(href)}">{e(label)}</a>' for label, href in links)
+                    if links else e("" if v is None else str(v)))
+            cells.append(f"<td{cls}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     link = (f'<div class="files"><a href="{e(_rel(item.csv, page_dir))}">data (CSV)</a></div>'
             if item.csv is not None else "")

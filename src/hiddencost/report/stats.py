@@ -133,3 +133,22 @@ def welch_test(a: Iterable[float | None], b: Iterable[float | None]) -> WelchRes
     df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
     p = float(2.0 * _st.t.sf(abs(t), df))
     return WelchResult(diff, t, df, p, na, nb, True, "", se)
+
+
+def holm(pvalues: Iterable[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control, any dependence).
+
+    With the m p-values sorted ascending, ``p_(1) ≤ … ≤ p_(m)``, the adjusted values are
+    ``p̃_(i) = min(1, max_{j ≤ i} (m − j + 1) · p_(j))``, returned in the input order; a
+    hypothesis is rejected at level α when ``p̃ < α``. NaN p-values (untested) stay NaN and do
+    not count in m.
+    """
+    ps = [float(p) for p in pvalues]
+    tested = sorted((p, i) for i, p in enumerate(ps) if math.isfinite(p))
+    m = len(tested)
+    out = [math.nan] * len(ps)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
