@@ -546,13 +546,14 @@ def _fill_findings(b: _Builder, s: Section, tasks: list[Task]) -> None:
     s.items.append(TableItem(
         "Does this study support the paper's claims?",
         "Cell tests: Welch's t-test across seeds per cell (the Δ heatmaps' test), Holm-adjusted "
-        "over the cells of each claim, α = 0.05; the budget trend: Spearman's ρ pooled over "
-        "cells. A directional claim is supported when at least one cell is significant its way "
-        "and none against it; a claim of no harm when no cell is significantly worse (absence "
-        "of evidence, not proof of absence). Cells need two or more seeds on each side to be "
-        "tested; a claim with no tested cell is not testable (its statistic is descriptive). "
-        "Each claim's cells, with their p and Holm-adjusted p, are in "
-        "tables/findings_<number>.csv.",
+        "over the cells of each claim, α = 0.05, beside a two-sided sign test over the cells; "
+        "the budget trend: Spearman's ρ pooled over cells. A directional claim is supported "
+        "when no cell is significant against it and a cell, or the sign test, is significant "
+        "its way; a claim of no harm when no cell is significantly worse and the sign test "
+        "does not say worse (absence of evidence, not proof of absence). Cells need two or "
+        "more seeds on each side to be tested; a claim with no tested cell is not testable "
+        "(its statistic is descriptive). Each claim's cells, with their p and Holm-adjusted p, "
+        "are in tables/findings_<number>.csv.",
         shown, path, cell_classes=classes, cell_links=links))
 
 
