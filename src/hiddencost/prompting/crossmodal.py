@@ -1,0 +1,117 @@
+"""Cross-modal adversarial reprogramming (Neekhara et al., WACV 2022): a token sequence becomes
+an image that a frozen vision model classifies.
+
+Pieces, each a pure function or a small module (the training loop and the registered ``xmr``
+method come next):
+
+* **Tokens → patches.** A trainable table ``vocab × 3·P·P`` embeds each token; ``tanh`` bounds
+  it; the row is reshaped to a ``3×P×P`` patch.
+* **Patches → canvas** (:func:`tile_patches`). The canvas is C×C with ``C/P`` patches per row,
+  ``n = (C/P)²`` slots filled **row-major**: slot ``i`` is at row ``i // (C/P)``, column
+  ``i % (C/P)``. A sequence of length ℓ is truncated to n tokens; when ℓ < n the slots past its
+  end repeat its last token's patch, as the reference code does (``min(i, ℓ − 1)``). One gather
+  and one reshape, no loop over patches.
+* **Canvas → backbone input** (:func:`canvas_to_input`). The canvas is read as an already
+  normalised image: un-normalise (``x·std + mean``), clamp to [0, 1], normalise again.
+* **Label mapping** (:func:`round_robin_sources`, :func:`reduce_mapped`). Each of the K target
+  classes gets m source classes: the backbone's logits on one seeded random canvas, sorted
+  descending, dealt round-robin (target k gets ranks k, k + K, …, k + (m − 1)·K); a target's
+  score is the max (or mean) of its m source logits.
+* **Loss** (:func:`xmr_loss`): cross-entropy + α·‖δ‖₂ / N, with δ the batch's tiled canvases
+  (the perturbation the tokens become), N the batch size, α = 1e-4 by default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hiddencost.errors import HiddenCostError
+
+__all__ = ["DEFAULT_ALPHA", "TokenPatches", "canvas_to_input", "reduce_mapped",
+           "round_robin_sources", "tile_patches", "xmr_loss"]
+
+#: Weight of the perturbation norm in the loss (the reference's default).
+DEFAULT_ALPHA = 1e-4
+
+
+class TokenPatches(nn.Module):
+    """Token ids → ``tanh`` of a trainable ``vocab × 3·P·P`` embedding, as (B, L, 3, P, P)."""
+
+    def __init__(self, vocab_size: int, patch: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        if vocab_size < 1 or patch < 1:
+            raise HiddenCostError(f"vocab_size and patch must be ≥ 1, got {vocab_size}, {patch}")
+        self.patch = patch
+        generator = torch.Generator().manual_seed(seed)
+        # N(0, 1) as nn.Embedding initialises, drawn from the run's seed
+        self.table = nn.Parameter(torch.randn(vocab_size, 3 * patch * patch, generator=generator))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        p = self.patch
+        return torch.tanh(F.embedding(tokens, self.table)).reshape(*tokens.shape, 3, p, p)
+
+
+def tile_patches(patches: torch.Tensor, lengths: torch.Tensor, canvas: int) -> torch.Tensor:
+    """(B, L, 3, P, P) patches and (B,) sequence lengths → (B, 3, C, C) canvases.
+
+    Row-major slots; tokens past ``n = (C/P)²`` are dropped, slots past a sequence's end repeat
+    its last patch (see the module docstring). ``C`` must be a multiple of ``P``.
+    """
+    b, seq, channels, p, _ = patches.shape
+    if canvas % p:
+        raise HiddenCostError(f"canvas {canvas} is not a multiple of the patch size {p}")
+    per_row = canvas // p
+    n = per_row * per_row
+    if int(lengths.min()) < 1:
+        raise HiddenCostError("every sequence needs at least one token")
+    last = (lengths.clamp(max=min(seq, n)) - 1).to(patches.device)
+    slot = torch.arange(n, device=patches.device)
+    index = torch.minimum(slot.unsqueeze(0), last.unsqueeze(1))  # (B, n): the repeat-last rule
+    chosen = patches.gather(1, index[:, :, None, None, None].expand(b, n, channels, p, p))
+    # (B, rows, cols, 3, P, P) → (B, 3, rows, P, cols, P) → (B, 3, C, C)
+    grid = chosen.reshape(b, per_row, per_row, channels, p, p).permute(0, 3, 1, 4, 2, 5)
+    return grid.reshape(b, channels, canvas, canvas)
+
+
+def canvas_to_input(canvas: torch.Tensor, mean: tuple[float, ...],
+                    std: tuple[float, ...]) -> torch.Tensor:
+    """Read ``canvas`` as a normalised image: ``normalise(clamp(canvas·std + mean, 0, 1))``."""
+    m = torch.tensor(mean, dtype=canvas.dtype, device=canvas.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=canvas.dtype, device=canvas.device).view(1, -1, 1, 1)
+    return ((canvas * s + m).clamp(0.0, 1.0) - m) / s
+
+
+def round_robin_sources(logits: torch.Tensor, num_classes: int, per_class: int) -> torch.Tensor:
+    """(K′,) logits of the backbone on one seeded random canvas → (K, m) source indices: the
+    sources sorted by logit (descending; ties by index), dealt round-robin to the K targets.
+    Needs K·m ≤ K′ (beyond that the reference adds a remapping layer)."""
+    num_source = logits.shape[-1]
+    if num_classes * per_class > num_source:
+        raise HiddenCostError(f"{num_classes} classes × {per_class} sources need "
+                              f"{num_classes * per_class} source classes; the backbone has "
+                              f"{num_source}")
+    order = torch.sort(logits, descending=True, stable=True).indices
+    return order[: num_classes * per_class].reshape(per_class, num_classes).T.contiguous()
+
+
+def reduce_mapped(source_logits: torch.Tensor, sources: torch.Tensor,
+                  how: Literal["max", "mean"] = "max") -> torch.Tensor:
+    """(B, K′) logits and (K, m) sources → (B, K) target scores: max (or mean) over each
+    target's m source logits."""
+    picked = source_logits[:, sources]  # (B, K, m)
+    if how == "max":
+        return picked.max(dim=2).values
+    if how == "mean":
+        return picked.mean(dim=2)
+    raise HiddenCostError(f"unknown reduction {how!r}; use max or mean")
+
+
+def xmr_loss(scores: torch.Tensor, labels: torch.Tensor, perturbation: torch.Tensor,
+             alpha: float = DEFAULT_ALPHA) -> torch.Tensor:
+    """``CE(scores, labels) + α · ‖δ‖₂ / N``: δ the (N, 3, C, C) canvases of the batch, the
+    norm over all of their entries."""
+    return F.cross_entropy(scores, labels) + alpha * perturbation.norm() / len(labels)

@@ -1,0 +1,101 @@
+"""Cross-modal reprogramming's pieces (issue "Cross-modal"), against hand-computed values and a
+loop written the way the reference code tiles patches."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hiddencost.errors import HiddenCostError
+from hiddencost.prompting.crossmodal import (
+    TokenPatches,
+    canvas_to_input,
+    reduce_mapped,
+    round_robin_sources,
+    tile_patches,
+    xmr_loss,
+)
+
+
+def _valued(length: int, p: int = 1) -> torch.Tensor:
+    """(1, length, 3, p, p) patches: token i's patch is i + 1 everywhere."""
+    return torch.arange(1.0, length + 1).view(1, length, 1, 1, 1).expand(1, length, 3, p, p)
+
+
+def test_row_major_tiling_repeat_last_and_truncation_by_hand():
+    # C = 2, P = 1: four slots, row-major
+    two = tile_patches(_valued(3), torch.tensor([2]), canvas=2)[0, 0]
+    assert two.tolist() == [[1.0, 2.0], [2.0, 2.0]]  # slots past the end repeat token 2
+    six = tile_patches(_valued(6), torch.tensor([6]), canvas=2)[0, 0]
+    assert six.tolist() == [[1.0, 2.0], [3.0, 4.0]]  # tokens past n = 4 are dropped
+    # C = 4, P = 2: slot 1 is the top-right 2×2 block, slot 2 the bottom-left
+    big = tile_patches(_valued(4, p=2), torch.tensor([4]), canvas=4)[0, 2]
+    assert big.tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+
+
+def _reference_loop(patches: torch.Tensor, lengths: torch.Tensor, canvas: int) -> torch.Tensor:
+    """Tiling one patch at a time, as the reference code loops."""
+    b, _, c, p, _ = patches.shape
+    per_row = canvas // p
+    out = torch.zeros(b, c, canvas, canvas)
+    for i in range(b):
+        for slot in range(per_row * per_row):
+            token = min(slot, int(lengths[i]) - 1, patches.shape[1] - 1)
+            r, col = divmod(slot, per_row)
+            out[i, :, r * p:(r + 1) * p, col * p:(col + 1) * p] = patches[i, token]
+    return out
+
+
+def test_tiling_equals_the_reference_loop_on_random_patches():
+    gen = torch.Generator().manual_seed(0)
+    patches = torch.randn(3, 20, 3, 4, 4, generator=gen)
+    lengths = torch.tensor([20, 7, 1])
+    got = tile_patches(patches, lengths, canvas=16)
+    assert torch.equal(got, _reference_loop(patches, lengths, 16))
+
+
+def test_tiling_refusals():
+    with pytest.raises(HiddenCostError, match="not a multiple"):
+        tile_patches(_valued(2, p=2), torch.tensor([2]), canvas=5)
+    with pytest.raises(HiddenCostError, match="at least one token"):
+        tile_patches(_valued(2), torch.tensor([0]), canvas=2)
+
+
+def test_token_patches_are_tanh_bounded_and_seeded():
+    a, b = TokenPatches(5, patch=2, seed=3), TokenPatches(5, patch=2, seed=3)
+    tokens = torch.tensor([[0, 4, 4]])
+    out = a(tokens)
+    assert out.shape == (1, 3, 3, 2, 2) and float(out.detach().abs().max()) < 1.0
+    assert torch.equal(out, b(tokens)) and torch.equal(out[0, 1], out[0, 2])
+    assert torch.allclose(out[0, 0].flatten(), torch.tanh(a.table[0]))
+
+
+def test_canvas_is_read_as_a_normalised_image():
+    canvas = torch.tensor([2.0, -0.2, -3.0]).view(1, 1, 1, 3).expand(1, 3, 1, 3)
+    got = canvas_to_input(canvas, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))[0, 0, 0]
+    # 2 → 1.5 → clamp 1 → 1; −0.2 → 0.4 → −0.2; −3 → −1 → clamp 0 → −1
+    assert got.tolist() == pytest.approx([1.0, -0.2, -1.0])
+
+
+def test_round_robin_sources_and_reductions_by_hand():
+    logits = torch.tensor([0.1, 0.9, 0.5, 0.7, 0.3, 0.2])
+    # ranks: 1, 3, 2, 4, 5, 0; target 0 takes ranks 0 and 2, target 1 ranks 1 and 3
+    sources = round_robin_sources(logits, num_classes=2, per_class=2)
+    assert sources.tolist() == [[1, 2], [3, 4]]
+    batch = torch.tensor([[0.0, 1.0, 5.0, 2.0, 3.0, 9.0]])
+    assert reduce_mapped(batch, sources, "max").tolist() == [[5.0, 3.0]]
+    assert reduce_mapped(batch, sources, "mean").tolist() == [[3.0, 2.5]]
+    with pytest.raises(HiddenCostError, match="need 8 source classes"):
+        round_robin_sources(logits, num_classes=4, per_class=2)
+
+
+def test_loss_is_cross_entropy_plus_the_scaled_perturbation_norm():
+    scores = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 1])
+    delta = torch.full((2, 3, 2, 2), 0.5)  # ‖δ‖₂ = sqrt(24 · 0.25) = sqrt(6)
+    ce = float(F.cross_entropy(scores, labels))
+    assert float(xmr_loss(scores, labels, delta, alpha=0.1)) == pytest.approx(
+        ce + 0.1 * math.sqrt(6) / 2)
