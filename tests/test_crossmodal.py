@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hiddencost.data.splice import SPLICE_RDA, read_splice
 from hiddencost.errors import HiddenCostError
 from hiddencost.prompting.crossmodal import (
     TokenPatches,
@@ -17,6 +18,12 @@ from hiddencost.prompting.crossmodal import (
     round_robin_sources,
     tile_patches,
     xmr_loss,
+)
+from hiddencost.prompting.crossmodal_train import (
+    CrossModalReprogram,
+    predict_xmr,
+    seeded_sources,
+    train_xmr,
 )
 
 
@@ -99,3 +106,78 @@ def test_loss_is_cross_entropy_plus_the_scaled_perturbation_norm():
     ce = float(F.cross_entropy(scores, labels))
     assert float(xmr_loss(scores, labels, delta, alpha=0.1)) == pytest.approx(
         ce + 0.1 * math.sqrt(6) / 2)
+
+
+# --- training ------------------------------------------------------------------------------
+
+CPU = torch.device("cpu")
+MEAN = STD = (0.5, 0.5, 0.5)
+
+
+def _tiny_backbone(num_source: int = 12) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(8, num_source))
+
+
+def _toy_task(n: int = 24, seq: int = 10, vocab: int = 4):
+    """Class 0 sequences are mostly token 0, class 1 mostly token 3: learnable from patches."""
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.arange(n) % 2
+    tokens = torch.where(torch.rand(n, seq, generator=gen) < 0.8, labels[:, None] * 3,
+                         torch.randint(0, vocab, (n, seq), generator=gen))
+    return tokens, torch.full((n,), seq), labels
+
+
+def test_sources_come_from_the_seeded_random_image():
+    backbone = _tiny_backbone().eval()
+    a = seeded_sources(backbone, 16, MEAN, STD, num_classes=2, per_class=3, seed=5, device=CPU)
+    b = seeded_sources(backbone, 16, MEAN, STD, num_classes=2, per_class=3, seed=5, device=CPU)
+    assert a.shape == (2, 3) and torch.equal(a, b) and len(set(a.flatten().tolist())) == 6
+    image = (torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(5)) - 0.5) / 0.5
+    with torch.no_grad():
+        ranked = backbone(image)[0].argsort(descending=True)
+    assert a[:, 0].tolist() == ranked[:2].tolist()  # ranks 0, 1 go to targets 0, 1
+
+
+def test_training_learns_the_toy_task_and_leaves_the_backbone_alone():
+    backbone = _tiny_backbone()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    tokens, lengths, labels = _toy_task()
+    sources = seeded_sources(backbone.eval(), 16, MEAN, STD, 2, 3, seed=0, device=CPU)
+    model = CrossModalReprogram(backbone, sources, vocab_size=4, canvas=16, mean=MEAN, std=STD,
+                                patch=4, seed=0)
+    history = train_xmr(model, tokens, lengths, labels, epochs=15, device=CPU, seed=0, lr=0.05)
+    losses = [e["loss"] for e in history.epochs]
+    assert losses[-1] < losses[0] and history.epochs[-1]["train_accuracy"] >= 0.9
+    scores = predict_xmr(model, tokens, lengths, CPU)
+    assert scores.shape == (24, 2) and float((scores.argmax(1) == labels).double().mean()) >= 0.9
+    assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())
+    # seeded: the same run again gives the same losses
+    again = CrossModalReprogram(_tiny_backbone(), sources, 4, 16, MEAN, STD, patch=4, seed=0)
+    rerun = train_xmr(again, tokens, lengths, labels, epochs=15, device=CPU, seed=0, lr=0.05)
+    assert [e["loss"] for e in rerun.epochs] == losses
+
+
+@pytest.mark.skipif(not SPLICE_RDA.is_file(), reason=f"{SPLICE_RDA} is absent (r-cran-mlbench)")
+def test_splice_through_the_real_efficientnet_lite0():
+    """Splice's characters as tokens (A, C, G, T = 0..3) through the packaged ImageNet model:
+    60 tokens on a 224-px canvas of 16-px patches (196 slots, the rest repeat the last base)."""
+    pytest.importorskip("rdata")
+    from hiddencost.backbones import create_model
+    from hiddencost.frozen import prepare_frozen
+
+    data = read_splice()
+    pick = torch.cat([torch.nonzero(torch.from_numpy(data.labels) == k)[:4, 0] for k in range(3)])
+    tokens = torch.tensor([["ACGT".index(b) for b in data.sequences[i]] for i in pick.tolist()])
+    labels = torch.from_numpy(data.labels)[pick]
+    lengths = torch.full((len(pick),), 60)
+    model, info = create_model("efficientnet_lite0")
+    backbone = prepare_frozen(model, CPU, 224)
+    sources = seeded_sources(backbone, 224, info.mean, info.std, 3, 10, seed=0, device=CPU)
+    reprogram = CrossModalReprogram(backbone, sources, 4, 224, info.mean, info.std, seed=0)
+    history = train_xmr(reprogram, tokens, lengths, labels, epochs=1, device=CPU, seed=0)
+    assert math.isfinite(history.epochs[0]["loss"]) and sources.shape == (3, 10)
+    scores = predict_xmr(reprogram, tokens, lengths, CPU)
+    assert scores.shape == (12, 3) and torch.isfinite(scores).all()

@@ -1,0 +1,123 @@
+"""Training a cross-modal reprogram (Neekhara et al., WACV 2022) on a frozen vision backbone.
+
+The model (:class:`CrossModalReprogram`) is tokens → :class:`~hiddencost.prompting.crossmodal.
+TokenPatches` → :func:`~hiddencost.prompting.crossmodal.tile_patches` → the canvas read as a
+normalised image (:func:`~hiddencost.prompting.crossmodal.canvas_to_input`) → frozen backbone →
+m source logits per class reduced by max (or mean). Only the token table is trained.
+
+Protocol (the reference's): Adam, learning rate 1e-3, batch 4, loss CE + α‖δ‖₂/N
+(:func:`~hiddencost.prompting.crossmodal.xmr_loss`), a fixed number of epochs over the training
+subset in a seeded order, and the **final** model evaluated on the whole test split (the
+reference keeps the best of up to 100 test batches; this never looks at the test split while
+training). The sources are fixed before training from the backbone's logits on one seeded random
+image (uniform [0, 1] pixels, normalised with the backbone's mean/std), as
+:func:`~hiddencost.prompting.crossmodal.round_robin_sources` deals them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import nn
+
+from hiddencost.frozen import freeze
+from hiddencost.prompting.crossmodal import (
+    DEFAULT_ALPHA,
+    TokenPatches,
+    canvas_to_input,
+    reduce_mapped,
+    round_robin_sources,
+    tile_patches,
+    xmr_loss,
+)
+from hiddencost.prompting.schedule import descend, epoch_batches
+from hiddencost.prompting.visual_prompt import TrainHistory
+
+__all__ = ["CrossModalReprogram", "predict_xmr", "seeded_sources", "train_xmr"]
+
+#: The reference's optimiser settings.
+XMR_LR = 1e-3
+XMR_BATCH = 4
+
+
+def seeded_sources(backbone: nn.Module, canvas: int, mean: tuple[float, ...],
+                   std: tuple[float, ...], num_classes: int, per_class: int, seed: int,
+                   device: torch.device) -> torch.Tensor:
+    """(K, m) source classes from the backbone's logits on one seeded random image."""
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, 3, canvas, canvas, generator=generator)
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    with torch.inference_mode():
+        logits = backbone(((image - m) / s).to(device)).float().cpu()[0]
+    return round_robin_sources(logits, num_classes, per_class)
+
+
+class CrossModalReprogram(nn.Module):
+    """Token ids and lengths → K class scores through a frozen backbone (see the module)."""
+
+    def __init__(self, backbone: nn.Module, sources: torch.Tensor, vocab_size: int,
+                 canvas: int, mean: tuple[float, ...], std: tuple[float, ...], patch: int = 16,
+                 reduce: Literal["max", "mean"] = "max", seed: int = 0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.patches = TokenPatches(vocab_size, patch, seed)
+        self.register_buffer("sources", sources.clone())
+        self.canvas, self.mean, self.std, self.reduce = canvas, mean, std, reduce
+
+    def perturbation(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The (B, 3, C, C) canvases δ the tokens become."""
+        return tile_patches(self.patches(tokens), lengths, self.canvas)
+
+    def scores(self, delta: torch.Tensor) -> torch.Tensor:
+        logits = self.backbone(canvas_to_input(delta, self.mean, self.std)).float()
+        return reduce_mapped(logits, self.sources, self.reduce)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.scores(self.perturbation(tokens, lengths))
+
+
+def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.Tensor,
+              labels: torch.Tensor, epochs: int, device: torch.device, seed: int = 0,
+              lr: float = XMR_LR, batch_size: int = XMR_BATCH, alpha: float = DEFAULT_ALPHA,
+              on_epoch: Callable[[dict], None] | None = None) -> TrainHistory:
+    """Train ``model``'s token table on (tokens, lengths, labels) for ``epochs`` epochs; the
+    backbone stays frozen (no weight gradients, eval mode). The history has per epoch the mean
+    training loss, training accuracy, learning rate and seconds."""
+    freeze(model.backbone)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.patches.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    history = TrainHistory()
+    for epoch in range(epochs):
+        start, total, correct = time.perf_counter(), 0.0, 0
+        for idx in epoch_batches(len(labels), batch_size, generator):
+            x, n, y = tokens[idx].to(device), lengths[idx].to(device), labels[idx].to(device)
+            delta = model.perturbation(x, n)
+            scores = model.scores(delta)
+            loss = xmr_loss(scores, y, delta, alpha)
+            descend(optimizer, loss, epoch)
+            total += float(loss.detach()) * len(idx)
+            correct += int((scores.argmax(1) == y).sum())
+        record = {"epoch": epoch + 1, "loss": total / len(labels),
+                  "train_accuracy": correct / len(labels), "lr": lr,
+                  "seconds": time.perf_counter() - start}
+        history.epochs.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    return history
+
+
+def predict_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.Tensor,
+                device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """(N, K) float32 CPU scores of the whole split, in order."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(tokens), batch_size):
+            sl = slice(start, start + batch_size)
+            out.append(model(tokens[sl].to(device), lengths[sl].to(device)).float().cpu())
+    return torch.cat(out)
