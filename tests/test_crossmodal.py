@@ -3,12 +3,16 @@ loop written the way the reference code tiles patches."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from typer.testing import CliRunner
 
+from hiddencost.cli import app
+from hiddencost.data.sequences import char_tokens
 from hiddencost.data.splice import SPLICE_RDA, read_splice
 from hiddencost.errors import HiddenCostError
 from hiddencost.prompting.crossmodal import (
@@ -25,6 +29,7 @@ from hiddencost.prompting.crossmodal_train import (
     seeded_sources,
     train_xmr,
 )
+from hiddencost.run import make_config
 
 
 def _valued(length: int, p: int = 1) -> torch.Tensor:
@@ -181,3 +186,46 @@ def test_splice_through_the_real_efficientnet_lite0():
     assert math.isfinite(history.epochs[0]["loss"]) and sources.shape == (3, 10)
     scores = predict_xmr(reprogram, tokens, lengths, CPU)
     assert scores.shape == (12, 3) and torch.isfinite(scores).all()
+
+
+# --- the registered method, run end to end ---------------------------------------------------
+
+def test_character_tokens_and_their_refusal():
+    tokens, lengths = char_tokens(["ACG", "T"], "ACGT")
+    assert tokens.tolist() == [[0, 1, 2], [3, 0, 0]] and lengths.tolist() == [3, 1]
+    with pytest.raises(HiddenCostError, match="sequence 1 has 'N', not one of 'ACGT'"):
+        char_tokens(["A", "AN"], "ACGT")
+
+
+def test_methods_and_datasets_must_share_a_modality():
+    with pytest.raises(HiddenCostError, match="'xmr' reads sequence data and dataset 'digits' "
+                                              "holds image data; use ilm, flm, rlm, fm, lp"):
+        make_config(method="xmr").resolved()
+    with pytest.raises(HiddenCostError, match="'ilm' reads image data.*use xmr"):
+        make_config(method="ilm", dataset="splice").resolved()
+
+
+def test_protocol_defaults_come_from_the_method():
+    xmr = make_config(method="xmr", dataset="splice", n_shot=10).resolved()
+    assert (xmr.lr, xmr.batch_size, xmr.mapping_num) == (1e-3, 4, 10)
+    ilm = make_config(method="ilm", n_shot=10)
+    assert (ilm.resolved().lr, ilm.resolved().batch_size, ilm.resolved().mapping_num) == (
+        0.01, 32, 1)
+    assert ilm.identity()["lr"] == 0.01 and "mapping_num" not in ilm.identity()  # keys kept
+
+
+@pytest.mark.skipif(not SPLICE_RDA.is_file(), reason=f"{SPLICE_RDA} is absent (r-cran-mlbench)")
+def test_xmr_on_splice_writes_a_complete_record(tmp_path):
+    pytest.importorskip("rdata")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--dataset", "splice", "--method", "xmr",
+                                      "--n-shot", "10", "--epochs", "1", "--device", "cpu",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "result.json").read_text())
+    assert record["n_train"] == 30 and record["n_test"] == 638
+    assert (record["config"]["lr"], record["config"]["batch_size"]) == (0.001, 4)
+    assert len(record["label_mapping"]) == 3
+    assert all(len(e["sources"]) == 10 for e in record["label_mapping"])
+    assert 0.0 <= record["accuracy"] <= 1.0 and len(record["per_class_accuracy"]) == 3
+    assert (out / "weights.safetensors").is_file()

@@ -377,7 +377,9 @@ def test_registry():
         "eurosat",
         "caltech101",
         "imagefolder",
+        "splice",
     }
+    assert {n for n, i in infos.items() if i.modality == "sequence"} == {"splice"}
     assert {n for n, i in infos.items() if i.inner_size == 32} == {
         "digits",
         "cifar10",

@@ -27,11 +27,11 @@ from hiddencost.data import (
     DATASETS,
     FewShotSubset,
     TaskData,
-    batch_size_for,
     dataset_key,
     few_shot_indices,
     load_dataset,
 )
+from hiddencost.data.sequences import SequenceTask
 from hiddencost.device import resolve_device
 from hiddencost.errors import HiddenCostError, validation_message
 from hiddencost.frozen import prepare_frozen
@@ -44,7 +44,6 @@ from hiddencost.prompting.methods import (
     TransferOutcome,
     TransferSettings,
 )
-from hiddencost.prompting.visual_prompt import to_unit
 from hiddencost.records import RunRecord
 
 
@@ -92,14 +91,15 @@ class RunConfig(BaseModel):
     seed: int = Field(0, ge=0)
     compression: CompressionSpec = Dense()
     epochs: int = Field(100, ge=1)
-    lr: float = Field(0.01, gt=0, le=MAX_LR)
+    lr: float | None = Field(None, gt=0, le=MAX_LR, description="None: the method's (0.01)")
     batch_size: int | None = Field(None, ge=1)
     canvas_size: int | None = Field(None, ge=8)
     inner_size: int | None = Field(None, ge=1)
     lp_image_size: int | None = Field(None, ge=8)
     many_to_one: bool = False
     mapping_interval: int = Field(1, ge=1, description="ILM: re-map every k epochs")
-    mapping_num: int = Field(1, ge=1, description="FLM/ILM: source classes per target class")
+    mapping_num: int | None = Field(None, ge=1,
+                                    description="source classes per target; None: the method's")
     prompt_init: Literal["zero", "randn"] = "zero"
     test_every_epoch: bool = Field(False, description="VP: record test accuracy per epoch")
     skip_unreadable: bool = Field(False, description="leave unreadable image files out")
@@ -114,15 +114,24 @@ class RunConfig(BaseModel):
         return v
 
     def resolved(self) -> RunConfig:
-        """A copy with the protocol defaults filled in (batch size from the N-shot table, canvas
-        = backbone input size, inner size = the dataset's, LP image size = backbone input
-        size), so equal experiments compare equal."""
+        """A copy with the protocol defaults filled in (the method's learning rate, batch size
+        (VP/LP: the N-shot table) and sources per class; canvas = backbone input size, inner
+        size = the dataset's, LP image size = backbone input size), so equal experiments compare
+        equal. A method that does not read the dataset's kind of data is a one-line error."""
         entry = resolve_backbone_name(self.model)
         info = DATASETS[dataset_key(self.dataset)[0]][0]  # unknown names: a one-line error
+        method = METHODS.get(self.method)
+        if info.modality != method.modality:
+            readers = [n for n in METHODS if METHODS.get(n).modality == info.modality]
+            raise HiddenCostError(
+                f"method {self.method!r} reads {method.modality} data and dataset "
+                f"{info.name!r} holds {info.modality} data; use {', '.join(readers)}")
         return self.model_copy(
             update={
                 "model": entry.name,
-                "batch_size": self.batch_size or batch_size_for(self.n_shot),
+                "lr": self.lr or method.default_lr,
+                "mapping_num": self.mapping_num or method.default_mapping_num,
+                "batch_size": self.batch_size or method.default_batch_size(self.n_shot),
                 "canvas_size": self.canvas_size or entry.cfg.input_size,
                 "inner_size": self.inner_size or info.inner_size,
                 "lp_image_size": self.lp_image_size or entry.cfg.input_size,
@@ -153,10 +162,10 @@ def make_config(**kwargs: Any) -> RunConfig:
 class RunCache:
     """Objects worth reusing between runs of one process: loaded datasets and LP features."""
 
-    datasets: dict[tuple, TaskData] = field(default_factory=dict)
+    datasets: dict[tuple, TaskData | SequenceTask] = field(default_factory=dict)
     features: dict[tuple, Any] = field(default_factory=dict)
 
-    def dataset(self, cfg: RunConfig, image_size: int) -> TaskData:
+    def dataset(self, cfg: RunConfig, image_size: int) -> TaskData | SequenceTask:
         key = (cfg.dataset, cfg.data_root, image_size, cfg.split_seed, cfg.skip_unreadable)
         if key not in self.datasets:
             self.datasets[key] = load_dataset(
@@ -196,21 +205,20 @@ def settings_of(cfg: RunConfig) -> TransferSettings:
 
 
 def _backbone(
-    cfg: RunConfig, method: TransferMethod, settings: TransferSettings, train_x: torch.Tensor,
-    device: torch.device,
+    cfg: RunConfig, method: TransferMethod, settings: TransferSettings,
+    task: TaskData | SequenceTask, subset: torch.Tensor, device: torch.device,
 ) -> tuple[torch.nn.Module, BackboneInfo, CompressionReport]:
     """The compressed, frozen backbone; activation quantizers calibrate on the first training
-    images as the method feeds them."""
+    examples as the method feeds them."""
     model, info = create_model(cfg.model, weights=cfg.weights, checkpoint=cfg.checkpoint,
                                download=cfg.download, mask=cfg.mask)
-    transform = method.input_transform(settings, info.mean, info.std)
-    with torch.no_grad():
-        calibration = transform(to_unit(train_x[:CALIBRATION_IMAGES], torch.device("cpu")))
+    calibration = method.calibration_inputs(task, subset, settings, info.mean, info.std,
+                                            CALIBRATION_IMAGES)
     report = apply_compression(model, cfg.compression, calibration_images=calibration)
     return prepare_frozen(model, device, method.input_size(settings)), info, report
 
 
-def _mapping_entry(target: int, source: int | list[int], task: TaskData,
+def _mapping_entry(target: int, source: int | list[int], task: TaskData | SequenceTask,
                    info: BackboneInfo) -> dict[str, Any]:
     sources = source if isinstance(source, list) else [source]
     entry = {"target": target, "target_name": task.class_names[target], "source": sources[0],
@@ -220,7 +228,7 @@ def _mapping_entry(target: int, source: int | list[int], task: TaskData,
     return entry
 
 
-def _mapping_table(mapping: MappingList | None, task: TaskData,
+def _mapping_table(mapping: MappingList | None, task: TaskData | SequenceTask,
                    info: BackboneInfo) -> list[dict] | None:
     if mapping is None:
         return None
@@ -232,7 +240,8 @@ def _reference_test_batch(cfg: RunConfig) -> int:
     return DATASETS[dataset_key(cfg.dataset)[0]][0].reference_test_batch
 
 
-def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData, subset: FewShotSubset,
+def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData | SequenceTask,
+            subset: FewShotSubset,
             info: BackboneInfo, report: CompressionReport, device: torch.device,
             start: float) -> RunRecord:
     logits = outcome.logits
@@ -283,8 +292,7 @@ def run_one(
     settings = settings_of(cfg)
     task = cache.dataset(cfg, method.stored_image_size(settings))
     subset = few_shot_indices(task.train_labels, cfg.n_shot, cfg.seed)
-    backbone, info, report = _backbone(cfg, method, settings,
-                                       task.train_images[subset.indices], device)
+    backbone, info, report = _backbone(cfg, method, settings, task, subset.indices, device)
     outcome = method.fit(TransferJob(
         backbone=backbone, num_source=info.num_classes, mean=info.mean, std=info.std, task=task,
         subset=subset.indices, settings=settings, device=device, on_epoch=on_epoch,

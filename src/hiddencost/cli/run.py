@@ -49,7 +49,8 @@ def run(
     skip_unreadable: Annotated[bool, typer.Option(
         help="Leave unreadable image files out (counted in the run's warnings).")] = False,
     split_seed: Annotated[int, typer.Option(help="Seed of the splits made by hiddencost.")] = 0,
-    method: Annotated[str, typer.Option(help="ilm, flm, rlm, fm (VP) or lp.")] = "ilm",
+    method: Annotated[str, typer.Option(
+        help="ilm, flm, rlm, fm (VP), lp; xmr for sequence datasets (splice).")] = "ilm",
     n_shot: Annotated[str, typer.Option(help="Examples per class, or 'full'.")] = "full",
     seed: Annotated[int, typer.Option(help="Seed of sampling, shuffling and init.")] = 0,
     prune: Annotated[str, typer.Option(help="none, magnitude or random.")] = "none",
@@ -60,15 +61,17 @@ def run(
     exclude_first_conv: common.ExcludeFirstConvOpt = False,
     exclude_classifier: common.ExcludeClassifierOpt = False,
     epochs: Annotated[int, typer.Option(help="Training epochs (ILM-VP used 200).")] = 100,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.01,
+    lr: Annotated[float | None, typer.Option(
+        help="Adam learning rate (default: the method's, 0.01; xmr 0.001).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Default: the N-shot table.")] = None,
     canvas_size: Annotated[int | None, typer.Option(help="Default: backbone input.")] = None,
     inner_size: Annotated[int | None, typer.Option(help="Default: the dataset's.")] = None,
     lp_image_size: Annotated[int | None, typer.Option(help="LP input; default backbone's.")] = None,
     many_to_one: Annotated[bool, typer.Option(help="Allow K > K' by reusing sources.")] = False,
     mapping_interval: Annotated[int, typer.Option(help="ILM: re-map every k epochs.")] = 1,
-    mapping_num: Annotated[int, typer.Option(
-        help="FLM/ILM: source classes per target class (logits averaged).")] = 1,
+    mapping_num: Annotated[int | None, typer.Option(
+        help="Source classes per target (FLM/ILM/RLM: averaged, default 1; xmr: max, 10).")
+    ] = None,
     prompt_init: Annotated[str, typer.Option(help="Prompt init: zero or randn.")] = "zero",
     test_every_epoch: Annotated[bool, typer.Option(
         help="VP: record the test accuracy after every epoch (curves only; slower).")] = False,

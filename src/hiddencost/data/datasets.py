@@ -12,6 +12,8 @@ size). Splits, in one place (also in the README):
   Caltech101 leaves out the BACKGROUND_Google clutter class (torchvision's convention).
 - imagefolder:PATH: PATH/train and PATH/test when both exist, else a seeded stratified 80/20
   split of PATH's class folders.
+- splice (a sequence task): the UCI splice junctions from Debian's r-cran-mlbench, characters
+  A, C, G, T as tokens 0–3, seeded stratified 80/20 (:mod:`hiddencost.data.splice`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import torch
 from torchvision import datasets as tvd
 
 from hiddencost.data.images import array_to_uint8, decode_dataset
+from hiddencost.data.sequences import SequenceTask, char_tokens
+from hiddencost.data.splice import read_splice, splice_split
 from hiddencost.data.splits import split_note, stratified_split
 from hiddencost.data.task import TaskData
 from hiddencost.errors import HiddenCostError
@@ -42,6 +46,9 @@ class DatasetInfo:
     #: The test batch size of the ILM-VP reference code, whose per-batch sums ``paper_ece``
     #: reproduces: 128, and 64 for OxfordPets.
     reference_test_batch: int = 128
+    #: ``image`` (a :class:`TaskData`) or ``sequence`` (a
+    #: :class:`~hiddencost.data.sequences.SequenceTask`, for cross-modal methods).
+    modality: str = "image"
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,9 @@ class Raw:
 #: Where loaders collect the files they left out as unreadable (None: an unreadable file is an
 #: error).
 Skipped = list[str] | None
-#: ``loader(root, download, size, split_seed, skipped)``.
-Loader = Callable[[Path | None, bool, int, int, Skipped], Raw]
+#: ``loader(root, download, size, split_seed, skipped)``: image tasks return a :class:`Raw`,
+#: sequence tasks their :class:`SequenceTask` whole.
+Loader = Callable[[Path | None, bool, int, int, Skipped], "Raw | SequenceTask"]
 
 DIGITS_TEST_FRACTION = 0.25
 NO_SPLIT_TEST_FRACTION = 0.2
@@ -116,6 +124,10 @@ def _remap(labels: torch.Tensor, names: list[str], onto: list[str]) -> torch.Ten
     index = {name: i for i, name in enumerate(onto)}
     table = torch.tensor([index[n] for n in names], dtype=torch.int64)
     return table[labels] if len(labels) else labels
+
+
+#: The splice task's tokens, by id.
+SPLICE_ALPHABET = "ACGT"
 
 
 # --------------------------------------------------------------------------- loaders
@@ -214,6 +226,17 @@ def _caltech101(root: Path, download: bool, size: int, seed: int,
                        "Caltech101 without BACKGROUND_Google (no official split)")
 
 
+def _splice(root: Path | None, download: bool, size: int, seed: int,
+            skipped: Skipped = None) -> SequenceTask:
+    data = read_splice()
+    tokens, lengths = char_tokens(data.sequences, SPLICE_ALPHABET)
+    train, test, note = splice_split(data.labels, seed)
+    labels = torch.from_numpy(data.labels)
+    return SequenceTask("splice", data.class_names, list(SPLICE_ALPHABET), tokens[train],
+                        lengths[train], labels[train], tokens[test], lengths[test],
+                        labels[test], note)
+
+
 def _image_folder(path: Path) -> tvd.ImageFolder:
     try:
         return tvd.ImageFolder(str(path))
@@ -265,6 +288,9 @@ DATASETS: dict[str, tuple[DatasetInfo, Loader]] = {
         (DatasetInfo("caltech101", 101, 128, True, "Caltech101, seeded 80/20"), _caltech101),
         (DatasetInfo("imagefolder", None, 128, True, "imagefolder:PATH, your class folders"),
          _imagefolder),
+        (DatasetInfo("splice", 3, 16, False, "UCI splice-junction DNA (r-cran-mlbench, "
+                     "offline), seeded 80/20; sequences, for xmr", modality="sequence"),
+         _splice),
     )
 }
 
@@ -298,7 +324,7 @@ def load_dataset(
     image_size: int | None = None,
     split_seed: int = 0,
     skip_unreadable: bool = False,
-) -> TaskData:
+) -> TaskData | SequenceTask:
     """Load a registered dataset whole into memory.
 
     ``image_size`` is the storage size S of the returned (N, 3, S, S) uint8 images (default: the
@@ -326,6 +352,8 @@ def load_dataset(
         where = None
     skipped: Skipped = [] if skip_unreadable else None
     raw = loader(where, download, size, split_seed, skipped)
+    if isinstance(raw, SequenceTask):
+        return raw
     return TaskData(key if arg is None else name, raw.class_names, raw.train_images,
                     raw.train_labels, raw.test_images, raw.test_labels, size, info.inner_size,
                     raw.note, list(skipped or []))

@@ -30,6 +30,8 @@ class TaskData:
     inner_size: int
     split_note: str
     skipped_images: list[str] = field(default_factory=list)
+    #: What the task holds, for the methods that accept it (a class attribute, not a field).
+    modality = "image"
 
     def __post_init__(self) -> None:
         k = len(self.class_names)

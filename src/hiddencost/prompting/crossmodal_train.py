@@ -38,9 +38,10 @@ from hiddencost.prompting.visual_prompt import TrainHistory
 
 __all__ = ["CrossModalReprogram", "predict_xmr", "seeded_sources", "train_xmr"]
 
-#: The reference's optimiser settings.
+#: The reference's optimiser settings and patch size.
 XMR_LR = 1e-3
 XMR_BATCH = 4
+XMR_PATCH = 16
 
 
 def seeded_sources(backbone: nn.Module, canvas: int, mean: tuple[float, ...],
@@ -60,7 +61,8 @@ class CrossModalReprogram(nn.Module):
     """Token ids and lengths → K class scores through a frozen backbone (see the module)."""
 
     def __init__(self, backbone: nn.Module, sources: torch.Tensor, vocab_size: int,
-                 canvas: int, mean: tuple[float, ...], std: tuple[float, ...], patch: int = 16,
+                 canvas: int, mean: tuple[float, ...], std: tuple[float, ...],
+                 patch: int = XMR_PATCH,
                  reduce: Literal["max", "mean"] = "max", seed: int = 0) -> None:
         super().__init__()
         self.backbone = backbone

@@ -9,10 +9,12 @@ name        method
 ``rlm``     VP, pad prompt + random label mapping (seeded, fixed)
 ``fm``      VP, pad prompt + a trainable fully-connected mapping K' → K (AutoVP)
 ``lp``      linear probing: a linear head on cached penultimate features
+``xmr``     cross-modal reprogramming of sequence tasks (text, DNA; Neekhara et al. 2022)
 ==========  =================================================================================
 
-A new method (the CLIP and cross-modal methods next) implements :class:`TransferMethod` and
-is added to :data:`METHODS` once.
+A new method (the CLIP methods next) implements :class:`TransferMethod` and is added to
+:data:`METHODS` once. A method says which data it reads (``modality``: image or sequence
+tasks) and its protocol's defaults (learning rate, batch size, sources per class).
 """
 
 from __future__ import annotations
@@ -20,13 +22,24 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from hiddencost.data import TaskData
+from hiddencost.data import TaskData, batch_size_for
+from hiddencost.data.sequences import SequenceTask
 from hiddencost.data.transforms import ResizeNormalize
+from hiddencost.prompting.crossmodal import TokenPatches, canvas_to_input, tile_patches
+from hiddencost.prompting.crossmodal_train import (
+    XMR_BATCH,
+    XMR_LR,
+    XMR_PATCH,
+    CrossModalReprogram,
+    predict_xmr,
+    seeded_sources,
+    train_xmr,
+)
 from hiddencost.prompting.label_mapping import MappingList
 from hiddencost.prompting.linear_probe import extract_features, train_linear_head
 from hiddencost.prompting.pad_prompt import PadPrompt
@@ -34,6 +47,7 @@ from hiddencost.prompting.visual_prompt import (
     TrainHistory,
     VPMethod,
     predict_logits,
+    to_unit,
     train_visual_prompt,
 )
 from hiddencost.registry import Registry
@@ -82,7 +96,7 @@ class TransferJob:
     num_source: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    task: TaskData
+    task: TaskData | SequenceTask
     subset: torch.Tensor
     settings: TransferSettings
     device: torch.device
@@ -109,6 +123,24 @@ class TransferMethod(ABC):
 
     name: str
     description: str
+    #: The tasks it reads: ``image`` (:class:`TaskData`) or ``sequence`` (:class:`SequenceTask`).
+    modality: ClassVar[str] = "image"
+    #: The protocol's learning rate and sources per target class, when a run leaves them unset.
+    default_lr: ClassVar[float] = 0.01
+    default_mapping_num: ClassVar[int] = 1
+
+    def default_batch_size(self, n_shot: int | None) -> int:
+        """The protocol's batch size for ``n_shot`` examples per class (the ILM-VP table)."""
+        return batch_size_for(n_shot)
+
+    def calibration_inputs(self, task: TaskData | SequenceTask, subset: torch.Tensor,
+                           s: TransferSettings, mean: tuple[float, ...], std: tuple[float, ...],
+                           limit: int) -> torch.Tensor:
+        """Normalised backbone inputs of the first ``limit`` training examples, as this method
+        first feeds them (activation quantizers calibrate on them)."""
+        transform = self.input_transform(s, mean, std)
+        with torch.no_grad():
+            return transform(to_unit(task.train_images[subset][:limit], torch.device("cpu")))
 
     @abstractmethod
     def stored_image_size(self, s: TransferSettings) -> int:
@@ -214,6 +246,56 @@ class LinearProbe(TransferMethod):
         return TransferOutcome(logits, history, tensors)
 
 
+class CrossModal(TransferMethod):
+    """Cross-modal adversarial reprogramming (:mod:`hiddencost.prompting.crossmodal_train`):
+    each token a trainable 16×16 patch tiled onto the canvas, ``mapping_num`` (default 10)
+    source classes per target from a seeded random image, max-reduced; Adam lr 1e-3, batch 4
+    by default; the final model scores the whole test split."""
+
+    name = "xmr"
+    description = "cross-modal reprogramming of sequence tasks (text, DNA): token patches"
+    modality = "sequence"
+    default_lr = XMR_LR
+    default_mapping_num = 10
+
+    def default_batch_size(self, n_shot: int | None) -> int:
+        return XMR_BATCH
+
+    def stored_image_size(self, s: TransferSettings) -> int:
+        return 0  # a sequence task stores no images
+
+    def input_size(self, s: TransferSettings) -> int:
+        return s.canvas_size
+
+    def input_transform(self, s: TransferSettings, mean: tuple[float, ...],
+                        std: tuple[float, ...]) -> nn.Module:
+        return nn.Identity()  # inputs are made from tokens (see calibration_inputs)
+
+    def calibration_inputs(self, task: TaskData | SequenceTask, subset: torch.Tensor,
+                           s: TransferSettings, mean: tuple[float, ...], std: tuple[float, ...],
+                           limit: int) -> torch.Tensor:
+        # the canvases of the initial token table fit() starts from (same seed)
+        patches = TokenPatches(len(task.vocab), XMR_PATCH, s.seed)
+        idx = subset[:limit]
+        with torch.no_grad():
+            canvas = tile_patches(patches(task.train_tokens[idx]), task.train_lengths[idx],
+                                  s.canvas_size)
+            return canvas_to_input(canvas, mean, std)
+
+    def fit(self, job: TransferJob) -> TransferOutcome:
+        s, task, sub = job.settings, job.task, job.subset
+        sources = seeded_sources(job.backbone, s.canvas_size, job.mean, job.std,
+                                 task.num_classes, s.mapping_num, s.seed, job.device)
+        model = CrossModalReprogram(job.backbone, sources, len(task.vocab), s.canvas_size,
+                                    job.mean, job.std, XMR_PATCH, seed=s.seed)
+        history = train_xmr(model, task.train_tokens[sub], task.train_lengths[sub],
+                            task.train_labels[sub], s.epochs, job.device, s.seed, s.lr,
+                            s.batch_size, on_epoch=job.on_epoch)
+        logits = predict_xmr(model, task.test_tokens, task.test_lengths, job.device)
+        tensors = {"patches.table": model.patches.table.detach().cpu()}
+        return TransferOutcome(logits, history, tensors, sources.tolist())
+
+
 #: The registered transfer methods by name.
 METHODS: Registry[TransferMethod] = Registry("transfer method")
 
@@ -224,5 +306,6 @@ for _method in (
     VisualPrompting("rlm", "VP, random label mapping"),
     VisualPrompting("fm", "VP, fully-connected mapping (AutoVP)"),
     LinearProbe(),
+    CrossModal(),
 ):
     METHODS.add(_method.name, _method)
