@@ -229,3 +229,16 @@ def test_xmr_on_splice_writes_a_complete_record(tmp_path):
     assert all(len(e["sources"]) == 10 for e in record["label_mapping"])
     assert 0.0 <= record["accuracy"] <= 1.0 and len(record["per_class_accuracy"]) == 3
     assert (out / "weights.safetensors").is_file()
+
+
+def test_sequence_datasets_have_no_fidelity_targets():
+    from hiddencost.study.fidelity import fidelity_targets
+    from hiddencost.study.spec import parse_spec
+
+    grid = ("name: s\ndataset: [{d}]\nmethod: [{m}]\nn_shot: [1]\n"
+            "compression: [{{method: none}}, {{method: magnitude, sparsity: 0.5}}]\n")
+    assert fidelity_targets(parse_spec(grid.format(d="splice", m="xmr"))) == []
+    assert [t.dataset for t in fidelity_targets(parse_spec(grid.format(d="digits", m="ilm")))
+            ] == ["digits"]
+    with pytest.raises(HiddenCostError, match="'ilm' reads image data"):
+        parse_spec(grid.format(d="splice", m="ilm"))

@@ -45,6 +45,7 @@ from rich.console import Console
 
 from hiddencost.backbones import WeightsMode, resolve_backbone_name
 from hiddencost.compression import CompressionSpec
+from hiddencost.data import DATASETS, dataset_key
 from hiddencost.errors import HiddenCostError
 from hiddencost.fidelity import FidelityMetrics, FidelityRow, cached_fidelity
 from hiddencost.progress import make_progress
@@ -175,11 +176,14 @@ def _target(run: PlannedRun, dense_model: str, point: CompressionPoint,
 def fidelity_targets(spec: StudySpec, runs: Sequence[PlannedRun] | None = None
                      ) -> list[FidelityTarget]:
     """The compressed backbones × datasets of the runs of ``spec`` (default: all of them, else
-    e.g. the done runs), in the runs' order; dense runs have none."""
+    e.g. the done runs), in the runs' order; dense runs have none, and neither do sequence
+    datasets (fidelity compares ImageNet predictions on a dataset's images)."""
     points = _compressed_points(spec)
     dense_checkpoint = spec.params.get("checkpoint")
     targets: dict[str, FidelityTarget] = {}
     for run in expand(spec) if runs is None else runs:
+        if DATASETS[dataset_key(run.identity["dataset"])[0]][0].modality != "image":
+            continue
         found = points.get((run.identity["model"], run.tags.get("compression")))
         key = run_target_key(run)
         if found is not None and key not in targets:
