@@ -144,8 +144,10 @@ def train(method: str, backbone: nn.Module | None = None, seed: int = 0, lr: flo
     )
 
 
-def mapping_with_delta(backbone: nn.Module, delta: torch.Tensor | None) -> list[int]:
-    """FLM/ILM mapping of the training set seen through a fresh prompt carrying ``delta``."""
+def mapping_with_delta(backbone: nn.Module, delta: torch.Tensor | None,
+                       mapping_num: int = 1) -> list[int] | list[list[int]]:
+    """FLM/ILM mapping of the training set seen through a fresh prompt carrying ``delta``
+    (``mapping_num`` sources per target)."""
     imgs, labels = make_task()
     prompt = new_prompt()
     if delta is not None:
@@ -153,7 +155,7 @@ def mapping_with_delta(backbone: nn.Module, delta: torch.Tensor | None) -> list[
             prompt.delta.copy_(delta)
     model = ReprogrammedModel(backbone, prompt, K_SRC, K_TGT)
     preds = source_predictions(model, imgs, CPU)
-    return frequency_mapping(preds, labels, K_SRC, K_TGT).tolist()
+    return frequency_mapping(preds, labels, K_SRC, K_TGT, mapping_num=mapping_num).tolist()
 
 
 def strip_seconds(history) -> list[dict]:
@@ -996,27 +998,14 @@ def test_apply_mapping_averages_multiple_sources():
     assert apply_mapping(logits.half(), torch.tensor([4, 0])).dtype == torch.float16
 
 
-def mapping_with_delta_multi(backbone: nn.Module, delta: torch.Tensor | None,
-                             mapping_num: int) -> list[list[int]]:
-    """Like :func:`mapping_with_delta`, with ``mapping_num`` sources per target."""
-    imgs, labels = make_task()
-    prompt = new_prompt()
-    if delta is not None:
-        with torch.no_grad():
-            prompt.delta.copy_(delta)
-    model = ReprogrammedModel(backbone, prompt, K_SRC, K_TGT)
-    preds = source_predictions(model, imgs, CPU)
-    return frequency_mapping(preds, labels, K_SRC, K_TGT, mapping_num=mapping_num).tolist()
-
-
 def test_ilm_two_sources_per_target_trains_on_mean_logits():
     backbone = make_backbone()
     model, history = train("ilm", backbone, epochs=3, mapping_num=2, lr=0.5,
                            save_prompt_history=True)
     assert model.mapping.shape == (K_TGT, 2)
-    assert history.mappings[0] == mapping_with_delta_multi(backbone, None, 2)
+    assert history.mappings[0] == mapping_with_delta(backbone, None, 2)
     for e in (1, 2):
-        assert history.mappings[e] == mapping_with_delta_multi(backbone, history.prompts[e - 1],
+        assert history.mappings[e] == mapping_with_delta(backbone, history.prompts[e - 1],
                                                                2), e
     for mapping in history.mappings:
         assert all(isinstance(row, list) and len(row) == 2 and row == sorted(row)
@@ -1039,7 +1028,7 @@ def test_ilm_two_sources_per_target_trains_on_mean_logits():
 def test_flm_and_rlm_two_sources_per_target():
     backbone = make_backbone()
     _, history = train("flm", backbone, epochs=2, mapping_num=2)
-    assert history.mappings == [mapping_with_delta_multi(backbone, None, 2)] * 2
+    assert history.mappings == [mapping_with_delta(backbone, None, 2)] * 2
     _, history = train("rlm", seed=5, epochs=2, mapping_num=2)
     assert history.mappings == [random_mapping(K_SRC, K_TGT, 5, mapping_num=2).tolist()] * 2
 

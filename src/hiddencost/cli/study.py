@@ -25,7 +25,7 @@ from hiddencost.study.driver import run_study, study_fidelity
 from hiddencost.study.executors import EXECUTORS, executor_options
 from hiddencost.study.fidelity import DEFAULT_FIDELITY_IMAGES, fidelity_rows
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
-from hiddencost.study.results import export_study, format_duration, read_study, study_status
+from hiddencost.study.results import export_study, format_duration, study_status
 from hiddencost.study.spec import StudySpec, expand
 from hiddencost.study.store import STATUSES
 
@@ -243,11 +243,11 @@ def export_cmd(
         if s not in STATUSES:
             raise HiddenCostError(f"unknown status {s!r}; use {', '.join(STATUSES)}")
     path = output or StudyPaths.resolve(study, out, store).root / f"{study.name}.{format}"
-    n = export_study(study, path, format, out, store, tuple(status) if status else None)
-    console.print(f"wrote {n} rows to {path}", highlight=False)
-    missing = read_study(study, out, store).missing_results()
+    rows = export_study(study, path, format, out, store, tuple(status) if status else None)
+    console.print(f"wrote {len(rows)} rows to {path}", highlight=False)
+    missing = sum(r["result_missing"] for r in rows)
     if missing:
-        console.print(f"[yellow]warning:[/] {len(missing)} done runs have no {RESULT_FILE} "
+        console.print(f"[yellow]warning:[/] {missing} done runs have no {RESULT_FILE} "
                       "(column result_missing); `study run --verify` runs them again",
                       highlight=False)
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hiddencost.errors import HiddenCostError
+from hiddencost.prompting.label_mapping import apply_mapping
 
 __all__ = ["DEFAULT_ALPHA", "TokenPatches", "canvas_to_input", "reduce_mapped",
            "round_robin_sources", "tile_patches", "xmr_loss"]
@@ -100,13 +101,13 @@ def round_robin_sources(logits: torch.Tensor, num_classes: int, per_class: int) 
 
 def reduce_mapped(source_logits: torch.Tensor, sources: torch.Tensor,
                   how: Literal["max", "mean"] = "max") -> torch.Tensor:
-    """(B, K′) logits and (K, m) sources → (B, K) target scores: max (or mean) over each
-    target's m source logits."""
-    picked = source_logits[:, sources]  # (B, K, m)
+    """(B, K′) logits and (K, m) sources → (B, K) target scores: max (or mean, as
+    :func:`~hiddencost.prompting.label_mapping.apply_mapping` takes it) over each target's m
+    source logits."""
     if how == "max":
-        return picked.max(dim=2).values
+        return source_logits[:, sources].max(dim=2).values
     if how == "mean":
-        return picked.mean(dim=2)
+        return apply_mapping(source_logits, sources)
     raise HiddenCostError(f"unknown reduction {how!r}; use max or mean")
 
 

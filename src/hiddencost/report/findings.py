@@ -150,15 +150,14 @@ def _kind(df: pd.DataFrame) -> pd.Series:
                       for u, d in zip(df["unit"], df["is_dense"], strict=True)], index=df.index)
 
 
-def _delta_cells(df: pd.DataFrame, metric: str, dense_minus_compressed: bool = True,
-                 scale_note: str = "pp") -> pd.DataFrame:
+def _delta_cells(df: pd.DataFrame, metric: str, dense_minus_compressed: bool = True
+                 ) -> pd.DataFrame:
     """The Δ cells of ``metric`` (:func:`delta_heatmap`) with ``diff`` = its Δ, and ``kind``."""
     t = delta_heatmap(df, metric, dense_minus_compressed=dense_minus_compressed)
     if t.empty:
         return t
     t = t.rename(columns={"delta": "diff"})
     t["kind"] = [level_unit(u).kind for u in t["unit"]]
-    t["unit_of_diff"] = scale_note
     return t
 
 
@@ -302,7 +301,7 @@ def claim_confidence(df: pd.DataFrame) -> Finding:
     tables = []
     for metric, name in (("mean_confidence_correct", "confidence when correct"),
                          ("kl_to_uniform_incorrect", "KL(p ‖ u) when wrong")):
-        t = _delta_cells(df, metric, scale_note="pp of probability / nats×100")
+        t = _delta_cells(df, metric)
         if t.empty:
             continue
         t = t[(t["budget"] == budget) & t["method"].isin(VP_METHODS)]

@@ -166,6 +166,7 @@ def export_rows(spec: StudySpec, out: str | Path | None = None,
     every configuration field (``compression_*`` for the compression spec), every scalar
     metric, and error / host / timings / attempts / artifact folder."""
     study = read_study(spec, out, store)
+    missing = set(study.missing_results())
     table = []
     for run in study.runs:
         row = study.rows.get(run.key)
@@ -189,8 +190,7 @@ def export_rows(spec: StudySpec, out: str | Path | None = None,
             "finished_at": row.finished_at if row else None,
             "elapsed_s": row.wall_time_s if row else None,
             "artifacts": str(study.paths.run_dir(run.key)),
-            "result_missing": status == "done"
-            and not (study.paths.run_dir(run.key) / RESULT_FILE).is_file(),
+            "result_missing": run.key in missing,
         })
         table.append(flat)
     return table
@@ -221,8 +221,8 @@ def _harmonise(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[str,
 
 def export_study(spec: StudySpec, path: str | Path, fmt: str = "csv",
                  out: str | Path | None = None, store: str | Path | None = None,
-                 statuses: tuple[str, ...] | None = None) -> int:
-    """Write :func:`export_rows` to ``path`` as CSV or Parquet; return the number of rows."""
+                 statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Write :func:`export_rows` to ``path`` as CSV or Parquet; return the rows written."""
     if fmt not in EXPORT_FORMATS:
         raise HiddenCostError(f"unknown export format {fmt!r}; use {' or '.join(EXPORT_FORMATS)}")
     rows = export_rows(spec, out, store, statuses)
@@ -243,4 +243,4 @@ def export_study(spec: StudySpec, path: str | Path, fmt: str = "csv",
             raise HiddenCostError("Parquet export needs pyarrow: pip install pyarrow "
                                   "(or export --format csv)") from None
         pq.write_table(pa.Table.from_pylist(_harmonise(rows, columns)), str(path))
-    return len(rows)
+    return rows
