@@ -379,8 +379,14 @@ def test_registry():
         "imagefolder",
         "splice",
         "bbc_news",
+        "yelp_polarity",
+        "imdb",
+        "ag_news",
+        "dbpedia_14",
     }
-    assert {n for n, i in infos.items() if i.modality == "sequence"} == {"splice", "bbc_news"}
+    assert {n for n, i in infos.items() if i.modality == "sequence"} == {
+        "splice", "bbc_news", "yelp_polarity", "imdb", "ag_news", "dbpedia_14"}
+    assert infos["dbpedia_14"].num_classes == 14 and infos["imdb"].needs_root
     assert {n for n, i in infos.items() if i.inner_size == 32} == {
         "digits",
         "cifar10",

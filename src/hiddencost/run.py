@@ -24,10 +24,9 @@ from hiddencost import __version__
 from hiddencost.backbones import BackboneInfo, create_model, resolve_backbone_name
 from hiddencost.compression import CompressionReport, CompressionSpec, Dense, apply_compression
 from hiddencost.data import (
-    DATASETS,
     FewShotSubset,
     TaskData,
-    dataset_key,
+    dataset_info,
     few_shot_indices,
     load_dataset,
 )
@@ -119,7 +118,7 @@ class RunConfig(BaseModel):
         size = the dataset's, LP image size = backbone input size), so equal experiments compare
         equal. A method that does not read the dataset's kind of data is a one-line error."""
         entry = resolve_backbone_name(self.model)
-        info = DATASETS[dataset_key(self.dataset)[0]][0]  # unknown names: a one-line error
+        info = dataset_info(self.dataset)  # unknown names: a one-line error
         method = METHODS.get(self.method)
         if info.modality != method.modality:
             readers = [n for n in METHODS if METHODS.get(n).modality == info.modality]
@@ -237,7 +236,7 @@ def _mapping_table(mapping: MappingList | None, task: TaskData | SequenceTask,
 
 def _reference_test_batch(cfg: RunConfig) -> int:
     """The reference code's test batch size for the dataset (``paper_ece`` sums per batch)."""
-    return DATASETS[dataset_key(cfg.dataset)[0]][0].reference_test_batch
+    return dataset_info(cfg.dataset).reference_test_batch
 
 
 def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData | SequenceTask,

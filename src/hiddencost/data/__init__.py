@@ -4,6 +4,7 @@ from hiddencost.data.datasets import (
     DATASETS,
     DatasetInfo,
     available_datasets,
+    dataset_info,
     dataset_key,
     load_dataset,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "TaskData",
     "available_datasets",
     "batch_size_for",
+    "dataset_info",
     "dataset_key",
     "few_shot_indices",
     "load_dataset",

