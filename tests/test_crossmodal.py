@@ -16,8 +16,10 @@ from hiddencost.data.sequences import char_tokens
 from hiddencost.data.splice import SPLICE_RDA, read_splice
 from hiddencost.errors import HiddenCostError
 from hiddencost.prompting.crossmodal import (
+    SoftmaxRemapper,
     TokenPatches,
     canvas_to_input,
+    needs_remapper,
     reduce_mapped,
     round_robin_sources,
     tile_patches,
@@ -25,6 +27,7 @@ from hiddencost.prompting.crossmodal import (
 )
 from hiddencost.prompting.crossmodal_train import (
     CrossModalReprogram,
+    output_mapping,
     predict_xmr,
     seeded_sources,
     train_xmr,
@@ -104,6 +107,18 @@ def test_round_robin_sources_and_reductions_by_hand():
         round_robin_sources(logits, num_classes=4, per_class=2)
 
 
+def test_softmax_remapper_by_hand():
+    assert needs_remapper(4, 2, 6) and not needs_remapper(3, 2, 6)
+    remap = SoftmaxRemapper(num_source=2, num_classes=2, seed=3)
+    assert torch.equal(remap.linear.weight, SoftmaxRemapper(2, 2, seed=3).linear.weight)
+    assert float(remap.linear.weight.detach().abs().max()) <= 2 ** -0.5  # uniform in ±1/√K′
+    with torch.no_grad():
+        remap.linear.weight.copy_(torch.tensor([[1.0, 0.0], [2.0, -1.0]]))
+        remap.linear.bias.copy_(torch.tensor([0.0, 0.5]))
+    z = torch.tensor([[0.0, math.log(3.0)]])  # softmax: (1/4, 3/4)
+    assert remap(z)[0].tolist() == pytest.approx([0.25, 0.5 - 0.75 + 0.5])
+
+
 def test_loss_is_cross_entropy_plus_the_scaled_perturbation_norm():
     scores = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     labels = torch.tensor([0, 1])
@@ -163,6 +178,24 @@ def test_training_learns_the_toy_task_and_leaves_the_backbone_alone():
     again = CrossModalReprogram(_tiny_backbone(), sources, 4, 16, MEAN, STD, patch=4, seed=0)
     rerun = train_xmr(again, tokens, lengths, labels, epochs=15, device=CPU, seed=0, lr=0.05)
     assert [e["loss"] for e in rerun.epochs] == losses
+
+
+def test_remapper_replaces_sources_when_k_times_m_exceeds_the_source_classes():
+    backbone = _tiny_backbone().eval()  # 12 source classes
+    sources, remapper = output_mapping(backbone, 16, MEAN, STD, 2, 6, seed=0, device=CPU)
+    assert remapper is None and torch.equal(
+        sources, seeded_sources(backbone, 16, MEAN, STD, 2, 6, seed=0, device=CPU))
+    sources, remapper = output_mapping(backbone, 16, MEAN, STD, 2, 7, seed=0, device=CPU)
+    assert sources is None and remapper.linear.weight.shape == (2, 12)
+    start = remapper.linear.weight.detach().clone()
+    model = CrossModalReprogram(backbone, None, 4, 16, MEAN, STD, patch=4, remapper=remapper)
+    tokens, lengths, labels = _toy_task()
+    history = train_xmr(model, tokens, lengths, labels, epochs=10, device=CPU, lr=0.05)
+    assert history.epochs[-1]["loss"] < history.epochs[0]["loss"]
+    assert not torch.equal(remapper.linear.weight, start)  # trained with the table
+    assert set(model.learned_tensors()) == {"patches.table", "remapper.weight", "remapper.bias"}
+    with pytest.raises(ValueError, match="either sources or a remapper"):
+        CrossModalReprogram(backbone, sources, 4, 16, MEAN, STD)
 
 
 @pytest.mark.skipif(not SPLICE_RDA.is_file(), reason=f"{SPLICE_RDA} is absent (r-cran-mlbench)")
@@ -242,3 +275,21 @@ def test_sequence_datasets_have_no_fidelity_targets():
             ] == ["digits"]
     with pytest.raises(HiddenCostError, match="'ilm' reads image data"):
         parse_spec(grid.format(d="splice", m="ilm"))
+
+
+@pytest.mark.skipif(not SPLICE_RDA.is_file(), reason=f"{SPLICE_RDA} is absent (r-cran-mlbench)")
+def test_xmr_with_more_sources_than_imagenet_has_trains_a_remapper(tmp_path):
+    """3 classes × 400 sources > 1,000 ImageNet classes: the softmax remapper is used."""
+    pytest.importorskip("rdata")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--dataset", "splice", "--method", "xmr",
+                                      "--n-shot", "2", "--epochs", "1", "--mapping-num", "400",
+                                      "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "result.json").read_text())
+    assert record["label_mapping"] is None and record["config"]["mapping_num"] == 400
+    assert 0.0 <= record["accuracy"] <= 1.0
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "weights.safetensors"))
+    assert saved["remapper.weight"].shape == (3, 1000) and saved["patches.table"].shape[0] == 4

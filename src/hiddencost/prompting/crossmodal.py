@@ -16,7 +16,9 @@ method come next):
 * **Label mapping** (:func:`round_robin_sources`, :func:`reduce_mapped`). Each of the K target
   classes gets m source classes: the backbone's logits on one seeded random canvas, sorted
   descending, dealt round-robin (target k gets ranks k, k + K, …, k + (m − 1)·K); a target's
-  score is the max (or mean) of its m source logits.
+  score is the max (or mean) of its m source logits. When K·m exceeds the K′ source classes,
+  a trainable linear remapper on the softmax takes their place (:class:`SoftmaxRemapper`,
+  the reference's way out).
 * **Loss** (:func:`xmr_loss`): cross-entropy + α·‖δ‖₂ / N, with δ the batch's tiled canvases
   (the perturbation the tokens become), N the batch size, α = 1e-4 by default.
 """
@@ -32,8 +34,8 @@ from torch import nn
 from hiddencost.errors import HiddenCostError
 from hiddencost.prompting.label_mapping import apply_mapping
 
-__all__ = ["DEFAULT_ALPHA", "TokenPatches", "canvas_to_input", "reduce_mapped",
-           "round_robin_sources", "tile_patches", "xmr_loss"]
+__all__ = ["DEFAULT_ALPHA", "SoftmaxRemapper", "TokenPatches", "canvas_to_input",
+           "needs_remapper", "reduce_mapped", "round_robin_sources", "tile_patches", "xmr_loss"]
 
 #: Weight of the perturbation norm in the loss (the reference's default).
 DEFAULT_ALPHA = 1e-4
@@ -89,7 +91,7 @@ def canvas_to_input(canvas: torch.Tensor, mean: tuple[float, ...],
 def round_robin_sources(logits: torch.Tensor, num_classes: int, per_class: int) -> torch.Tensor:
     """(K′,) logits of the backbone on one seeded random canvas → (K, m) source indices: the
     sources sorted by logit (descending; ties by index), dealt round-robin to the K targets.
-    Needs K·m ≤ K′ (beyond that the reference adds a remapping layer)."""
+    Needs K·m ≤ K′ (beyond that, :class:`SoftmaxRemapper`)."""
     num_source = logits.shape[-1]
     if num_classes * per_class > num_source:
         raise HiddenCostError(f"{num_classes} classes × {per_class} sources need "
@@ -97,6 +99,30 @@ def round_robin_sources(logits: torch.Tensor, num_classes: int, per_class: int) 
                               f"{num_source}")
     order = torch.sort(logits, descending=True, stable=True).indices
     return order[: num_classes * per_class].reshape(per_class, num_classes).T.contiguous()
+
+
+def needs_remapper(num_classes: int, per_class: int, num_source: int) -> bool:
+    """Whether K targets × m sources each exceed the K′ source classes, so that
+    :class:`SoftmaxRemapper` replaces the round-robin mapping."""
+    return num_classes * per_class > num_source
+
+
+class SoftmaxRemapper(nn.Module):
+    """Target scores ``W · softmax(z) + b`` (W ∈ R^{K×K′}) of the (B, K′) source logits z,
+    trained with the token table. W and b start uniform in ±1/√K′ (``nn.Linear``'s own
+    initialisation), drawn from the run's seed."""
+
+    def __init__(self, num_source: int, num_classes: int, seed: int = 0) -> None:
+        super().__init__()
+        self.linear = nn.Linear(num_source, num_classes)
+        generator = torch.Generator().manual_seed(seed)
+        bound = num_source ** -0.5
+        with torch.no_grad():
+            for tensor in (self.linear.weight, self.linear.bias):
+                tensor.uniform_(-bound, bound, generator=generator)
+
+    def forward(self, source_logits: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.softmax(source_logits, dim=1))
 
 
 def reduce_mapped(source_logits: torch.Tensor, sources: torch.Tensor,

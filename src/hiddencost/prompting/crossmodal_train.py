@@ -11,7 +11,9 @@ subset in a seeded order, and the **final** model evaluated on the whole test sp
 reference keeps the best of up to 100 test batches; this never looks at the test split while
 training). The sources are fixed before training from the backbone's logits on one seeded random
 image (uniform [0, 1] pixels, normalised with the backbone's mean/std), as
-:func:`~hiddencost.prompting.crossmodal.round_robin_sources` deals them.
+:func:`~hiddencost.prompting.crossmodal.round_robin_sources` deals them; when K·m exceeds the
+backbone's classes, a :class:`~hiddencost.prompting.crossmodal.SoftmaxRemapper` is trained with
+the table instead (:func:`output_mapping`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from torch import nn
 from hiddencost.frozen import freeze
 from hiddencost.prompting.crossmodal import (
     DEFAULT_ALPHA,
+    SoftmaxRemapper,
     TokenPatches,
     canvas_to_input,
+    needs_remapper,
     reduce_mapped,
     round_robin_sources,
     tile_patches,
@@ -36,7 +40,8 @@ from hiddencost.prompting.crossmodal import (
 from hiddencost.prompting.schedule import descend, epoch_batches
 from hiddencost.prompting.visual_prompt import TrainHistory
 
-__all__ = ["CrossModalReprogram", "predict_xmr", "seeded_sources", "train_xmr"]
+__all__ = ["CrossModalReprogram", "output_mapping", "predict_xmr", "seeded_logits",
+           "seeded_sources", "train_xmr"]
 
 #: The reference's optimiser settings and patch size.
 XMR_LR = 1e-3
@@ -44,31 +49,67 @@ XMR_BATCH = 4
 XMR_PATCH = 16
 
 
-def seeded_sources(backbone: nn.Module, canvas: int, mean: tuple[float, ...],
-                   std: tuple[float, ...], num_classes: int, per_class: int, seed: int,
-                   device: torch.device) -> torch.Tensor:
-    """(K, m) source classes from the backbone's logits on one seeded random image."""
+def seeded_logits(backbone: nn.Module, canvas: int, mean: tuple[float, ...],
+                  std: tuple[float, ...], seed: int, device: torch.device) -> torch.Tensor:
+    """(K′,) float32 CPU logits of the backbone on one seeded random image."""
     generator = torch.Generator().manual_seed(seed)
     image = torch.rand(1, 3, canvas, canvas, generator=generator)
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
     with torch.inference_mode():
-        logits = backbone(((image - m) / s).to(device)).float().cpu()[0]
+        return backbone(((image - m) / s).to(device)).float().cpu()[0]
+
+
+def seeded_sources(backbone: nn.Module, canvas: int, mean: tuple[float, ...],
+                   std: tuple[float, ...], num_classes: int, per_class: int, seed: int,
+                   device: torch.device) -> torch.Tensor:
+    """(K, m) source classes from the backbone's logits on one seeded random image."""
+    logits = seeded_logits(backbone, canvas, mean, std, seed, device)
     return round_robin_sources(logits, num_classes, per_class)
 
 
-class CrossModalReprogram(nn.Module):
-    """Token ids and lengths → K class scores through a frozen backbone (see the module)."""
+def output_mapping(backbone: nn.Module, canvas: int, mean: tuple[float, ...],
+                   std: tuple[float, ...], num_classes: int, per_class: int, seed: int,
+                   device: torch.device) -> tuple[torch.Tensor | None, SoftmaxRemapper | None]:
+    """``(sources, None)`` as :func:`seeded_sources` deals them when K·m ≤ K′, else
+    ``(None, remapper)``: a seeded :class:`SoftmaxRemapper` K′ → K."""
+    logits = seeded_logits(backbone, canvas, mean, std, seed, device)
+    if needs_remapper(num_classes, per_class, len(logits)):
+        return None, SoftmaxRemapper(len(logits), num_classes, seed)
+    return round_robin_sources(logits, num_classes, per_class), None
 
-    def __init__(self, backbone: nn.Module, sources: torch.Tensor, vocab_size: int,
+
+class CrossModalReprogram(nn.Module):
+    """Token ids and lengths → K class scores through a frozen backbone (see the module): the
+    (K, m) ``sources`` reduced by max (or mean), or, with ``sources=None``, the trainable
+    ``remapper``."""
+
+    def __init__(self, backbone: nn.Module, sources: torch.Tensor | None, vocab_size: int,
                  canvas: int, mean: tuple[float, ...], std: tuple[float, ...],
                  patch: int = XMR_PATCH,
-                 reduce: Literal["max", "mean"] = "max", seed: int = 0) -> None:
+                 reduce: Literal["max", "mean"] = "max", seed: int = 0,
+                 remapper: SoftmaxRemapper | None = None) -> None:
         super().__init__()
+        if (sources is None) == (remapper is None):
+            raise ValueError("give either sources or a remapper")
         self.backbone = backbone
         self.patches = TokenPatches(vocab_size, patch, seed)
-        self.register_buffer("sources", sources.clone())
+        self.register_buffer("sources", None if sources is None else sources.clone())
+        self.remapper = remapper
         self.canvas, self.mean, self.std, self.reduce = canvas, mean, std, reduce
+
+    def trainable(self) -> list[nn.Parameter]:
+        """What training updates: the token table, and the remapper when there is one."""
+        extra = [] if self.remapper is None else list(self.remapper.parameters())
+        return [*self.patches.parameters(), *extra]
+
+    def learned_tensors(self) -> dict[str, torch.Tensor]:
+        """The trained tensors by name, on the CPU, for the run's artifacts."""
+        out = {"patches.table": self.patches.table.detach().cpu()}
+        if self.remapper is not None:
+            out |= {f"remapper.{k}": v.detach().cpu()
+                    for k, v in self.remapper.linear.state_dict().items()}
+        return out
 
     def perturbation(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The (B, 3, C, C) canvases δ the tokens become."""
@@ -76,6 +117,8 @@ class CrossModalReprogram(nn.Module):
 
     def scores(self, delta: torch.Tensor) -> torch.Tensor:
         logits = self.backbone(canvas_to_input(delta, self.mean, self.std)).float()
+        if self.remapper is not None:
+            return self.remapper(logits)
         return reduce_mapped(logits, self.sources, self.reduce)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -86,12 +129,12 @@ def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.T
               labels: torch.Tensor, epochs: int, device: torch.device, seed: int = 0,
               lr: float = XMR_LR, batch_size: int = XMR_BATCH, alpha: float = DEFAULT_ALPHA,
               on_epoch: Callable[[dict], None] | None = None) -> TrainHistory:
-    """Train ``model``'s token table on (tokens, lengths, labels) for ``epochs`` epochs; the
-    backbone stays frozen (no weight gradients, eval mode). The history has per epoch the mean
-    training loss, training accuracy, learning rate and seconds."""
+    """Train ``model``'s token table (and remapper) on (tokens, lengths, labels) for ``epochs``
+    epochs; the backbone stays frozen (no weight gradients, eval mode). The history has per
+    epoch the mean training loss, training accuracy, learning rate and seconds."""
     freeze(model.backbone)
     model.to(device)
-    optimizer = torch.optim.Adam(model.patches.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.trainable(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     history = TrainHistory()
     for epoch in range(epochs):

@@ -36,8 +36,8 @@ from hiddencost.prompting.crossmodal_train import (
     XMR_LR,
     XMR_PATCH,
     CrossModalReprogram,
+    output_mapping,
     predict_xmr,
-    seeded_sources,
     train_xmr,
 )
 from hiddencost.prompting.label_mapping import MappingList
@@ -284,16 +284,18 @@ class CrossModal(TransferMethod):
 
     def fit(self, job: TransferJob) -> TransferOutcome:
         s, task, sub = job.settings, job.task, job.subset
-        sources = seeded_sources(job.backbone, s.canvas_size, job.mean, job.std,
-                                 task.num_classes, s.mapping_num, s.seed, job.device)
+        sources, remapper = output_mapping(job.backbone, s.canvas_size, job.mean, job.std,
+                                           task.num_classes, s.mapping_num, s.seed,
+                                           job.device)
         model = CrossModalReprogram(job.backbone, sources, len(task.vocab), s.canvas_size,
-                                    job.mean, job.std, XMR_PATCH, seed=s.seed)
+                                    job.mean, job.std, XMR_PATCH, seed=s.seed,
+                                    remapper=remapper)
         history = train_xmr(model, task.train_tokens[sub], task.train_lengths[sub],
                             task.train_labels[sub], s.epochs, job.device, s.seed, s.lr,
                             s.batch_size, on_epoch=job.on_epoch)
         logits = predict_xmr(model, task.test_tokens, task.test_lengths, job.device)
-        tensors = {"patches.table": model.patches.table.detach().cpu()}
-        return TransferOutcome(logits, history, tensors, sources.tolist())
+        mapping = None if sources is None else sources.tolist()
+        return TransferOutcome(logits, history, model.learned_tensors(), mapping)
 
 
 #: The registered transfer methods by name.
