@@ -97,12 +97,12 @@ def test_canvas_is_read_as_a_normalised_image():
 
 def test_round_robin_sources_and_reductions_by_hand():
     logits = torch.tensor([0.1, 0.9, 0.5, 0.7, 0.3, 0.2])
-    # ranks: 1, 3, 2, 4, 5, 0; target 0 takes ranks 0 and 2, target 1 ranks 1 and 3
+    # ascending ranks: 0, 5, 4, 2, 3, 1; target 0 takes ranks 0 and 2, target 1 ranks 1 and 3
     sources = round_robin_sources(logits, num_classes=2, per_class=2)
-    assert sources.tolist() == [[1, 2], [3, 4]]
+    assert sources.tolist() == [[0, 4], [5, 2]]
     batch = torch.tensor([[0.0, 1.0, 5.0, 2.0, 3.0, 9.0]])
-    assert reduce_mapped(batch, sources, "max").tolist() == [[5.0, 3.0]]
-    assert reduce_mapped(batch, sources, "mean").tolist() == [[3.0, 2.5]]
+    assert reduce_mapped(batch, sources, "max").tolist() == [[3.0, 9.0]]
+    assert reduce_mapped(batch, sources, "mean").tolist() == [[1.5, 7.0]]
     with pytest.raises(HiddenCostError, match="need 8 source classes"):
         round_robin_sources(logits, num_classes=4, per_class=2)
 
@@ -157,7 +157,7 @@ def test_sources_come_from_the_seeded_random_image():
     assert a.shape == (2, 3) and torch.equal(a, b) and len(set(a.flatten().tolist())) == 6
     image = (torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(5)) - 0.5) / 0.5
     with torch.no_grad():
-        ranked = backbone(image)[0].argsort(descending=True)
+        ranked = backbone(image)[0].argsort()  # ascending, as the reference's
     assert a[:, 0].tolist() == ranked[:2].tolist()  # ranks 0, 1 go to targets 0, 1
 
 
@@ -178,6 +178,26 @@ def test_training_learns_the_toy_task_and_leaves_the_backbone_alone():
     again = CrossModalReprogram(_tiny_backbone(), sources, 4, 16, MEAN, STD, patch=4, seed=0)
     rerun = train_xmr(again, tokens, lengths, labels, epochs=15, device=CPU, seed=0, lr=0.05)
     assert [e["loss"] for e in rerun.epochs] == losses
+
+
+def test_a_step_budget_stops_training_mid_epoch():
+    """24 examples at batch 4 are 6 steps an epoch: 8 steps end in epoch 2, after 2 of its 6."""
+    backbone = _tiny_backbone().eval()
+    sources = seeded_sources(backbone, 16, MEAN, STD, 2, 3, seed=0, device=CPU)
+    tokens, lengths, labels = _toy_task()
+
+    def train(**budget):
+        model = CrossModalReprogram(backbone, sources, 4, 16, MEAN, STD, patch=4, seed=0)
+        return train_xmr(model, tokens, lengths, labels, epochs=5, device=CPU, **budget)
+
+    cut = train(max_steps=8).epochs
+    assert [e["epoch"] for e in cut] == [1, 2] and [e["steps"] for e in cut] == [6, 8]
+    full = train().epochs
+    assert cut[0]["loss"] == full[0]["loss"] and "steps" not in full[0]  # same first epoch
+    assert cut[1]["loss"] != full[1]["loss"]  # the mean over 8 examples, not 24
+    assert len(train(max_steps=100).epochs) == 5  # the epochs end first
+    with pytest.raises(HiddenCostError, match="max_steps is read by xmr only"):
+        make_config(method="ilm", max_steps=5).resolved()
 
 
 def test_remapper_replaces_sources_when_k_times_m_exceeds_the_source_classes():

@@ -60,7 +60,7 @@ ENVIRONMENT_FIELDS = frozenset({"data_root", "download", "device"})
 #: a run's identity (an old key and a new one of the same experiment are equal).
 LATER_FIELD_DEFAULTS: dict[str, Any] = {
     "mask": None, "mapping_interval": 1, "mapping_num": 1, "prompt_init": "zero",
-    "test_every_epoch": False, "skip_unreadable": False,
+    "test_every_epoch": False, "skip_unreadable": False, "max_steps": None,
 }
 #: Images used to calibrate activation quantizers (the training subset's first ones).
 CALIBRATION_IMAGES = 256
@@ -101,6 +101,9 @@ class RunConfig(BaseModel):
                                     description="source classes per target; None: the method's")
     prompt_init: Literal["zero", "randn"] = "zero"
     test_every_epoch: bool = Field(False, description="VP: record test accuracy per epoch")
+    max_steps: int | None = Field(None, ge=1, description="xmr: stop after this many "
+                                  "optimiser steps (the reference's max_iterations); None: "
+                                  "all epochs")
     skip_unreadable: bool = Field(False, description="leave unreadable image files out")
     device: str = "auto"
     save_prompt_history: bool = False
@@ -125,6 +128,10 @@ class RunConfig(BaseModel):
             raise HiddenCostError(
                 f"method {self.method!r} reads {method.modality} data and dataset "
                 f"{info.name!r} holds {info.modality} data; use {', '.join(readers)}")
+        if self.max_steps is not None and not method.reads_max_steps:
+            readers = [n for n in METHODS if METHODS.get(n).reads_max_steps]
+            raise HiddenCostError(f"max_steps is read by {', '.join(readers)} only; method "
+                                  f"{self.method!r} trains for its epochs")
         return self.model_copy(
             update={
                 "model": entry.name,
@@ -199,7 +206,7 @@ def settings_of(cfg: RunConfig) -> TransferSettings:
         lp_image_size=cfg.lp_image_size, many_to_one=cfg.many_to_one,  # type: ignore[arg-type]
         save_prompt_history=cfg.save_prompt_history, mapping_interval=cfg.mapping_interval,
         mapping_num=cfg.mapping_num, prompt_init=cfg.prompt_init,
-        test_every_epoch=cfg.test_every_epoch,
+        test_every_epoch=cfg.test_every_epoch, max_steps=cfg.max_steps,
     )
 
 

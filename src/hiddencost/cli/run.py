@@ -61,6 +61,9 @@ def run(
     exclude_first_conv: common.ExcludeFirstConvOpt = False,
     exclude_classifier: common.ExcludeClassifierOpt = False,
     epochs: Annotated[int, typer.Option(help="Training epochs (ILM-VP used 200).")] = 100,
+    max_steps: Annotated[int | None, typer.Option(
+        help="xmr: stop after this many optimiser steps, if before the last epoch (the "
+             "reference: 100 epochs or 100,000 steps).")] = None,
     lr: Annotated[float | None, typer.Option(
         help="Adam learning rate (default: the method's, 0.01; xmr 0.001).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Default: the N-shot table.")] = None,
@@ -88,8 +91,9 @@ def run(
         split_seed=split_seed, method=method, n_shot=parse_n_shot(n_shot), seed=seed,
         compression=flag_fields(prune, sparsity, scope, weight_bits, activation_bits,
                                 exclude_first_conv, exclude_classifier, seed),
-        epochs=epochs, lr=lr, batch_size=batch_size, canvas_size=canvas_size,
-        inner_size=inner_size, lp_image_size=lp_image_size, many_to_one=many_to_one,
+        epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
+        canvas_size=canvas_size, inner_size=inner_size, lp_image_size=lp_image_size,
+        many_to_one=many_to_one,
         mapping_interval=mapping_interval, mapping_num=mapping_num, prompt_init=prompt_init,
         test_every_epoch=test_every_epoch, skip_unreadable=skip_unreadable,
         device=device, save_prompt_history=save_prompt_history,

@@ -15,7 +15,9 @@ method come next):
   normalised image: un-normalise (``x·std + mean``), clamp to [0, 1], normalise again.
 * **Label mapping** (:func:`round_robin_sources`, :func:`reduce_mapped`). Each of the K target
   classes gets m source classes: the backbone's logits on one seeded random canvas, sorted
-  descending, dealt round-robin (target k gets ranks k, k + K, …, k + (m − 1)·K); a target's
+  **ascending** as the reference's ``torch.argsort(logits)`` does (so the classes the random
+  image least resembles come first), dealt round-robin (target k gets ranks k, k + K, …,
+  k + (m − 1)·K); a target's
   score is the max (or mean) of its m source logits. When K·m exceeds the K′ source classes,
   a trainable linear remapper on the softmax takes their place (:class:`SoftmaxRemapper`,
   the reference's way out).
@@ -90,14 +92,15 @@ def canvas_to_input(canvas: torch.Tensor, mean: tuple[float, ...],
 
 def round_robin_sources(logits: torch.Tensor, num_classes: int, per_class: int) -> torch.Tensor:
     """(K′,) logits of the backbone on one seeded random canvas → (K, m) source indices: the
-    sources sorted by logit (descending; ties by index), dealt round-robin to the K targets.
+    sources sorted by logit (ascending, as the reference's ``argsort``; ties by index), dealt
+    round-robin to the K targets.
     Needs K·m ≤ K′ (beyond that, :class:`SoftmaxRemapper`)."""
     num_source = logits.shape[-1]
     if num_classes * per_class > num_source:
         raise HiddenCostError(f"{num_classes} classes × {per_class} sources need "
                               f"{num_classes * per_class} source classes; the backbone has "
                               f"{num_source}")
-    order = torch.sort(logits, descending=True, stable=True).indices
+    order = torch.sort(logits, stable=True).indices
     return order[: num_classes * per_class].reshape(per_class, num_classes).T.contiguous()
 
 

@@ -128,18 +128,29 @@ class CrossModalReprogram(nn.Module):
 def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.Tensor,
               labels: torch.Tensor, epochs: int, device: torch.device, seed: int = 0,
               lr: float = XMR_LR, batch_size: int = XMR_BATCH, alpha: float = DEFAULT_ALPHA,
-              on_epoch: Callable[[dict], None] | None = None) -> TrainHistory:
+              on_epoch: Callable[[dict], None] | None = None,
+              max_steps: int | None = None) -> TrainHistory:
     """Train ``model``'s token table (and remapper) on (tokens, lengths, labels) for ``epochs``
-    epochs; the backbone stays frozen (no weight gradients, eval mode). The history has per
-    epoch the mean training loss, training accuracy, learning rate and seconds."""
+    epochs, or until ``max_steps`` optimiser steps when that comes first (the reference's
+    ``num_epochs`` 100 and ``max_iterations`` 100,000); the backbone stays frozen (no weight
+    gradients, eval mode). The history has per epoch (a cut-short last epoch too) the mean
+    training loss and accuracy over the examples it saw, the learning rate, the steps so far
+    and the seconds."""
     freeze(model.backbone)
     model.to(device)
     optimizer = torch.optim.Adam(model.trainable(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     history = TrainHistory()
+    steps = 0
     for epoch in range(epochs):
-        start, total, correct = time.perf_counter(), 0.0, 0
+        if max_steps is not None and steps >= max_steps:
+            break
+        start, total, correct, seen = time.perf_counter(), 0.0, 0, 0
         for idx in epoch_batches(len(labels), batch_size, generator):
+            if max_steps is not None and steps >= max_steps:
+                break
+            steps += 1
+            seen += len(idx)
             x, n, y = tokens[idx].to(device), lengths[idx].to(device), labels[idx].to(device)
             delta = model.perturbation(x, n)
             scores = model.scores(delta)
@@ -147,9 +158,10 @@ def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.T
             descend(optimizer, loss, epoch)
             total += float(loss.detach()) * len(idx)
             correct += int((scores.argmax(1) == y).sum())
-        record = {"epoch": epoch + 1, "loss": total / len(labels),
-                  "train_accuracy": correct / len(labels), "lr": lr,
-                  "seconds": time.perf_counter() - start}
+        record = {"epoch": epoch + 1, "loss": total / seen, "train_accuracy": correct / seen,
+                  "lr": lr, "seconds": time.perf_counter() - start}
+        if max_steps is not None:
+            record["steps"] = steps
         history.epochs.append(record)
         if on_epoch is not None:
             on_epoch(record)

@@ -84,6 +84,7 @@ class TransferSettings:
     mapping_num: int = 1
     prompt_init: str = "zero"
     test_every_epoch: bool = False
+    max_steps: int | None = None
 
 
 @dataclass
@@ -128,6 +129,8 @@ class TransferMethod(ABC):
     #: The protocol's learning rate and sources per target class, when a run leaves them unset.
     default_lr: ClassVar[float] = 0.01
     default_mapping_num: ClassVar[int] = 1
+    #: Whether it honours a step budget (``max_steps``) besides the epochs.
+    reads_max_steps: ClassVar[bool] = False
 
     def default_batch_size(self, n_shot: int | None) -> int:
         """The protocol's batch size for ``n_shot`` examples per class (the ILM-VP table)."""
@@ -257,6 +260,7 @@ class CrossModal(TransferMethod):
     modality = "sequence"
     default_lr = XMR_LR
     default_mapping_num = 10
+    reads_max_steps = True
 
     def default_batch_size(self, n_shot: int | None) -> int:
         return XMR_BATCH
@@ -292,7 +296,7 @@ class CrossModal(TransferMethod):
                                     remapper=remapper)
         history = train_xmr(model, task.train_tokens[sub], task.train_lengths[sub],
                             task.train_labels[sub], s.epochs, job.device, s.seed, s.lr,
-                            s.batch_size, on_epoch=job.on_epoch)
+                            s.batch_size, on_epoch=job.on_epoch, max_steps=s.max_steps)
         logits = predict_xmr(model, task.test_tokens, task.test_lengths, job.device)
         mapping = None if sources is None else sources.tolist()
         return TransferOutcome(logits, history, model.learned_tensors(), mapping)
