@@ -379,3 +379,33 @@ def test_analyses_on_an_empty_table_are_empty():
                an.class_gains_drops, an.prompt_distance, an.prompt_snapshots,
                an.loss_trajectories, an.summary_table):
         assert fn(df).empty, fn.__name__
+
+
+# --------------------------------------------------------------------------------------------
+# cross-modal reprogramming: the paper's Tables 3-4
+# --------------------------------------------------------------------------------------------
+
+
+def test_crossmodal_table_by_hand():
+    from hiddencost.report.build import crossmodal_shown
+
+    specs = [(DENSE, {"dataset": "splice", "method": "xmr", "n_shot": None, "seed": s,
+                      "accuracy": a, "per_class": [a] * 3}) for s, a in enumerate((.80, .82, .84))]
+    specs += [(S90, {"dataset": "splice", "method": "xmr", "n_shot": None, "seed": s,
+                     "accuracy": a, "per_class": [a] * 3}) for s, a in enumerate((.70, .71, .72))]
+    # a smaller budget of the same task and an image run: neither is in the table
+    specs += [(DENSE, {"dataset": "splice", "method": "xmr", "n_shot": 10, "accuracy": 0.5,
+                       "per_class": [0.5] * 3}), (DENSE, {"method": "ilm"})]
+    t = an.crossmodal_table(table(specs))
+    assert list(t["compression"]) == ["dense", "magnitude-global-s0.90"]
+    assert set(t["budget"]) == {"full"} and set(t["method"]) == {"xmr"}
+    assert t["mean"].tolist() == pytest.approx([82.0, 71.0])
+    assert t["sd"].tolist() == pytest.approx([2.0, 1.0])  # sample sd, as the paper's "± std"
+    assert t.loc[1, "delta"] == pytest.approx(11.0) and t.loc[1, "significant"] is True
+    assert t.loc[1, "p"] == pytest.approx(welch_test([80, 82, 84], [70, 71, 72]).p)
+    assert t.loc[0, "significant"] is None  # dense is the reference
+    shown = crossmodal_shown(t)
+    assert list(shown.columns) == ["task", "efficientnet_lite0 · dense",
+                                   "efficientnet_lite0 · magnitude 90% sparse"]
+    assert shown.iloc[0].tolist() == ["splice", "82.0 ± 2.0", "71.0 ± 1.0 ▼"]
+    assert an.crossmodal_table(table([(DENSE, {"method": "ilm"})])).empty

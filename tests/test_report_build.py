@@ -78,6 +78,7 @@ def test_report_has_every_section_and_figure_files(synthetic_report):
     text = index.read_text()
     page = parse_page(index)
     assert all(s in page.ids for s in SECTIONS)
+    assert "crossmodal" not in page.ids  # shown only for studies with xmr runs
     assert "could not be drawn" not in text and "skipped" not in text
     assert "one seed" not in text.lower()
     figures = sorted((index.parent / "figures").glob("*.png"))
@@ -275,3 +276,18 @@ def test_cli_exits_2_naming_the_failed_section(tmp_path, monkeypatch):
     text = (tmp_path / "r" / "index.html").read_text()
     assert "Accuracy vs data budget: could not be computed" in text
     assert "Summary table" in text
+
+
+def test_crossmodal_runs_get_the_table3_section(tmp_path):
+    dense, sparse = DEFAULT_COMPRESSIONS[0], DEFAULT_COMPRESSIONS[2]
+    records = [make_record(dataset=d, method="xmr", n_shot=None, seed=s, compression=c,
+                           accuracy=a + 0.01 * s, per_class=[a] * 3, class_names=["ei", "ie", "n"])
+               for d in ("splice", "bbc_news") for c, a in ((dense, 0.8), (sparse, 0.6))
+               for s in (0, 1, 2)]
+    index = build_report(table_from_records(records), tmp_path / "out")
+    page = parse_page(index)
+    assert "crossmodal" in page.ids
+    text = index.read_text()
+    assert "81.0 ± 1.0" in text and "61.0 ± 1.0 ▼" in text  # seeds 0.80, 0.81, 0.82
+    csv = (tmp_path / "out" / "tables" / "crossmodal.csv").read_text().splitlines()
+    assert len(csv) == 1 + 4 and csv[0].startswith("dataset,backbone,method,budget")

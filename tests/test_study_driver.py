@@ -270,3 +270,10 @@ def test_a_runner_record_is_checked_against_the_schema(tmp_path):
     assert report.counts["failed"] == len(expand(spec))
     errors = {r.error for r in _db_rows(tmp_path).values()}
     assert all("is not a valid result record: nll: Field required" in e for e in errors)
+
+
+def test_paper_crossmodal_dry_run_passes(tmp_path):
+    res = CliRunner().invoke(_app(), ["study", "run", "paper-crossmodal", "--out",
+                                      str(tmp_path / "out"), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "120 runs · 0 done · 0 failed · 120 to run" in " ".join(res.output.split())

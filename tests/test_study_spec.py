@@ -160,7 +160,42 @@ compression: [{name: tv, tag: "tv_in1k", checkpoint: "x/{model}-{level}.pth", le
     assert run.identity["checkpoint"] == "x/resnet18-1.pth"
 
 
+def test_a_family_can_be_restricted_to_some_models():
+    spec = parse_spec("""
+model: [efficientnet_lite0, resnet18.tv_in1k]
+compression:
+  - method: none
+  - name: gmp
+    checkpoint: "gmp/{arch}_s{level}.pth"
+    levels: [80, 90]
+    models: [resnet18]
+""")
+    pairs = [(r.identity["model"], r.tags["compression"]) for r in expand(spec)]
+    assert pairs == [("efficientnet_lite0.in1k", "dense"), ("resnet18.tv_in1k", "dense"),
+                     ("resnet18.tv_in1k", "gmp-80"), ("resnet18.tv_in1k", "gmp-90")]
+
+
+def test_crossmodal_presets():
+    runs = expand(load_preset("paper-crossmodal"))
+    assert len(runs) == 120  # 8 models × 5 tasks × 3 seeds, full data, xmr
+    models = {r.identity["model"] for r in runs}
+    assert models == {"resnet34.tv_in1k", "resnet34.gmp-sparsezoo", "resnet50.tv2_in1k",
+                      "resnet50.lth-paper", "deit_tiny.fb_in1k", "deit_tiny.vvtq-w4a4",
+                      "deit_tiny.vvtq-w3a3", "deit_tiny.vvtq-w2a2"}
+    assert {r.identity["dataset"] for r in runs} == {
+        "yelp_polarity", "imdb", "ag_news", "dbpedia_14", "splice"}
+    first = runs[0].identity
+    assert (first["method"], first["n_shot"], first["lr"], first["batch_size"]) == (
+        "xmr", None, 0.001, 4)
+    assert (first["epochs"], first["max_steps"], first["mapping_num"]) == (100, 100_000, 10)
+    quick = expand(load_preset("quickstart-crossmodal"))
+    assert len(quick) == 12 and {r.identity["dataset"] for r in quick} == {"splice", "bbc_news"}
+    assert all(r.identity["model"] == "efficientnet_lite0.in1k" for r in quick)
+
+
 @pytest.mark.parametrize("text, match", [
+    ("compression: [{name: x, checkpoint: 'a{level}', levels: [1], models: [resnet81]}]\n",
+     "names model 'resnet81', which is not one of the study's models"),
     ("model: [efficientnet_lite0\n", "not valid YAML.*line"),
     ("", "empty"),
     ("- a\n- b\n", "must be a mapping"),

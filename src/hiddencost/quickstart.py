@@ -17,15 +17,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from hiddencost import report
 from hiddencost.compression import parse_compression
 from hiddencost.records import RunRecord
+from hiddencost.report.analyses import crossmodal_table
+from hiddencost.report.build import crossmodal_shown
+from hiddencost.report.table import table_from_spec
 from hiddencost.run import RunConfig
 from hiddencost.study import driver
-from hiddencost.study.catalog import QUICKSTART, load_preset
+from hiddencost.study.catalog import QUICKSTART, QUICKSTART_CROSSMODAL, load_preset
 from hiddencost.study.spec import StudySpec, run_configs
 
 #: A result record as the summary reads it: typed, or its ``result.json`` dict.
@@ -124,5 +128,38 @@ def run_quickstart(
         quickstart_spec(epochs), out / "report", results=out,
         on_findings=lambda lines: console.print(report.findings_text(lines), highlight=False,
                                                 soft_wrap=True))
+    console.print(f"report: {index}", highlight=False, soft_wrap=True)
+    return records
+
+
+def print_crossmodal_table(console: Console, table: pd.DataFrame, title: str) -> None:
+    """:func:`~hiddencost.report.analyses.crossmodal_table` in the paper's Table 3 layout."""
+    shown = crossmodal_shown(table)
+    out = Table(title=title, caption="test accuracy (%), mean ± sd over seeds; ▼ / ▲: "
+                                     "significantly below / above dense (Welch, p < 0.05)")
+    for col in shown.columns:
+        out.add_column(col, justify="left" if col == "task" else "right")
+    for row in shown.itertuples(index=False):
+        out.add_row(*map(str, row))
+    console.print(out)
+
+
+def run_crossmodal_quickstart(out: Path, console: Console, epochs: int | None = None,
+                              device: str = "auto") -> list[RunRecord]:
+    """Run the ``quickstart-crossmodal`` preset (resumable), print the dense vs compressed
+    accuracy per task (the paper's Table 3 layout), write the report and print its path;
+    return the result records."""
+    spec = load_preset(QUICKSTART_CROSSMODAL)
+    if epochs:
+        spec = spec.with_params(epochs=epochs)
+    console.print(f"quickstart-crossmodal: {len(run_configs(spec))} runs · "
+                  f"{', '.join(spec.model)} → {', '.join(spec.dataset)} · xmr")
+    start = time.perf_counter()
+    records = driver.run_preset(QUICKSTART_CROSSMODAL, out=out, console=console,
+                                params={"epochs": epochs} if epochs else None, device=device)
+    print_crossmodal_table(console, crossmodal_table(table_from_spec(spec, out)),
+                           "hiddencost quickstart-crossmodal: EfficientNet-Lite0 → DNA, news")
+    console.print(f"done in {time.perf_counter() - start:.0f} s; results in {out}/")
+    index = report.build_report(spec, out / "report", results=out)
     console.print(f"report: {index}", highlight=False, soft_wrap=True)
     return records

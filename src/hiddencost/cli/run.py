@@ -17,9 +17,10 @@ from hiddencost.compression.parse import flag_fields
 from hiddencost.data import available_datasets, parse_n_shot
 from hiddencost.errors import HiddenCostError
 from hiddencost.progress import epoch_progress
-from hiddencost.quickstart import run_quickstart
+from hiddencost.quickstart import run_crossmodal_quickstart, run_quickstart
 from hiddencost.records import COMPRESSION_FIELDS, METRIC_FIELDS
 from hiddencost.run import make_config, run_one
+from hiddencost.study.catalog import QUICKSTART, QUICKSTART_CROSSMODAL
 
 app = common.command_app()
 console = Console()
@@ -113,14 +114,21 @@ def run(
 
 @common.command(app)
 def quickstart(
-    out: Annotated[Path, typer.Option(help="Where results go.")] = Path(
-        "hiddencost-results/quickstart"),
+    out: Annotated[Path | None, typer.Option(
+        help="Where results go (default hiddencost-results/<preset>).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the preset's epochs.")] = None,
+    crossmodal: Annotated[bool, typer.Option(
+        help="Run quickstart-crossmodal instead: xmr to DNA (Splice) and news (BBC News).")
+    ] = False,
     device: common.DeviceChoiceOpt = "auto",
 ) -> None:
-    """A small real study on the offline default (EfficientNet-Lite0 → digits), < 10 min on CPU."""
+    """A small real study on the offline default (EfficientNet-Lite0 → digits; with
+    --crossmodal → Splice and BBC News), < 10 min on CPU."""
+    name = QUICKSTART_CROSSMODAL if crossmodal else QUICKSTART
+    out = out or Path("hiddencost-results") / name
     common.output_folder(out)
-    run_quickstart(out, console, epochs=epochs, device=device)
+    run = run_crossmodal_quickstart if crossmodal else run_quickstart
+    run(out, console, epochs=epochs, device=device)
 
 
 @common.command(app)

@@ -134,6 +134,7 @@ def read_hub_text(spec: HubText, root: Path,
             f"or .csv/.jsonl, with columns {spec.text_column!r} and {spec.label_column!r}); "
             f"pass --download to fetch {spec.hub_id} from the Hugging Face Hub (needs internet)")
     builder = FORMATS[files["train"].suffix[1:]]
+    bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # reading local files is quick; the CLI has its own bars
     try:
         loaded = datasets.load_dataset(builder, data_files={s: str(p) for s, p in files.items()},
@@ -141,6 +142,9 @@ def read_hub_text(spec: HubText, root: Path,
     except Exception as exc:  # a malformed file: name it in one line
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise HiddenCostError(f"cannot read {spec.name} from {folder}: {first}") from None
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     out = {}
     for split in SPLITS:
         table, path = loaded[split], files[split]

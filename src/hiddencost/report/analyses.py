@@ -28,6 +28,7 @@ from safetensors.numpy import load_file
 from scipy.stats import spearmanr
 
 from hiddencost.model_table import imagenet_class_names
+from hiddencost.prompting.methods import METHODS
 from hiddencost.report.order import budget_order, compression_order
 from hiddencost.report.stats import ALPHA, mean_ci, welch_test
 from hiddencost.report.table import class_names
@@ -739,6 +740,43 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     out["_m"] = [methods.index(m) for m in out["method"]]
     out["_c"] = [order.get(c, len(order)) for c in out["compression"]]
     return out.sort_values(["_m", "_c"]).drop(columns=["_m", "_c"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# 8b. cross-modal reprogramming: the paper's Tables 3 and 4
+# --------------------------------------------------------------------------------------------
+
+
+def sequence_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of methods that read sequence tasks (cross-modal reprogramming, ``xmr``)."""
+    if df.empty:
+        return df
+    readers = {m for m in dict.fromkeys(df["method"])
+               if m in METHODS and METHODS.get(m).modality == "sequence"}
+    return df[df["method"].isin(readers)]
+
+
+def crossmodal_table(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """The paper's Tables 3–4: per sequence task (``dataset``) × backbone × compression point,
+    at the task's largest budget, the test accuracy (%) over seeds: ``mean`` and the sample
+    standard deviation ``sd`` (the paper's "mean ± std"; NaN with one seed), with, for a
+    compressed point, Δ = dense − compressed (pp) of the same backbone and its two-sided Welch
+    test (``p``, ``significant`` at ``alpha``: None when untested)."""
+    cols = ["dataset", "backbone", "method", "budget", "compression", *COMPRESSION_META,
+            "n_seeds", "mean", "sd", "delta", "p", "significant"]
+    seq = sequence_runs(df)
+    if seq.empty:
+        return _empty(cols)
+    top = seq[seq["budget_rank"] == seq.groupby("dataset")["budget_rank"].transform("max")]
+    acc = _summarize(top, [*TASK, "method", "budget", "compression"], "accuracy", PERCENT)
+    test = delta_heatmap(top, "accuracy", alpha)
+    keys = [*TASK, "method", "budget", "compression"]
+    if not test.empty:
+        acc = acc.merge(test[[*keys, "delta", "p", "significant"]], on=keys, how="left")
+    else:
+        acc = acc.assign(delta=math.nan, p=math.nan, significant=None)
+    acc["significant"] = [None if v is None or v != v else bool(v) for v in acc["significant"]]
+    return _sort(acc[cols], df)
 
 
 # --------------------------------------------------------------------------------------------

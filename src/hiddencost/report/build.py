@@ -512,6 +512,43 @@ def _fill_summary(b: _Builder, s: Section, tasks: list[Task]) -> None:
                              _summary_shown(t), path))
 
 
+def _crossmodal_cell(mean: float, sd: float, significant: Any, delta: float) -> str:
+    """``91.0 ± 1.2``, with ▼ / ▲ when significantly below / above the dense model."""
+    text = _fmt(mean) if sd != sd else f"{_fmt(mean)} ± {_fmt(sd)}"
+    if significant is True:
+        text += " ▼" if delta > 0 else " ▲"
+    return text
+
+
+def crossmodal_shown(t: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 3 layout: one row per task, one column per backbone · compression
+    point (in the table's order), cells from :func:`_crossmodal_cell`."""
+    t = t.assign(column=[f"{b} · {c}" for b, c in zip(t["backbone"], t["compression_name"],
+                                                       strict=True)],
+                 cell=[_crossmodal_cell(m, sd, sig, d) for m, sd, sig, d in zip(
+                     t["mean"], t["sd"], t["significant"], t["delta"], strict=True)])
+    wide = t.pivot_table(index="dataset", columns="column", values="cell", aggfunc="first",
+                         sort=False)
+    wide = wide.reindex(index=list(dict.fromkeys(t["dataset"])),
+                        columns=list(dict.fromkeys(t["column"]))).fillna("")
+    return wide.reset_index().rename(columns={"dataset": "task"})
+
+
+def _fill_crossmodal(b: _Builder, s: Section, tasks: list[Task]) -> None:
+    t = an.crossmodal_table(b.df)
+    path = b.save_table("crossmodal", t)
+    budgets = ", ".join(f"{d}: {shot}" for d, shot in
+                        dict.fromkeys(zip(t["dataset"], t["budget"], strict=True)))
+    s.items.append(TableItem(
+        "Test accuracy (%) of cross-modal reprogramming",
+        f"Mean ± sample standard deviation over seeds, at each task's largest budget "
+        f"({budgets}); ▼ / ▲: significantly below / above the dense model of the same "
+        f"backbone (two-sided Welch t-test across seeds, p < {ALPHA:g}, no correction); no "
+        f"mark when not significant or untested (fewer than 2 seeds on a side). The accuracy "
+        f"and calibration of these runs are also in the figures above.",
+        crossmodal_shown(t), path))
+
+
 _VERDICT_CLASS = {"supported": "supported", "contradicted": "contradicted", "mixed": "mixed",
                   "not testable": "untestable"}
 
@@ -566,6 +603,9 @@ class SectionSpec:
     title: str
     intro: str
     fill: Callable[[_Builder, Section, list[Task]], None]
+    #: Whether the section is on the page for a run table (None: always); a section for one
+    #: kind of run (cross-modal) is left out of studies without it.
+    shown: Callable[[pd.DataFrame], bool] | None = None
 
 
 SECTIONS: tuple[SectionSpec, ...] = (
@@ -609,6 +649,11 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 "transfer (no labels needed: top-1 agreement and KL between their ImageNet "
                 "predictions on the dataset's test images), set against what the compression "
                 "costs after transfer.", _fill_fidelity),
+    SectionSpec("crossmodal", "Cross-modal reprogramming (the paper's Tables 3–4)",
+                "Frozen ImageNet models, dense and compressed, reprogrammed to classify text "
+                "and DNA (Neekhara et al.'s cross-modal reprogramming): one row per task, one "
+                "column per backbone and compression point, as the paper's Tables 3 and 4.",
+                _fill_crossmodal, shown=lambda df: not an.sequence_runs(df).empty),
     SectionSpec("summary", "Summary table",
                 "Like the paper's Table 1: per compressed model and transfer method, the mean "
                 "accuracy drop and ECE change against dense over every dataset and budget.",
@@ -655,7 +700,8 @@ def build_sections(df: pd.DataFrame, out: Path, fidelity: list[dict[str, Any]] |
     fidelity entries (:func:`hiddencost.study.fidelity.read_fidelity`)."""
     b = _Builder(df, out, fidelity)
     tasks = list(iter_tasks(df)) if not df.empty else []
-    sections = [_build_section(b, spec, tasks) for spec in SECTIONS]
+    sections = [_build_section(b, spec, tasks) for spec in SECTIONS
+                if spec.shown is None or spec.shown(df)]
     notes = _page_notes(df, b)
     if b.failures:
         failed = ", ".join(dict.fromkeys(title for title, _ in b.failures))

@@ -4,6 +4,8 @@ Every preset is a YAML file in ``hiddencost/study/presets/`` (``hiddencost study
 NAME`` prints one to copy and edit):
 
 - ``quickstart``: the offline quickstart (``hiddencost quickstart`` runs it and reports);
+- ``quickstart-crossmodal``: its cross-modal twin, EfficientNet-Lite0 reprogrammed to DNA and
+  news text (``hiddencost quickstart --crossmodal``);
 - ``smoke``: two tiny offline runs, to check an installation or a cluster;
 - ``paper-*``: the grids of *Uncovering the Hidden Cost of Model Compression* (arXiv
   2308.14969). They need the torchvision datasets (``--data-root``) and, for checkpoint
@@ -21,6 +23,8 @@ from hiddencost.errors import HiddenCostError
 from hiddencost.study.spec import StudySpec, parse_spec
 
 QUICKSTART = "quickstart"
+#: The offline cross-modal quickstart (``hiddencost quickstart --crossmodal``).
+QUICKSTART_CROSSMODAL = "quickstart-crossmodal"
 _PRESETS = resources.files("hiddencost.study") / "presets"
 
 

@@ -24,6 +24,7 @@ A spec lists values per axis and shares everything else::
         levels: [79.122, 11.571]
         keys: [1, 9]                #   {key} of each level (default: the level itself)
         unit: remaining_percent
+        models: [resnet50]          #   optional: only these spec models (name or arch)
     method: [ilm, flm, rlm, lp]     # axis
     n_shot: [1, 10, full]           # axis: positive ints or "full"
     seed: [0, 1, 2]                 # axis
@@ -56,7 +57,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hiddencost.backbones import resolve_backbone_name
 from hiddencost.checkpoints import is_url
@@ -100,6 +108,10 @@ class CheckpointFamily(BaseModel):
     mask: str | None = Field(None, min_length=1)
     tag: str | None = Field(None, min_length=1)
     unit: str = "level"
+    #: The spec models the family applies to, by the name as written or its architecture
+    #: (``resnet34``); None: every model. A family published for one architecture only (e.g.
+    #: VVTQ's DeiT-T) is then crossed with that model alone.
+    models: list[str] | None = Field(None, min_length=1)
 
     @field_validator("keys")
     @classmethod
@@ -123,6 +135,11 @@ class CompressionPoint:
     tag: str | None = None  # template of the model's tag, for checkpoint families
     mask: str | None = None  # template of the mask file, for checkpoint families
     key: float | int | str | None = None  # the {key} of this level's templates
+    models: tuple[str, ...] | None = None  # the spec models it applies to (None: all)
+
+    def applies_to(self, model: str, arch: str) -> bool:
+        """Whether this point is crossed with the spec model ``model`` (architecture ``arch``)."""
+        return self.models is None or model in self.models or arch in self.models
 
     def _fill(self, template: str | None, model: str, arch: str) -> str | None:
         if template is None:
@@ -174,7 +191,7 @@ def _grid_points(entry: dict[str, Any]) -> list[CompressionPoint]:
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r} in a compression entry; known keys: "
                          f"{', '.join(FIELD_NAMES)} (or name/checkpoint/levels/keys/mask/tag/"
-                         "unit for checkpoint families)")
+                         "unit/models for checkpoint families)")
     keys = list(entry)
     points = []
     for combo in itertools.product(*(_as_list(entry[k]) for k in keys)):
@@ -214,7 +231,8 @@ def _family_points(entry: dict[str, Any]) -> list[CompressionPoint]:
     keys = family.keys or [None] * len(family.levels)
     return [
         CompressionPoint(Dense(), family.name, f"{family.name}-{level}", level,
-                         family.unit, family.checkpoint, family.tag, family.mask, key)
+                         family.unit, family.checkpoint, family.tag, family.mask, key,
+                         None if family.models is None else tuple(family.models))
         for level, key in zip(family.levels, keys, strict=True)
     ]
 
@@ -226,7 +244,7 @@ def compression_points(entries: list[dict[str, Any]]) -> list[CompressionPoint]:
         if not isinstance(entry, dict):
             raise ValueError(f"compression[{i}] must be a mapping such as "
                              f"{{method: magnitude, sparsity: [0.5, 0.9]}}, got {entry!r}")
-        is_family = {"checkpoint", "levels", "name", "tag", "mask", "keys"} & set(entry)
+        is_family = {"checkpoint", "levels", "name", "tag", "mask", "keys", "models"} & set(entry)
         try:
             points += _family_points(entry) if is_family else _grid_points(entry)
         except ValueError as exc:
@@ -281,6 +299,24 @@ class StudySpec(BaseModel):
                 raise ValueError(f"unknown parameter {key!r}; known: "
                                  f"{', '.join(sorted(_PARAM_FIELDS))}")
         return v
+
+    @model_validator(mode="after")
+    def _family_models_exist(self) -> StudySpec:
+        if not any(p.models for p in compression_points(self.compression)):
+            return self
+        known = set(self.model)
+        for m in self.model:
+            try:
+                known.add(resolve_backbone_name(m).arch)
+            except HiddenCostError:
+                pass  # an unknown model is reported, with its source, by parse_spec
+        for point in compression_points(self.compression):
+            unknown = sorted(set(point.models or ()) - known)
+            if unknown:
+                raise ValueError(f"compression family {point.family!r} names model "
+                                 f"{unknown[0]!r}, which is not one of the study's models "
+                                 f"({', '.join(self.model)})")
+        return self
 
     def environment(self) -> dict[str, Any]:
         """The environment fields given in ``params`` (device, data_root, download)."""
@@ -340,7 +376,8 @@ def _grid(spec: StudySpec, environment: dict[str, Any]
     for model in spec.model:
         arch = resolve_backbone_name(model).arch
         for dataset, point, method, shot, seed in itertools.product(
-            spec.dataset, points, spec.method, spec.n_shot, spec.seed
+            spec.dataset, [p for p in points if p.applies_to(model, arch)], spec.method,
+            spec.n_shot, spec.seed
         ):
             kwargs = {**params, "model": point.model_for(model, arch), "dataset": dataset,
                       "compression": point.spec, "method": method, "n_shot": shot, "seed": seed,
