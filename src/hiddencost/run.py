@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -277,6 +277,67 @@ def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData | SequenceT
     )
 
 
+def pack_signature(cfg: RunConfig) -> str | None:
+    """What runs must share to train as one pack (:func:`run_pack`): backbone, weights,
+    compression, dataset and its split, device, and the method's :meth:`pack_key` (for VP:
+    epochs, batch size, canvas and inner size). None: the run trains alone (its method does
+    not pack, or its activation quantizers calibrate on its own training subset)."""
+    cfg = cfg.resolved()
+    key = METHODS.get(cfg.method).pack_key(settings_of(cfg))
+    if key is None or cfg.compression.activation_bits is not None:
+        return None
+    shared = cfg.model_dump(mode="json", include={
+        "model", "weights", "checkpoint", "mask", "compression", "dataset", "data_root",
+        "download", "split_seed", "skip_unreadable", "device"})
+    return json.dumps([shared, list(key) if isinstance(key, tuple) else key], sort_keys=True)
+
+
+def run_pack(
+    cfgs: Sequence[RunConfig],
+    out_dirs: Sequence[str | Path | None] | None = None,
+    cache: RunCache | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> list[RunRecord]:
+    """Run several experiments that share a :func:`pack_signature` as one pack: the backbone
+    is built once and the method's :meth:`~TransferMethod.fit_pack` trains them together
+    (VP: one backbone pass per step for all of them). Each record (and ``out_dirs[i]``, when
+    given) is the run's own, equal to what :func:`run_one` gives it alone up to float
+    reordering across batch sizes; ``wall_time_s`` is the pack's. ``on_epoch`` follows the
+    first run. A pack of one is :func:`run_one`.
+    """
+    start = time.perf_counter()
+    cfgs = [cfg.resolved() for cfg in cfgs]
+    if not cfgs:
+        return []
+    if len(cfgs) > 1 and (pack_signature(cfgs[0]) is None
+                          or len({pack_signature(c) for c in cfgs}) != 1):
+        raise HiddenCostError("the runs of a pack must share backbone, compression, dataset, "
+                              "device and the method's schedule (see pack_signature)")
+    out_dirs = list(out_dirs) if out_dirs is not None else [None] * len(cfgs)
+    cache = cache or RunCache()
+    first = cfgs[0]
+    device = resolve_device(first.device)
+    methods = [METHODS.get(cfg.method) for cfg in cfgs]
+    settings = [settings_of(cfg) for cfg in cfgs]
+    task = cache.dataset(first, methods[0].stored_image_size(settings[0]))
+    subsets = [few_shot_indices(task.train_labels, cfg.n_shot, cfg.seed) for cfg in cfgs]
+    backbone, info, report = _backbone(first, methods[0], settings[0], task,
+                                       subsets[0].indices, device)
+    jobs = [TransferJob(
+        backbone=backbone, num_source=info.num_classes, mean=info.mean, std=info.std,
+        task=task, subset=subset.indices, settings=s, device=device,
+        on_epoch=on_epoch if i == 0 else None, memo=cache.memo(cfg, task.image_size),
+    ) for i, (cfg, s, subset) in enumerate(zip(cfgs, settings, subsets, strict=True))]
+    outcomes = methods[0].fit_pack(list(zip(methods, jobs, strict=True)))
+    records = []
+    for cfg, outcome, subset, out_dir in zip(cfgs, outcomes, subsets, out_dirs, strict=True):
+        record = _record(cfg, outcome, task, subset, info, report, device, start)
+        if out_dir is not None:
+            write_result(record, outcome.tensors, outcome.history.prompts, Path(out_dir))
+        records.append(record)
+    return records
+
+
 def run_one(
     cfg: RunConfig,
     out_dir: str | Path | None = None,
@@ -290,24 +351,7 @@ def run_one(
     names, the compression report (measured sparsity and bit-widths), the per-epoch history,
     effective shots per class and wall time. Test results are those of the final epoch.
     """
-    start = time.perf_counter()
-    cfg = cfg.resolved()
-    cache = cache or RunCache()
-    device = resolve_device(cfg.device)
-    method = METHODS.get(cfg.method)
-    settings = settings_of(cfg)
-    task = cache.dataset(cfg, method.stored_image_size(settings))
-    subset = few_shot_indices(task.train_labels, cfg.n_shot, cfg.seed)
-    backbone, info, report = _backbone(cfg, method, settings, task, subset.indices, device)
-    outcome = method.fit(TransferJob(
-        backbone=backbone, num_source=info.num_classes, mean=info.mean, std=info.std, task=task,
-        subset=subset.indices, settings=settings, device=device, on_epoch=on_epoch,
-        memo=cache.memo(cfg, task.image_size),
-    ))
-    record = _record(cfg, outcome, task, subset, info, report, device, start)
-    if out_dir is not None:
-        write_result(record, outcome.tensors, outcome.history.prompts, Path(out_dir))
-    return record
+    return run_pack([cfg], [out_dir], cache, on_epoch)[0]
 
 
 def write_result(

@@ -20,7 +20,7 @@ tasks) and its protocol's defaults (learning rate, batch size, sources per class
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -44,11 +44,13 @@ from hiddencost.prompting.label_mapping import MappingList
 from hiddencost.prompting.linear_probe import extract_features, train_linear_head
 from hiddencost.prompting.pad_prompt import PadPrompt
 from hiddencost.prompting.visual_prompt import (
+    PromptRun,
+    ReprogrammedModel,
     TrainHistory,
     VPMethod,
-    predict_logits,
+    packed_predict_logits,
     to_unit,
-    train_visual_prompt,
+    train_visual_prompts,
 )
 from hiddencost.registry import Registry
 
@@ -56,6 +58,7 @@ __all__ = [
     "METHODS",
     "LinearProbe",
     "Memo",
+    "PackMember",
     "TransferJob",
     "TransferMethod",
     "TransferOutcome",
@@ -163,6 +166,21 @@ class TransferMethod(ABC):
     def fit(self, job: TransferJob) -> TransferOutcome:
         """Train on the job's subset, evaluate on the whole test split (final epoch)."""
 
+    def pack_key(self, s: TransferSettings) -> Hashable | None:
+        """Runs whose methods give equal keys (and that share backbone, compression and task)
+        may train together in one :meth:`fit_pack`; None: this method trains each run alone."""
+        return None
+
+    def fit_pack(self, members: Sequence[PackMember]) -> list[TransferOutcome]:
+        """Fit several runs that share one backbone (equal :meth:`pack_key`), each with its own
+        method and job; the outcomes equal those of :meth:`fit` on each alone. By default they
+        simply run one after the other."""
+        return [method.fit(job) for method, job in members]
+
+
+#: One run of a pack: its method (ilm, flm, … may mix in a VP pack) and its job.
+PackMember = tuple[TransferMethod, TransferJob]
+
 
 class VisualPrompting(TransferMethod):
     """Pad prompt (ILM-VP's "expansive" prompt) with one of the label mappings.
@@ -193,21 +211,45 @@ class VisualPrompting(TransferMethod):
         return PadPrompt(s.canvas_size, s.inner_size, mean, std, init=s.prompt_init, seed=s.seed)
 
     def fit(self, job: TransferJob) -> TransferOutcome:
-        s, task = job.settings, job.task
+        return self.fit_pack([(self, job)])[0]
 
-        def test_accuracy(model: nn.Module) -> float:
-            logits = predict_logits(model, task.test_images, job.device)
-            return float((logits.argmax(1) == task.test_labels).double().mean())
+    def pack_key(self, s: TransferSettings) -> Hashable | None:
+        # one epoch and step schedule, one canvas: the runs' batches go through the backbone
+        # together (mappings, seeds, learning rates and subsets may differ)
+        return ("vp", s.epochs, s.batch_size, s.canvas_size, s.inner_size, s.test_every_epoch)
 
-        model, history = train_visual_prompt(
-            job.backbone, self.input_transform(s, job.mean, job.std),
-            task.train_images[job.subset], task.train_labels[job.subset], task.num_classes,
-            job.num_source, self.mapping, s.epochs, s.batch_size, s.seed, job.device, lr=s.lr,
-            many_to_one=s.many_to_one, save_prompt_history=s.save_prompt_history,
-            on_epoch=job.on_epoch, mapping_interval=s.mapping_interval, mapping_num=s.mapping_num,
-            evaluate=test_accuracy if s.test_every_epoch else None,
-        )
-        logits = predict_logits(model, task.test_images, job.device)
+    def fit_pack(self, members: Sequence[PackMember]) -> list[TransferOutcome]:
+        """All members in one :func:`train_visual_prompts` pack (they must all be VP)."""
+        jobs = [job for _, job in members]
+        first, task = jobs[0], jobs[0].task
+        runs = []
+        for method, job in members:
+            if not isinstance(method, VisualPrompting):
+                raise TypeError(f"a VP pack cannot hold method {method.name!r}")
+            s = job.settings
+            runs.append(PromptRun(
+                method.input_transform(s, job.mean, job.std), task.train_images[job.subset],
+                task.train_labels[job.subset], method.mapping, s.seed, lr=s.lr,
+                many_to_one=s.many_to_one, mapping_interval=s.mapping_interval,
+                mapping_num=s.mapping_num, save_prompt_history=s.save_prompt_history,
+                on_epoch=job.on_epoch))
+
+        def test_accuracies(models: list[ReprogrammedModel]) -> list[float]:
+            return [float((logits.argmax(1) == task.test_labels).double().mean())
+                    for logits in packed_predict_logits(models, task.test_images, first.device)]
+
+        s0 = first.settings
+        trained = train_visual_prompts(
+            first.backbone, runs, task.num_classes, first.num_source, s0.epochs, s0.batch_size,
+            first.device, evaluate=test_accuracies if s0.test_every_epoch else None)
+        logits = packed_predict_logits([model for model, _ in trained], task.test_images,
+                                       first.device)
+        return [self._outcome(model, history, out)
+                for (model, history), out in zip(trained, logits, strict=True)]
+
+    @staticmethod
+    def _outcome(model: ReprogrammedModel, history: TrainHistory,
+                 logits: torch.Tensor) -> TransferOutcome:
         tensors = {"prompt.delta": model.prompt.delta.detach().cpu()}
         if model.fm is not None:
             tensors.update({f"fm.{k}": v.detach().cpu() for k, v in model.fm.state_dict().items()})

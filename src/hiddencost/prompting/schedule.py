@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -34,11 +34,26 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[t
     return list(order.split(batch_size))
 
 
-def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, epoch: int) -> None:
+def descend(optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+            loss: torch.Tensor | Sequence[torch.Tensor], epoch: int) -> None:
     """One optimiser step on ``loss``; a NaN or infinite loss stops training with a one-line
-    :class:`TrainingDivergedError` naming the (0-based) ``epoch`` + 1."""
-    if not torch.isfinite(loss):
-        raise TrainingDivergedError(f"training loss became {loss.item()} at epoch {epoch + 1}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    :class:`TrainingDivergedError` naming the (0-based) ``epoch`` + 1.
+
+    Several optimisers with one loss each (the runs of a pack, over disjoint parameters): one
+    backward pass of the sum of the losses, then every optimiser steps; the gradient each one
+    sees is that of its own loss.
+    """
+    optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else optimizer
+    losses = [loss] if isinstance(loss, torch.Tensor) else list(loss)
+    for value in losses:
+        if not torch.isfinite(value):
+            raise TrainingDivergedError(
+                f"training loss became {value.item()} at epoch {epoch + 1}")
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    total = losses[0]
+    for value in losses[1:]:
+        total = total + value
+    total.backward()
+    for opt in optimizers:
+        opt.step()

@@ -12,7 +12,7 @@ e mod k = 0 for ``mapping_interval`` k (k = 1: every epoch; epoch 0 = FLM), kept
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -117,39 +117,155 @@ class TrainHistory:
     mappings: list[MappingList] = field(default_factory=list)
 
 
-def _remap(model: ReprogrammedModel, train_images: torch.Tensor, train_labels: torch.Tensor,
-           many_to_one: bool, device: torch.device, epoch: int) -> int:
-    """The frequency mapping under the current prompt (no gradients) replaces ``model.mapping``;
-    returns how many targets changed source (m > 1: source set; all of them at epoch 0)."""
-    num_source, num_classes = model.num_source, model.num_target
-    mapping_num = 1 if model.mapping.dim() == 1 else model.mapping.shape[1]
-    preds = source_predictions(model, train_images, device)
-    new = frequency_mapping(preds, train_labels, num_source, num_classes, many_to_one,
-                            mapping_num)
-    differs = new.to(device) != model.mapping
-    if mapping_num > 1:  # rows are sorted, so equal rows mean equal source sets
-        differs = differs.any(dim=1)
-    changed = int(differs.sum()) if epoch else num_classes
-    model.mapping.copy_(new)
-    return changed
+def packed_source_logits(prompts: Sequence[PadPrompt], backbone: nn.Module,
+                         inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Source logits of several runs in one backbone pass: each run's [0, 1] images through
+    its own prompt, the prompted batches concatenated, one forward, split back per run.
+
+    The backbone is frozen and in eval mode, so samples do not interact: each run's logits
+    equal those of its batch alone up to the backend's float reordering across batch sizes.
+    """
+    prompted = [p(x) for p, x in zip(prompts, inputs, strict=True)]
+    z = prompted[0] if len(prompted) == 1 else torch.cat(prompted)
+    out = backbone(z.contiguous(memory_format=torch.channels_last))
+    return [out] if len(prompted) == 1 else list(out.split([len(x) for x in inputs]))
 
 
-def _train_epoch(model: ReprogrammedModel, train_images: torch.Tensor, labels: torch.Tensor,
-                 batch_size: int, generator: torch.Generator, optimizer: torch.optim.Optimizer,
-                 device: torch.device, epoch: int) -> tuple[float, float]:
-    """One pass over the shuffled training set; the mean loss and the training accuracy."""
-    total_loss, correct, seen = 0.0, 0, 0
-    for idx in epoch_batches(len(labels), batch_size, generator):
-        x = to_unit(train_images[idx], device)
-        y = labels[idx.to(device)]
+@torch.inference_mode()
+def packed_source_predictions(models: Sequence[ReprogrammedModel],
+                              image_sets: Sequence[torch.Tensor], device: torch.device,
+                              batch_size: int = 256) -> list[torch.Tensor]:
+    """:func:`source_predictions` of each model on its own images, in shared backbone passes
+    (chunk j of every run's images in one pass)."""
+    chunks = [images.split(batch_size) for images in image_sets]
+    preds: list[list[torch.Tensor]] = [[] for _ in models]
+    with autocast_for(device):
+        for j in range(max(len(c) for c in chunks)):
+            active = [i for i, c in enumerate(chunks) if j < len(c)]
+            logits = packed_source_logits([models[i].prompt for i in active],
+                                          models[active[0]].backbone,
+                                          [to_unit(chunks[i][j], device) for i in active])
+            for i, out in zip(active, logits, strict=True):
+                preds[i].append(out.argmax(1).cpu())
+    return [torch.cat(p) for p in preds]
+
+
+@torch.inference_mode()
+def packed_predict_logits(models: Sequence[ReprogrammedModel], images_u8: torch.Tensor,
+                          device: torch.device, batch_size: int = 256) -> list[torch.Tensor]:
+    """:func:`predict_logits` of several prompted models on the same images, one backbone
+    pass per chunk for all of them."""
+    out: list[list[torch.Tensor]] = [[] for _ in models]
+    with autocast_for(device):
+        for chunk in images_u8.split(batch_size):
+            x = to_unit(chunk, device)
+            source = packed_source_logits([m.prompt for m in models], models[0].backbone,
+                                          [x] * len(models))
+            for i, (model, s) in enumerate(zip(models, source, strict=True)):
+                out[i].append(model.map_logits(s).float().cpu())
+    return [torch.cat(o) for o in out]
+
+
+@dataclass
+class PromptRun:
+    """One run of a pack: its prompt (initialised by the caller), training subset, method,
+    seed and options. What the runs of a pack share (backbone, classes, epochs, batch size,
+    device) is given to :func:`train_visual_prompts` once."""
+
+    prompt: PadPrompt
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    method: VPMethod
+    seed: int
+    lr: float = 0.01
+    many_to_one: bool = False
+    mapping_interval: int = 1
+    mapping_num: int = 1
+    save_prompt_history: bool = False
+    on_epoch: Callable[[dict], None] | None = None
+
+
+@dataclass
+class _Member:
+    """A run's training state inside a pack."""
+
+    run: PromptRun
+    model: ReprogrammedModel
+    labels: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    history: TrainHistory = field(default_factory=TrainHistory)
+    loss: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+    def recomputes(self, epoch: int) -> bool:
+        """Whether the frequency mapping is (re)computed at the start of ``epoch``."""
+        method = self.run.method
+        return ((method == "ilm" and epoch % self.run.mapping_interval == 0)
+                or (method == "flm" and epoch == 0))
+
+
+def _member(backbone: nn.Module, run: PromptRun, num_source: int, num_classes: int,
+            epochs: int, device: torch.device) -> _Member:
+    _check_options(run.method, num_source, num_classes, run.many_to_one, run.mapping_interval,
+                   run.mapping_num)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(run.seed)  # FM layer initialisation, without touching global RNG state
+        model = ReprogrammedModel(backbone, run.prompt, num_source, num_classes,
+                                  run.method == "fm", run.mapping_num)
+    model.to(device)
+    optimizer, scheduler = adam_multistep([p for p in model.parameters() if p.requires_grad],
+                                          epochs, run.lr)
+    if run.method == "rlm":
+        model.mapping.copy_(random_mapping(num_source, num_classes, run.seed, run.many_to_one,
+                                           run.mapping_num))
+    return _Member(run, model, run.train_labels.to(device), optimizer, scheduler,
+                   torch.Generator().manual_seed(run.seed))
+
+
+def _remap(members: Sequence[_Member], device: torch.device, epoch: int) -> list[int]:
+    """The frequency mapping under each member's current prompt (no gradients) replaces its
+    ``model.mapping``; returns, per member, how many targets changed source (m > 1: source
+    set; all of them at epoch 0)."""
+    preds = packed_source_predictions([m.model for m in members],
+                                      [m.run.train_images for m in members], device)
+    changes = []
+    for member, pred in zip(members, preds, strict=True):
+        model, run = member.model, member.run
+        new = frequency_mapping(pred, run.train_labels, model.num_source, model.num_target,
+                                run.many_to_one, run.mapping_num)
+        differs = new.to(device) != model.mapping
+        if run.mapping_num > 1:  # rows are sorted, so equal rows mean equal source sets
+            differs = differs.any(dim=1)
+        changes.append(int(differs.sum()) if epoch else model.num_target)
+        model.mapping.copy_(new)
+    return changes
+
+
+def _train_epoch(members: Sequence[_Member], batch_size: int, device: torch.device,
+                 epoch: int) -> None:
+    """One pass of every member over its own shuffled training set, step t of all members in
+    one backbone pass (a member with fewer batches sits out the last steps); the sums of loss,
+    correct predictions and examples accumulate on each member."""
+    batches = [epoch_batches(len(m.labels), batch_size, m.generator) for m in members]
+    for member in members:
+        member.loss, member.correct, member.seen = 0.0, 0, 0
+    for step in range(max(len(b) for b in batches)):
+        active = [(m, b[step]) for m, b in zip(members, batches, strict=True) if step < len(b)]
+        xs = [to_unit(m.run.train_images[idx], device) for m, idx in active]
+        ys = [m.labels[idx.to(device)] for m, idx in active]
         with autocast_for(device):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        descend(optimizer, loss, epoch)
-        total_loss += loss.item() * len(idx)
-        correct += int((logits.argmax(1) == y).sum())
-        seen += len(idx)
-    return total_loss / seen, correct / seen
+            source = packed_source_logits([m.model.prompt for m, _ in active],
+                                          active[0][0].model.backbone, xs)
+            logits = [m.model.map_logits(s) for (m, _), s in zip(active, source, strict=True)]
+        losses = [F.cross_entropy(out.float(), y) for out, y in zip(logits, ys, strict=True)]
+        descend([m.optimizer for m, _ in active], losses, epoch)
+        for (member, idx), loss, out, y in zip(active, losses, logits, ys, strict=True):
+            member.loss += loss.item() * len(idx)
+            member.correct += int((out.argmax(1) == y).sum())
+            member.seen += len(idx)
 
 
 def _check_options(method: str, num_source: int, num_classes: int, many_to_one: bool,
@@ -166,6 +282,61 @@ def _check_options(method: str, num_source: int, num_classes: int, many_to_one: 
         )
     if method != "fm":
         check_class_counts(num_source, num_classes, many_to_one, mapping_num)
+
+
+def train_visual_prompts(
+    backbone: nn.Module,
+    runs: Sequence[PromptRun],
+    num_classes: int,
+    num_source: int,
+    epochs: int,
+    batch_size: int,
+    device: torch.device,
+    evaluate: Callable[[list[ReprogrammedModel]], list[float]] | None = None,
+) -> list[tuple[ReprogrammedModel, TrainHistory]]:
+    """Train several pad prompts ("a pack") on one frozen backbone, each as if alone.
+
+    Every run keeps its own prompt, FM layer, label mapping, Adam state, learning-rate schedule
+    and data order (a generator seeded with its seed); each training step of all runs is one
+    backbone forward/backward over their concatenated batches, and the loss is the sum of the
+    runs' mean losses, whose gradient with respect to one run's parameters is that run's own
+    (the parameter sets are disjoint, the backbone frozen). The ILM/FLM mapping passes and
+    ``evaluate`` are batched across runs too. A pack of one is exactly
+    :func:`train_visual_prompt`. See :func:`train_visual_prompt` for the per-run protocol and
+    the history; ``evaluate(models)`` returns one test accuracy per run.
+    """
+    members = [_member(backbone, run, num_source, num_classes, epochs, device) for run in runs]
+    freeze(backbone)  # no weight gradients, eval-mode BatchNorm, whatever the caller did
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        recompute = [m.recomputes(epoch) for m in members]
+        todo = [m for m, r in zip(members, recompute, strict=True) if r]
+        changed = dict(zip(map(id, todo), _remap(todo, device, epoch) if todo else [],
+                           strict=True))
+        for member in members:
+            member.history.mappings.append(member.model.mapping.tolist())
+        _train_epoch(members, batch_size, device, epoch)
+        seconds = time.perf_counter() - start  # training only, as the test pass is optional
+        accuracies = evaluate([m.model for m in members]) if evaluate is not None else None
+        for i, member in enumerate(members):
+            record = {
+                "epoch": epoch + 1,
+                "loss": member.loss / member.seen,
+                "train_accuracy": member.correct / member.seen,
+                "lr": member.optimizer.param_groups[0]["lr"],
+                "mapping_changes": changed.get(id(member), 0),
+                "mapping_recomputed": recompute[i],
+                "seconds": seconds,
+            }
+            if accuracies is not None:
+                record["test_accuracy"] = accuracies[i]
+            member.scheduler.step()
+            member.history.epochs.append(record)
+            if member.run.save_prompt_history:
+                member.history.prompts.append(member.model.prompt.delta.detach().cpu().clone())
+            if member.run.on_epoch is not None:
+                member.run.on_epoch(record)
+    return [(m.model, m.history) for m in members]
 
 
 def train_visual_prompt(
@@ -202,49 +373,11 @@ def train_visual_prompt(
     targets changed source (``mapping_changes``; all K when computed at epoch 0, 0 when not
     recomputed), whether the frequency mapping was (re)computed at the start of that epoch
     (``mapping_recomputed``; never for ``rlm``/``fm``) and seconds; ``history.mappings`` holds
-    the mapping used in each epoch.
+    the mapping used in each epoch. This is a pack of one run of :func:`train_visual_prompts`.
     """
-    _check_options(method, num_source, num_classes, many_to_one, mapping_interval, mapping_num)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # FM layer initialisation, without touching global RNG state
-        model = ReprogrammedModel(backbone, prompt, num_source, num_classes, method == "fm",
-                                  mapping_num)
-    freeze(model.backbone)  # no weight gradients, eval-mode BatchNorm, whatever the caller did
-    model.to(device)
-    labels = train_labels.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = adam_multistep(params, epochs, lr)
-    generator = torch.Generator().manual_seed(seed)
-    history = TrainHistory()
-
-    if method == "rlm":
-        model.mapping.copy_(random_mapping(num_source, num_classes, seed, many_to_one,
-                                           mapping_num))
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        changed = 0
-        recompute = ((method == "ilm" and epoch % mapping_interval == 0)
-                     or (method == "flm" and epoch == 0))
-        if recompute:
-            changed = _remap(model, train_images, train_labels, many_to_one, device, epoch)
-        history.mappings.append(model.mapping.tolist())
-        loss, accuracy = _train_epoch(model, train_images, labels, batch_size, generator,
-                                      optimizer, device, epoch)
-        record = {
-            "epoch": epoch + 1,
-            "loss": loss,
-            "train_accuracy": accuracy,
-            "lr": optimizer.param_groups[0]["lr"],
-            "mapping_changes": changed,
-            "mapping_recomputed": recompute,
-            "seconds": time.perf_counter() - start,
-        }
-        if evaluate is not None:
-            record["test_accuracy"] = evaluate(model)
-        scheduler.step()
-        history.epochs.append(record)
-        if save_prompt_history:
-            history.prompts.append(model.prompt.delta.detach().cpu().clone())
-        if on_epoch is not None:
-            on_epoch(record)
+    run = PromptRun(prompt, train_images, train_labels, method, seed, lr, many_to_one,
+                    mapping_interval, mapping_num, save_prompt_history, on_epoch)
+    each = None if evaluate is None else (lambda models: [evaluate(m) for m in models])
+    [(model, history)] = train_visual_prompts(backbone, [run], num_classes, num_source, epochs,
+                                              batch_size, device, evaluate=each)
     return model, history
