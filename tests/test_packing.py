@@ -84,3 +84,126 @@ def test_descend_with_several_optimisers_gives_each_its_own_gradient():
     descend([opt_a, opt_b], [(a ** 2).sum(), 3 * b.sum()], epoch=0)
     # d/da Σa² = 2a = (2, 4) → a − 0.5·(2, 4); d/db 3b = 3 → b − 1.5
     assert a.tolist() == [0.0, 0.0] and b.tolist() == [1.5]
+
+
+# --- the study driver: packs formed from pending runs ------------------------------------
+
+PACK_SPEC = """
+name: packs
+model: [efficientnet_lite0]
+dataset: [digits]
+compression:
+  - method: none
+  - method: magnitude
+    sparsity: 0.5
+method: [ilm, rlm, fm, lp]
+n_shot: [2]
+seed: [0, 1]
+params: {epochs: 2, canvas_size: 48, inner_size: 16, lp_image_size: 32}
+"""
+#: One compression only: 6 VP runs (a pack of 4, one of 2) and 2 LP runs.
+DENSE_PACK_SPEC = PACK_SPEC.replace("""  - method: magnitude
+    sparsity: 0.5
+""", "")
+STABLE = ("accuracy", "per_class_accuracy", "label_mapping", "mapping_history", "n_train",
+          "config", "effective_shots", "sparsity")
+
+
+def _tasks(tmp_path, spec):
+    from hiddencost.study.driver import Environment, build_tasks
+    from hiddencost.study.layout import StudyPaths
+    from hiddencost.study.spec import expand
+
+    return build_tasks(expand(spec), StudyPaths.resolve(spec, tmp_path, None),
+                       Environment({"device": "cpu"}, None), spec.runner)
+
+
+def test_form_packs_groups_runs_that_share_a_backbone_pass(tmp_path):
+    from hiddencost.study.packing import form_packs
+    from hiddencost.study.spec import parse_spec
+
+    tasks = _tasks(tmp_path, parse_spec(PACK_SPEC))
+    assert len(tasks) == 16
+    packs = form_packs(tasks, 4)
+    # per compression: 6 VP runs → a pack of 4 and one of 2; the 2 LP runs alone
+    assert sorted(len(p) for p in packs) == [1, 1, 1, 1, 2, 2, 4, 4]
+    for pack in packs:  # order inside a pack kept, one compression, VP methods only
+        positions = [tasks.index(t) for t in pack]
+        assert positions == sorted(positions)
+        assert len({t.config["compression"]["method"] for t in pack}) == 1
+        if len(pack) > 1:
+            assert {t.config["method"] for t in pack} <= {"ilm", "rlm", "fm"}
+    firsts = [tasks.index(p[0]) for p in packs]
+    assert firsts == sorted(firsts)  # packs in expansion order of their first run
+    assert form_packs(tasks, 1) == [[t] for t in tasks]
+    with pytest.raises(HiddenCostError, match="at least 1"):
+        form_packs(tasks, 0)
+
+
+def test_study_run_with_pack_4_records_what_unpacked_runs_record(tmp_path):
+    from typer.testing import CliRunner
+
+    from hiddencost.cli.study import app as study_app
+    from hiddencost.study.results import load_records
+    from hiddencost.study.spec import parse_spec
+    from hiddencost.study.store import open_store
+
+    spec_file = tmp_path / "packs.yaml"
+    spec_file.write_text(DENSE_PACK_SPEC)
+    for name, extra in (("alone", []), ("packed", ["--pack", "4"])):
+        result = CliRunner().invoke(study_app, [
+            "run", str(spec_file), "--out", str(tmp_path / name), "--device", "cpu",
+            "--no-progress", "--no-fidelity", *extra])
+        assert result.exit_code == 0, result.output
+    assert "8 to run now in 4 packs" in result.output
+    spec = parse_spec(DENSE_PACK_SPEC)
+    alone, packed = load_records(spec, tmp_path / "alone"), load_records(spec, tmp_path / "packed")
+    assert len(alone) == len(packed) == 8
+    for a, p in zip(alone, packed, strict=True):
+        for name in STABLE:
+            assert p[name] == a[name], name
+        for name in CLOSE:
+            assert p[name] == pytest.approx(a[name], abs=1e-4), name
+    with open_store(tmp_path / "packed" / "study.sqlite") as db:
+        rows = db.rows()
+    assert {r.status for r in rows.values()} == {"done"}
+    assert {r.attempts for r in rows.values()} == {1}
+
+
+def test_a_failing_pack_is_halved_until_each_run_has_its_own_outcome(tmp_path, monkeypatch):
+    import hiddencost.run as run_module
+    from hiddencost.study.worker import execute_pack
+
+    real = run_module.run_pack
+    sizes = []
+
+    def out_of_memory_above_one(cfgs, *args, **kwargs):
+        sizes.append(len(cfgs))
+        if len(cfgs) > 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(cfgs, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "run_pack", out_of_memory_above_one)
+    from hiddencost.study.spec import parse_spec
+
+    tasks = [t for t in _tasks(tmp_path, parse_spec(PACK_SPEC))
+             if t.config["method"] == "ilm"][:3]
+    for task in tasks:
+        task.config["epochs"] = 1
+    outcomes = execute_pack(tasks)
+    assert sizes == [3, 1, 2, 1, 1]  # 3 → 1 + 2 → 1 + 1 + 1
+    assert [o["key"] for o in outcomes] == [t.key for t in tasks]
+    assert all(o["status"] == "done" for o in outcomes)
+
+
+def test_claim_many_claims_a_packs_pending_rows_in_one_go(tmp_path):
+    from hiddencost.study.spec import expand, parse_spec
+    from hiddencost.study.store import Owner, open_store
+
+    runs = expand(parse_spec(PACK_SPEC))[:3]
+    me = Owner.current()
+    with open_store(tmp_path / "s.sqlite") as db:
+        db.add_pending("packs", runs)
+        assert db.claim(runs[1].key, me)
+        assert db.claim_many([r.key for r in runs], me) == [runs[0].key, runs[2].key]
+        assert {r.status for r in db.rows().values()} == {"running"}

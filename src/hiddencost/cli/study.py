@@ -55,6 +55,9 @@ DryRunOpt = Annotated[bool, typer.Option(help="Show what would run, run nothing.
 VerifyOpt = Annotated[bool, typer.Option(
     help="Run again the done runs whose result.json is missing (deleted artifacts).")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
+PackOpt = Annotated[int | None, typer.Option(
+    min=1, help="Train up to N runs that share backbone, data and schedule through one "
+                "backbone pass (default: 1 on CPU, 9 on a GPU).")]
 FidelityOpt = Annotated[bool | None, typer.Option(
     help="After the runs, record the upstream fidelity of each compressed backbone in "
          "<out>/fidelity.json (default: on, off for a custom runner).")]
@@ -64,7 +67,8 @@ FidelityImagesOpt = Annotated[int, typer.Option(
 AddressOpt = Annotated[str | None, typer.Option(
     help="Ray: cluster address (default: RAY_ADDRESS, else a local Ray).")]
 NumCpusOpt = Annotated[float, typer.Option(help="Ray: CPUs per run.")]
-NumGpusOpt = Annotated[float, typer.Option(help="Ray: GPUs per run (0.25 = a quarter).")]
+NumGpusOpt = Annotated[float, typer.Option(
+    help="Ray: GPUs per task, i.e. per pack (0.25 = a quarter).")]
 MaxInFlightOpt = Annotated[int | None, typer.Option(
     help="Ray: runs submitted at once (default: 2 × the runs that fit).")]
 SlurmClusterOpt = Annotated[str | None, typer.Option(
@@ -120,7 +124,7 @@ def run_cmd(
     device: DeviceOpt = None, data_root: common.DataRootOpt = None, download: DownloadOpt = None,
     checkpoint_root: CheckpointRootOpt = None, max_runs: MaxRunsOpt = None,
     dry_run: DryRunOpt = False, progress: ProgressOpt = True, fidelity: FidelityOpt = None,
-    verify: VerifyOpt = False,
+    verify: VerifyOpt = False, pack: PackOpt = None,
     fidelity_images: FidelityImagesOpt = DEFAULT_FIDELITY_IMAGES,
     address: AddressOpt = None, num_cpus: NumCpusOpt = 1.0, num_gpus: NumGpusOpt = 0.0,
     max_in_flight: MaxInFlightOpt = None, slurm_cluster: SlurmClusterOpt = None,
@@ -154,7 +158,7 @@ def run_cmd(
             environment=_environment(device, data_root, download),
             checkpoint_root=str(checkpoint_root) if checkpoint_root else None,
             max_runs=max_runs, console=console, progress=progress, fidelity=fidelity,
-            fidelity_images=fidelity_images, verify=verify)
+            fidelity_images=fidelity_images, verify=verify, pack=pack)
     if report.counts["failed"]:
         raise typer.Exit(1)
     not_run = report.counts["pending"] + report.counts["running"]

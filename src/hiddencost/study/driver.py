@@ -9,9 +9,11 @@
    jobs whose driver is gone);
 4. reclaim stale running rows (owner gone, see :func:`hiddencost.study.store.owner_alive`);
 5. with ``retry_failed``, reset this study's failed rows to pending;
-6. hand the pending runs, in expansion order, to the executor, which claims each one (running)
-   before it starts; the driver records every outcome (done with metrics, or failed with its
-   error) in one transaction as it arrives;
+6. group the pending runs into packs (``pack`` runs that train through one backbone pass, see
+   :mod:`hiddencost.study.packing`; packs of one by default on CPU) and hand them, in expansion
+   order, to the executor, which claims a pack's runs together (running, one transaction)
+   before it starts; the driver records every run's outcome (done with metrics, or failed with
+   its error) in one transaction as it arrives;
 7. measure the upstream fidelity of every compressed backbone with a done run (top-1 agreement
    and KL against the dense backbone on the dataset's test images, no labels) into
    ``fidelity.json``; on by default for the standard runner, skipped for a custom ``runner``
@@ -60,6 +62,7 @@ from hiddencost.study.fidelity import (
     record_study_fidelity,
 )
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
+from hiddencost.study.packing import default_pack_size, form_packs
 from hiddencost.study.results import StudyRuns, load_records, read_study
 from hiddencost.study.spec import PlannedRun, StudySpec, execution_config, expand
 from hiddencost.study.store import Owner, SQLiteStore
@@ -144,17 +147,21 @@ class _Session:
         self.progress.update(self.epochs_bar, advance=1,
                              status="" if loss is None else f"loss {loss:.3f}")
 
-    def claim(self, task: Task) -> bool:
-        if not self.store.claim(task.key, self.owner):
-            return False
-        (Path(task.out_dir) / OUTCOME_FILE).unlink(missing_ok=True)
-        self.labels[task.key] = task.label
-        self.emit("claimed", task.key)
-        return True
+    def claim_pack(self, pack: Sequence[Task]) -> list[Task]:
+        keys = set(self.store.claim_many([t.key for t in pack], self.owner))
+        claimed = [t for t in pack if t.key in keys]
+        for task in claimed:
+            (Path(task.out_dir) / OUTCOME_FILE).unlink(missing_ok=True)
+            self.labels[task.key] = task.label
+            self.emit("claimed", task.key)
+        return claimed
 
-    def started(self, task: Task) -> None:
+    def started(self, pack: Sequence[Task]) -> None:
         if self.progress is not None:
+            task = pack[0]
             label = task.label if len(task.label) <= 60 else task.label[:59] + "…"
+            if len(pack) > 1:
+                label = f"{label} (+{len(pack) - 1} packed)"
             self.progress.update(self.runs_bar, status=label)
             if self.epochs_bar is not None:
                 self.progress.reset(self.epochs_bar, total=task.config.get("epochs"))
@@ -237,15 +244,16 @@ def _pending(db: SQLiteStore, runs: Sequence[PlannedRun], max_runs: int | None
     return todo if max_runs is None else todo[:max_runs]
 
 
-def _execute(executor: Executor, tasks: Sequence[Task], session: _Session,
+def _execute(executor: Executor, packs: Sequence[Sequence[Task]], session: _Session,
              keys: Sequence[str], console: Console, progress: bool) -> None:
     """Step 6 behind progress bars; on Ctrl-C say how far the study got, then re-raise."""
-    bar = make_progress(console) if progress and tasks else None
-    session.show(bar, len(tasks), epochs=executor.in_process)
+    total = sum(len(p) for p in packs)
+    bar = make_progress(console) if progress and total else None
+    session.show(bar, total, epochs=executor.in_process)
     try:
         if bar is not None:
             bar.start()
-        executor.execute(tasks, session)
+        executor.execute(packs, session)
     except KeyboardInterrupt:
         if bar is not None:
             bar.stop()
@@ -259,14 +267,15 @@ def _execute(executor: Executor, tasks: Sequence[Task], session: _Session,
 
 
 def _print_plan(console: Console, spec: StudySpec, counts: Counter[str], todo: int,
-                executor: Executor, paths: StudyPaths, report: StudyReport) -> None:
+                packs: int, executor: Executor, paths: StudyPaths, report: StudyReport) -> None:
     if report.missing and not report.verified:
         console.print(f"[yellow]warning:[/] {report.missing} done runs have no "
                       f"{RESULT_FILE} under {paths.artifacts}; run them again with --verify",
                       highlight=False, soft_wrap=True)
     console.print(
         f"study [bold]{spec.name}[/]: {sum(counts.values())} runs · {counts['done']} done · "
-        f"{counts['failed']} failed · {todo} to run now (executor {executor.name}, "
+        f"{counts['failed']} failed · {todo} to run now"
+        f"{f' in {packs} packs' if packs < todo else ''} (executor {executor.name}, "
         f"store {paths.store})", highlight=False, soft_wrap=True)
 
 
@@ -298,6 +307,7 @@ def run_study(
     fidelity_images: int = DEFAULT_FIDELITY_IMAGES,
     on_event: EventHook | None = None,
     verify: bool = False,
+    pack: int | None = None,
 ) -> StudyReport:
     """Run every missing run of ``spec`` (see the module docstring) and report.
 
@@ -321,6 +331,8 @@ def run_study(
         on_event: called as ``on_event(step, key)`` at each step of :data:`EVENTS`.
         verify: run again the done runs whose ``result.json`` is missing (without it they are
             only counted, and a warning names how many).
+        pack: at most this many runs train together through one backbone pass (see
+            :mod:`hiddencost.study.packing`); None: 1 on CPU, several on a GPU.
     """
     start = time.perf_counter()
     console = console or Console()
@@ -338,10 +350,12 @@ def run_study(
                     retry_failed=retry_failed, emit=emit)
         _check_results(db, runs, paths, report, verify)
         todo = _pending(db, runs, max_runs)
-        _print_plan(console, spec, db.counts(keys), len(todo), executor, paths, report)
+        size = pack if pack is not None else default_pack_size(env.fields.get("device"))
+        packs = form_packs(build_tasks(todo, paths, env, spec.runner), size)
+        _print_plan(console, spec, db.counts(keys), len(todo), len(packs), executor, paths,
+                    report)
         session = _Session(db, owner, console, emit)
-        _execute(executor, build_tasks(todo, paths, env, spec.runner), session, keys, console,
-                 progress)
+        _execute(executor, packs, session, keys, console, progress)
         report.counts = db.counts(keys)
         rows = db.rows(keys)
     report.executed, report.failed_now = session.executed, session.failed

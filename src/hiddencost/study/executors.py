@@ -1,21 +1,24 @@
 """Executors: how the pending runs of a study get executed.
 
-Every executor receives :class:`~hiddencost.study.worker.Task` objects and a :class:`Hooks`
-object from the driver. It must ``claim`` a task (the driver marks it running) before the run
-starts, hand every outcome to ``record`` (the driver writes the store: workers never do) and
-``release`` the runs it claimed but could not finish when interrupted.
+Every executor receives packs of :class:`~hiddencost.study.worker.Task` objects (runs that
+train together through one backbone pass, see :func:`hiddencost.run.run_pack`; most packs hold
+one run) and a :class:`Hooks` object from the driver. It must ``claim_pack`` a pack (the driver
+marks its runs running, in one transaction) before it starts, hand every run's outcome to
+``record`` (the driver writes the store: workers never do) and ``release`` the runs it claimed
+but could not finish when interrupted.
 
 - :class:`LocalExecutor`: in-process and sequential, one :class:`~hiddencost.run.RunCache`.
 - :class:`RayExecutor`: Ray Core tasks (not Ray Tune, far too slow for thousands of short
-  runs), at most ``max_in_flight`` submitted at once, ``num_gpus`` per run may be a fraction
-  (``0.25`` packs four runs on a GPU); outcomes are recorded as they arrive. Local Ray by
+  runs), one task per pack, at most ``max_in_flight`` submitted at once, ``num_gpus`` per
+  task may be a fraction (``0.25`` puts four tasks on a GPU); outcomes are recorded as they
+  arrive. Local Ray by
   default, a cluster with ``address`` or ``RAY_ADDRESS``. Needs ``pip install
   'hiddencost[ray]'``.
-- :class:`SlurmExecutor`: a submitit job array (``map_array``), ``runs_per_job`` runs per array
-  job. Jobs write one ``outcome.json`` per run on the shared filesystem and the driver merges
-  them into its store, so the store can stay on local disk when the cluster filesystem is NFS
-  (where SQLite is unsafe). submitit's ``local`` and ``debug`` clusters run the same path on one
-  machine. Needs ``pip install 'hiddencost[slurm]'``.
+- :class:`SlurmExecutor`: a submitit job array (``map_array``), whole packs adding up to
+  about ``runs_per_job`` runs per array job. Jobs write one ``outcome.json`` per run on the
+  shared filesystem and the driver merges them into its store, so the store can stay on local
+  disk when the cluster filesystem is NFS (where SQLite is unsafe). submitit's ``local`` and
+  ``debug`` clusters run the same path on one machine. Needs ``pip install 'hiddencost[slurm]'``.
 
 Executors register themselves by name (:func:`register_executor`) in :data:`EXECUTORS`, the one
 table that ``--executor``, :func:`make_executor` and the driver read; an executor class says
@@ -40,8 +43,8 @@ from hiddencost.run import RunCache
 from hiddencost.study.worker import (
     Task,
     execute_chunk,
-    execute_in_process_cache,
-    execute_task,
+    execute_pack,
+    execute_pack_in_process_cache,
     failed_outcome,
     one_line_error,
     read_outcome,
@@ -53,12 +56,13 @@ class Hooks(Protocol):
 
     on_epoch: Callable[[dict], None] | None
 
-    def claim(self, task: Task) -> bool:
-        """Mark the run running; False when it is no longer pending (skip it)."""
+    def claim_pack(self, pack: Sequence[Task]) -> list[Task]:
+        """Mark the pack's runs running (one transaction); returns those still pending, the
+        others are skipped."""
         ...
 
-    def started(self, task: Task) -> None:
-        """The run is about to execute (for progress display)."""
+    def started(self, pack: Sequence[Task]) -> None:
+        """The pack is about to execute (for progress display)."""
         ...
 
     def record(self, outcome: dict[str, Any]) -> None:
@@ -77,7 +81,7 @@ class Executor(Protocol):
     #: Runs execute in the driver's process, so per-epoch progress can be shown.
     in_process: bool
 
-    def execute(self, tasks: Sequence[Task], hooks: Hooks) -> None: ...
+    def execute(self, packs: Sequence[Sequence[Task]], hooks: Hooks) -> None: ...
 
 
 class ExecutorBase:
@@ -121,7 +125,7 @@ def require(module: str, extra: str) -> ModuleType:
 
 @register_executor
 class LocalExecutor(ExecutorBase):
-    """Runs tasks one after the other in this process, sharing one RunCache."""
+    """Runs packs one after the other in this process, sharing one RunCache."""
 
     name = "local"
     in_process = True
@@ -129,19 +133,21 @@ class LocalExecutor(ExecutorBase):
     def __init__(self) -> None:
         self.cache: RunCache | None = None  # made on first use
 
-    def execute(self, tasks: Sequence[Task], hooks: Hooks) -> None:
+    def execute(self, packs: Sequence[Sequence[Task]], hooks: Hooks) -> None:
         if self.cache is None:
             self.cache = RunCache()
-        for task in tasks:
-            if not hooks.claim(task):
+        for pack in packs:
+            claimed = hooks.claim_pack(pack)
+            if not claimed:
                 continue
-            hooks.started(task)
+            hooks.started(claimed)
             try:
-                outcome = execute_task(task, cache=self.cache, on_epoch=hooks.on_epoch)
+                outcomes = execute_pack(claimed, cache=self.cache, on_epoch=hooks.on_epoch)
             except BaseException:
-                hooks.release([task.key])
+                hooks.release([t.key for t in claimed])
                 raise
-            hooks.record(outcome)
+            for outcome in outcomes:
+                hooks.record(outcome)
 
 
 @register_executor
@@ -177,48 +183,52 @@ class RayExecutor(ExecutorBase):
             slots = min(slots, gpus / self.num_gpus)
         return max(1, int(slots))
 
-    def execute(self, tasks: Sequence[Task], hooks: Hooks) -> None:
+    def execute(self, packs: Sequence[Sequence[Task]], hooks: Hooks) -> None:
         ray = require("ray", "ray")
         started_here = not ray.is_initialized()
         if started_here:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
         try:
-            self._run(ray, tasks, hooks)
+            self._run(ray, packs, hooks)
         finally:
             if started_here:
                 ray.shutdown()
 
-    def _run(self, ray: ModuleType, tasks: Sequence[Task], hooks: Hooks) -> None:
-        remote = ray.remote(execute_in_process_cache).options(
+    def _run(self, ray: ModuleType, packs: Sequence[Sequence[Task]], hooks: Hooks) -> None:
+        remote = ray.remote(execute_pack_in_process_cache).options(
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries)
         limit = self.max_in_flight or 2 * self._slots(ray)
-        queue = deque(tasks)
-        in_flight: dict[Any, Task] = {}
+        queue = deque(packs)
+        in_flight: dict[Any, list[Task]] = {}
         try:
             while queue or in_flight:
                 while queue and len(in_flight) < limit:
-                    task = queue.popleft()
-                    if hooks.claim(task):
-                        hooks.started(task)
-                        in_flight[remote.remote(task)] = task
+                    claimed = hooks.claim_pack(queue.popleft())
+                    if claimed:
+                        hooks.started(claimed)
+                        in_flight[remote.remote(claimed)] = claimed
                 if not in_flight:
                     break
                 ready, _ = ray.wait(list(in_flight), num_returns=1)
                 for ref in ready:
-                    task = in_flight.pop(ref)
-                    try:
-                        outcome = ray.get(ref)
-                    except Exception as exc:  # the worker died: the run failed, not the study
-                        outcome = failed_outcome(task, f"ray: {one_line_error(exc)}")
-                    hooks.record(outcome)
+                    for outcome in self._outcomes(ray, ref, in_flight.pop(ref)):
+                        hooks.record(outcome)
         except BaseException:
             for ref in in_flight:
                 try:
                     ray.cancel(ref, force=True)
                 except Exception:  # already finished or gone
                     pass
-            hooks.release([t.key for t in in_flight.values()])
+            hooks.release([t.key for pack in in_flight.values() for t in pack])
             raise
+
+    @staticmethod
+    def _outcomes(ray: ModuleType, ref: Any, pack: list[Task]) -> list[dict[str, Any]]:
+        """The outcomes a finished Ray task returned, or a failure for each of its runs."""
+        try:
+            return ray.get(ref)
+        except Exception as exc:  # the worker died: its runs failed, not the study
+            return [failed_outcome(t, f"ray: {one_line_error(exc)}") for t in pack]
 
 
 @register_executor
@@ -263,22 +273,24 @@ class SlurmExecutor(ExecutorBase):
         self.runs_per_job = runs_per_job
         self.poll_s = poll_s
 
-    def execute(self, tasks: Sequence[Task], hooks: Hooks) -> None:
+    def execute(self, packs: Sequence[Sequence[Task]], hooks: Hooks) -> None:
         submitit = require("submitit", "slurm")
-        claimed = [t for t in tasks if hooks.claim(t)]
+        claimed_packs = [c for c in (hooks.claim_pack(p) for p in packs) if c]
+        claimed = [t for pack in claimed_packs for t in pack]
         if not claimed:
             return
-        chunks = [claimed[i:i + self.runs_per_job]
-                  for i in range(0, len(claimed), self.runs_per_job)]
+        chunks = _chunks(claimed_packs, self.runs_per_job)
         outstanding = {t.key: t for t in claimed}
         jobs: list[tuple[Any, list[Task]]] = []
         try:
             executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
             executor.update_parameters(
                 **{k: v for k, v in self.parameters.items() if v is not None})
-            jobs = list(zip(executor.map_array(execute_chunk, chunks), chunks, strict=True))
-            for task in claimed:
-                hooks.started(task)
+            jobs = list(zip(executor.map_array(execute_chunk, chunks),
+                            [[t for pack in chunk for t in pack] for chunk in chunks],
+                            strict=True))
+            for pack in claimed_packs:
+                hooks.started(pack)
             while outstanding:
                 self._collect(outstanding, hooks)
                 jobs = [(job, chunk) for job, chunk in jobs
@@ -323,6 +335,20 @@ class SlurmExecutor(ExecutorBase):
             del outstanding[task.key]
             hooks.record(outcome)
         return True
+
+
+def _chunks(packs: Sequence[list[Task]], runs_per_job: int) -> list[list[list[Task]]]:
+    """Whole packs grouped into chunks of at least ``runs_per_job`` runs (the last may hold
+    fewer), in order: one chunk per array job."""
+    chunks: list[list[list[Task]]] = []
+    size = runs_per_job
+    for pack in packs:
+        if size >= runs_per_job:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(pack)
+        size += len(pack)
+    return chunks
 
 
 def executor_class(name: str) -> type[ExecutorBase]:

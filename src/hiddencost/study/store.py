@@ -183,6 +183,11 @@ class ResultStore(Protocol):
         """pending → running owned by ``me``; False when the row was not pending."""
         ...
 
+    def claim_many(self, keys: Iterable[str], me: Owner) -> list[str]:
+        """:meth:`claim` of several rows in one transaction (a pack's runs are claimed
+        together); returns the keys it claimed, in the given order."""
+        ...
+
     def release(self, keys: Iterable[str], me: Owner) -> None:
         """running (owned by ``me``) → pending, for runs interrupted before they finished."""
         ...
@@ -317,12 +322,19 @@ class SQLiteStore:
         return found
 
     def claim(self, key: str, me: Owner) -> bool:
+        return self.claim_many([key], me) == [key]
+
+    def claim_many(self, keys: Iterable[str], me: Owner) -> list[str]:
+        claimed = []
         with self._tx() as db:
-            cur = db.execute(
-                "UPDATE runs SET status = 'running', owner = ?, started_at = ?, "
-                "attempts = attempts + 1 WHERE key = ? AND status = 'pending'",
-                (str(me), time.time(), key))
-            return cur.rowcount == 1
+            for key in keys:
+                cur = db.execute(
+                    "UPDATE runs SET status = 'running', owner = ?, started_at = ?, "
+                    "attempts = attempts + 1 WHERE key = ? AND status = 'pending'",
+                    (str(me), time.time(), key))
+                if cur.rowcount == 1:
+                    claimed.append(key)
+        return claimed
 
     def release(self, keys: Iterable[str], me: Owner) -> None:
         with self._tx() as db:

@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,19 @@ def failed_outcome(task: Task, error: str, started_at: float | None = None) -> d
             "host": None, "started_at": started_at, "finished_at": now, "wall_time_s": None}
 
 
+def _finish(task: Task, outcome: dict[str, Any], started_at: float, t0: float,
+            **extra: Any) -> dict[str, Any]:
+    """Complete an outcome (key, host, timings) and write it as the run's ``outcome.json``."""
+    outcome.update(key=task.key, host=socket.gethostname(), pid=os.getpid(),
+                   started_at=started_at, finished_at=time.time(),
+                   wall_time_s=time.perf_counter() - t0, **extra)
+    try:
+        write_json_atomic(outcome_path(task.out_dir), outcome)
+    except OSError as exc:
+        outcome["warning"] = f"could not write {OUTCOME_FILE}: {exc}"
+    return outcome
+
+
 def execute_task(
     task: Task, cache: Any = None, on_epoch: Callable[[dict], None] | None = None
 ) -> dict[str, Any]:
@@ -191,21 +204,47 @@ def execute_task(
     finally:
         if cache is not None:
             trim_cache(cache)
-    outcome.update(key=task.key, host=socket.gethostname(), pid=os.getpid(),
-                   started_at=started_at, finished_at=time.time(),
-                   wall_time_s=time.perf_counter() - t0)
+    return _finish(task, outcome, started_at, t0)
+
+
+def execute_pack(
+    tasks: Sequence[Task], cache: Any = None, on_epoch: Callable[[dict], None] | None = None
+) -> list[dict[str, Any]]:
+    """Run the tasks of a pack together (:func:`hiddencost.run.run_pack`) and return one
+    outcome per task, each written to its own folder. A pack of one, or of a custom runner, is
+    :func:`execute_task`. When the pack fails as a whole (out of device memory, one run
+    diverging), each half is executed again as a smaller pack, down to single runs, so every
+    run ends with its own outcome and a failing run fails alone."""
+    if len(tasks) == 1 or any(t.runner is not None for t in tasks):
+        return [execute_task(t, cache, on_epoch if i == 0 else None)
+                for i, t in enumerate(tasks)]
+    for task in tasks:
+        Path(task.out_dir).mkdir(parents=True, exist_ok=True)
+    started_at, t0 = time.time(), time.perf_counter()
     try:
-        write_json_atomic(outcome_path(out_dir), outcome)
-    except OSError as exc:
-        outcome["warning"] = f"could not write {OUTCOME_FILE}: {exc}"
-    return outcome
+        from hiddencost.run import RunConfig, run_pack  # lazy: torch
+
+        records = run_pack([RunConfig.model_validate(t.config) for t in tasks],
+                           [t.out_dir for t in tasks], cache=cache, on_epoch=on_epoch)
+        metrics = [checked_record(r, "what run_pack returned").scalar_metrics()
+                   for r in records]
+    except Exception:  # smaller packs: see the docstring
+        half = len(tasks) // 2
+        return [*execute_pack(tasks[:half], cache, on_epoch),
+                *execute_pack(tasks[half:], cache, None)]
+    finally:
+        if cache is not None:
+            trim_cache(cache)
+    return [_finish(task, {"status": "done", "metrics": m, "error": None}, started_at, t0,
+                    pack_size=len(tasks))
+            for task, m in zip(tasks, metrics, strict=True)]
 
 
-def execute_in_process_cache(task: Task) -> dict[str, Any]:
-    """:func:`execute_task` with this process's cache (the Ray task body)."""
-    return execute_task(task, cache=process_cache())
+def execute_pack_in_process_cache(tasks: Sequence[Task]) -> list[dict[str, Any]]:
+    """:func:`execute_pack` with this process's cache (the Ray task body)."""
+    return execute_pack(tasks, cache=process_cache())
 
 
-def execute_chunk(tasks: list[Task]) -> list[dict[str, Any]]:
-    """Several tasks in one process, sharing a cache (the body of one Slurm array job)."""
-    return [execute_task(t, cache=process_cache()) for t in tasks]
+def execute_chunk(packs: Sequence[Sequence[Task]]) -> list[dict[str, Any]]:
+    """Several packs in one process, sharing a cache (the body of one Slurm array job)."""
+    return [o for pack in packs for o in execute_pack(pack, cache=process_cache())]
