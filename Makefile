@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch/torchvision pinned in pyproject.toml; pip on this kind of machine takes them from local disk.
 PIP_FLAGS ?=
 
-.PHONY: demo test install install-test browser splice-data lint bench clean
+.PHONY: demo test install install-test browser splice-data lint bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ test: install-test browser splice-data
 
 bench: install-test
 	$(BIN)/python benchmarks/bench_training.py
+
+# The GPU check (packed throughput, CUDA vs CPU); says "no CUDA device" and exits 0 without one.
+bench-gpu: install-test
+	$(BIN)/python benchmarks/bench_gpu.py
 
 clean:
 	rm -rf $(VENV) hiddencost-results runs

@@ -25,11 +25,27 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+#: The autocast dtype on CUDA (None: fp32 throughout); see :func:`cuda_precision`.
+_CUDA_AUTOCAST: list[torch.dtype | None] = [torch.bfloat16]
+
+
+@contextlib.contextmanager
+def cuda_precision(dtype: torch.dtype | None) -> Iterator[None]:
+    """Within the block, :func:`autocast_for` uses ``dtype`` on CUDA (None: no autocast, fp32);
+    for benchmarks that compare bf16 with fp32."""
+    _CUDA_AUTOCAST.append(dtype)
+    try:
+        yield
+    finally:
+        _CUDA_AUTOCAST.pop()
+
+
 @contextlib.contextmanager
 def autocast_for(device: torch.device) -> Iterator[None]:
     """bf16 autocast on CUDA (frozen backbone, trainable prompt stays fp32); nothing on CPU."""
-    if device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+    dtype = _CUDA_AUTOCAST[-1]
+    if device.type == "cuda" and dtype is not None:
+        with torch.autocast("cuda", dtype=dtype):
             yield
     else:
         yield
