@@ -207,3 +207,12 @@ def test_claim_many_claims_a_packs_pending_rows_in_one_go(tmp_path):
         assert db.claim(runs[1].key, me)
         assert db.claim_many([r.key for r in runs], me) == [runs[0].key, runs[2].key]
         assert {r.status for r in db.rows().values()} == {"running"}
+
+
+def test_runs_that_fit_by_hand():
+    from hiddencost.prompting.visual_prompt import runs_that_fit
+
+    gib = 2**30
+    assert runs_that_fit(10 * gib, 1 * gib) == 8  # ⌊0.8 · 10 / 1⌋
+    assert runs_that_fit(10 * gib, 3 * gib, headroom=0.9) == 3  # ⌊9 / 3⌋
+    assert runs_that_fit(1 * gib, 4 * gib) == 1  # never fewer than one run

@@ -166,6 +166,25 @@ def packed_predict_logits(models: Sequence[ReprogrammedModel], images_u8: torch.
     return [torch.cat(o) for o in out]
 
 
+def runs_that_fit(free_bytes: int, per_run_bytes: int, headroom: float = 0.8) -> int:
+    """How many runs' training steps fit in ``headroom`` of the free device memory: ⌊h·free /
+    per-run⌋, at least 1."""
+    return max(1, int(headroom * free_bytes // max(per_run_bytes, 1)))
+
+
+def step_bytes(backbone: nn.Module, batch_size: int, canvas_size: int,
+               device: torch.device) -> int:
+    """Measured peak CUDA memory of one run's training step: a forward of ``batch_size``
+    canvases and the gradient to the input, above what is allocated before it."""
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    x = torch.rand(batch_size, 3, canvas_size, canvas_size, device=device, requires_grad=True)
+    with autocast_for(device):
+        out = backbone(x.contiguous(memory_format=torch.channels_last))
+    out.float().sum().backward()
+    return torch.cuda.max_memory_allocated(device) - base
+
+
 @dataclass
 class PromptRun:
     """One run of a pack: its prompt (initialised by the caller), training subset, method,
@@ -302,11 +321,20 @@ def train_visual_prompts(
     runs' mean losses, whose gradient with respect to one run's parameters is that run's own
     (the parameter sets are disjoint, the backbone frozen). The ILM/FLM mapping passes and
     ``evaluate`` are batched across runs too. A pack of one is exactly
-    :func:`train_visual_prompt`. See :func:`train_visual_prompt` for the per-run protocol and
-    the history; ``evaluate(models)`` returns one test accuracy per run.
+    :func:`train_visual_prompt`. On CUDA a pack whose steps would not fit in the free memory
+    (:func:`step_bytes` per run, :func:`runs_that_fit`) trains as consecutive smaller packs.
+    See :func:`train_visual_prompt` for the per-run protocol and the history;
+    ``evaluate(models)`` returns one test accuracy per run.
     """
-    members = [_member(backbone, run, num_source, num_classes, epochs, device) for run in runs]
     freeze(backbone)  # no weight gradients, eval-mode BatchNorm, whatever the caller did
+    if device.type == "cuda" and len(runs) > 1:  # a pack larger than memory: smaller packs
+        fit = runs_that_fit(torch.cuda.mem_get_info(device)[0],
+                            step_bytes(backbone, batch_size, runs[0].prompt.canvas_size, device))
+        if fit < len(runs):
+            return [trained for i in range(0, len(runs), fit) for trained in train_visual_prompts(
+                backbone, runs[i:i + fit], num_classes, num_source, epochs, batch_size, device,
+                evaluate)]
+    members = [_member(backbone, run, num_source, num_classes, epochs, device) for run in runs]
     for epoch in range(epochs):
         start = time.perf_counter()
         recompute = [m.recomputes(epoch) for m in members]
