@@ -83,16 +83,11 @@ def to_unit(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images_u8.to(device, non_blocking=True).float().div_(255.0)
 
 
-@torch.inference_mode()
 def source_predictions(
     model: ReprogrammedModel, images_u8: torch.Tensor, device: torch.device, batch_size: int = 256
 ) -> torch.Tensor:
     """Top-1 source class of each image seen through the current prompt (CPU LongTensor)."""
-    preds = []
-    with autocast_for(device):
-        for chunk in images_u8.split(batch_size):
-            preds.append(model.source_logits(to_unit(chunk, device)).argmax(1).cpu())
-    return torch.cat(preds)
+    return packed_source_predictions([model], [images_u8], device, batch_size)[0]
 
 
 @torch.inference_mode()
