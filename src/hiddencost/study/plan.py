@@ -79,7 +79,7 @@ def run_cost(identity: dict[str, Any]) -> RunCost | None:
     """The backbone work of one run (see the module docstring); None when its dataset's
     split sizes are not known before loading it."""
     from hiddencost.backbones import resolve_backbone_name  # lazy: torch
-    from hiddencost.run import RunConfig
+    from hiddencost.run import RunConfig  # lazy: torch
 
     cfg = RunConfig.model_validate(identity).resolved()
     arch = resolve_backbone_name(cfg.model).arch  # throughput is the architecture's
@@ -105,11 +105,11 @@ def run_cost(identity: dict[str, Any]) -> RunCost | None:
 def measure_throughput(key: str, device: str = "auto", steps: int = 2) -> Throughput:
     """Time ``steps`` training steps (input gradient) and forward passes of ``ARCH@SIZE``
     with random weights, prepared as runs prepare it, after one warm-up of each."""
-    import torch
+    import torch  # lazy: torch and the models load only when something is timed
 
-    from hiddencost.backbones import create_model
-    from hiddencost.device import autocast_for, resolve_device
-    from hiddencost.frozen import prepare_frozen
+    from hiddencost.backbones import create_model  # lazy: as above
+    from hiddencost.device import autocast_for, resolve_device  # lazy: as above
+    from hiddencost.frozen import prepare_frozen  # lazy: as above
 
     name, size = key.rsplit("@", 1)
     dev = resolve_device(device)
