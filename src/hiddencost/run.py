@@ -309,8 +309,8 @@ def run_pack(
     cfgs = [cfg.resolved() for cfg in cfgs]
     if not cfgs:
         return []
-    if len(cfgs) > 1 and (pack_signature(cfgs[0]) is None
-                          or len({pack_signature(c) for c in cfgs}) != 1):
+    signatures = {pack_signature(c) for c in cfgs} if len(cfgs) > 1 else set()
+    if None in signatures or len(signatures) > 1:
         raise HiddenCostError("the runs of a pack must share backbone, compression, dataset, "
                               "device and the method's schedule (see pack_signature)")
     out_dirs = list(out_dirs) if out_dirs is not None else [None] * len(cfgs)

@@ -34,7 +34,6 @@ from hiddencost.study.spec import PlannedRun
 
 #: Batch sizes of the timed steps.
 TRAIN_PROBE_BATCH, EVAL_PROBE_BATCH = 16, 64
-VP_METHODS = ("ilm", "flm", "rlm", "fm")
 
 
 @dataclass(frozen=True)
@@ -184,6 +183,8 @@ def make_plan(runs: Sequence[PlannedRun], packs: int, gpus: int = 1,
             groups[group]["device_s"] += shared_s[features] / len(members)
     rows = [{"model": k[0], "dataset": k[1], "method": k[2],
              "n_shot": "full" if k[3] is None else k[3], **v} for k, v in groups.items()]
+    from hiddencost.prompting.visual_prompt import VP_METHODS  # lazy: torch
+
     packable = sum(r["device_s"] for r in rows if r["method"] in VP_METHODS)
     return Plan(rows, len(runs), sum(r["device_s"] for r in rows), packable, packs,
                 pack_speedup, gpus, [f"{d} ({n} runs)" for d, n in unknown.items()])
