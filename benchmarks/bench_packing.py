@@ -3,10 +3,13 @@
 ``train_visual_prompts`` with R ILM runs (seeds 0…R−1, each its own N-shot subset, prompt,
 mapping and Adam state) for one epoch, against R calls of ``train_visual_prompt``; both sides
 do the same work (R mapping passes and R·n training images) and print images/s and the ratio
-packed / alone. Model: the packaged ImageNet EfficientNet-Lite0 (offline) or any registered
-backbone with ``--weights random``; data: scikit-learn digits.
+packed / alone. ``--fuse`` (``auto``: on CUDA only, as the library does) chooses whether the
+pack concatenates its batches into one backbone call or calls it per run. Model: the packaged
+ImageNet EfficientNet-Lite0 (offline) or any registered backbone with ``--weights random``;
+data: scikit-learn digits.
 
     python benchmarks/bench_packing.py                        # CPU, packs of 4 and 9
+    python benchmarks/bench_packing.py --fuse on              # CPU, one backbone call per step
     python benchmarks/bench_packing.py --device cuda --arch resnet50 --weights random \\
         --canvas 224 --n-shot 1 --packs 4,9,16 --dtype bf16,fp32
 
@@ -31,6 +34,7 @@ from hiddencost.frozen import prepare_frozen
 from hiddencost.prompting.pad_prompt import PadPrompt
 from hiddencost.prompting.visual_prompt import (
     PromptRun,
+    fuses_batches,
     train_visual_prompt,
     train_visual_prompts,
 )
@@ -72,13 +76,14 @@ def _sync(device: torch.device) -> None:
 
 
 def time_epoch(setting: Setting, backbone: nn.Module, num_source: int, runs: Sequence[PromptRun],
-               packed: bool) -> float:
+               packed: bool, fuse: bool | None = None) -> float:
     """Seconds for one ILM epoch of ``runs``: one pack, or one run after the other."""
     batch = batch_size_for(setting.n_shot)
     _sync(setting.device)
     start = time.perf_counter()
     if packed:
-        train_visual_prompts(backbone, runs, 10, num_source, 1, batch, setting.device)
+        train_visual_prompts(backbone, runs, 10, num_source, 1, batch, setting.device,
+                             fuse=fuse)
     else:
         for r in runs:
             train_visual_prompt(backbone, r.prompt, r.train_images, r.train_labels, 10,
@@ -88,7 +93,7 @@ def time_epoch(setting: Setting, backbone: nn.Module, num_source: int, runs: Seq
 
 
 def compare(setting: Setting, packs: Sequence[int], dtype: str = "bf16",
-            repeats: int = 2) -> list[dict]:
+            repeats: int = 2, fuse: bool | None = None) -> list[dict]:
     """Per pack size R: images/s alone and packed, the ratio, and peak memory (CUDA)."""
     backbone, mean, std, num_source = prepared(setting)
     rows = []
@@ -104,23 +109,26 @@ def compare(setting: Setting, packs: Sequence[int], dtype: str = "bf16",
                     runs = make_runs(setting, size, mean, std)
                     if setting.device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(setting.device)
-                    times.append(time_epoch(setting, backbone, num_source, runs, packed))
+                    times.append(time_epoch(setting, backbone, num_source, runs, packed,
+                                            fuse))
                 best[packed] = min(times)
             images = size * 10 * setting.n_shot
             peak = (torch.cuda.max_memory_allocated(setting.device) / 2**20
                     if setting.device.type == "cuda" else None)
             rows.append({"pack": size, "dtype": dtype if setting.device.type == "cuda" else "fp32",
+                         "fused": fuses_batches(setting.device, fuse),
                          "alone_img_s": images / best[False], "packed_img_s": images / best[True],
                          "ratio": best[False] / best[True], "peak_mib": peak})
     return rows
 
 
 def print_rows(rows: Sequence[dict]) -> None:
-    print(f"{'pack':>5} {'dtype':>5} {'alone img/s':>12} {'packed img/s':>13} "
+    print(f"{'pack':>5} {'dtype':>5} {'fused':>5} {'alone img/s':>12} {'packed img/s':>13} "
           f"{'packed/alone':>13} {'peak MiB':>9}")
     for r in rows:
         peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
-        print(f"{r['pack']:>5} {r['dtype']:>5} {r['alone_img_s']:>12.1f} "
+        print(f"{r['pack']:>5} {r['dtype']:>5} {'yes' if r['fused'] else 'no':>5} "
+              f"{r['alone_img_s']:>12.1f} "
               f"{r['packed_img_s']:>13.1f} {r['ratio']:>12.2f}× {peak:>9}")
 
 
@@ -135,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--packs", default="4,9")
     parser.add_argument("--dtype", default="bf16", help="CUDA only: bf16, fp32 or both (a,b)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--fuse", default="auto", choices=["auto", "on", "off"],
+                        help="one backbone call per step for the whole pack (auto: on CUDA)")
     args = parser.parse_args(argv)
     setting = Setting(args.arch, args.weights, args.canvas, args.inner, args.n_shot,
                       resolve_device(args.device))
@@ -142,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{args.n_shot}-shot digits, one ILM epoch per run; threads {torch.get_num_threads()}")
     rows = []
     for dtype in args.dtype.split(","):
-        rows += compare(setting, [int(p) for p in args.packs.split(",")], dtype, args.repeats)
+        rows += compare(setting, [int(p) for p in args.packs.split(",")], dtype, args.repeats,
+                        {"auto": None, "on": True, "off": False}[args.fuse])
     print_rows(rows)
 
 

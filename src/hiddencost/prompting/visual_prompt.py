@@ -112,26 +112,43 @@ class TrainHistory:
     mappings: list[MappingList] = field(default_factory=list)
 
 
-def packed_source_logits(prompts: Sequence[PadPrompt], backbone: nn.Module,
-                         inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Source logits of several runs in one backbone pass: each run's [0, 1] images through
-    its own prompt, the prompted batches concatenated, one forward, split back per run.
+def fuses_batches(device: torch.device, fuse: bool | None = None) -> bool:
+    """Whether a pack concatenates its runs' batches into one backbone call: ``fuse`` when
+    given, else only on CUDA.
 
-    The backbone is frozen and in eval mode, so samples do not interact: each run's logits
-    equal those of its batch alone up to the backend's float reordering across batch sizes.
+    On CPU each run's batch gets its own backbone call, so a packed run is bitwise the run
+    alone: oneDNN blocks a batch of 256 differently from one of 128, and the last-bit
+    differences this makes are turned into full steps by Adam (it divides every gradient
+    element by its own magnitude). Concatenating gains nothing on CPU anyway
+    (``benchmarks/bench_packing.py``); on a GPU it is the point of packing.
     """
-    prompted = [p(x) for p, x in zip(prompts, inputs, strict=True)]
-    z = prompted[0] if len(prompted) == 1 else torch.cat(prompted)
-    out = backbone(z.contiguous(memory_format=torch.channels_last))
-    return [out] if len(prompted) == 1 else list(out.split([len(x) for x in inputs]))
+    return device.type == "cuda" if fuse is None else fuse
+
+
+def packed_source_logits(prompts: Sequence[PadPrompt], backbone: nn.Module,
+                         inputs: Sequence[torch.Tensor], fuse: bool = True) -> list[torch.Tensor]:
+    """Source logits of several runs: each run's [0, 1] images through its own prompt, then
+    (``fuse``) the prompted batches concatenated, one forward, split back per run, or (not
+    ``fuse``) one forward per run.
+
+    The backbone is frozen and in eval mode, so samples do not interact: fused logits equal
+    those of each batch alone up to the backend's float reordering across batch sizes.
+    """
+    prompted = [p(x).contiguous(memory_format=torch.channels_last)
+                for p, x in zip(prompts, inputs, strict=True)]
+    if not fuse or len(prompted) == 1:
+        return [backbone(z) for z in prompted]
+    z = torch.cat(prompted).contiguous(memory_format=torch.channels_last)
+    return list(backbone(z).split([len(x) for x in inputs]))
 
 
 @torch.inference_mode()
 def packed_source_predictions(models: Sequence[ReprogrammedModel],
                               image_sets: Sequence[torch.Tensor], device: torch.device,
-                              batch_size: int = 256) -> list[torch.Tensor]:
-    """:func:`source_predictions` of each model on its own images, in shared backbone passes
-    (chunk j of every run's images in one pass)."""
+                              batch_size: int = 256,
+                              fuse: bool | None = None) -> list[torch.Tensor]:
+    """:func:`source_predictions` of each model on its own images, chunk j of every run's
+    images in one step (one backbone pass when :func:`fuses_batches`)."""
     chunks = [images.split(batch_size) for images in image_sets]
     preds: list[list[torch.Tensor]] = [[] for _ in models]
     with autocast_for(device):
@@ -139,7 +156,8 @@ def packed_source_predictions(models: Sequence[ReprogrammedModel],
             active = [i for i, c in enumerate(chunks) if j < len(c)]
             logits = packed_source_logits([models[i].prompt for i in active],
                                           models[active[0]].backbone,
-                                          [to_unit(chunks[i][j], device) for i in active])
+                                          [to_unit(chunks[i][j], device) for i in active],
+                                          fuses_batches(device, fuse))
             for i, out in zip(active, logits, strict=True):
                 preds[i].append(out.argmax(1).cpu())
     return [torch.cat(p) for p in preds]
@@ -147,15 +165,16 @@ def packed_source_predictions(models: Sequence[ReprogrammedModel],
 
 @torch.inference_mode()
 def packed_predict_logits(models: Sequence[ReprogrammedModel], images_u8: torch.Tensor,
-                          device: torch.device, batch_size: int = 256) -> list[torch.Tensor]:
-    """:func:`predict_logits` of several prompted models on the same images, one backbone
-    pass per chunk for all of them."""
+                          device: torch.device, batch_size: int = 256,
+                          fuse: bool | None = None) -> list[torch.Tensor]:
+    """:func:`predict_logits` of several prompted models on the same images, one step per
+    chunk for all of them (one backbone pass when :func:`fuses_batches`)."""
     out: list[list[torch.Tensor]] = [[] for _ in models]
     with autocast_for(device):
         for chunk in images_u8.split(batch_size):
             x = to_unit(chunk, device)
             source = packed_source_logits([m.prompt for m in models], models[0].backbone,
-                                          [x] * len(models))
+                                          [x] * len(models), fuses_batches(device, fuse))
             for i, (model, s) in enumerate(zip(models, source, strict=True)):
                 out[i].append(model.map_logits(s).float().cpu())
     return [torch.cat(o) for o in out]
@@ -239,12 +258,14 @@ def _member(backbone: nn.Module, run: PromptRun, num_source: int, num_classes: i
                    torch.Generator().manual_seed(run.seed))
 
 
-def _remap(members: Sequence[_Member], device: torch.device, epoch: int) -> list[int]:
+def _remap(members: Sequence[_Member], device: torch.device, epoch: int,
+           fuse: bool | None) -> list[int]:
     """The frequency mapping under each member's current prompt (no gradients) replaces its
     ``model.mapping``; returns, per member, how many targets changed source (m > 1: source
     set; all of them at epoch 0)."""
     preds = packed_source_predictions([m.model for m in members],
-                                      [m.run.train_images for m in members], device)
+                                      [m.run.train_images for m in members], device,
+                                      fuse=fuse)
     changes = []
     for member, pred in zip(members, preds, strict=True):
         model, run = member.model, member.run
@@ -259,7 +280,7 @@ def _remap(members: Sequence[_Member], device: torch.device, epoch: int) -> list
 
 
 def _train_epoch(members: Sequence[_Member], batch_size: int, device: torch.device,
-                 epoch: int) -> None:
+                 epoch: int, fuse: bool | None) -> None:
     """One pass of every member over its own shuffled training set, step t of all members in
     one backbone pass (a member with fewer batches sits out the last steps); the sums of loss,
     correct predictions and examples accumulate on each member."""
@@ -272,7 +293,8 @@ def _train_epoch(members: Sequence[_Member], batch_size: int, device: torch.devi
         ys = [m.labels[idx.to(device)] for m, idx in active]
         with autocast_for(device):
             source = packed_source_logits([m.model.prompt for m, _ in active],
-                                          active[0][0].model.backbone, xs)
+                                          active[0][0].model.backbone, xs,
+                                          fuses_batches(device, fuse))
             logits = [m.model.map_logits(s) for (m, _), s in zip(active, source, strict=True)]
         losses = [F.cross_entropy(out.float(), y) for out, y in zip(logits, ys, strict=True)]
         descend([m.optimizer for m, _ in active], losses, epoch)
@@ -307,17 +329,20 @@ def train_visual_prompts(
     batch_size: int,
     device: torch.device,
     evaluate: Callable[[list[ReprogrammedModel]], list[float]] | None = None,
+    fuse: bool | None = None,
 ) -> list[tuple[ReprogrammedModel, TrainHistory]]:
     """Train several pad prompts ("a pack") on one frozen backbone, each as if alone.
 
     Every run keeps its own prompt, FM layer, label mapping, Adam state, learning-rate schedule
-    and data order (a generator seeded with its seed); each training step of all runs is one
-    backbone forward/backward over their concatenated batches, and the loss is the sum of the
-    runs' mean losses, whose gradient with respect to one run's parameters is that run's own
-    (the parameter sets are disjoint, the backbone frozen). The ILM/FLM mapping passes and
-    ``evaluate`` are batched across runs too. A pack of one is exactly
-    :func:`train_visual_prompt`. On CUDA a pack whose steps would not fit in the free memory
-    (:func:`step_bytes` per run, :func:`runs_that_fit`) trains as consecutive smaller packs.
+    and data order (a generator seeded with its seed); step t of all runs is one backward of
+    the sum of the runs' mean losses, whose gradient with respect to one run's parameters is
+    that run's own (the parameter sets are disjoint, the backbone frozen). With ``fuse``
+    (default :func:`fuses_batches`: on CUDA) the step is one backbone forward over the
+    concatenated batches, and the ILM/FLM mapping passes are fused too; without it (CPU) each
+    run has its own forward and a packed run is bitwise the run alone. A pack of one is
+    exactly :func:`train_visual_prompt`. On CUDA a pack whose steps would not fit in the free
+    memory (:func:`step_bytes` per run, :func:`runs_that_fit`) trains as consecutive smaller
+    packs.
     See :func:`train_visual_prompt` for the per-run protocol and the history;
     ``evaluate(models)`` returns one test accuracy per run.
     """
@@ -328,17 +353,17 @@ def train_visual_prompts(
         if fit < len(runs):
             return [trained for i in range(0, len(runs), fit) for trained in train_visual_prompts(
                 backbone, runs[i:i + fit], num_classes, num_source, epochs, batch_size, device,
-                evaluate)]
+                evaluate, fuse)]
     members = [_member(backbone, run, num_source, num_classes, epochs, device) for run in runs]
     for epoch in range(epochs):
         start = time.perf_counter()
         recompute = [m.recomputes(epoch) for m in members]
         todo = [m for m, r in zip(members, recompute, strict=True) if r]
-        changed = dict(zip(map(id, todo), _remap(todo, device, epoch) if todo else [],
+        changed = dict(zip(map(id, todo), _remap(todo, device, epoch, fuse) if todo else [],
                            strict=True))
         for member in members:
             member.history.mappings.append(member.model.mapping.tolist())
-        _train_epoch(members, batch_size, device, epoch)
+        _train_epoch(members, batch_size, device, epoch, fuse)
         seconds = time.perf_counter() - start  # training only, as the test pass is optional
         accuracies = evaluate([m.model for m in members]) if evaluate is not None else None
         for i, member in enumerate(members):
