@@ -18,6 +18,7 @@ from typing import Literal
 from torch import nn
 
 # Imported for their registrations (weight sources, name resolvers), as timm registers models.
+import hiddencost.clip  # noqa: F401
 import hiddencost.recipes.artifact  # noqa: F401
 import hiddencost.standard_weights  # noqa: F401
 import hiddencost.zoo  # noqa: F401
@@ -27,7 +28,7 @@ from hiddencost.model_table import (
     BackboneEntry,
     BackboneInfo,
     available_backbones,
-    imagenet_class_names,
+    network_family,
     table_entry,
 )
 from hiddencost.weights import WeightRequest, resolve_extra_name, select_weight_source
@@ -83,10 +84,11 @@ def create_model(
     if mask is not None and path is None:
         raise HiddenCostError("--mask needs the --checkpoint it masks")
     request = WeightRequest(entry=entry, weights=weights, checkpoint=path,
-                            mask=Path(mask) if mask is not None else None)
+                            mask=Path(mask) if mask is not None else None, download=download)
     loaded = select_weight_source(request).load(request)
     info = BackboneInfo(
         name=entry.name, input_size=entry.cfg.input_size, mean=entry.cfg.mean, std=entry.cfg.std,
-        class_names=imagenet_class_names(), weights=loaded.weights, compression=loaded.report,
+        class_names=network_family(entry).class_names(entry), weights=loaded.weights,
+        compression=loaded.report,
     )
     return loaded.model.eval(), info

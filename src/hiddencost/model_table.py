@@ -11,12 +11,16 @@ registered weight source gives its pretrained weights (``cfg.source``, see
 ``hub``            timm's pretrained weights; needs internet on first use (cached afterwards).
 =================  ===========================================================================
 
-A new backbone family is one more :func:`register_backbone` call.
+A new backbone is one more :func:`register_backbone` call; a new kind of network (timm
+classifiers; open_clip's image + text towers, :mod:`hiddencost.clip`) is one
+:func:`register_family` call naming how to build it and which source classes it scores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import timm
 from torch import nn
@@ -45,17 +49,22 @@ class PretrainedCfg:
 
 @dataclass(frozen=True)
 class BackboneEntry:
-    """A backbone name: ``name`` = ``arch.tag``; ``timm_arch`` builds the network.
+    """A backbone name: ``name`` = ``arch.tag``; ``timm_arch`` names the network its
+    ``family`` builds (a timm architecture; for ``open_clip``, an open_clip model config name).
 
     ``checkpoint_format`` names the weight source that reads this name's checkpoint file (a zoo
     format such as ``open_lth``); None for plain entries, whose files are state dicts or
-    ``hiddencost compress`` artifacts.
+    ``hiddencost compress`` artifacts. ``model_config`` replaces the family's own configuration
+    of ``timm_arch`` (open_clip: ``embed_dim`` / ``vision_cfg`` / ``text_cfg``), e.g. for a
+    small model built from scratch.
     """
 
     name: str
     timm_arch: str
     cfg: PretrainedCfg
     checkpoint_format: str | None = None
+    family: str = "timm"
+    model_config: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @property
     def arch(self) -> str:
@@ -109,9 +118,43 @@ def known_archs() -> set[str]:
     return {e.arch for e in _ENTRIES.values()}
 
 
+@dataclass(frozen=True)
+class NetworkFamily:
+    """A kind of network: how an entry's network is built with random weights (no download)
+    and the names of the source classes its outputs score (empty when it has no fixed classes,
+    as CLIP, whose classes are the task's texts)."""
+
+    name: str
+    build: Callable[[BackboneEntry, int | None], nn.Module]
+    class_names: Callable[[BackboneEntry], list[str]]
+
+
+_FAMILIES: dict[str, NetworkFamily] = {}
+
+
+def register_family(family: NetworkFamily) -> NetworkFamily:
+    """Add a network family (twice is an error)."""
+    if family.name in _FAMILIES:
+        raise HiddenCostError(f"network family {family.name!r} is registered twice")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def network_family(entry: BackboneEntry) -> NetworkFamily:
+    """The registered family that builds ``entry``."""
+    if entry.family not in _FAMILIES:
+        raise HiddenCostError(f"backbone {entry.name} belongs to family {entry.family!r}, which "
+                              f"is not registered; known: {', '.join(_FAMILIES)}")
+    return _FAMILIES[entry.family]
+
+
 def build_network(entry: BackboneEntry, num_classes: int | None = None) -> nn.Module:
-    """The entry's architecture with timm's random initialisation (no download): the one place
+    """The entry's architecture, randomly initialised by its family (no download): the one place
     networks are built; every weight source loads into it."""
+    return network_family(entry).build(entry, num_classes)
+
+
+def _timm_network(entry: BackboneEntry, num_classes: int | None) -> nn.Module:
     return timm.create_model(entry.timm_arch, pretrained=False,
                              num_classes=entry.cfg.num_classes if num_classes is None
                              else num_classes)
@@ -146,6 +189,8 @@ def _hub(name: str, timm_arch: str, description: str) -> BackboneEntry:
                           description=description),
     )
 
+
+register_family(NetworkFamily("timm", _timm_network, lambda entry: imagenet_class_names()))
 
 for _entry in (
     _lite(0, 224),

@@ -92,6 +92,9 @@ class RunRecord(BaseModel):
     weight_bits: int | None = None
     activation_bits: int | None = None
     backbone_weights: str = ""
+    #: What the weight source verified about the loaded backbone, when it reports anything
+    #: (UPop: parameters, dense parameters, ratio; zoo formats: the claim they checked).
+    backbone: dict[str, Any] | None = None
     n_train: int | None = None
     n_test: int | None = None
     effective_shots: dict[str, int] = Field(default_factory=dict)
@@ -126,8 +129,10 @@ class RunRecord(BaseModel):
         return self[key] if key in self else default
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON-safe dict written to ``result.json``."""
-        return self.model_dump(mode="json")
+        """The JSON-safe dict written to ``result.json`` (``backbone`` only when there is a
+        report, so records of plain backbones keep their earlier form)."""
+        return self.model_dump(mode="json", exclude={"backbone"} if self.backbone is None
+                               else None)
 
     def scalar_metrics(self) -> dict[str, Any]:
         """The scalar top-level fields (accuracy, ece, nll, sparsity, ...): what the store keeps

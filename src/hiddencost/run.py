@@ -35,9 +35,8 @@ from hiddencost.device import resolve_device
 from hiddencost.errors import HiddenCostError, validation_message
 from hiddencost.frozen import prepare_frozen
 from hiddencost.metrics import calibration_summary, paper_ece
-from hiddencost.prompting.label_mapping import MappingList
+from hiddencost.prompting.catalog import method_for, method_names, methods_reading
 from hiddencost.prompting.methods import (
-    METHODS,
     TransferJob,
     TransferMethod,
     TransferOutcome,
@@ -47,8 +46,8 @@ from hiddencost.records import RunRecord
 
 
 def _known_method(name: str) -> str:
-    if name not in METHODS:
-        raise ValueError(f"unknown transfer method {name!r}; known: {', '.join(METHODS)}")
+    if name not in method_names():
+        raise ValueError(f"unknown transfer method {name!r}; known: {', '.join(method_names())}")
     return name
 
 
@@ -61,6 +60,7 @@ ENVIRONMENT_FIELDS = frozenset({"data_root", "download", "device"})
 LATER_FIELD_DEFAULTS: dict[str, Any] = {
     "mask": None, "mapping_interval": 1, "mapping_num": 1, "prompt_init": "zero",
     "test_every_epoch": False, "skip_unreadable": False, "max_steps": None,
+    "restrict_templates": False,
 }
 #: Images used to calibrate activation quantizers (the training subset's first ones).
 CALIBRATION_IMAGES = 256
@@ -104,6 +104,8 @@ class RunConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="xmr: stop after this many "
                                   "optimiser steps (the reference's max_iterations); None: "
                                   "all epochs")
+    restrict_templates: bool = Field(False, description="CLIP ilm: map each class to one of "
+                                     "its own template texts (the reference lets it take any)")
     skip_unreadable: bool = Field(False, description="leave unreadable image files out")
     device: str = "auto"
     save_prompt_history: bool = False
@@ -122,16 +124,18 @@ class RunConfig(BaseModel):
         equal. A method that does not read the dataset's kind of data is a one-line error."""
         entry = resolve_backbone_name(self.model)
         info = dataset_info(self.dataset)  # unknown names: a one-line error
-        method = METHODS.get(self.method)
+        method = method_for(self.method, entry.family)
         if info.modality != method.modality:
-            readers = [n for n in METHODS if METHODS.get(n).modality == info.modality]
             raise HiddenCostError(
                 f"method {self.method!r} reads {method.modality} data and dataset "
-                f"{info.name!r} holds {info.modality} data; use {', '.join(readers)}")
+                f"{info.name!r} holds {info.modality} data; use "
+                f"{', '.join(methods_reading(info.modality))}")
         if self.max_steps is not None and not method.reads_max_steps:
-            readers = [n for n in METHODS if METHODS.get(n).reads_max_steps]
-            raise HiddenCostError(f"max_steps is read by {', '.join(readers)} only; method "
-                                  f"{self.method!r} trains for its epochs")
+            raise HiddenCostError(f"max_steps is read by xmr only; method {self.method!r} "
+                                  "trains for its epochs")
+        if self.restrict_templates and not method.reads_templates:
+            raise HiddenCostError(f"restrict_templates is read by ilm on CLIP only; method "
+                                  f"{self.method!r} of {entry.name} has no template choice")
         return self.model_copy(
             update={
                 "model": entry.name,
@@ -186,14 +190,15 @@ class RunCache:
         (LP features). Activation quantizers calibrate on the training subset, so a model with
         quantized activations gets no cache: its features are per run."""
         if cfg.compression.activation_bits is not None:
-            return lambda compute: compute()
+            return lambda compute, *extra: compute()
         key = (cfg.model, cfg.weights, cfg.checkpoint, cfg.mask, cfg.compression, cfg.dataset,
                cfg.split_seed, cfg.skip_unreadable, image_size, cfg.lp_image_size)
 
-        def memo(compute: Callable[[], Any]) -> Any:
-            if key not in self.features:
-                self.features[key] = compute()
-            return self.features[key]
+        def memo(compute: Callable[[], Any], *extra: Any) -> Any:
+            full = (key, extra)
+            if full not in self.features:
+                self.features[full] = compute()
+            return self.features[full]
 
         return memo
 
@@ -207,6 +212,7 @@ def settings_of(cfg: RunConfig) -> TransferSettings:
         save_prompt_history=cfg.save_prompt_history, mapping_interval=cfg.mapping_interval,
         mapping_num=cfg.mapping_num, prompt_init=cfg.prompt_init,
         test_every_epoch=cfg.test_every_epoch, max_steps=cfg.max_steps,
+        restrict_templates=cfg.restrict_templates,
     )
 
 
@@ -225,20 +231,21 @@ def _backbone(
 
 
 def _mapping_entry(target: int, source: int | list[int], task: TaskData | SequenceTask,
-                   info: BackboneInfo) -> dict[str, Any]:
+                   names: list[str]) -> dict[str, Any]:
     sources = source if isinstance(source, list) else [source]
     entry = {"target": target, "target_name": task.class_names[target], "source": sources[0],
-             "source_name": info.class_names[sources[0]]}
+             "source_name": names[sources[0]]}
     if isinstance(source, list):  # mapping_num > 1: every source of the target
-        entry |= {"sources": sources, "source_names": [info.class_names[s] for s in sources]}
+        entry |= {"sources": sources, "source_names": [names[s] for s in sources]}
     return entry
 
 
-def _mapping_table(mapping: MappingList | None, task: TaskData | SequenceTask,
+def _mapping_table(outcome: TransferOutcome, task: TaskData | SequenceTask,
                    info: BackboneInfo) -> list[dict] | None:
-    if mapping is None:
+    if outcome.mapping is None:
         return None
-    return [_mapping_entry(t, s, task, info) for t, s in enumerate(mapping)]
+    names = outcome.source_names if outcome.source_names is not None else info.class_names
+    return [_mapping_entry(t, s, task, names) for t, s in enumerate(outcome.mapping)]
 
 
 def _reference_test_batch(cfg: RunConfig) -> int:
@@ -254,7 +261,7 @@ def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData | SequenceT
     summary = calibration_summary(logits.softmax(dim=1), task.test_labels)
     return RunRecord(
         config=cfg.model_dump(mode="json"),
-        label_mapping=_mapping_table(outcome.mapping, task, info),
+        label_mapping=_mapping_table(outcome, task, info),
         mapping_history=outcome.mapping_history,
         **summary,
         paper_ece=paper_ece(logits, task.test_labels, batch_size=_reference_test_batch(cfg)),
@@ -264,11 +271,12 @@ def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData | SequenceT
         weight_bits=report.weight_bits,
         activation_bits=report.activation_bits,
         backbone_weights=info.weights,
+        backbone=info.compression,
         n_train=len(subset),
         n_test=len(task.test_labels),
         effective_shots={str(k): v for k, v in subset.effective_counts.items()},
         history=outcome.history.epochs,
-        final_train_loss=outcome.history.epochs[-1]["loss"],
+        final_train_loss=outcome.history.epochs[-1]["loss"] if outcome.history.epochs else None,
         wall_time_s=time.perf_counter() - start,
         device=str(device),
         versions={"hiddencost": __version__, "torch": torch.__version__,
@@ -277,13 +285,18 @@ def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData | SequenceT
     )
 
 
+def _method(cfg: RunConfig) -> TransferMethod:
+    """The run's transfer method, from its backbone family's registry."""
+    return method_for(cfg.method, resolve_backbone_name(cfg.model).family)
+
+
 def pack_signature(cfg: RunConfig) -> str | None:
     """What runs must share to train as one pack (:func:`run_pack`): backbone, weights,
     compression, dataset and its split, device, and the method's :meth:`pack_key` (for VP:
     epochs, batch size, canvas and inner size). None: the run trains alone (its method does
     not pack, or its activation quantizers calibrate on its own training subset)."""
     cfg = cfg.resolved()
-    key = METHODS.get(cfg.method).pack_key(settings_of(cfg))
+    key = _method(cfg).pack_key(settings_of(cfg))
     if key is None or cfg.compression.activation_bits is not None:
         return None
     shared = cfg.model_dump(mode="json", include={
@@ -317,7 +330,7 @@ def run_pack(
     cache = cache or RunCache()
     first = cfgs[0]
     device = resolve_device(first.device)
-    methods = [METHODS.get(cfg.method) for cfg in cfgs]
+    methods = [_method(cfg) for cfg in cfgs]
     settings = [settings_of(cfg) for cfg in cfgs]
     task = cache.dataset(first, methods[0].stored_image_size(settings[0]))
     subsets = [few_shot_indices(task.train_labels, cfg.n_shot, cfg.seed) for cfg in cfgs]

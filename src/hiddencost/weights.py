@@ -41,13 +41,14 @@ PRIORITY_PRETRAINED = 50
 @dataclass(frozen=True)
 class WeightRequest:
     """What the factory was asked for: an entry, ``"pretrained"`` or ``"random"`` weights, a
-    local checkpoint file (None: the entry's pretrained source) and a 0/1 mask file for it (only
-    sources with ``reads_mask`` take one)."""
+    local checkpoint file (None: the entry's pretrained source), a 0/1 mask file for it (only
+    sources with ``reads_mask`` take one) and whether a source may download (``--download``)."""
 
     entry: BackboneEntry
     weights: str = "pretrained"
     checkpoint: Path | None = None
     mask: Path | None = None
+    download: bool = False
 
 
 @dataclass

@@ -17,6 +17,7 @@ from hiddencost.compression.parse import flag_fields
 from hiddencost.data import available_datasets, parse_n_shot
 from hiddencost.errors import HiddenCostError
 from hiddencost.progress import epoch_progress
+from hiddencost.prompting.catalog import METHOD_TABLES
 from hiddencost.quickstart import run_crossmodal_quickstart, run_quickstart
 from hiddencost.records import COMPRESSION_FIELDS, METRIC_FIELDS
 from hiddencost.run import make_config, run_one
@@ -51,7 +52,8 @@ def run(
         help="Leave unreadable image files out (counted in the run's warnings).")] = False,
     split_seed: Annotated[int, typer.Option(help="Seed of the splits made by hiddencost.")] = 0,
     method: Annotated[str, typer.Option(
-        help="ilm, flm, rlm, fm (VP), lp; xmr for sequence datasets (splice).")] = "ilm",
+        help="ilm, flm, rlm, fm (VP), lp; xmr for sequence datasets (splice); CLIP "
+             "backbones: vp, ilm, zero-shot, lp (see `hiddencost models`).")] = "ilm",
     n_shot: Annotated[str, typer.Option(help="Examples per class, or 'full'.")] = "full",
     seed: Annotated[int, typer.Option(help="Seed of sampling, shuffling and init.")] = 0,
     prune: Annotated[str, typer.Option(help="none, magnitude or random.")] = "none",
@@ -66,7 +68,8 @@ def run(
         help="xmr: stop after this many optimiser steps, if before the last epoch (the "
              "reference: 100 epochs or 100,000 steps).")] = None,
     lr: Annotated[float | None, typer.Option(
-        help="Adam learning rate (default: the method's, 0.01; xmr 0.001).")] = None,
+        help="Learning rate (default: the method's: Adam 0.01; xmr 0.001; CLIP SGD 40).")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Default: the N-shot table.")] = None,
     canvas_size: Annotated[int | None, typer.Option(help="Default: backbone input.")] = None,
     inner_size: Annotated[int | None, typer.Option(help="Default: the dataset's.")] = None,
@@ -79,6 +82,9 @@ def run(
     prompt_init: Annotated[str, typer.Option(help="Prompt init: zero or randn.")] = "zero",
     test_every_epoch: Annotated[bool, typer.Option(
         help="VP: record the test accuracy after every epoch (curves only; slower).")] = False,
+    restrict_templates: Annotated[bool, typer.Option(
+        help="CLIP ilm: map each class to one of its own 81 template texts (the reference "
+             "lets a class take any column).")] = False,
     device: common.DeviceChoiceOpt = "auto",
     save_prompt_history: Annotated[bool, typer.Option(help="Keep every epoch's prompt.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for result.json and weights.")] = Path(
@@ -97,7 +103,8 @@ def run(
         many_to_one=many_to_one,
         mapping_interval=mapping_interval, mapping_num=mapping_num, prompt_init=prompt_init,
         test_every_epoch=test_every_epoch, skip_unreadable=skip_unreadable,
-        device=device, save_prompt_history=save_prompt_history,
+        restrict_templates=restrict_templates, device=device,
+        save_prompt_history=save_prompt_history,
     )
     with epoch_progress(console, cfg.epochs) as on_epoch:
         record = run_one(cfg, out_dir=out, on_epoch=on_epoch)
@@ -133,10 +140,11 @@ def quickstart(
 
 @common.command(app)
 def models() -> None:
-    """List the registered backbones."""
-    common.print_rows(console, "backbones", ("name", "weights", "input", "description"),
-               [(e.name, e.cfg.source, e.cfg.input_size, e.cfg.description)
-                for e in available_backbones()])
+    """List the registered backbones and the transfer methods each takes."""
+    common.print_rows(console, "backbones", ("name", "weights", "input", "methods",
+                                             "description"),
+               [(e.name, e.cfg.source, e.cfg.input_size, ", ".join(METHOD_TABLES[e.family]),
+                 e.cfg.description) for e in available_backbones()])
 
 
 @common.command(app)

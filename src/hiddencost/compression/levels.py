@@ -12,6 +12,7 @@ unit                   meaning of the level                 severity            
 ``sparsity_percent``   percent of weights zeroed            level / 100              90% sparse
 ``remaining_percent``  percent of weights kept (IMP)        1 − level / 100          11.5% remaining
 ``bits``               bit-width                            1 − level / 32           4-bit
+``compression_ratio``  dense / compressed parameters (UPop)  1 − 1 / level            2× smaller
 ``level``              an ordinal (e.g. an IMP round)       level                    3
 ``variant``            a name (SparseZoo ``moderate``)      NaN (order of listing)   moderate
 =====================  ===================================  =======================  ==========
@@ -31,6 +32,7 @@ class LevelUnit(StrEnum):
     SPARSITY_PERCENT = "sparsity_percent"
     REMAINING_PERCENT = "remaining_percent"
     BITS = "bits"
+    COMPRESSION_RATIO = "compression_ratio"
     LEVEL = "level"
     VARIANT = "variant"
 
@@ -70,6 +72,7 @@ _SEVERITY = {
     LevelUnit.SPARSITY_PERCENT: lambda x: x / 100.0,
     LevelUnit.REMAINING_PERCENT: lambda x: 1.0 - x / 100.0,
     LevelUnit.BITS: lambda x: 1.0 - x / 32.0,
+    LevelUnit.COMPRESSION_RATIO: lambda x: 1.0 - 1.0 / x if x > 0 else math.nan,
     LevelUnit.LEVEL: lambda x: x,
     LevelUnit.VARIANT: lambda x: x,
 }
@@ -78,6 +81,7 @@ _LABEL = {
     LevelUnit.SPARSITY_PERCENT: lambda x: f"{x:.4g}% sparse",
     LevelUnit.REMAINING_PERCENT: lambda x: f"{x:.5g}% remaining",
     LevelUnit.BITS: lambda x: f"{x:g}-bit",
+    LevelUnit.COMPRESSION_RATIO: lambda x: "uncompressed" if x == 1 else f"{x:g}× smaller",
     LevelUnit.LEVEL: lambda x: f"{x:g}",
     LevelUnit.VARIANT: lambda x: f"{x:g}",
 }
@@ -86,12 +90,14 @@ _KIND = {
     LevelUnit.SPARSITY_PERCENT: "sparsity",
     LevelUnit.REMAINING_PERCENT: "sparsity",
     LevelUnit.BITS: "quantization",
+    LevelUnit.COMPRESSION_RATIO: "structured",
 }
 _AXIS = {
     LevelUnit.SPARSITY: "sparsity (% of weights zeroed)",
     LevelUnit.SPARSITY_PERCENT: "sparsity (% of weights zeroed)",
     LevelUnit.REMAINING_PERCENT: "weights remaining (%)",
     LevelUnit.BITS: "bit-width (bits)",
+    LevelUnit.COMPRESSION_RATIO: "compression ratio (×)",
     LevelUnit.LEVEL: "compression level (level)",
     LevelUnit.VARIANT: "compression level (variant)",
 }

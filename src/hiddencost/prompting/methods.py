@@ -12,9 +12,10 @@ name        method
 ``xmr``     cross-modal reprogramming of sequence tasks (text, DNA; Neekhara et al. 2022)
 ==========  =================================================================================
 
-A new method (the CLIP methods next) implements :class:`TransferMethod` and is added to
-:data:`METHODS` once. A method says which data it reads (``modality``: image or sequence
-tasks) and its protocol's defaults (learning rate, batch size, sources per class).
+A new method implements :class:`TransferMethod` and is added to :data:`METHODS` (the methods of
+classifier backbones) once; CLIP's are in :mod:`hiddencost.prompting.clip_methods`. A method
+says which data it reads (``modality``: image or sequence tasks) and its protocol's defaults
+(learning rate, batch size, sources per class).
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ __all__ = [
     "VisualPrompting",
 ]
 
-#: ``memo(compute)``: the cached value for this run's key, or ``compute()`` stored under it.
-Memo = Callable[[Callable[[], Any]], Any]
+#: ``memo(compute, *key)``: the cached value for this run's backbone and task (and ``key``, what
+#: else the value depends on), or ``compute()`` stored under it.
+Memo = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class TransferSettings:
     prompt_init: str = "zero"
     test_every_epoch: bool = False
     max_steps: int | None = None
+    restrict_templates: bool = False
 
 
 @dataclass
@@ -105,7 +108,7 @@ class TransferJob:
     settings: TransferSettings
     device: torch.device
     on_epoch: Callable[[dict], None] | None = None
-    memo: Memo = field(default=lambda compute: compute())
+    memo: Memo = field(default=lambda compute, *key: compute())
 
 
 @dataclass
@@ -113,13 +116,15 @@ class TransferOutcome:
     """What a method produced: test logits (float32, CPU, K columns in target order), the
     training history, the label mapping (per target one source index, or a list of ``m``
     sources with ``mapping_num = m > 1``; None when the method has no index mapping), its
-    per-epoch history, and the learned tensors to save."""
+    per-epoch history, the learned tensors to save, and the names of the source columns the
+    mapping indexes when they are not the backbone's classes (CLIP: the column texts)."""
 
     logits: torch.Tensor
     history: TrainHistory
     tensors: dict[str, torch.Tensor]
     mapping: MappingList | None = None
     mapping_history: list[MappingList] | None = None
+    source_names: list[str] | None = None
 
 
 class TransferMethod(ABC):
@@ -134,6 +139,8 @@ class TransferMethod(ABC):
     default_mapping_num: ClassVar[int] = 1
     #: Whether it honours a step budget (``max_steps``) besides the epochs.
     reads_max_steps: ClassVar[bool] = False
+    #: Whether it chooses among template texts (``restrict_templates`` applies).
+    reads_templates: bool = False
 
     def default_batch_size(self, n_shot: int | None) -> int:
         """The protocol's batch size for ``n_shot`` examples per class (the ILM-VP table)."""

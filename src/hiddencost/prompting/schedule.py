@@ -1,4 +1,5 @@
-"""The optimiser and learning-rate schedule shared by VP and LP (ILM-VP protocol)."""
+"""The optimisers and learning-rate schedules: Adam + MultiStepLR for VP and LP (ILM-VP), SGD +
+per-iteration cosine for CLIP VP."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ def adam_multistep(
     """Adam(lr) with MultiStepLR(milestones=⌊0.5E⌋, ⌊0.72E⌋; γ), stepped once per epoch."""
     optimizer = torch.optim.Adam(params, lr=lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones(epochs), gamma=gamma)
+    return optimizer, scheduler
+
+
+def sgd_cosine(
+    params: Iterable[torch.nn.Parameter], total_steps: int, lr: float, momentum: float = 0.9
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.CosineAnnealingLR]:
+    """SGD(lr, momentum) with CosineAnnealingLR over ``total_steps``, stepped once per
+    iteration: lr_t = lr·(1 + cos(π·t/T))/2 (the CLIP VP protocol of ILM-VP; no warm-up)."""
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
     return optimizer, scheduler
 
 

@@ -27,8 +27,10 @@ import pandas as pd
 from safetensors.numpy import load_file
 from scipy.stats import spearmanr
 
+from hiddencost.backbones import resolve_backbone_name
+from hiddencost.errors import HiddenCostError
 from hiddencost.model_table import imagenet_class_names
-from hiddencost.prompting.methods import METHODS
+from hiddencost.prompting.catalog import methods_reading
 from hiddencost.report.order import budget_order, compression_order
 from hiddencost.report.stats import ALPHA, mean_ci, welch_test
 from hiddencost.report.table import class_names
@@ -751,9 +753,7 @@ def sequence_runs(df: pd.DataFrame) -> pd.DataFrame:
     """The rows of methods that read sequence tasks (cross-modal reprogramming, ``xmr``)."""
     if df.empty:
         return df
-    readers = {m for m in dict.fromkeys(df["method"])
-               if m in METHODS and METHODS.get(m).modality == "sequence"}
-    return df[df["method"].isin(readers)]
+    return df[df["method"].isin(methods_reading("sequence"))]
 
 
 def crossmodal_table(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
@@ -777,6 +777,50 @@ def crossmodal_table(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
         acc = acc.assign(delta=math.nan, p=math.nan, significant=None)
     acc["significant"] = [None if v is None or v != v else bool(v) for v in acc["significant"]]
     return _sort(acc[cols], df)
+
+
+def clip_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of CLIP backbones (the open_clip family)."""
+    if df.empty:
+        return df
+    clip = {m for m in dict.fromkeys(df["model"]) if _family_of(m) == "open_clip"}
+    return df[df["model"].isin(clip)]
+
+
+def _family_of(model: str) -> str | None:
+    try:
+        return resolve_backbone_name(model).family
+    except HiddenCostError:  # a record of a model this installation does not know
+        return None
+
+
+def clip_table(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """The paper's Table 2: per dataset × CLIP backbone × method × compression point, at the
+    dataset's largest budget, test accuracy (%) over seeds (``mean``, 95% t-interval ``lo`` /
+    ``hi``), the backbone's parameters (millions, as its weight source measured them) and, for
+    a compressed point, Δ = dense − compressed (pp) with its two-sided Welch test."""
+    cols = ["dataset", "backbone", "method", "budget", "compression", *COMPRESSION_META,
+            "parameters_m", "n_seeds", "mean", "lo", "hi", "delta", "p", "significant"]
+    runs = clip_runs(df)
+    if runs.empty:
+        return _empty(cols)
+    top = runs[runs["budget_rank"] == runs.groupby("dataset")["budget_rank"].transform("max")]
+    keys = [*TASK, "method", "budget", "compression"]
+    acc = _summarize(top, keys, "accuracy", PERCENT)
+    params = top.groupby("compression", sort=False)["parameters"].first()
+    acc["parameters_m"] = [None if _missing_number(params.get(c)) else params.get(c) / 1e6
+                           for c in acc["compression"]]
+    test = delta_heatmap(top, "accuracy", alpha)
+    if not test.empty:
+        acc = acc.merge(test[[*keys, "delta", "p", "significant"]], on=keys, how="left")
+    else:
+        acc = acc.assign(delta=math.nan, p=math.nan, significant=None)
+    acc["significant"] = [None if v is None or v != v else bool(v) for v in acc["significant"]]
+    return _sort(acc[cols], df)
+
+
+def _missing_number(v: Any) -> bool:
+    return v is None or v != v
 
 
 # --------------------------------------------------------------------------------------------

@@ -549,6 +549,48 @@ def _fill_crossmodal(b: _Builder, s: Section, tasks: list[Task]) -> None:
         crossmodal_shown(t), path))
 
 
+def _clip_column(name: str, params: Any) -> str:
+    return name if params is None or params != params else f"{name} ({params:.1f}M)"
+
+
+def clip_shown(t: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 2 layout: one row per dataset · method, one column per compression
+    point with its parameters; cells ``mean [lo, hi]`` (95% CI over seeds) and, for a
+    compressed point, the drop Δ = dense − compressed in pp (▼ / ▲ when significant)."""
+    t = t.assign(column=[_clip_column(n, p) for n, p in zip(
+                     t["compression_name"], t["parameters_m"], strict=True)],
+                 row=[f"{d} · {m}" for d, m in zip(t["dataset"], t["method"], strict=True)],
+                 cell=[_interval(m, lo, hi) + _clip_drop(d, sig) for m, lo, hi, d, sig in zip(
+                     t["mean"], t["lo"], t["hi"], t["delta"], t["significant"], strict=True)])
+    wide = t.pivot_table(index="row", columns="column", values="cell", aggfunc="first",
+                         sort=False)
+    wide = wide.reindex(index=list(dict.fromkeys(t["row"])),
+                        columns=list(dict.fromkeys(t["column"]))).fillna("")
+    return wide.reset_index().rename(columns={"row": "dataset · method"})
+
+
+def _clip_drop(delta: Any, significant: Any) -> str:
+    if delta is None or delta != delta:
+        return ""
+    mark = (" ▼" if delta > 0 else " ▲") if significant is True else ""
+    return f" (Δ {_fmt(delta)}{mark})"
+
+
+def _fill_clip(b: _Builder, s: Section, tasks: list[Task]) -> None:
+    t = an.clip_table(b.df)
+    path = b.save_table("clip", t)
+    budgets = ", ".join(f"{d}: {shot}" for d, shot in
+                        dict.fromkeys(zip(t["dataset"], t["budget"], strict=True)))
+    s.items.append(TableItem(
+        "Test accuracy (%) of CLIP visual prompting",
+        f"Mean and 95% t-interval over seeds at each dataset's largest budget ({budgets}); "
+        f"Δ = dense − compressed in pp, ▼ / ▲ when significantly below / above the dense "
+        f"model (two-sided Welch t-test across seeds, p < {ALPHA:g}, no correction). "
+        f"Parameters: the inference model's (both towers), as loaded; UPop's own count, which "
+        f"the paper's Table 2 quotes, adds the momentum copies.",
+        clip_shown(t), path))
+
+
 _VERDICT_CLASS = {"supported": "supported", "contradicted": "contradicted", "mixed": "mixed",
                   "not testable": "untestable"}
 
@@ -654,6 +696,11 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 "and DNA (Neekhara et al.'s cross-modal reprogramming): one row per task, one "
                 "column per backbone and compression point, as the paper's Tables 3 and 4.",
                 _fill_crossmodal, shown=lambda df: not an.sequence_runs(df).empty),
+    SectionSpec("clip", "CLIP under structured compression (the paper's Table 2)",
+                "Visual prompting of CLIP (frame prompt, text-template classes) on the dense "
+                "and the compressed image + text towers: one row per dataset and method, one "
+                "column per compression point, as the paper's Table 2.",
+                _fill_clip, shown=lambda df: not an.clip_runs(df).empty),
     SectionSpec("summary", "Summary table",
                 "Like the paper's Table 1: per compressed model and transfer method, the mean "
                 "accuracy drop and ECE change against dense over every dataset and budget.",

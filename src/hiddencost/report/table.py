@@ -169,6 +169,8 @@ def _row(record: Record, tags: Mapping[str, Any] | None, key: str | None,
     row["prompt_history"] = _existing(artifacts, PROMPT_HISTORY_FILE)
     row["weights"] = _existing(artifacts, WEIGHTS_FILE)
     row["result_missing"] = bool(record.get("result_missing", False))
+    # what the weight source measured (UPop: the inference model's parameter count)
+    row["parameters"] = (record.get("backbone") or {}).get("parameters")
     return row
 
 
@@ -254,7 +256,7 @@ def _empty_columns() -> list[str]:
     return ["key", "study", "arch", "model", "dataset", "method", "n_shot", "budget",
             "budget_rank", "seed", "family", "compression", "level", "unit", "epochs",
             "severity", *METRICS, *LISTS, "settings", "canvas_size", "inner_size", "artifacts",
-            "prompt_history", "weights", "result_missing"]
+            "prompt_history", "weights", "result_missing", "parameters"]
 
 
 def table_from_spec(spec: StudySpec, out: str | Path | None = None,

@@ -1,0 +1,39 @@
+"""Which transfer methods a backbone family has: one method registry per network family.
+
+``ilm`` on a timm classifier is ILM-VP (pad prompt, ImageNet classes as sources); ``ilm`` on
+CLIP is ILM-TP-VP (frame prompt, template texts as sources). A run's method is looked up in its
+backbone family's registry (:func:`method_for`); a new family adds its registry here.
+"""
+
+from __future__ import annotations
+
+from hiddencost.errors import HiddenCostError
+from hiddencost.prompting.clip_methods import CLIP_METHODS
+from hiddencost.prompting.methods import METHODS, TransferMethod
+from hiddencost.registry import Registry
+
+#: Network family (:class:`~hiddencost.model_table.NetworkFamily` name) → its methods.
+METHOD_TABLES: dict[str, Registry[TransferMethod]] = {"timm": METHODS, "open_clip": CLIP_METHODS}
+
+
+def method_names() -> tuple[str, ...]:
+    """Every method name of any family, each once, in registration order."""
+    return tuple(dict.fromkeys(n for table in METHOD_TABLES.values() for n in table))
+
+
+def method_for(name: str, family: str) -> TransferMethod:
+    """The method ``name`` of backbones of ``family``; a name the family lacks is one line
+    naming the ones it has."""
+    table = METHOD_TABLES.get(family)
+    if table is None:
+        raise HiddenCostError(f"no transfer methods are registered for family {family!r}")
+    if name not in table:
+        raise HiddenCostError(f"method {name!r} does not apply to {family} backbones; "
+                              f"use {', '.join(table)}")
+    return table.get(name)
+
+
+def methods_reading(modality: str) -> list[str]:
+    """The method names that read ``modality`` data (image or sequence), any family."""
+    return [n for n in method_names()
+            if any(n in t and t.get(n).modality == modality for t in METHOD_TABLES.values())]

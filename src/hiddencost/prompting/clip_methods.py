@@ -1,0 +1,120 @@
+"""The transfer methods of CLIP backbones (open_clip family), registered in :data:`CLIP_METHODS`.
+
+==============  ===========================================================================
+``vp``          frame prompt, one text per class ("This is a photo of a {}."; Bahng et al.)
+``ilm``         frame prompt, ILM over 81 templates per class (ILM-VP's ILM-TP-VP)
+``zero-shot``   no prompt: the scores of ``vp``'s text table on the plain images
+``lp``          a linear head on the image tower's embedding (the CNN ``lp``, cached features)
+==============  ===========================================================================
+
+Text tables are computed once per (backbone, classes, templates) through the run's memo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from hiddencost.data.transforms import ResizeNormalize
+from hiddencost.prompting.clip_prompt import (
+    CLIP_BATCH,
+    CLIP_LR,
+    ClipPromptRun,
+    clip_predict,
+    train_clip_prompt,
+)
+from hiddencost.prompting.clip_text import DEFAULT_TEMPLATE, ILM_TEMPLATES, column_texts, text_table
+from hiddencost.prompting.methods import (
+    LinearProbe,
+    TransferJob,
+    TransferMethod,
+    TransferOutcome,
+    TransferSettings,
+)
+from hiddencost.prompting.visual_prompt import TrainHistory
+from hiddencost.registry import Registry
+
+
+class ClipMethod(TransferMethod):
+    """Shared by the CLIP methods: images stored small and resized to the model's input,
+    CLIP-normalised; the protocol's SGD lr 40 and batch 16."""
+
+    default_lr: ClassVar[float] = CLIP_LR
+    templates: ClassVar[tuple[str, ...]] = (DEFAULT_TEMPLATE,)
+
+    def default_batch_size(self, n_shot: int | None) -> int:
+        return CLIP_BATCH
+
+    def stored_image_size(self, s: TransferSettings) -> int:
+        # as LP: 32-px tasks stay at their size, larger ones are kept at the input size
+        return min(s.inner_size, s.canvas_size) if s.inner_size <= 32 else s.canvas_size
+
+    def input_size(self, s: TransferSettings) -> int:
+        return s.canvas_size
+
+    def input_transform(self, s: TransferSettings, mean: tuple[float, ...],
+                        std: tuple[float, ...]) -> nn.Module:
+        return ResizeNormalize(s.canvas_size, mean, std)
+
+    def text(self, job: TransferJob) -> torch.Tensor:
+        """The (T·K, D) text table of the task's classes, from the memo."""
+        names, templates = tuple(job.task.class_names), self.templates
+        return job.memo(lambda: text_table(job.backbone, names, templates).cpu(),
+                        "clip-text", names, templates)
+
+
+class ClipPrompting(ClipMethod):
+    """A frame prompt trained against the text table: ``vp`` (one template) or ``ilm`` (81,
+    re-mapped every ``mapping_interval`` epochs; ``restrict_templates`` keeps each class on its
+    own name). The outcome's mapping is the chosen column per class (ilm only), named by its
+    text."""
+
+    def __init__(self, name: str, templates: Sequence[str], description: str) -> None:
+        self.name, self.templates, self.description = name, tuple(templates), description
+        self.reads_templates = len(self.templates) > 1
+
+    def fit(self, job: TransferJob) -> TransferOutcome:
+        s, task = job.settings, job.task
+        text = self.text(job)
+        pre = self.input_transform(s, job.mean, job.std).to(job.device)
+        run = ClipPromptRun(task.train_images[job.subset], task.train_labels[job.subset], text,
+                            task.num_classes, len(self.templates), s.epochs, s.batch_size,
+                            s.seed, s.lr, s.mapping_interval, s.restrict_templates, job.on_epoch)
+        prompt, columns, history = train_clip_prompt(job.backbone, pre, run, job.device)
+        scores = clip_predict(job.backbone, prompt, pre, task.test_images, text.to(job.device),
+                              job.device)
+        tensors = {"prompt.delta": prompt.delta.detach().cpu()}
+        if len(self.templates) == 1:
+            return TransferOutcome(scores[:, columns], history, tensors)
+        return TransferOutcome(scores[:, columns], history, tensors, columns.tolist(),
+                               history.mappings,
+                               column_texts(task.class_names, self.templates))
+
+
+class ZeroShot(ClipMethod):
+    """CLIP's zero-shot classifier with ``vp``'s text table: nothing is trained (the history
+    is empty)."""
+
+    name = "zero-shot"
+    description = "CLIP zero-shot: no prompt, one text per class"
+
+    def fit(self, job: TransferJob) -> TransferOutcome:
+        pre = self.input_transform(job.settings, job.mean, job.std).to(job.device)
+        scores = clip_predict(job.backbone, None, pre, job.task.test_images,
+                              self.text(job).to(job.device), job.device)
+        return TransferOutcome(scores, TrainHistory(), {})
+
+
+#: The transfer methods of open_clip backbones by name.
+CLIP_METHODS: Registry[TransferMethod] = Registry("CLIP transfer method")
+
+for _method in (
+    ClipPrompting("vp", (DEFAULT_TEMPLATE,), "CLIP VP: frame prompt, one text per class"),
+    ClipPrompting("ilm", ILM_TEMPLATES, "CLIP ILM-TP-VP: frame prompt, ILM over 81 templates"),
+    ZeroShot(),
+    LinearProbe(),  # the image tower's embedding f(x) is the feature (ClipTowers)
+):
+    CLIP_METHODS.add(_method.name, _method)

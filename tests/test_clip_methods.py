@@ -1,0 +1,156 @@
+"""CLIP transfer methods: frame prompt, text table, ILM column choice, schedule, end to end on
+a tiny random open_clip model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from clip_tiny import TINY_NAME, tiny_clip_entry
+
+from hiddencost.errors import HiddenCostError
+from hiddencost.prompting.clip_prompt import FramePrompt, column_mapping, own_template_mapping
+from hiddencost.prompting.clip_text import (
+    DEFAULT_TEMPLATE,
+    ENSEMBLE_TEMPLATES,
+    ILM_TEMPLATES,
+    column_texts,
+)
+from hiddencost.prompting.schedule import sgd_cosine
+from hiddencost.run import RunCache, make_config, run_one
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny():
+    return tiny_clip_entry()
+
+
+def test_frame_prompt_adds_delta_on_a_30_px_border_only():
+    prompt = FramePrompt(224)
+    mask = prompt.mask[0]
+    assert mask.shape == (224, 224) and mask.sum() == 224 * 224 - 164 * 164
+    assert mask[29, 100] == 1 and mask[30, 30] == 0 and mask[193, 193] == 0 and mask[194, 0] == 1
+    with torch.no_grad():
+        prompt.delta.fill_(0.5)
+    x = torch.randn(2, 3, 224, 224)
+    out = prompt(x)
+    assert torch.equal(out[:, :, 100, 100], x[:, :, 100, 100])  # inside: the image as it was
+    assert torch.equal(out[:, :, 0, 100], x[:, :, 0, 100] + 0.5)  # no sigmoid
+    out.sum().backward()
+    assert torch.equal(prompt.delta.grad, 2 * prompt.mask.expand(3, -1, -1))  # d/dδ = Σ_n M
+    with pytest.raises(HiddenCostError, match="does not fit"):
+        FramePrompt(50)
+
+
+def test_column_texts_are_template_major_with_81_templates():
+    assert len(ENSEMBLE_TEMPLATES) == 80 and ILM_TEMPLATES[0] == DEFAULT_TEMPLATE
+    assert ILM_TEMPLATES[1] == "a bad photo of a {}." and len(ILM_TEMPLATES) == 81
+    texts = column_texts(["cat", "pickup_truck"], ILM_TEMPLATES[:2])
+    assert texts == ["This is a photo of a cat.", "This is a photo of a pickup truck.",
+                     "a bad photo of a cat.", "a bad photo of a pickup truck."]
+
+
+def test_ilm_picks_columns_by_greedy_frequency_and_lets_a_class_take_another_name():
+    # K = 2 classes, T = 2 templates: columns 0 (t0 c0), 1 (t0 c1), 2 (t1 c0), 3 (t1 c1)
+    scores = torch.tensor([
+        [0.0, 9.0, 0.0, 0.0],  # class 0 image, top-1 column 1 (class 1's text)
+        [0.0, 9.0, 0.0, 0.0],  # class 0, column 1
+        [0.0, 0.0, 9.0, 0.0],  # class 1, column 2
+        [0.0, 0.0, 0.0, 9.0],  # class 1, column 3
+        [0.0, 0.0, 9.0, 0.0],  # class 1, column 2
+    ])
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    # counts (column, class): (1,0)=2, (2,1)=2, (3,1)=1; greedy: largest cell first, ties in
+    # row-major order: (1,0) → class 0 gets column 1; then (2,1) → class 1 gets column 2
+    assert column_mapping(scores, labels, 2, 2, restrict=False).tolist() == [1, 2]
+    # restricted: class 0 among columns {0, 2}: per-image argmax over its own columns
+    # (0, 0 → ties → template 0 twice) → column 0; class 1 among {1, 3}: 3 wins once, the
+    # other two images tie (t0) → template 0 twice → column 1
+    assert own_template_mapping(scores, labels, 2, 2).tolist() == [0, 1]
+    scores[2:, 3] = 10.0
+    assert own_template_mapping(scores, labels, 2, 2).tolist() == [0, 3]
+    # a class absent from the subset takes the default template
+    assert own_template_mapping(scores[:2], labels[:2], 2, 2).tolist() == [0, 1]
+
+
+def test_cosine_schedule_is_stepped_per_iteration_over_all_steps():
+    delta = torch.nn.Parameter(torch.zeros(1))
+    optimizer, scheduler = sgd_cosine([delta], total_steps=8, lr=40.0)
+    assert optimizer.defaults["momentum"] == 0.9
+    lrs = []
+    for _ in range(8):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([40 * (1 + math.cos(math.pi * t / 8)) / 2 for t in range(8)])
+
+
+TINY_RUN = {"model": TINY_NAME, "weights": "random", "dataset": "digits", "n_shot": 2,
+            "epochs": 2, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def cache():
+    return RunCache()
+
+
+@pytest.mark.parametrize("method", ["vp", "ilm", "zero-shot", "lp"])
+def test_each_clip_method_writes_a_complete_record(method, cache, tmp_path):
+    record = run_one(make_config(method=method, **TINY_RUN), out_dir=tmp_path, cache=cache)
+    assert (tmp_path / "result.json").is_file() and record.n_test == 450
+    assert 0.0 <= record.accuracy <= 1.0 and len(record.per_class_accuracy) == 10
+    cfg = record.config
+    if method in ("vp", "ilm", "zero-shot"):
+        assert cfg["lr"] == 40.0 and cfg["batch_size"] == 16 and cfg["canvas_size"] == 64
+    if method == "ilm":
+        mapping = record.label_mapping
+        assert len(mapping) == 10 and all(0 <= m.source < 810 for m in mapping)
+        for m in mapping:  # the chosen column's text: template ⌊j/K⌋ of class j mod K
+            assert m.source_name == ILM_TEMPLATES[m.source // 10].format(str(m.source % 10))
+        assert [h["mapping_recomputed"] for h in record.history] == [True, True]
+    if method == "zero-shot":
+        assert record.history == [] and record.final_train_loss is None
+    if method == "vp":
+        assert record.label_mapping is None and len(record.history) == 2
+
+
+def test_restricted_templates_keep_each_class_on_its_own_name(cache):
+    record = run_one(make_config(method="ilm", restrict_templates=True, **TINY_RUN), cache=cache)
+    assert [m.source % 10 for m in record.label_mapping] == list(range(10))
+
+
+def test_the_text_table_is_encoded_once_per_backbone_classes_and_templates(monkeypatch):
+    from hiddencost.clip.towers import ClipTowers
+
+    calls = []
+    real = ClipTowers.encode_texts
+
+    def counted(self, texts, batch_size=256):
+        calls.append(len(texts))
+        return real(self, texts, batch_size)
+
+    monkeypatch.setattr(ClipTowers, "encode_texts", counted)
+    cache = RunCache()
+    for seed in (0, 1):
+        run_one(make_config(method="vp", seed=seed, **{**TINY_RUN, "epochs": 1}), cache=cache)
+    run_one(make_config(method="zero-shot", **TINY_RUN), cache=cache)
+    assert calls == [10]  # vp and zero-shot share the one-template table
+    run_one(make_config(method="ilm", **{**TINY_RUN, "epochs": 1}), cache=cache)
+    assert calls == [10, 810]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"method": "flm"}, "does not apply to open_clip backbones; use vp, ilm, zero-shot, lp"),
+    ({"method": "vp", "restrict_templates": True}, "restrict_templates is read by ilm"),
+    ({"method": "ilm", "model": "efficientnet_lite0", "restrict_templates": True},
+     "restrict_templates is read by ilm"),
+])
+def test_methods_a_clip_backbone_does_not_take_are_one_line_errors(kwargs, match):
+    with pytest.raises(HiddenCostError, match=match):
+        make_config(**{**TINY_RUN, **kwargs}).resolved()
+
+
+def test_a_canvas_other_than_the_clip_input_is_refused_in_one_line(cache):
+    with pytest.raises(HiddenCostError, match="takes 64-px images"):
+        run_one(make_config(method="vp", canvas_size=96, **TINY_RUN), cache=cache)

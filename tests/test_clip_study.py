@@ -1,0 +1,90 @@
+"""A CLIP study end to end: UPop-format checkpoints of a tiny random CLIP as a checkpoint
+family (dense file + a 2×-narrower file), VP runs through `study run`, and the report's
+Table 2-style section."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from clip_tiny import TINY_NAME, tiny_clip_entry
+from typer.testing import CliRunner
+
+from hiddencost.backbones import create_model
+
+SPEC = f"""
+name: clip-tiny
+model: [{TINY_NAME}]
+dataset: [digits]
+compression:
+  - name: dense
+    checkpoint: "upop/tiny.pth"
+    unit: compression_ratio
+    levels: [1]
+  - name: upop
+    checkpoint: "upop/tiny_{{level}}x.pth"
+    unit: compression_ratio
+    levels: [2]
+method: [vp, zero-shot]
+n_shot: [2]
+seed: [0, 1]
+params: {{epochs: 1}}
+"""
+
+
+def _write_checkpoints(root):
+    """The tiny model's (seeded) weights, and a copy whose every MLP keeps its even hidden
+    units (c_fc rows, c_proj columns), each as a UPop file: {"model": state dict}."""
+    tiny_clip_entry()
+    torch.manual_seed(0)
+    model, _ = create_model(TINY_NAME, weights="random")
+    state = model.clip.state_dict()
+    (root / "upop").mkdir(parents=True)
+    torch.save({"model": state}, root / "upop" / "tiny.pth")
+    pruned = dict(state)
+    for key in [k for k in state if k.endswith("mlp.c_fc.weight")]:
+        prefix = key.removesuffix("c_fc.weight")
+        keep = torch.arange(0, state[key].shape[0], 2)
+        pruned[key] = state[key][keep]
+        pruned[prefix + "c_fc.bias"] = state[prefix + "c_fc.bias"][keep]
+        pruned[prefix + "c_proj.weight"] = state[prefix + "c_proj.weight"][:, keep]
+    torch.save({"model": pruned}, root / "upop" / "tiny_2x.pth")
+    return sum(v.numel() for v in state.values()), sum(v.numel() for v in pruned.values())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_clip_study_runs_and_its_report_has_the_table_2_section(tmp_path):
+    from hiddencost.cli import app
+    from hiddencost.report.analyses import clip_table
+    from hiddencost.report.table import table_from_spec
+    from hiddencost.study.spec import parse_spec
+
+    dense_n, pruned_n = _write_checkpoints(tmp_path / "ck")
+    spec_file = tmp_path / "clip.yaml"
+    spec_file.write_text(SPEC)
+    out = tmp_path / "study"
+    result = CliRunner().invoke(app, [
+        "study", "run", str(spec_file), "--out", str(out), "--device", "cpu", "--no-progress",
+        "--no-fidelity", "--checkpoint-root", str(tmp_path / "ck")])
+    assert result.exit_code == 0, result.output
+    assert "8 done" in result.output
+
+    df = table_from_spec(parse_spec(SPEC), out)
+    assert set(df["parameters"]) == {dense_n, pruned_n}  # as the UPop source measured them
+    t = clip_table(df)
+    assert len(t) == 4  # digits × {vp, zero-shot} × {dense, 2×}
+    dense = t[t["family"] == "dense"]
+    assert list(dense["compression_name"]) == ["dense", "dense"]
+    upop = t[t["family"] == "upop"]
+    assert list(upop["compression_name"]) == ["upop 2× smaller"] * 2
+    assert upop["parameters_m"].tolist() == pytest.approx([pruned_n / 1e6] * 2)
+    merged = upop.merge(dense, on="method", suffixes=("", "_dense"))
+    assert merged["delta"].tolist() == pytest.approx(merged["mean_dense"] - merged["mean"])
+
+    report = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", str(spec_file), "--results", str(out),
+                                      "--out", str(report)])
+    assert result.exit_code == 0, result.output
+    html = (report / "index.html").read_text()
+    assert "the paper&#x27;s Table 2" in html or "the paper's Table 2" in html
+    assert "digits · vp" in html and "upop 2× smaller" in html
+    assert (report / "tables" / "clip.csv").is_file()
