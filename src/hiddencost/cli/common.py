@@ -71,8 +71,8 @@ def print_rows(console: Console, title: str, columns: tuple[str, ...],
                rows: list[tuple[object, ...]]) -> None:
     """A table of ``rows`` under ``columns`` (cells printed as text)."""
     table = Table(title=title)
-    for col in columns:
-        table.add_column(col)
+    for i, col in enumerate(columns):
+        table.add_column(col, no_wrap=i == 0)  # names are copied from here: never cut them
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
     console.print(table)

@@ -79,6 +79,8 @@ class ClipTowers(nn.Module):
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """Unit-norm text embeddings (float32, on the model's device), one row per text, with
         CLIP's BPE tokenizer (its vocabulary ships in the open_clip wheel)."""
+        if not texts:
+            raise HiddenCostError("no texts to encode (a task without class names?)")
         if self._tokenizer is None:
             self._tokenizer = open_clip.SimpleTokenizer(context_length=self.context_length)
         device = self.clip.token_embedding.weight.device
@@ -135,9 +137,10 @@ class OpenClipWeights:
                 clip = open_clip.create_model(entry.timm_arch, pretrained=tag,
                                               force_quick_gelu=True, cache_dir=str(CACHE_DIR))
         except Exception as exc:  # no network, hub down, corrupt cache, ...
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
             raise HiddenCostError(
                 f"could not load {tag} weights of {entry.timm_arch} through open_clip "
-                f"({exc.__class__.__name__}: {exc}); on an offline machine pass --checkpoint "
+                f"({exc.__class__.__name__}: {first}); on an offline machine pass --checkpoint "
                 "PATH or --weights random") from None
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()

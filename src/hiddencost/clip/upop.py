@@ -66,10 +66,13 @@ def widths_in(state: Mapping[str, torch.Tensor], towers: ClipTowers,
         if qkv is None or fc is None:
             continue
         heads = block.attn.num_heads
-        if qkv.dim() != 2 or fc.dim() != 2 or qkv.shape[0] % (3 * heads) or not qkv.shape[0]:
+        if qkv.dim() != 2 or qkv.shape[0] % (3 * heads) or not qkv.shape[0]:
             raise HiddenCostError(
                 f"checkpoint {source}: {prefix}.attn.in_proj_weight {tuple(qkv.shape)} is not "
                 f"(3·{heads}·d′, D) for the block's {heads} heads")
+        if fc.dim() != 2 or not fc.shape[0]:
+            raise HiddenCostError(f"checkpoint {source}: {prefix}.mlp.c_fc.weight "
+                                  f"{tuple(fc.shape)} is not (m, D)")
         widths[prefix] = BlockWidths(heads, qkv.shape[0] // (3 * heads), fc.shape[0])
     return widths
 
