@@ -9,14 +9,14 @@ import pytest
 import torch
 from clip_tiny import TINY_NAME, tiny_clip_entry
 
-from hiddencost.errors import HiddenCostError
-from hiddencost.prompting.clip_prompt import FramePrompt, column_mapping, own_template_mapping
-from hiddencost.prompting.clip_text import (
+from hiddencost.clip.text import (
     DEFAULT_TEMPLATE,
     ENSEMBLE_TEMPLATES,
     ILM_TEMPLATES,
     column_texts,
 )
+from hiddencost.errors import HiddenCostError
+from hiddencost.prompting.clip_prompt import FramePrompt, column_mapping, own_template_mapping
 from hiddencost.prompting.schedule import sgd_cosine
 from hiddencost.run import RunCache, make_config, run_one
 

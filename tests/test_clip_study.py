@@ -88,3 +88,20 @@ def test_a_clip_study_runs_and_its_report_has_the_table_2_section(tmp_path):
     assert "the paper&#x27;s Table 2" in html or "the paper's Table 2" in html
     assert "digits · vp" in html and "upop 2× smaller" in html
     assert (report / "tables" / "clip.csv").is_file()
+
+
+def test_clip_fidelity_is_zero_shot_agreement_over_imagenet_classes(tmp_path):
+    from hiddencost.clip.towers import ZeroShotScores
+    from hiddencost.fidelity.measure import FidelityRequest, measure_fidelity
+
+    _write_checkpoints(tmp_path)
+    dense, pruned = str(tmp_path / "upop" / "tiny.pth"), str(tmp_path / "upop" / "tiny_2x.pth")
+    same = measure_fidelity(FidelityRequest(model=TINY_NAME, checkpoint=dense,
+                                            compressed_checkpoint=dense, limit=24))
+    assert same.top1_agreement == 1.0 and same.mean_kl == pytest.approx(0.0, abs=1e-9)
+    other = measure_fidelity(FidelityRequest(model=TINY_NAME, checkpoint=dense,
+                                             compressed_checkpoint=pruned, limit=24))
+    assert other.mean_kl > 0 and other.compression["method"] == "upop"
+    model, _ = create_model(TINY_NAME, checkpoint=dense)
+    scores = ZeroShotScores(model)(torch.rand(3, 3, 64, 64))
+    assert scores.shape == (3, 1000)  # one column per ImageNet class

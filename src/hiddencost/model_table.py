@@ -120,13 +120,16 @@ def known_archs() -> set[str]:
 
 @dataclass(frozen=True)
 class NetworkFamily:
-    """A kind of network: how an entry's network is built with random weights (no download)
-    and the names of the source classes its outputs score (empty when it has no fixed classes,
-    as CLIP, whose classes are the task's texts)."""
+    """A kind of network: how an entry's network is built with random weights (no download),
+    the names of the source classes its outputs score (empty when it has no fixed classes,
+    as CLIP, whose classes are the task's texts), and ``scores``: the built model as a
+    classifier of ImageNet-1k classes, for label-free checks such as upstream fidelity (a
+    timm classifier already is one; CLIP becomes its zero-shot classifier)."""
 
     name: str
     build: Callable[[BackboneEntry, int | None], nn.Module]
     class_names: Callable[[BackboneEntry], list[str]]
+    scores: Callable[[nn.Module], nn.Module] = lambda model: model
 
 
 _FAMILIES: dict[str, NetworkFamily] = {}

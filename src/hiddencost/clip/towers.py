@@ -19,11 +19,13 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
+from hiddencost.clip.text import DEFAULT_TEMPLATE, text_table
 from hiddencost.errors import HiddenCostError
 from hiddencost.model_table import (
     BackboneEntry,
     NetworkFamily,
     PretrainedCfg,
+    imagenet_class_names,
     register_backbone,
     register_family,
 )
@@ -109,7 +111,24 @@ def build_towers(entry: BackboneEntry, num_classes: int | None = None) -> ClipTo
     return ClipTowers(clip, config["text_cfg"].get("context_length", 77)).eval()
 
 
-register_family(NetworkFamily("open_clip", build_towers, lambda entry: []))
+class ZeroShotScores(nn.Module):
+    """CLIP as a classifier of ImageNet-1k: logit_scale · cos(f(x), t_c) over one text per
+    class, "This is a photo of a {}." (:mod:`hiddencost.clip.text`), the table encoded by the
+    model's own text tower on the first call."""
+
+    def __init__(self, towers: ClipTowers) -> None:
+        super().__init__()
+        self.towers = towers
+        self._text: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._text is None:
+            self._text = text_table(self.towers, imagenet_class_names(), [DEFAULT_TEMPLATE])
+        image = F.normalize(self.towers(x).float(), dim=-1)
+        return self.towers.logit_scale * image @ self._text.t()
+
+
+register_family(NetworkFamily("open_clip", build_towers, lambda entry: [], ZeroShotScores))
 
 
 class OpenClipWeights:

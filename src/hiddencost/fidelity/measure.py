@@ -20,7 +20,7 @@ import torch
 from pydantic import ConfigDict
 from torch import nn
 
-from hiddencost.backbones import BackboneInfo, WeightsMode, create_model
+from hiddencost.backbones import BackboneInfo, WeightsMode, create_model, resolve_backbone_name
 from hiddencost.compression import CompressionSpec, apply_compression
 from hiddencost.device import resolve_device
 from hiddencost.errors import HiddenCostError
@@ -28,6 +28,7 @@ from hiddencost.fidelity.images import read_images
 from hiddencost.fidelity.metric import FidelityMetrics, fidelity_metrics, model_logits
 from hiddencost.fidelity.table import FidelityRow
 from hiddencost.frozen import prepare_frozen
+from hiddencost.model_table import network_family
 
 __all__ = ["DenseReference", "FidelityRequest", "FidelityResult", "MeasureSettings",
            "dense_reference", "measure_fidelity"]
@@ -140,8 +141,13 @@ def dense_reference(request: FidelityRequest, device: torch.device,
     inputs = image_set.normalised(info.input_size, info.mean, info.std)
     # a folded copy, as transfer runs it; the unfolded original is what compressions start from
     frozen = prepare_frozen(copy.deepcopy(dense), device, info.input_size)
-    logits = model_logits(frozen, inputs, settings.batch_size, device)
+    logits = model_logits(_scores(frozen, info), inputs, settings.batch_size, device)
     return DenseReference(dense, info, inputs, logits, image_set.skipped)
+
+
+def _scores(model: nn.Module, info: BackboneInfo) -> nn.Module:
+    """The model as an ImageNet classifier (its family's ``scores``: CLIP → zero-shot)."""
+    return network_family(resolve_backbone_name(info.name)).scores(model)
 
 
 def _shared_reference(request: FidelityRequest, device: torch.device,
@@ -196,7 +202,8 @@ def measure_fidelity(request: FidelityRequest, settings: MeasureSettings | None 
     ref = _shared_reference(request, dev, settings, dense_cache)
     compressed, compression_info, start = _compressed_model(request, ref, settings.download)
     compressed = prepare_frozen(compressed, dev, ref.info.input_size)
-    logits = model_logits(compressed, ref.inputs[start:], settings.batch_size, dev)
+    logits = model_logits(_scores(compressed, ref.info), ref.inputs[start:], settings.batch_size,
+                          dev)
     metrics = fidelity_metrics(ref.logits[start:], logits)
     return FidelityResult(**metrics.model_dump(), model=ref.info.name, weights=request.weights,
                           images=request.images, label=request.label,

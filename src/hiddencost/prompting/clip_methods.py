@@ -18,6 +18,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from hiddencost.clip.text import DEFAULT_TEMPLATE, ILM_TEMPLATES, column_texts, text_table
 from hiddencost.data.transforms import ResizeNormalize
 from hiddencost.prompting.clip_prompt import (
     CLIP_BATCH,
@@ -26,7 +27,6 @@ from hiddencost.prompting.clip_prompt import (
     clip_predict,
     train_clip_prompt,
 )
-from hiddencost.prompting.clip_text import DEFAULT_TEMPLATE, ILM_TEMPLATES, column_texts, text_table
 from hiddencost.prompting.methods import (
     LinearProbe,
     TransferJob,
