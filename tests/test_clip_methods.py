@@ -11,14 +11,16 @@ from clip_tiny import TINY_NAME, tiny_clip_entry
 
 from hiddencost.clip.text import (
     DEFAULT_TEMPLATE,
-    ENSEMBLE_TEMPLATES,
-    ILM_TEMPLATES,
     column_texts,
+    ensemble_templates,
+    ilm_templates,
 )
 from hiddencost.errors import HiddenCostError
 from hiddencost.prompting.clip_prompt import FramePrompt, column_mapping, own_template_mapping
 from hiddencost.prompting.schedule import sgd_cosine
 from hiddencost.run import RunCache, make_config, run_one
+
+ILM_TEMPLATES = ilm_templates()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -44,7 +46,7 @@ def test_frame_prompt_adds_delta_on_a_30_px_border_only():
 
 
 def test_column_texts_are_template_major_with_81_templates():
-    assert len(ENSEMBLE_TEMPLATES) == 80 and ILM_TEMPLATES[0] == DEFAULT_TEMPLATE
+    assert len(ensemble_templates()) == 80 and ILM_TEMPLATES[0] == DEFAULT_TEMPLATE
     assert ILM_TEMPLATES[1] == "a bad photo of a {}." and len(ILM_TEMPLATES) == 81
     texts = column_texts(["cat", "pickup_truck"], ILM_TEMPLATES[:2])
     assert texts == ["This is a photo of a cat.", "This is a photo of a pickup truck.",

@@ -105,3 +105,41 @@ def test_clip_fidelity_is_zero_shot_agreement_over_imagenet_classes(tmp_path):
     model, _ = create_model(TINY_NAME, checkpoint=dense)
     scores = ZeroShotScores(model)(torch.rand(3, 3, 64, 64))
     assert scores.shape == (3, 1000)  # one column per ImageNet class
+
+
+def test_the_paper_clip_preset_is_table_2s_grid(tmp_path):
+    from hiddencost.cli import app
+    from hiddencost.study.catalog import load_preset
+    from hiddencost.study.spec import expand
+
+    runs = expand(load_preset("paper-clip"))
+    assert len(runs) == 1008  # 3 models × 7 datasets × 8 budgets × {vp, ilm} × 3 seeds
+    assert {r.identity["model"] for r in runs} == {"clip_vit_l14_336.openai"}
+    files = {r.identity["checkpoint"] for r in runs}
+    assert files == {"upop/clip_large_retrieval_coco.pth",
+                     "upop/clip_large_retrieval_coco_2x_compressed.pth",
+                     "upop/clip_large_retrieval_coco_4x_compressed.pth"}
+    first = runs[0].identity
+    assert (first["method"], first["lr"], first["batch_size"], first["epochs"],
+            first["canvas_size"]) == ("vp", 40.0, 16, 10, 336)
+    assert {r.tags["family"] for r in runs} == {"dense", "upop"}
+    res = CliRunner().invoke(app, ["study", "run", "paper-clip", "--out", str(tmp_path / "o"),
+                                   "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "1008 runs · 0 done · 0 failed · 1008 to run" in " ".join(res.output.split())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["vp", "ilm"])
+def test_clip_vit_b32_runs_from_the_command_line(method, tmp_path):
+    import json
+
+    from hiddencost.cli import app
+
+    res = CliRunner().invoke(app, ["run", "--model", "clip_vit_b32", "--weights", "random",
+                                   "--dataset", "digits", "--method", method, "--n-shot", "2",
+                                   "--epochs", "1", "--device", "cpu", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["config"]["model"] == "clip_vit_b32.openai" and record["n_test"] == 450
+    assert (record["label_mapping"] is None) == (method == "vp")

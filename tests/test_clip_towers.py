@@ -108,7 +108,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def _patch(monkeypatch, recorder):
-    monkeypatch.setattr(towers_mod.open_clip, "create_model", recorder)
+    monkeypatch.setattr(open_clip, "create_model", recorder)
 
 
 def test_pretrained_without_download_refuses_and_never_calls_open_clip(cache, monkeypatch):

@@ -17,6 +17,7 @@ CASES = {
     LevelUnit.REMAINING_PERCENT: (11.571, 1 - 0.11571, "11.571% remaining",
                                   "weights remaining (%)"),
     LevelUnit.BITS: (4, 1 - 4 / 32, "4-bit", "bit-width (bits)"),
+    LevelUnit.COMPRESSION_RATIO: (4, 1 - 1 / 4, "4× smaller", "compression ratio (×)"),
     LevelUnit.LEVEL: (3, 3.0, "3", "compression level (level)"),
     LevelUnit.VARIANT: ("moderate", math.nan, "moderate", "compression level (variant)"),
 }
@@ -25,7 +26,7 @@ CASES = {
 def test_every_unit_has_a_case():
     assert set(CASES) == set(LevelUnit)
     assert [u.value for u in LevelUnit] == ["sparsity", "sparsity_percent", "remaining_percent",
-                                            "bits", "level", "variant"]
+                                            "bits", "compression_ratio", "level", "variant"]
 
 
 @pytest.mark.parametrize("unit", list(LevelUnit))
@@ -51,3 +52,6 @@ def test_severity_orders_levels_within_a_unit():
     assert LevelUnit.SPARSITY_PERCENT.severity(90) == pytest.approx(
         LevelUnit.SPARSITY.severity(0.9))
     assert LevelUnit.BITS.severity(32) == 0.0  # 32-bit float = dense
+    ratio = LevelUnit.COMPRESSION_RATIO
+    assert ratio.severity(1) == 0.0 and ratio.label(1) == "uncompressed"  # UPop's dense file
+    assert ratio.severity(1) < ratio.severity(2) < ratio.severity(4)

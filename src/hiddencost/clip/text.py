@@ -2,23 +2,34 @@
 
 VP (Bahng et al. 2022) scores one text per class, :data:`DEFAULT_TEMPLATE`; ILM over templates
 (ILM-VP's "ILM-TP-VP") scores T = 81 texts per class, the default template followed by the 80
-of CLIP's ImageNet ensemble (:data:`ENSEMBLE_TEMPLATES`, as open_clip ships them; the same list
+of CLIP's ImageNet ensemble (:func:`ensemble_templates`, as open_clip ships them; the same list
 and order as the ILM-VP reference). Columns are template-major: column j = template ⌊j/K⌋ of
 class j mod K, as the reference concatenates one (K, D) block per template.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Sequence
+from functools import cache
 
 import torch
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 DEFAULT_TEMPLATE = "This is a photo of a {}."
-ENSEMBLE_TEMPLATES: tuple[str, ...] = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
-#: ILM-TP-VP's templates: the default one, then the 80 of the ensemble.
-ILM_TEMPLATES: tuple[str, ...] = (DEFAULT_TEMPLATE, *ENSEMBLE_TEMPLATES)
+
+
+@cache
+def ensemble_templates() -> tuple[str, ...]:
+    """CLIP's 80 ImageNet templates as open_clip ships them (imported on first use: open_clip
+    is slow to import, see :mod:`hiddencost.clip.towers`)."""
+    metadata = importlib.import_module("open_clip.zero_shot_metadata")
+    return tuple(t("{}") for t in metadata.OPENAI_IMAGENET_TEMPLATES)
+
+
+def ilm_templates() -> tuple[str, ...]:
+    """ILM-TP-VP's 81 templates: the default one, then the 80 of the ensemble."""
+    return (DEFAULT_TEMPLATE, *ensemble_templates())
 
 
 def readable(name: str) -> str:

@@ -5,18 +5,23 @@ the entry's ``model_config``) with QuickGELU, as OpenAI trained them, and wrappe
 :class:`ClipTowers`: ``forward(x)`` is the image embedding, ``encode_texts`` the unit-norm
 text embeddings. Its OpenAI weights come from open_clip (``pretrained="openai"``), which needs
 internet once: without ``--download`` only an earlier download is used.
+
+open_clip is imported where a CLIP is built or loaded, not here: importing it costs seconds
+(it loads every model family it has), and every process that resolves a model name imports
+this module for its registrations.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
 from hiddencost.clip.text import DEFAULT_TEMPLATE, text_table
@@ -36,10 +41,21 @@ from hiddencost.weights import (
     register_weight_source,
 )
 
+if TYPE_CHECKING:
+    import open_clip
+
+#: OpenAI CLIP's normalisation (``open_clip.constants.OPENAI_DATASET_MEAN`` / ``_STD``).
+OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
 #: The largest logit scale (the reference clamps ln s to ≤ ln 100 = 4.6052).
 MAX_LOGIT_SCALE = 100.0
 #: Where open_clip keeps the weights it downloaded for hiddencost.
 CACHE_DIR = Path.home() / ".cache" / "hiddencost" / "open_clip"
+
+
+def open_clip_module() -> ModuleType:
+    """open_clip, imported on first use (see the module docstring)."""
+    return importlib.import_module("open_clip")
 
 
 class ClipTowers(nn.Module):
@@ -84,7 +100,8 @@ class ClipTowers(nn.Module):
         if not texts:
             raise HiddenCostError("no texts to encode (a task without class names?)")
         if self._tokenizer is None:
-            self._tokenizer = open_clip.SimpleTokenizer(context_length=self.context_length)
+            self._tokenizer = open_clip_module().SimpleTokenizer(
+                context_length=self.context_length)
         device = self.clip.token_embedding.weight.device
         rows = []
         for start in range(0, len(texts), batch_size):
@@ -97,7 +114,7 @@ def towers_config(entry: BackboneEntry) -> dict:
     """open_clip's ``embed_dim`` / ``vision_cfg`` / ``text_cfg`` for the entry."""
     if entry.model_config is not None:
         return dict(entry.model_config)
-    config = open_clip.get_model_config(entry.timm_arch)
+    config = open_clip_module().get_model_config(entry.timm_arch)
     if config is None:
         raise HiddenCostError(f"open_clip has no model config {entry.timm_arch!r}")
     return config
@@ -106,7 +123,7 @@ def towers_config(entry: BackboneEntry) -> dict:
 def build_towers(entry: BackboneEntry, num_classes: int | None = None) -> ClipTowers:
     """The entry's CLIP with open_clip's random initialisation and QuickGELU (OpenAI's)."""
     config = towers_config(entry)
-    clip = open_clip.CLIP(config["embed_dim"], config["vision_cfg"], config["text_cfg"],
+    clip = open_clip_module().CLIP(config["embed_dim"], config["vision_cfg"], config["text_cfg"],
                           quick_gelu=True)
     return ClipTowers(clip, config["text_cfg"].get("context_length", 77)).eval()
 
@@ -153,7 +170,7 @@ class OpenClipWeights:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # open_clip's notes on QuickGELU and caching
-                clip = open_clip.create_model(entry.timm_arch, pretrained=tag,
+                clip = open_clip_module().create_model(entry.timm_arch, pretrained=tag,
                                               force_quick_gelu=True, cache_dir=str(CACHE_DIR))
         except Exception as exc:  # no network, hub down, corrupt cache, ...
             first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")

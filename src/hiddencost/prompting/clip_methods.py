@@ -12,13 +12,13 @@ Text tables are computed once per (backbone, classes, templates) through the run
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from hiddencost.clip.text import DEFAULT_TEMPLATE, ILM_TEMPLATES, column_texts, text_table
+from hiddencost.clip.text import DEFAULT_TEMPLATE, column_texts, ilm_templates, text_table
 from hiddencost.data.transforms import ResizeNormalize
 from hiddencost.prompting.clip_prompt import (
     CLIP_BATCH,
@@ -43,7 +43,10 @@ class ClipMethod(TransferMethod):
     CLIP-normalised; the protocol's SGD lr 40 and batch 16."""
 
     default_lr: ClassVar[float] = CLIP_LR
-    templates: ClassVar[tuple[str, ...]] = (DEFAULT_TEMPLATE,)
+
+    def templates(self) -> tuple[str, ...]:
+        """The templates of the method's text table (one: ``vp``'s)."""
+        return (DEFAULT_TEMPLATE,)
 
     def default_batch_size(self, n_shot: int | None) -> int:
         return CLIP_BATCH
@@ -61,7 +64,7 @@ class ClipMethod(TransferMethod):
 
     def text(self, job: TransferJob) -> torch.Tensor:
         """The (T·K, D) text table of the task's classes, from the memo."""
-        names, templates = tuple(job.task.class_names), self.templates
+        names, templates = tuple(job.task.class_names), self.templates()
         return job.memo(lambda: text_table(job.backbone, names, templates).cpu(),
                         "clip-text", names, templates)
 
@@ -72,26 +75,30 @@ class ClipPrompting(ClipMethod):
     own name). The outcome's mapping is the chosen column per class (ilm only), named by its
     text."""
 
-    def __init__(self, name: str, templates: Sequence[str], description: str) -> None:
-        self.name, self.templates, self.description = name, tuple(templates), description
-        self.reads_templates = len(self.templates) > 1
+    def __init__(self, name: str, templates: Callable[[], Sequence[str]], many: bool,
+                 description: str) -> None:
+        # templates: a function, as ilm's come from open_clip, imported on first use
+        self.name, self._templates, self.description = name, templates, description
+        self.reads_templates = many
+
+    def templates(self) -> tuple[str, ...]:
+        return tuple(self._templates())
 
     def fit(self, job: TransferJob) -> TransferOutcome:
-        s, task = job.settings, job.task
+        s, task, templates = job.settings, job.task, self.templates()
         text = self.text(job)
         pre = self.input_transform(s, job.mean, job.std).to(job.device)
         run = ClipPromptRun(task.train_images[job.subset], task.train_labels[job.subset], text,
-                            task.num_classes, len(self.templates), s.epochs, s.batch_size,
+                            task.num_classes, len(templates), s.epochs, s.batch_size,
                             s.seed, s.lr, s.mapping_interval, s.restrict_templates, job.on_epoch)
         prompt, columns, history = train_clip_prompt(job.backbone, pre, run, job.device)
         scores = clip_predict(job.backbone, prompt, pre, task.test_images, text.to(job.device),
                               job.device)
         tensors = {"prompt.delta": prompt.delta.detach().cpu()}
-        if len(self.templates) == 1:
+        if not self.reads_templates:
             return TransferOutcome(scores[:, columns], history, tensors)
         return TransferOutcome(scores[:, columns], history, tensors, columns.tolist(),
-                               history.mappings,
-                               column_texts(task.class_names, self.templates))
+                               history.mappings, column_texts(task.class_names, templates))
 
 
 class ZeroShot(ClipMethod):
@@ -112,8 +119,10 @@ class ZeroShot(ClipMethod):
 CLIP_METHODS: Registry[TransferMethod] = Registry("CLIP transfer method")
 
 for _method in (
-    ClipPrompting("vp", (DEFAULT_TEMPLATE,), "CLIP VP: frame prompt, one text per class"),
-    ClipPrompting("ilm", ILM_TEMPLATES, "CLIP ILM-TP-VP: frame prompt, ILM over 81 templates"),
+    ClipPrompting("vp", lambda: (DEFAULT_TEMPLATE,), False,
+                  "CLIP VP: frame prompt, one text per class"),
+    ClipPrompting("ilm", ilm_templates, True,
+                  "CLIP ILM-TP-VP: frame prompt, ILM over 81 templates"),
     ZeroShot(),
     LinearProbe(),  # the image tower's embedding f(x) is the feature (ClipTowers)
 ):
