@@ -4,6 +4,8 @@ Table 2-style section."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from clip_tiny import TINY_NAME, tiny_clip_entry
@@ -64,9 +66,13 @@ def test_a_clip_study_runs_and_its_report_has_the_table_2_section(tmp_path):
     out = tmp_path / "study"
     result = CliRunner().invoke(app, [
         "study", "run", str(spec_file), "--out", str(out), "--device", "cpu", "--no-progress",
-        "--no-fidelity", "--checkpoint-root", str(tmp_path / "ck")])
+        "--checkpoint-root", str(tmp_path / "ck")])
     assert result.exit_code == 0, result.output
     assert "8 done" in result.output
+    # fidelity of the 2× file against the study's dense point (the dense family's file)
+    [entry] = json.loads((out / "fidelity.json").read_text())["entries"]
+    assert entry["error"] is None and entry["compression"] == "upop-2"
+    assert entry["n_images"] == 256 and entry["mean_kl"] > 0
 
     df = table_from_spec(parse_spec(SPEC), out)
     assert set(df["parameters"]) == {dense_n, pruned_n}  # as the UPop source measured them
@@ -132,8 +138,6 @@ def test_the_paper_clip_preset_is_table_2s_grid(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["vp", "ilm"])
 def test_clip_vit_b32_runs_from_the_command_line(method, tmp_path):
-    import json
-
     from hiddencost.cli import app
 
     res = CliRunner().invoke(app, ["run", "--model", "clip_vit_b32", "--weights", "random",

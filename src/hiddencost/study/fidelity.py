@@ -149,16 +149,24 @@ class FidelityEntry(BaseModel):
                            error=self.error)
 
 
-def _compressed_points(spec: StudySpec) -> dict[tuple[str, str], tuple[str, CompressionPoint]]:
-    """(compressed model name, compression label) → (dense model name, point), for every
-    compressed point of every backbone of ``spec``."""
-    points = [p for p in compression_points(spec.compression) if p.family != "dense"]
-    out: dict[tuple[str, str], tuple[str, CompressionPoint]] = {}
+def _compressed_points(spec: StudySpec
+                       ) -> dict[tuple[str, str], tuple[str, CompressionPoint, str | None]]:
+    """(compressed model name, compression label) → (dense model name, point, dense
+    checkpoint), for every compressed point of every backbone of ``spec``. The dense
+    checkpoint is that of a checkpoint family named ``dense`` (UPop's uncompressed CLIP in
+    ``paper-clip``) when the spec has one for the backbone, else the ``checkpoint`` of
+    ``params``."""
+    everything = compression_points(spec.compression)
+    points = [p for p in everything if p.family != "dense"]
+    dense_files = [p for p in everything if p.family == "dense" and p.checkpoint is not None]
+    out: dict[tuple[str, str], tuple[str, CompressionPoint, str | None]] = {}
     for model in spec.model:
         entry = resolve_backbone_name(model)
+        dense_file = next((p.checkpoint_for(model, entry.arch) for p in dense_files
+                           if p.applies_to(model, entry.arch)), spec.params.get("checkpoint"))
         for point in points:
             name = resolve_backbone_name(point.model_for(model, entry.arch)).name
-            out.setdefault((name, point.label), (entry.name, point))
+            out.setdefault((name, point.label), (entry.name, point, dense_file))
     return out
 
 
@@ -179,7 +187,6 @@ def fidelity_targets(spec: StudySpec, runs: Sequence[PlannedRun] | None = None
     e.g. the done runs), in the runs' order; dense runs have none, and neither do sequence
     datasets (fidelity compares ImageNet predictions on a dataset's images)."""
     points = _compressed_points(spec)
-    dense_checkpoint = spec.params.get("checkpoint")
     targets: dict[str, FidelityTarget] = {}
     for run in expand(spec) if runs is None else runs:
         if dataset_info(run.identity["dataset"]).modality != "image":
@@ -187,7 +194,7 @@ def fidelity_targets(spec: StudySpec, runs: Sequence[PlannedRun] | None = None
         found = points.get((run.identity["model"], run.tags.get("compression")))
         key = run_target_key(run)
         if found is not None and key not in targets:
-            targets[key] = _target(run, *found, dense_checkpoint)
+            targets[key] = _target(run, *found)
     return list(targets.values())
 
 
