@@ -35,7 +35,12 @@ from hiddencost.device import resolve_device
 from hiddencost.errors import HiddenCostError, validation_message
 from hiddencost.frozen import prepare_frozen
 from hiddencost.metrics import calibration_summary, paper_ece
-from hiddencost.prompting.catalog import method_for, method_names, methods_reading
+from hiddencost.prompting.catalog import (
+    method_for,
+    method_names,
+    methods_reading,
+    methods_where,
+)
 from hiddencost.prompting.methods import (
     TransferJob,
     TransferMethod,
@@ -131,8 +136,9 @@ class RunConfig(BaseModel):
                 f"{info.name!r} holds {info.modality} data; use "
                 f"{', '.join(methods_reading(info.modality))}")
         if self.max_steps is not None and not method.reads_max_steps:
-            raise HiddenCostError(f"max_steps is read by xmr only; method {self.method!r} "
-                                  "trains for its epochs")
+            readers = ", ".join(methods_where(lambda m: m.reads_max_steps))
+            raise HiddenCostError(f"max_steps is read by {readers} only; method "
+                                  f"{self.method!r} trains for its epochs")
         if self.restrict_templates and not method.reads_templates:
             raise HiddenCostError(f"restrict_templates is read by ilm on CLIP only; method "
                                   f"{self.method!r} of {entry.name} has no template choice")
