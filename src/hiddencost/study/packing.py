@@ -6,10 +6,11 @@ and inner size), e.g. the three VP mappings × three seeds of one (model, compre
 N-shot) cell of a paper grid. LP, cross-modal runs, runs with activation quantizers (they
 calibrate on their own subset) and runs of a custom runner stay alone.
 
-Default size (``--pack`` unset): 1 on CPU, where packing is slower (0.73–0.86×, see
-``benchmarks/bench_packing.py``), and :data:`GPU_PACK` on CUDA, where small few-shot batches
-leave the device idle; a pack that does not fit in device memory is cut down before training
-and halved on an out-of-memory error (:func:`hiddencost.study.worker.execute_pack`).
+Default size (``--pack`` unset): 1 on CPU, where packing gains nothing (1.01–1.02× with a
+backbone call per run, 0.73–0.86× fused; ``benchmarks/bench_packing.py``), and
+:data:`GPU_PACK` on CUDA, where small few-shot batches leave the device idle; a pack that does
+not fit in device memory is cut down before training and halved on an out-of-memory error
+(:func:`hiddencost.study.worker.execute_pack`).
 """
 
 from __future__ import annotations
