@@ -767,16 +767,24 @@ def crossmodal_table(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     seq = sequence_runs(df)
     if seq.empty:
         return _empty(cols)
-    top = seq[seq["budget_rank"] == seq.groupby("dataset")["budget_rank"].transform("max")]
-    acc = _summarize(top, [*TASK, "method", "budget", "compression"], "accuracy", PERCENT)
-    test = delta_heatmap(top, "accuracy", alpha)
+    return _sort(_largest_budget_accuracy(seq, alpha)[1][cols], df)
+
+
+def _largest_budget_accuracy(runs: pd.DataFrame, alpha: float
+                             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of ``runs`` at each dataset's largest budget, and their accuracy (%) per task ×
+    method × budget × compression point over seeds with, for a compressed point, Δ = dense −
+    compressed and its Welch test (``delta``, ``p``, ``significant``: None when untested)."""
+    top = runs[runs["budget_rank"] == runs.groupby("dataset")["budget_rank"].transform("max")]
     keys = [*TASK, "method", "budget", "compression"]
+    acc = _summarize(top, keys, "accuracy", PERCENT)
+    test = delta_heatmap(top, "accuracy", alpha)
     if not test.empty:
         acc = acc.merge(test[[*keys, "delta", "p", "significant"]], on=keys, how="left")
     else:
         acc = acc.assign(delta=math.nan, p=math.nan, significant=None)
     acc["significant"] = [None if v is None or v != v else bool(v) for v in acc["significant"]]
-    return _sort(acc[cols], df)
+    return top, acc
 
 
 def clip_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -804,18 +812,10 @@ def clip_table(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     runs = clip_runs(df)
     if runs.empty:
         return _empty(cols)
-    top = runs[runs["budget_rank"] == runs.groupby("dataset")["budget_rank"].transform("max")]
-    keys = [*TASK, "method", "budget", "compression"]
-    acc = _summarize(top, keys, "accuracy", PERCENT)
+    top, acc = _largest_budget_accuracy(runs, alpha)
     params = top.groupby("compression", sort=False)["parameters"].first()
     acc["parameters_m"] = [None if _missing_number(params.get(c)) else params.get(c) / 1e6
                            for c in acc["compression"]]
-    test = delta_heatmap(top, "accuracy", alpha)
-    if not test.empty:
-        acc = acc.merge(test[[*keys, "delta", "p", "significant"]], on=keys, how="left")
-    else:
-        acc = acc.assign(delta=math.nan, p=math.nan, significant=None)
-    acc["significant"] = [None if v is None or v != v else bool(v) for v in acc["significant"]]
     return _sort(acc[cols], df)
 
 

@@ -527,18 +527,29 @@ def crossmodal_shown(t: pd.DataFrame) -> pd.DataFrame:
                                                        strict=True)],
                  cell=[_crossmodal_cell(m, sd, sig, d) for m, sd, sig, d in zip(
                      t["mean"], t["sd"], t["significant"], t["delta"], strict=True)])
-    wide = t.pivot_table(index="dataset", columns="column", values="cell", aggfunc="first",
+    return _wide(t, "dataset", "task")
+
+
+def _wide(t: pd.DataFrame, row: str, label: str) -> pd.DataFrame:
+    """``t``'s ``cell`` values as a table: one row per ``row`` value, one column per
+    ``column`` value, both in order of appearance; the row column is called ``label``."""
+    wide = t.pivot_table(index=row, columns="column", values="cell", aggfunc="first",
                          sort=False)
-    wide = wide.reindex(index=list(dict.fromkeys(t["dataset"])),
+    wide = wide.reindex(index=list(dict.fromkeys(t[row])),
                         columns=list(dict.fromkeys(t["column"]))).fillna("")
-    return wide.reset_index().rename(columns={"dataset": "task"})
+    return wide.reset_index().rename(columns={row: label})
+
+
+def _budgets(t: pd.DataFrame) -> str:
+    """``cifar10: full, dtd: 100``: the budget of each dataset of ``t``."""
+    return ", ".join(f"{d}: {shot}" for d, shot in
+                     dict.fromkeys(zip(t["dataset"], t["budget"], strict=True)))
 
 
 def _fill_crossmodal(b: _Builder, s: Section, tasks: list[Task]) -> None:
     t = an.crossmodal_table(b.df)
     path = b.save_table("crossmodal", t)
-    budgets = ", ".join(f"{d}: {shot}" for d, shot in
-                        dict.fromkeys(zip(t["dataset"], t["budget"], strict=True)))
+    budgets = _budgets(t)
     s.items.append(TableItem(
         "Test accuracy (%) of cross-modal reprogramming",
         f"Mean ± sample standard deviation over seeds, at each task's largest budget "
@@ -562,11 +573,7 @@ def clip_shown(t: pd.DataFrame) -> pd.DataFrame:
                  row=[f"{d} · {m}" for d, m in zip(t["dataset"], t["method"], strict=True)],
                  cell=[_interval(m, lo, hi) + _clip_drop(d, sig) for m, lo, hi, d, sig in zip(
                      t["mean"], t["lo"], t["hi"], t["delta"], t["significant"], strict=True)])
-    wide = t.pivot_table(index="row", columns="column", values="cell", aggfunc="first",
-                         sort=False)
-    wide = wide.reindex(index=list(dict.fromkeys(t["row"])),
-                        columns=list(dict.fromkeys(t["column"]))).fillna("")
-    return wide.reset_index().rename(columns={"row": "dataset · method"})
+    return _wide(t, "row", "dataset · method")
 
 
 def _clip_drop(delta: Any, significant: Any) -> str:
@@ -579,8 +586,7 @@ def _clip_drop(delta: Any, significant: Any) -> str:
 def _fill_clip(b: _Builder, s: Section, tasks: list[Task]) -> None:
     t = an.clip_table(b.df)
     path = b.save_table("clip", t)
-    budgets = ", ".join(f"{d}: {shot}" for d, shot in
-                        dict.fromkeys(zip(t["dataset"], t["budget"], strict=True)))
+    budgets = _budgets(t)
     s.items.append(TableItem(
         "Test accuracy (%) of CLIP visual prompting",
         f"Mean and 95% t-interval over seeds at each dataset's largest budget ({budgets}); "
