@@ -738,7 +738,7 @@ def test_vp_divergence_raises():
 
 
 def test_vp_rejects_bad_method_and_class_counts():
-    with pytest.raises(ValueError, match="unknown VP method"):
+    with pytest.raises(HiddenCostError, match="unknown label mapping .xlm."):
         train("xlm")
     imgs, labels = make_task()
     with pytest.raises(HiddenCostError):

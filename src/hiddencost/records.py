@@ -16,8 +16,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 #: Bumped whenever a field is added, removed or changes meaning (2: ``paper_kl_uniform_incorrect``,
-#: ``paper_remaining_percent``; files of version 1 read with those fields unset).
-SCHEMA_VERSION = 2
+#: ``paper_remaining_percent``; 3: ``method``, ``network_family`` and the CPU's ISA in
+#: ``versions``; files of older versions read with those fields unset).
+SCHEMA_VERSION = 3
 
 #: The scalar metrics of a run, in display order: what tables and summaries show.
 METRIC_FIELDS: tuple[str, ...] = (
@@ -42,6 +43,20 @@ class MappingEntry(BaseModel):
     source_name: str
     sources: list[int] | None = None
     source_names: list[str] | None = None
+
+
+class MethodCard(BaseModel):
+    """How a run's transfer method is named and shown outside its own module: the report and
+    the plan read this instead of branching on method names. ``id`` is family-qualified
+    (``timm/ilm`` is ILM-VP, ``open_clip/ilm`` ILM-TP-VP)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    id: str
+    display_name: str
+    marker: str = "o"
+    learns_prompt: bool = False
 
 
 class Reliability(BaseModel):
@@ -70,6 +85,10 @@ class RunRecord(BaseModel):
 
     schema_version: int = SCHEMA_VERSION
     config: dict[str, Any]
+    #: The transfer method as shown (None in records of schema < 3).
+    method: MethodCard | None = None
+    #: The backbone's network family (``timm``, ``open_clip``; None in records of schema < 3).
+    network_family: str | None = None
     label_mapping: list[MappingEntry] | None = None
     mapping_history: list[list[int]] | list[list[list[int]]] | None = None
     accuracy: float

@@ -36,6 +36,7 @@ from hiddencost.errors import HiddenCostError, validation_message
 from hiddencost.frozen import prepare_frozen
 from hiddencost.metrics import calibration_summary, paper_ece
 from hiddencost.prompting.catalog import (
+    method_card,
     method_for,
     method_names,
     methods_reading,
@@ -265,8 +266,11 @@ def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData | SequenceT
             start: float) -> RunRecord:
     logits = outcome.logits
     summary = calibration_summary(logits.softmax(dim=1), task.test_labels)
+    family = resolve_backbone_name(cfg.model).family
     return RunRecord(
         config=cfg.model_dump(mode="json"),
+        method=method_card(cfg.method, family),
+        network_family=family,
         label_mapping=_mapping_table(outcome, task, info),
         mapping_history=outcome.mapping_history,
         **summary,
@@ -285,10 +289,17 @@ def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData | SequenceT
         final_train_loss=outcome.history.epochs[-1]["loss"] if outcome.history.epochs else None,
         wall_time_s=time.perf_counter() - start,
         device=str(device),
-        versions={"hiddencost": __version__, "torch": torch.__version__,
-                  "python": platform.python_version()},
+        versions=run_versions(),
         warnings=[*task.warnings(), *subset.warnings()],
     )
+
+
+def run_versions() -> dict[str, str]:
+    """The software a run used and the CPU's vector ISA (``AVX512``, ``AVX2``, ...): oneDNN
+    computes the same run to different last bits on different ISAs, so a bitwise comparison
+    of two records holds only when these agree."""
+    return {"hiddencost": __version__, "torch": torch.__version__,
+            "python": platform.python_version(), "cpu": torch.backends.cpu.get_cpu_capability()}
 
 
 def _method(cfg: RunConfig) -> TransferMethod:

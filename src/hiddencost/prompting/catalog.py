@@ -12,6 +12,7 @@ from collections.abc import Callable
 from hiddencost.errors import HiddenCostError
 from hiddencost.prompting.clip_methods import CLIP_METHODS
 from hiddencost.prompting.methods import METHODS, TransferMethod
+from hiddencost.records import MethodCard
 from hiddencost.registry import Registry
 
 #: Network family (:class:`~hiddencost.model_table.NetworkFamily` name) → its methods.
@@ -44,3 +45,10 @@ def methods_where(test: Callable[[TransferMethod], bool]) -> list[str]:
 def methods_reading(modality: str) -> list[str]:
     """The method names that read ``modality`` data (image or sequence), any family."""
     return methods_where(lambda m: m.modality == modality)
+
+
+def method_card(name: str, family: str) -> MethodCard:
+    """The :class:`~hiddencost.records.MethodCard` of method ``name`` of ``family`` backbones."""
+    method = method_for(name, family)
+    return MethodCard(name=name, id=f"{family}/{name}", display_name=method.display_name or name,
+                      marker=method.marker, learns_prompt=method.learns_prompt)

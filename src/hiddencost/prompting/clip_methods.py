@@ -33,6 +33,8 @@ from hiddencost.prompting.methods import (
     TransferMethod,
     TransferOutcome,
     TransferSettings,
+    Work,
+    resized_storage,
 )
 from hiddencost.prompting.visual_prompt import TrainHistory
 from hiddencost.registry import Registry
@@ -52,8 +54,7 @@ class ClipMethod(TransferMethod):
         return CLIP_BATCH
 
     def stored_image_size(self, s: TransferSettings) -> int:
-        # as LP: 32-px tasks stay at their size, larger ones are kept at the input size
-        return min(s.inner_size, s.canvas_size) if s.inner_size <= 32 else s.canvas_size
+        return resized_storage(s.inner_size, s.canvas_size)
 
     def input_size(self, s: TransferSettings) -> int:
         return s.canvas_size
@@ -75,11 +76,20 @@ class ClipPrompting(ClipMethod):
     own name). The outcome's mapping is the chosen column per class (ilm only), named by its
     text."""
 
+    learns_prompt = True
+
     def __init__(self, name: str, templates: Callable[[], Sequence[str]], many: bool,
-                 description: str) -> None:
+                 display_name: str, marker: str, description: str) -> None:
         # templates: a function, as ilm's come from open_clip, imported on first use
         self.name, self._templates, self.description = name, templates, description
+        self.display_name, self.marker = display_name, marker
         self.reads_templates = many
+
+    def work(self, s: TransferSettings, n_train: int, n_pool: int, n_test: int) -> Work:
+        # ILM-TP-VP's column mapping is one forward of the subset every epoch (text encoding,
+        # once per run, is not counted)
+        passes = s.epochs if self.reads_templates else 0
+        return Work(s.canvas_size, s.epochs * n_train, passes * n_train + n_test)
 
     def templates(self) -> tuple[str, ...]:
         return tuple(self._templates())
@@ -107,6 +117,11 @@ class ZeroShot(ClipMethod):
 
     name = "zero-shot"
     description = "CLIP zero-shot: no prompt, one text per class"
+    display_name = "zero-shot"
+    marker = "x"
+
+    def work(self, s: TransferSettings, n_train: int, n_pool: int, n_test: int) -> Work:
+        return Work(s.canvas_size, 0, n_test)
 
     def fit(self, job: TransferJob) -> TransferOutcome:
         pre = self.input_transform(job.settings, job.mean, job.std).to(job.device)
@@ -119,9 +134,9 @@ class ZeroShot(ClipMethod):
 CLIP_METHODS: Registry[TransferMethod] = Registry("CLIP transfer method")
 
 for _method in (
-    ClipPrompting("vp", lambda: (DEFAULT_TEMPLATE,), False,
+    ClipPrompting("vp", lambda: (DEFAULT_TEMPLATE,), False, "CLIP-VP", "o",
                   "CLIP VP: frame prompt, one text per class"),
-    ClipPrompting("ilm", ilm_templates, True,
+    ClipPrompting("ilm", ilm_templates, True, "ILM-TP-VP", "s",
                   "CLIP ILM-TP-VP: frame prompt, ILM over 81 templates"),
     ZeroShot(),
     LinearProbe(),  # the image tower's embedding f(x) is the feature (ClipTowers)

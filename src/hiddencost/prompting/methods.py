@@ -13,9 +13,13 @@ name        method
 ==========  =================================================================================
 
 A new method implements :class:`TransferMethod` and is added to :data:`METHODS` (the methods of
-classifier backbones) once; CLIP's are in :mod:`hiddencost.prompting.clip_methods`. A method
-says which data it reads (``modality``: image or sequence tasks) and its protocol's defaults
-(learning rate, batch size, sources per class).
+classifier backbones) once; CLIP's are in :mod:`hiddencost.prompting.clip_methods`; a new VP
+label mapping is a :mod:`~hiddencost.prompting.mappings` strategy plus one
+:class:`VisualPrompting` registration. A method says which data it reads (``modality``: image
+or sequence tasks), its protocol's defaults (learning rate, batch size, sources per class), how
+it is shown (``display_name``, ``marker``), whether it learns an input prompt, and what it puts
+through the backbone (:meth:`TransferMethod.work`, for ``study plan``). Nothing outside a
+method's own module branches on its name.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from hiddencost.prompting.crossmodal_train import (
 )
 from hiddencost.prompting.label_mapping import MappingList
 from hiddencost.prompting.linear_probe import extract_features, train_linear_head
+from hiddencost.prompting.mappings import MAPPINGS
 from hiddencost.prompting.pad_prompt import PadPrompt
 from hiddencost.prompting.visual_prompt import (
     PromptRun,
@@ -65,6 +70,7 @@ __all__ = [
     "TransferOutcome",
     "TransferSettings",
     "VisualPrompting",
+    "Work",
 ]
 
 #: ``memo(compute, *key)``: the cached value for this run's backbone and task (and ``key``, what
@@ -127,11 +133,30 @@ class TransferOutcome:
     source_names: list[str] | None = None
 
 
+@dataclass(frozen=True)
+class Work:
+    """What one run puts through the backbone, in images at ``input_size``: ``train`` through
+    training steps (forward and the gradient to the input), ``forward`` through inference-only
+    passes (mapping passes, the test split). ``shared_forward``: the forward work is the
+    task's features, computed once per backbone, compression and task and shared by the runs
+    that read them (LP)."""
+
+    input_size: int
+    train: int
+    forward: int
+    shared_forward: bool = False
+
+
 class TransferMethod(ABC):
     """One registered way of adapting a frozen backbone to a task."""
 
     name: str
     description: str
+    #: How figures and tables name it (``ILM-VP``) and the marker of its points.
+    display_name: str = ""
+    marker: str = "o"
+    #: Whether it learns an input prompt (δ in ``weights.safetensors``; prompt analyses).
+    learns_prompt: ClassVar[bool] = False
     #: The tasks it reads: ``image`` (:class:`TaskData`) or ``sequence`` (:class:`SequenceTask`).
     modality: ClassVar[str] = "image"
     #: The protocol's learning rate and sources per target class, when a run leaves them unset.
@@ -173,6 +198,12 @@ class TransferMethod(ABC):
     def fit(self, job: TransferJob) -> TransferOutcome:
         """Train on the job's subset, evaluate on the whole test split (final epoch)."""
 
+    def work(self, s: TransferSettings, n_train: int, n_pool: int, n_test: int) -> Work:
+        """The backbone work of a run on ``n_train`` training examples (the task's pool holds
+        ``n_pool``, its test split ``n_test``). By default a prompt method's: E·n training
+        images and the test split forward."""
+        return Work(self.input_size(s), s.epochs * n_train, n_test)
+
     def pack_key(self, s: TransferSettings) -> Hashable | None:
         """Runs whose methods give equal keys (and that share backbone, compression and task)
         may train together in one :meth:`fit_pack`; None: this method trains each run alone."""
@@ -183,6 +214,13 @@ class TransferMethod(ABC):
         method and job; the outcomes equal those of :meth:`fit` on each alone. By default they
         simply run one after the other."""
         return [method.fit(job) for method, job in members]
+
+
+def resized_storage(inner_size: int, input_size: int) -> int:
+    """The stored size of a task whose images are resized to ``input_size`` per batch: 32-px
+    tasks (CIFAR-10, SVHN, GTSRB, digits) are natively that small, so storing them larger gains
+    nothing; larger-image tasks are stored at the input size."""
+    return min(inner_size, input_size) if inner_size <= 32 else input_size
 
 
 #: One run of a pack: its method (ilm, flm, … may mix in a VP pack) and its job.
@@ -201,10 +239,14 @@ class VisualPrompting(TransferMethod):
     the result is always the final epoch's).
     """
 
-    def __init__(self, mapping: VPMethod, description: str) -> None:
+    learns_prompt = True
+
+    def __init__(self, mapping: VPMethod, display_name: str, marker: str,
+                 description: str) -> None:
         self.name = mapping
         self.mapping = mapping
-        self.description = description
+        self.strategy = MAPPINGS.get(mapping)
+        self.display_name, self.marker, self.description = display_name, marker, description
 
     def stored_image_size(self, s: TransferSettings) -> int:
         return s.inner_size
@@ -219,6 +261,11 @@ class VisualPrompting(TransferMethod):
 
     def fit(self, job: TransferJob) -> TransferOutcome:
         return self.fit_pack([(self, job)])[0]
+
+    def work(self, s: TransferSettings, n_train: int, n_pool: int, n_test: int) -> Work:
+        # training steps, plus one forward of the subset per (re)computed frequency mapping
+        passes = sum(self.strategy.recomputes(e, s.mapping_interval) for e in range(s.epochs))
+        return Work(s.canvas_size, s.epochs * n_train, passes * n_train + n_test)
 
     def pack_key(self, s: TransferSettings) -> Hashable | None:
         # one epoch and step schedule, one canvas: the runs' batches go through the backbone
@@ -269,11 +316,15 @@ class LinearProbe(TransferMethod):
 
     name = "lp"
     description = "linear probing: a linear head on cached penultimate features"
+    display_name = "LP"
+    marker = "D"
+
+    def work(self, s: TransferSettings, n_train: int, n_pool: int, n_test: int) -> Work:
+        # the head costs nothing beside one forward of the whole task, shared by its LP runs
+        return Work(s.lp_image_size, 0, n_pool + n_test, shared_forward=True)
 
     def stored_image_size(self, s: TransferSettings) -> int:
-        # 32-px tasks (CIFAR-10, SVHN, GTSRB, digits) are natively that small, so storing them
-        # larger gains nothing; larger-image tasks are stored at the LP input size.
-        return min(s.inner_size, s.lp_image_size) if s.inner_size <= 32 else s.lp_image_size
+        return resized_storage(s.inner_size, s.lp_image_size)
 
     def input_size(self, s: TransferSettings) -> int:
         return s.lp_image_size
@@ -306,6 +357,8 @@ class CrossModal(TransferMethod):
 
     name = "xmr"
     description = "cross-modal reprogramming of sequence tasks (text, DNA): token patches"
+    display_name = "XMR"
+    marker = "P"
     modality = "sequence"
     default_lr = XMR_LR
     default_mapping_num = 10
@@ -313,6 +366,12 @@ class CrossModal(TransferMethod):
 
     def default_batch_size(self, n_shot: int | None) -> int:
         return XMR_BATCH
+
+    def work(self, s: TransferSettings, n_train: int, n_pool: int, n_test: int) -> Work:
+        steps = s.epochs * n_train
+        if s.max_steps is not None:
+            steps = min(steps, s.max_steps * s.batch_size)
+        return Work(s.canvas_size, steps, n_test)
 
     def stored_image_size(self, s: TransferSettings) -> int:
         return 0  # a sequence task stores no images
@@ -356,10 +415,10 @@ METHODS: Registry[TransferMethod] = Registry("transfer method")
 
 
 for _method in (
-    VisualPrompting("ilm", "VP, iterative label mapping (ILM-VP)"),
-    VisualPrompting("flm", "VP, frequency label mapping (computed once)"),
-    VisualPrompting("rlm", "VP, random label mapping"),
-    VisualPrompting("fm", "VP, fully-connected mapping (AutoVP)"),
+    VisualPrompting("ilm", "ILM-VP", "o", "VP, iterative label mapping (ILM-VP)"),
+    VisualPrompting("flm", "FLM-VP", "s", "VP, frequency label mapping (computed once)"),
+    VisualPrompting("rlm", "RLM-VP", "^", "VP, random label mapping"),
+    VisualPrompting("fm", "FM-VP", "v", "VP, fully-connected mapping (AutoVP)"),
     LinearProbe(),
     CrossModal(),
 ):

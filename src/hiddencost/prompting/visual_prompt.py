@@ -14,28 +14,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hiddencost.device import autocast_for
-from hiddencost.errors import HiddenCostError
 from hiddencost.frozen import freeze
 from hiddencost.prompting.label_mapping import (
     FullyConnectedMapping,
     MappingList,
     apply_mapping,
-    check_class_counts,
     frequency_mapping,
-    random_mapping,
 )
+from hiddencost.prompting.mappings import MAPPINGS, LabelMapping, check_positive_options
 from hiddencost.prompting.pad_prompt import PadPrompt
 from hiddencost.prompting.schedule import adam_multistep, descend, epoch_batches
 
-VPMethod = Literal["rlm", "flm", "ilm", "fm"]
-VP_METHODS: tuple[str, ...] = get_args(VPMethod)
+#: A VP run's label mapping by its registered name (:data:`~.mappings.MAPPINGS`).
+VPMethod = str
 
 
 class ReprogrammedModel(nn.Module):
@@ -233,29 +230,31 @@ class _Member:
     correct: int = 0
     seen: int = 0
 
+    mapping: LabelMapping = field(default_factory=LabelMapping)
+
     def recomputes(self, epoch: int) -> bool:
         """Whether the frequency mapping is (re)computed at the start of ``epoch``."""
-        method = self.run.method
-        return ((method == "ilm" and epoch % self.run.mapping_interval == 0)
-                or (method == "flm" and epoch == 0))
+        return self.mapping.recomputes(epoch, self.run.mapping_interval)
 
 
 def _member(backbone: nn.Module, run: PromptRun, num_source: int, num_classes: int,
             epochs: int, device: torch.device) -> _Member:
-    _check_options(run.method, num_source, num_classes, run.many_to_one, run.mapping_interval,
-                   run.mapping_num)
+    mapping = MAPPINGS.get(run.method)
+    check_positive_options(run.mapping_interval, run.mapping_num)
+    mapping.check(num_source, num_classes, run.many_to_one, run.mapping_num)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.seed)  # FM layer initialisation, without touching global RNG state
         model = ReprogrammedModel(backbone, run.prompt, num_source, num_classes,
-                                  run.method == "fm", run.mapping_num)
+                                  mapping.fully_connected, run.mapping_num)
     model.to(device)
     optimizer, scheduler = adam_multistep([p for p in model.parameters() if p.requires_grad],
                                           epochs, run.lr)
-    if run.method == "rlm":
-        model.mapping.copy_(random_mapping(num_source, num_classes, run.seed, run.many_to_one,
-                                           run.mapping_num))
+    initial = mapping.initial(num_source, num_classes, run.seed, run.many_to_one,
+                              run.mapping_num)
+    if initial is not None:
+        model.mapping.copy_(initial)
     return _Member(run, model, run.train_labels.to(device), optimizer, scheduler,
-                   torch.Generator().manual_seed(run.seed))
+                   torch.Generator().manual_seed(run.seed), mapping=mapping)
 
 
 def _remap(members: Sequence[_Member], device: torch.device, epoch: int,
@@ -302,22 +301,6 @@ def _train_epoch(members: Sequence[_Member], batch_size: int, device: torch.devi
             member.loss += loss.item() * len(idx)
             member.correct += int((out.argmax(1) == y).sum())
             member.seen += len(idx)
-
-
-def _check_options(method: str, num_source: int, num_classes: int, many_to_one: bool,
-                   mapping_interval: int, mapping_num: int) -> None:
-    """Refuse an unknown method, non-positive interval/num, fm with m ≠ 1, impossible counts."""
-    if method not in VP_METHODS:
-        raise ValueError(f"unknown VP method {method!r}")
-    for name, value in (("mapping_interval", mapping_interval), ("mapping_num", mapping_num)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise HiddenCostError(f"{name} must be an integer ≥ 1, got {value!r}")
-    if method == "fm" and mapping_num != 1:
-        raise HiddenCostError(
-            f"mapping_num {mapping_num} has no meaning for fm (a dense K′ → K layer); use 1"
-        )
-    if method != "fm":
-        check_class_counts(num_source, num_classes, many_to_one, mapping_num)
 
 
 def train_visual_prompts(

@@ -27,8 +27,6 @@ import pandas as pd
 from safetensors.numpy import load_file
 from scipy.stats import spearmanr
 
-from hiddencost.backbones import resolve_backbone_name
-from hiddencost.errors import HiddenCostError
 from hiddencost.model_table import imagenet_class_names
 from hiddencost.prompting.catalog import methods_reading
 from hiddencost.report.order import budget_order, compression_order
@@ -535,8 +533,8 @@ def prompt_distance(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _vp_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """The runs of ``df`` with a learned prompt on disk (VP methods; LP has none)."""
-    return df[(df["method"] != "lp") & (df["prompt_history"].notna() | df["weights"].notna())]
+    """The runs of ``df`` with a learned prompt on disk (methods that learn one; LP has none)."""
+    return df[df["learns_prompt"] & (df["prompt_history"].notna() | df["weights"].notna())]
 
 
 def _prompt_pairs(vp: pd.DataFrame) -> list[dict[str, Any]]:
@@ -791,15 +789,7 @@ def clip_runs(df: pd.DataFrame) -> pd.DataFrame:
     """The rows of CLIP backbones (the open_clip family)."""
     if df.empty:
         return df
-    clip = {m for m in dict.fromkeys(df["model"]) if _family_of(m) == "open_clip"}
-    return df[df["model"].isin(clip)]
-
-
-def _family_of(model: str) -> str | None:
-    try:
-        return resolve_backbone_name(model).family
-    except HiddenCostError:  # a record of a model this installation does not know
-        return None
+    return df[df["network_family"] == "open_clip"]
 
 
 def clip_table(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:

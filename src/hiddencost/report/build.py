@@ -31,6 +31,7 @@ import pandas as pd
 import hiddencost.report.analyses as an
 import hiddencost.report.figures as fg
 import hiddencost.report.findings as fd
+import hiddencost.report.table as tb
 from hiddencost.errors import HiddenCostError
 from hiddencost.report.html import FigureItem, Note, Section, TableItem, render_page
 from hiddencost.report.order import budget_order, compression_order
@@ -120,6 +121,11 @@ class _Builder:
         self.one_seed = self.seeds < 2
         self.failures: list[tuple[str, str]] = []
         self.findings: list[fd.Finding] = []
+        self.methods = tb.method_styles(df)  # how each method is shown (names, markers)
+
+    def label(self, method: str) -> str:
+        """How ``method`` is shown (its runs' display name; ``all`` stays "all methods")."""
+        return "all methods" if method == "all" else self.methods.get(method, (method, ""))[0]
 
     def seed_phrase(self) -> str:
         if self.one_seed:
@@ -139,6 +145,8 @@ class _Builder:
             return
         self.count += 1
         fname = f"{self.count:02d}-{_slug(name)}"
+        table = table.copy(deep=False)
+        table.attrs["methods"] = self.methods
         try:
             fig = draw(table, title)
             saved = fg.save_figure(fig, table, self.figdir, fname)
@@ -351,7 +359,7 @@ def _mapping_tables(b: _Builder, s: Section, task: Task, tt: pd.DataFrame) -> No
         table, classes = _mapping_html(g)
         csv = b.save_table(f"label_mapping-{_slug(task[0])}-{_slug(task[1])}-{method}", g)
         s.items.append(TableItem(
-            f"{fg.method_name(method)} on {task[1]} (budget {g['budget'].iloc[0]}, seed "
+            f"{b.label(method)} on {task[1]} (budget {g['budget'].iloc[0]}, seed "
             f"{g['seed'].iloc[0]})",
             "Target class → source class (ImageNet index) per model; where a compressed model "
             "differs from dense, the closeness of the two sources. "
@@ -390,7 +398,7 @@ def _fill_classes(b: _Builder, s: Section, tasks: list[Task]) -> None:
 
 
 def _prompt_notes(b: _Builder, s: Section, dist: pd.DataFrame) -> None:
-    vp = b.df[b.df["method"] != "lp"] if not b.df.empty else b.df
+    vp = b.df[b.df["learns_prompt"]] if not b.df.empty else b.df
     if not vp.empty and vp["prompt_history"].isna().all():
         s.items.append(Note(
             "No run kept its per-epoch prompts (set save_prompt_history: true in the study's "
@@ -426,9 +434,9 @@ def _fidelity_skipped(b: _Builder) -> Note:
                 "table.")
 
 
-def _correlation_text(rho: pd.DataFrame) -> str:
+def _correlation_text(b: _Builder, rho: pd.DataFrame) -> str:
     """The caption's sentence on Spearman's ρ per method (defined ones only)."""
-    corr = "; ".join(f"{fg.method_name(x.method)} {_fmt(x.rho_agreement, 2)} / "
+    corr = "; ".join(f"{b.label(x.method)} {_fmt(x.rho_agreement, 2)} / "
                      f"{_fmt(x.rho_kl, 2)}" for x in rho.itertuples(index=False)
                      if x.rho_agreement == x.rho_agreement or x.rho_kl == x.rho_kl)
     if not corr:
@@ -450,8 +458,7 @@ def _fidelity_item(b: _Builder, task: Task, fid: pd.DataFrame, cost: pd.DataFram
     })
     for method, g in cost.groupby("method", sort=False):
         drop = dict(zip(g["compression"], g["acc_drop_mean"], strict=True))
-        shown[f"{fg.method_name(method)} drop (pp)"] = [_fmt(drop.get(c))
-                                                        for c in ft["compression"]]
+        shown[f"{b.label(method)} drop (pp)"] = [_fmt(drop.get(c)) for c in ft["compression"]]
     return TableItem(f"Fidelity and mean accuracy drop: {_task_title(task)}",
                      "Drop = dense − compressed accuracy, mean over data budgets of the seed "
                      "means; – where not measured.", shown, b.tabdir / "fidelity.csv")
@@ -473,14 +480,14 @@ def _fill_fidelity(b: _Builder, s: Section, tasks: list[Task]) -> None:
     for task in tasks:
         t = _of(cost, task)
         b.task_figure(s, FIDELITY, task, t, images=images, dataset=task[1],
-                      correlation=_correlation_text(_of(rho, task)))
+                      correlation=_correlation_text(b, _of(rho, task)))
         s.items.append(_fidelity_item(b, task, fid, t))
 
 
-def _summary_shown(t: pd.DataFrame) -> pd.DataFrame:
+def _summary_shown(b: _Builder, t: pd.DataFrame) -> pd.DataFrame:
     """The summary table as shown on the page (formatted, intervals in brackets)."""
     return pd.DataFrame({
-        "method": [fg.method_name(m) if m != "all" else "all methods" for m in t["method"]],
+        "method": [b.label(m) for m in t["method"]],
         "compression": t["compression_name"],
         "cells": t["n_cells"],
         "datasets": t["n_datasets"],
@@ -509,7 +516,7 @@ def _fill_summary(b: _Builder, s: Section, tasks: list[Task]) -> None:
     s.items.append(TableItem("Mean accuracy drop and ECE change per compression",
                              "Each (dataset, budget) cell contributes the difference of its "
                              "seed means; intervals are 95% t-intervals over cells.",
-                             _summary_shown(t), path))
+                             _summary_shown(b, t), path))
 
 
 def _crossmodal_cell(mean: float, sd: float, significant: Any, delta: float) -> str:
@@ -772,7 +779,7 @@ def _meta(df: pd.DataFrame, source: str) -> list[tuple[str, str]]:
         ("runs", f"{len(df)} done"),
         ("backbones", ", ".join(dict.fromkeys(df["backbone"]))),
         ("datasets", ", ".join(dict.fromkeys(df["dataset"]))),
-        ("methods", ", ".join(fg.method_name(m) for m in dict.fromkeys(df["method"]))),
+        ("methods", ", ".join(label for label, _ in tb.method_styles(df).values())),
         ("compression", ", ".join(names[c] for c in compression_order(df))),
         ("data budgets", ", ".join(budget_order(df)) + " (examples per class)"),
         ("seeds", ", ".join(str(s) for s in sorted(set(df["seed"])))),

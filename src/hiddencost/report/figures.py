@@ -30,7 +30,6 @@ from hiddencost.report.order import budget_order, budget_positions, compression_
 from hiddencost.report.table import level_label, unit_axis_label
 
 F = TypeVar("F", bound=Callable[..., Any])
-METHOD_NAMES = {"ilm": "ILM-VP", "flm": "FLM-VP", "rlm": "RLM-VP", "fm": "FM-VP", "lp": "LP"}
 FAMILY_MAPS = ("Reds", "Blues", "Greens", "Purples", "Oranges", "YlOrBr", "PuRd", "GnBu")
 DPI = 110
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
@@ -38,8 +37,16 @@ STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.font
          "svg.hashsalt": "hiddencost", "svg.fonttype": "none"}
 
 
-def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+def method_name(method: str, table: pd.DataFrame) -> str:
+    """How ``method`` is shown: the display name the runs' records carry (see
+    :func:`~hiddencost.report.table.method_styles`, put in ``table.attrs["methods"]`` by the
+    report builder), else the name itself."""
+    return table.attrs.get("methods", {}).get(method, (method, "o"))[0]
+
+
+def method_marker(method: str, table: pd.DataFrame) -> str:
+    """The marker of ``method``'s points, as :func:`method_name` finds its name."""
+    return table.attrs.get("methods", {}).get(method, (method, "o"))[1]
 
 
 @dataclass(frozen=True)
@@ -177,7 +184,7 @@ def plot_accuracy_vs_budget(table: pd.DataFrame, title: str) -> Figure:
             ax.plot(x, g["mean"], marker="o", ms=3.5, color=colors[comp], label=names[comp],
                     lw=1.6 if comp != "dense" else 2.0)
             _band(ax, x, g, colors[comp])
-        ax.set_title(method_name(method))
+        ax.set_title(method_name(method, table))
         ax.set_xticks(range(len(order)), order)
         ax.set_xlabel("data budget (examples per class)")
         ax.set_ylabel("test accuracy (%)")
@@ -213,7 +220,7 @@ def plot_delta_heatmap(table: pd.DataFrame, title: str, alpha: float = 0.05) -> 
     for ax, method in zip(axes.flat, methods, strict=False):
         image = _heatmap_panel(ax, table[table["method"] == method], comps, budgets,
                                _names(table), norm, cmap, states)
-        ax.set_title(method_name(method))
+        ax.set_title(method_name(method, table))
     _hide_unused(axes, len(methods))
     if image is not None:
         cb = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
@@ -318,7 +325,7 @@ def plot_metric_vs_compression(table: pd.DataFrame, title: str, ylabel: str) -> 
             labels, unit = _level_ticks(t, comps)
             ax.set_xticks(range(len(comps)), labels)
             ax.set_xlabel(unit_axis_label(unit) if fam != "dense" else "compression")
-            ax.set_title(f"{method_name(method)} · {fam}")
+            ax.set_title(f"{method_name(method, table)} · {fam}")
             ax.grid(alpha=0.3)
             if c == 0:
                 ax.set_ylabel(ylabel)
@@ -367,7 +374,7 @@ def plot_reliability(table: pd.DataFrame, title: str) -> Figure:
             bottom.bar(centers - 0.5 / 15 + width * (i + 0.5), g["count"], width=width,
                        color=colors[comp])
         budget = t["budget"].iloc[0]
-        top.set_title(f"{method_name(method)} · budget {budget}")
+        top.set_title(f"{method_name(method, table)} · budget {budget}")
         top.set_xlim(0, 1)
         top.set_ylim(0, 1.02)
         top.set_xlabel("mean confidence in bin (probability)")
@@ -440,7 +447,7 @@ def plot_label_mapping(table: pd.DataFrame, title: str) -> Figure:
         tab.auto_set_font_size(False)
         tab.set_fontsize(7.5)
         seed, budget = t["seed"].iloc[0], t["budget"].iloc[0]
-        ax.set_title(f"{method_name(method)} · budget {budget} · seed {seed}", loc="left")
+        ax.set_title(f"{method_name(method, table)} · budget {budget} · seed {seed}", loc="left")
     handles = [Patch(facecolor=c, edgecolor="0.5", label=k) for k, c in CLOSENESS_COLORS.items()]
     _legend(fig, handles, "source class vs the dense model's (ImageNet-1k groups)", ncol=5)
     fig.suptitle(title)
@@ -479,7 +486,7 @@ def plot_class_gains_drops(table: pd.DataFrame, title: str) -> Figure:
             ax.axvline(0, color="0.3", lw=0.8)
             ax.invert_yaxis()  # the largest drop on top
             ax.set_xlim(-lim, lim)
-            ax.set_title(f"{method_name(method)} · {names.get(comp, comp)}", fontsize=9)
+            ax.set_title(f"{method_name(method, table)} · {names.get(comp, comp)}", fontsize=9)
             ax.grid(axis="x", alpha=0.3)
             if r == len(methods) - 1:
                 ax.set_xlabel("Δ class accuracy, compressed − dense (pp)")
@@ -515,7 +522,7 @@ def plot_prompt_distance(table: pd.DataFrame, title: str) -> Figure:
             ax.plot(g["epoch"], g["mean"], ls=bstyle[b], marker="o" if len(g) < 3 else None,
                     ms=4, color=colors[comp])
             _band(ax, g["epoch"].to_numpy(float), g, colors[comp])
-        ax.set_title(method_name(method))
+        ax.set_title(method_name(method, table))
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("L2 distance to dense prompt (δ units)")
@@ -556,7 +563,7 @@ def plot_prompt_images(table: pd.DataFrame, title: str) -> Figure:
             if r == len(comps) - 1:
                 ax.set_xlabel(f"{img.shape[1]}×{img.shape[0]} px", fontsize=7)
             if r == 0:
-                ax.set_title(f"{method_name(method)}\nepoch {e}", fontsize=8)
+                ax.set_title(f"{method_name(method, table)}\nepoch {e}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(names.get(comp, comp), fontsize=8)
     handles = [Patch(facecolor="white", edgecolor="0.4", label="image area (not prompted)"),
@@ -599,7 +606,7 @@ def plot_loss(table: pd.DataFrame, title: str) -> Figure:
                 g = g.sort_values("epoch")
                 ax.plot(g["epoch"], g["mean"], color=colors[comp], lw=1.5)
                 _band(ax, g["epoch"].to_numpy(float), g, colors[comp])
-            ax.set_title(f"{method_name(method)} · budget {b}")
+            ax.set_title(f"{method_name(method, table)} · budget {b}")
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if c == 0:
@@ -649,7 +656,8 @@ def plot_summary(table: pd.DataFrame, title: str) -> Figure:
         ax.grid(axis="x", alpha=0.3)
     axes[0, 0].invert_yaxis()  # shared y: once; first compression and method on top
     axes[0, 0].set_ylabel("compression")
-    handles = [Patch(facecolor=mcolor[m], label=method_name(m) if m != "all" else "all methods")
+    handles = [Patch(facecolor=mcolor[m],
+                     label=method_name(m, table) if m != "all" else "all methods")
                for m in methods]
     handles.append(Line2D([], [], color="black", lw=0.8, marker="|",
                           label="95% interval over cells"))
@@ -696,9 +704,6 @@ def _summary_limits(mean: pd.Series, lo: pd.Series, hi: pd.Series) -> tuple[floa
 # 9
 # --------------------------------------------------------------------------------------------
 
-METHOD_MARKERS = {"ilm": "o", "flm": "s", "rlm": "^", "fm": "v", "lp": "D"}
-
-
 @styled
 def plot_fidelity_vs_cost(table: pd.DataFrame, title: str) -> Figure:
     """Two panels sharing y = the mean accuracy drop over budgets (dense − compressed, pp):
@@ -715,7 +720,7 @@ def plot_fidelity_vs_cost(table: pd.DataFrame, title: str) -> Figure:
                            (axes[0, 1], "mean_kl", "mean KL(dense ‖ compressed) (nats)")):
         for r in table.itertuples(index=False):
             ax.scatter(getattr(r, col), r.acc_drop_mean, color=colors[r.compression],
-                       marker=METHOD_MARKERS.get(r.method, "o"), s=36, edgecolor="black",
+                       marker=method_marker(r.method, table), s=36, edgecolor="black",
                        linewidth=0.4, zorder=3)
         ax.axhline(0, color="0.3", lw=0.8)
         ax.set_xlabel(label)
@@ -726,8 +731,8 @@ def plot_fidelity_vs_cost(table: pd.DataFrame, title: str) -> Figure:
     axes[0, 0].set_ylabel("mean accuracy drop, dense − compressed (pp)")
     handles = [Line2D([], [], ls="", marker="o", color=colors[c], markeredgecolor="black",
                       label=names[c]) for c in dict.fromkeys(table["compression"])]
-    handles += [Line2D([], [], ls="", marker=METHOD_MARKERS.get(m, "o"), color="0.6",
-                       markeredgecolor="black", label=method_name(m)) for m in methods]
+    handles += [Line2D([], [], ls="", marker=method_marker(m, table), color="0.6",
+                       markeredgecolor="black", label=method_name(m, table)) for m in methods]
     _legend(fig, handles, "compression (colour) · transfer method (marker)", ncol=5)
     fig.suptitle(title)
     return fig

@@ -51,7 +51,10 @@ from hiddencost.report.table import level_unit
 __all__ = ["CLAIMS", "Finding", "findings", "findings_table"]
 
 Verdict = Literal["supported", "contradicted", "mixed", "not testable"]
-VP_METHODS = ("ilm", "flm")
+#: The paper's methods, family-qualified (a run's ``method_id``): its claims are about ILM-VP,
+#: FLM-VP, RLM-VP and LP on CNN classifiers (timm), not CLIP's methods of the same names.
+ILM_VP, FLM_VP, RLM_VP, LP = "timm/ilm", "timm/flm", "timm/rlm", "timm/lp"
+VP_METHODS = (ILM_VP, FLM_VP)
 UNTESTED = "descriptive only: no cell could be tested, e.g. one seed per cell"
 CELL_TEST = ("Welch t-test across seeds per cell, Holm-adjusted over the claim's cells, "
              f"α = {ALPHA}")
@@ -145,6 +148,16 @@ def _missing(number: int, claim: str, why: str, sections: tuple[str, ...]) -> Fi
     return Finding(number, claim, "not testable", f"not testable here: {why}", "—", sections)
 
 
+def _methods(df: pd.DataFrame, ids: tuple[str, ...]) -> pd.DataFrame:
+    """The runs of ``df`` whose family-qualified method is one of ``ids``."""
+    return df[df["method_id"].isin(ids)] if not df.empty else df
+
+
+def _name(method_id: str) -> str:
+    """``timm/ilm`` → ``ilm``: the name the paper's comparisons were written with."""
+    return method_id.split("/", 1)[1]
+
+
 def _kind(df: pd.DataFrame) -> pd.Series:
     return pd.Series([level_unit(u).kind if not d else "dense"
                       for u, d in zip(df["unit"], df["is_dense"], strict=True)], index=df.index)
@@ -171,8 +184,7 @@ C1 = "Compression costs VP accuracy: dense > compressed under ILM-VP and FLM-VP"
 def claim_vp_cost(df: pd.DataFrame) -> Finding:
     """Claim 1: Δ accuracy (dense − compressed) > 0 per VP cell."""
     sections = ("delta", "accuracy")
-    t = _delta_cells(df, "accuracy")
-    t = t[t["method"].isin(VP_METHODS)] if not t.empty else t
+    t = _delta_cells(_methods(df, VP_METHODS), "accuracy")
     if t.empty:
         return _missing(1, C1, "no ILM-VP/FLM-VP runs of both a dense and a compressed backbone",
                         sections)
@@ -187,8 +199,7 @@ C2 = "The cost is larger at low data budgets: Δ falls as N grows"
 def claim_low_data(df: pd.DataFrame) -> Finding:
     """Claim 2: Spearman ρ(budget rank, Δ) < 0 over the VP cells."""
     sections = ("delta",)
-    t = _delta_cells(df, "accuracy")
-    t = t[t["method"].isin(VP_METHODS)] if not t.empty else t
+    t = _delta_cells(_methods(df, VP_METHODS), "accuracy")
     if t.empty or t["budget"].nunique() < 2:
         return _missing(2, C2, "needs VP cells at two or more data budgets", sections)
     x, y = t["budget_rank"].to_numpy(float), t["diff"].to_numpy(float)
@@ -212,7 +223,7 @@ C3 = "VP pays more than LP: Δ under ILM-VP > Δ under LP, same backbone and cel
 def _per_seed_delta(df: pd.DataFrame, method: str) -> pd.DataFrame:
     """Per (task, budget, compression, seed): dense − compressed accuracy (pp) of ``method``,
     dense and compressed runs paired by seed (same few-shot subset)."""
-    sub = df[df["method"] == method]
+    sub = _methods(df, (method,))
     keys = [*TASK, "budget", "seed"]
     dense = sub[sub["is_dense"]].groupby(keys)["accuracy"].mean()
     comp = sub[~sub["is_dense"]].groupby([*keys, "compression"])["accuracy"].mean().reset_index()
@@ -224,9 +235,9 @@ def _per_seed_delta(df: pd.DataFrame, method: str) -> pd.DataFrame:
 def claim_vp_vs_lp(df: pd.DataFrame) -> Finding:
     """Claim 3: per (task, budget, compression), Welch on the per-seed Δ of ILM-VP vs LP."""
     sections = ("delta", "summary")
-    if df.empty or not {"ilm", "lp"} <= set(df["method"]):
+    if df.empty or not {ILM_VP, LP} <= set(df["method_id"]):
         return _missing(3, C3, "needs both ILM-VP and LP runs", sections)
-    ilm, lp = _per_seed_delta(df, "ilm"), _per_seed_delta(df, "lp")
+    ilm, lp = _per_seed_delta(df, ILM_VP), _per_seed_delta(df, LP)
     keys = [*TASK, "budget", "compression"]
     lp_cells = dict(iter(lp.groupby(keys, sort=False)))
     rows = []
@@ -252,10 +263,10 @@ def _ece_claim(df: pd.DataFrame, number: int, claim: str, kind: str,
     """Claims 4 and 5: ΔECE (compressed − dense) per VP cell of ``kind`` at the largest
     budget."""
     sections = ("calibration",)
-    t = _delta_cells(df, "ece", dense_minus_compressed=False)
+    t = _delta_cells(_methods(df, VP_METHODS), "ece", dense_minus_compressed=False)
     budget = largest_budget(df)
     if not t.empty:
-        t = t[(t["kind"] == kind) & (t["budget"] == budget) & t["method"].isin(VP_METHODS)]
+        t = t[(t["kind"] == kind) & (t["budget"] == budget)]
     if t.empty:
         return _missing(number, claim, f"no {kind} point with VP runs at the largest budget",
                         sections)
@@ -301,10 +312,10 @@ def claim_confidence(df: pd.DataFrame) -> Finding:
     tables = []
     for metric, name in (("mean_confidence_correct", "confidence when correct"),
                          ("kl_to_uniform_incorrect", "KL(p ‖ u) when wrong")):
-        t = _delta_cells(df, metric)
+        t = _delta_cells(_methods(df, VP_METHODS), metric)
         if t.empty:
             continue
-        t = t[(t["budget"] == budget) & t["method"].isin(VP_METHODS)]
+        t = t[t["budget"] == budget]
         for kind, judge in (("quantization", _directional), ("sparsity", _no_harm)):
             part = t[t["kind"] == kind]
             if part.empty:
@@ -334,13 +345,13 @@ def claim_method_order(df: pd.DataFrame) -> Finding:
     sections = ("accuracy",)
     rows = []
     for k, g in df.groupby([*TASK, "compression", "budget"], sort=False) if not df.empty else []:
-        by = {m: g.loc[g["method"] == m, "accuracy"] * PERCENT for m in ("ilm", "flm", "rlm")}
-        for hi, lo in (("ilm", "flm"), ("flm", "rlm")):
+        by = {m: _methods(g, (m,))["accuracy"] * PERCENT for m in (ILM_VP, FLM_VP, RLM_VP)}
+        for hi, lo in ((ILM_VP, FLM_VP), (FLM_VP, RLM_VP)):
             if by[hi].empty or by[lo].empty:
                 continue
             w = welch_test(by[hi], by[lo])
             rows.append({**dict(zip([*TASK, "compression", "budget"], k, strict=True)),
-                         "comparison": f"{hi} − {lo}", "diff": w.diff, "p": w.p})
+                         "comparison": f"{_name(hi)} − {_name(lo)}", "diff": w.diff, "p": w.p})
     if not rows:
         return _missing(7, C7, "needs two of ILM-VP, FLM-VP, RLM-VP on the same cells", sections)
     c, cells = _count(pd.DataFrame(rows))
@@ -355,8 +366,7 @@ def claim_ranking(df: pd.DataFrame) -> Finding:
     """Claim 8: the study's compression families ranked by mean VP Δ (descriptive: the
     paper's own ranking is not encoded, so no verdict beyond the recomputed ranking)."""
     sections = ("summary",)
-    t = _delta_cells(df, "accuracy")
-    t = t[t["method"].isin(VP_METHODS)] if not t.empty else t
+    t = _delta_cells(_methods(df, VP_METHODS), "accuracy")
     if t.empty or t["family"].nunique() < 2:
         return _missing(8, C8, "needs two or more compression families with VP runs", sections)
     means = t.groupby("family", sort=False)["diff"].mean().sort_values(ascending=False)

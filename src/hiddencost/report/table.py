@@ -10,6 +10,10 @@ in :func:`table_from_records`, so the columns are the same whatever the source:
 ``backbone``           the architecture (``resnet50`` for ``resnet50.lth``), plus the settings
                        that differ between runs of the table (e.g. ``epochs=5``) if any do
 ``dataset, method``    as configured; ``seed`` an int
+``method_id``          the family-qualified method (``timm/ilm`` is ILM-VP, ``open_clip/ilm``
+                       ILM-TP-VP); ``method_label``, ``method_marker`` how it is shown;
+                       ``learns_prompt`` whether it learns an input prompt;
+                       ``network_family`` the backbone's family (``timm``, ``open_clip``)
 ``budget``             ``"10"``, ``"full"``, …; ``budget_rank`` the number of shots (full = inf)
 ``family``             ``dense`` or the compression family (``magnitude``, ``quantize``, ``lth``…)
 ``compression``        the compression label (``dense``, ``magnitude-global-s0.90``, ``w4``…)
@@ -143,6 +147,42 @@ def _existing(folder: Path | None, name: str) -> str | None:
     return str(folder / name) if folder is not None and (folder / name).is_file() else None
 
 
+def _method_card(record: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's method card and network family. Records of schema < 3 carry neither:
+    they are looked up in the registries of this installation (which imports torch); a model
+    or method it does not know is shown by its name."""
+    card, family = record.get("method"), record.get("network_family")
+    if card is None or family is None:
+        from hiddencost.backbones import resolve_backbone_name  # lazy: torch, old records only
+        from hiddencost.prompting.catalog import method_card  # lazy: as above
+
+        try:
+            family = family or resolve_backbone_name(str(cfg.get("model"))).family
+            card = card or method_card(str(cfg.get("method")), family).model_dump()
+        except HiddenCostError:
+            name = str(cfg.get("method", "?"))
+            card = card or {"name": name, "id": f"{family}/{name}", "display_name": name,
+                            "marker": "o", "learns_prompt": False}
+    card = dict(card)
+    return {"method_id": card["id"], "method_label": card["display_name"],
+            "method_marker": card["marker"], "learns_prompt": bool(card["learns_prompt"]),
+            "network_family": family}
+
+
+def method_styles(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Method name → (display name, marker) over the runs of ``df``; a name shown two ways
+    (``ilm`` on a CNN and on CLIP) joins both names."""
+    if df.empty:
+        return {}
+    styles: dict[str, tuple[str, str]] = {}
+    for method, label, marker in df[["method", "method_label", "method_marker"]].drop_duplicates(
+            ).itertuples(index=False):
+        if method in styles and styles[method][0] != label:
+            label = f"{styles[method][0]} / {label}"
+        styles[method] = (label, styles.get(method, (label, marker))[1])
+    return styles
+
+
 def _row(record: Record, tags: Mapping[str, Any] | None, key: str | None,
          artifacts: Path | None, study: str | None) -> dict[str, Any]:
     record = _as_dict(record)
@@ -153,7 +193,8 @@ def _row(record: Record, tags: Mapping[str, Any] | None, key: str | None,
     row: dict[str, Any] = {
         "key": key, "study": study, "arch": model.split(".")[0], "model": model,
         "dataset": cfg.get("dataset", "?"), "method": cfg.get("method", "?"),
-        "n_shot": cfg.get("n_shot"), "budget": budget, "budget_rank": rank,
+        **_method_card(record, cfg), "n_shot": cfg.get("n_shot"), "budget": budget,
+        "budget_rank": rank,
         "seed": int(cfg.get("seed", 0)),
         "family": t.get("family"), "compression": t.get("compression"),
         "level": t.get("level"), "unit": t.get("unit"),
@@ -253,7 +294,8 @@ def _missing(v: Any) -> bool:
 
 
 def _empty_columns() -> list[str]:
-    return ["key", "study", "arch", "model", "dataset", "method", "n_shot", "budget",
+    return ["key", "study", "arch", "model", "dataset", "method", "method_id", "method_label",
+            "method_marker", "learns_prompt", "network_family", "n_shot", "budget",
             "budget_rank", "seed", "family", "compression", "level", "unit", "epochs",
             "severity", *METRICS, *LISTS, "settings", "canvas_size", "inner_size", "artifacts",
             "prompt_history", "weights", "result_missing", "parameters"]

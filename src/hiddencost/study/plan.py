@@ -1,14 +1,15 @@
 """A cost plan for the runs a study still has to do, before a cluster is committed.
 
-For each pending run the plan counts the images that go through the backbone, by method:
+For each pending run the plan counts the images that go through the backbone, as its method
+says (:meth:`~hiddencost.prompting.methods.TransferMethod.work`):
 
-- VP (``ilm``, ``flm``, ``rlm``, ``fm``): E·n training images forward and backward, plus the
-  mapping pass (``ilm``: E·n forward, once every epoch; ``flm``: n once), plus the test split
-  forward;
+- VP (``ilm``, ``flm``, ``rlm``, ``fm``): E·n training images forward and backward, plus one
+  forward of the subset per frequency mapping (``ilm``: every k-th epoch; ``flm``: once), plus
+  the test split forward;
 - ``lp``: one forward of the training pool and the test split per (model, compression,
   dataset) feature set, shared by its runs (the head itself costs nothing in comparison);
 - ``xmr``: E·n (or max_steps × batch, if fewer) canvases forward and backward, plus the test
-  split;
+  split; CLIP's ``vp``/``ilm`` as VP (ILM-TP-VP maps every epoch), ``zero-shot`` the test split;
 
 with n = N·K for N-shot runs (at most the training pool) and the pool for full data, from the
 datasets' registered split sizes. Throughput comes from a few timed steps of each (model,
@@ -52,6 +53,7 @@ class RunCost:
     train_images: int
     eval_images: int
     shared: tuple | None = None  # LP: its feature set, counted once
+    packable: bool = False  # packing speeds it up (its method packs runs)
 
 
 @dataclass
@@ -78,27 +80,24 @@ def run_cost(identity: dict[str, Any]) -> RunCost | None:
     """The backbone work of one run (see the module docstring); None when its dataset's
     split sizes are not known before loading it."""
     from hiddencost.backbones import resolve_backbone_name  # lazy: torch
-    from hiddencost.run import RunConfig  # lazy: torch
+    from hiddencost.prompting.catalog import method_for  # lazy: torch
+    from hiddencost.run import RunConfig, settings_of  # lazy: torch
 
     cfg = RunConfig.model_validate(identity).resolved()
-    arch = resolve_backbone_name(cfg.model).arch  # throughput is the architecture's
+    entry = resolve_backbone_name(cfg.model)
     info = dataset_info(cfg.dataset)
     if info.split_sizes is None or info.num_classes is None:
         return None
     pool, test = info.split_sizes
     n = pool if cfg.n_shot is None else min(cfg.n_shot * info.num_classes, pool)
-    epochs = cfg.epochs
-    if cfg.method == "lp":
-        key = f"{arch}@{cfg.lp_image_size}"
-        shared = (cfg.model, cfg.weights, cfg.checkpoint, str(cfg.compression), cfg.dataset)
-        return RunCost(key, 0, pool + test, shared)
-    key = f"{arch}@{cfg.canvas_size}"
-    if cfg.method == "xmr":
-        steps = epochs * n if cfg.max_steps is None else min(epochs * n,
-                                                              cfg.max_steps * cfg.batch_size)
-        return RunCost(key, steps, test)
-    mapping = {"ilm": epochs * n, "flm": n}.get(cfg.method, 0)
-    return RunCost(key, epochs * n, mapping + test)
+    method = method_for(cfg.method, entry.family)
+    settings = settings_of(cfg)
+    work = method.work(settings, n, pool, test)
+    key = f"{entry.arch}@{work.input_size}"  # throughput is the architecture's
+    shared = (cfg.model, cfg.weights, cfg.checkpoint, str(cfg.compression), cfg.dataset,
+              work.input_size) if work.shared_forward else None
+    return RunCost(key, work.train, work.forward, shared,
+                   packable=method.pack_key(settings) is not None)
 
 
 def measure_throughput(key: str, device: str = "auto", steps: int = 2) -> Throughput:
@@ -157,7 +156,8 @@ def make_plan(runs: Sequence[PlannedRun], packs: int, gpus: int = 1,
     if gpus < 1:
         raise HiddenCostError(f"--gpus must be at least 1, got {gpus}")
     known = dict(throughputs or {})
-    groups: dict[tuple, dict[str, Any]] = defaultdict(lambda: {"runs": 0, "device_s": 0.0})
+    groups: dict[tuple, dict[str, Any]] = defaultdict(
+        lambda: {"runs": 0, "device_s": 0.0, "packable_s": 0.0})
     sharing: dict[tuple, list[tuple]] = defaultdict(list)  # LP feature set → its runs' groups
     shared_s: dict[tuple, float] = {}
     unknown: Counter[str] = Counter()
@@ -175,16 +175,15 @@ def make_plan(runs: Sequence[PlannedRun], packs: int, gpus: int = 1,
         seconds = cost.train_images / tp.train_img_s + cost.eval_images / tp.eval_img_s
         if cost.shared is None:
             groups[group]["device_s"] += seconds
+            groups[group]["packable_s"] += seconds if cost.packable else 0.0
         else:  # computed once, shared evenly by the runs that read it
             sharing[cost.shared].append(group)
             shared_s[cost.shared] = seconds
     for features, members in sharing.items():
         for group in members:
             groups[group]["device_s"] += shared_s[features] / len(members)
+    packable = sum(v.pop("packable_s") for v in groups.values())
     rows = [{"model": k[0], "dataset": k[1], "method": k[2],
              "n_shot": "full" if k[3] is None else k[3], **v} for k, v in groups.items()]
-    from hiddencost.prompting.visual_prompt import VP_METHODS  # lazy: torch
-
-    packable = sum(r["device_s"] for r in rows if r["method"] in VP_METHODS)
     return Plan(rows, len(runs), sum(r["device_s"] for r in rows), packable, packs,
                 pack_speedup, gpus, [f"{d} ({n} runs)" for d, n in unknown.items()])
