@@ -211,7 +211,7 @@ def test_crossmodal_presets():
      "tag template"),
     ("compression: [{name: x, checkpoint: 'a{level}', levels: [1], colour: red}]\n",
      "unknown key 'colour'"),
-    ("method: [ilm, xyz]\n", "method.1"),
+    ("method: [ilm, xyz]\n", "unknown transfer method .xyz."),
     ("n_shot: [1, lots]\n", "invalid N-shot 'lots'"),
     ("seed: [-1]\n", "seed.0"),
     ("model: resnet19\n", "unknown model 'resnet19'"),

@@ -97,7 +97,7 @@ def test_reclaim_rule(tmp_path):
 def test_open_store_locations(tmp_path):
     with open_store(f"sqlite:///{tmp_path}/a.sqlite") as db:
         assert db.path == tmp_path / "a.sqlite"
-    with pytest.raises(HiddenCostError, match="PostgreSQL stores are not implemented yet"):
+    with pytest.raises(HiddenCostError, match="unknown store"):
         open_store("postgresql://user@host/db")
     with pytest.raises(HiddenCostError, match="unknown store"):
         open_store("mongodb://x")

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from hiddencost.errors import HiddenCostError
+from hiddencost.locations import is_url  # noqa: F401 (re-exported: where loaders look it up)
 
 #: The wrapper keys a training script commonly stores its state dict under, in lookup order.
 STATE_DICT_WRAPPERS: tuple[str, ...] = ("state_dict", "model_state_dict", "model")
@@ -161,11 +162,6 @@ def remap_keys(
             f"checkpoint {source} has keys this format does not define: {shorten(unknown)}"
         )
     return out, ignored
-
-
-def is_url(location: str | Path) -> bool:
-    """Whether a checkpoint location is an ``http(s)://`` URL rather than a path."""
-    return re.match(r"https?://", str(location)) is not None
 
 
 def download_checkpoint(url: str, dest: str | Path) -> Path:

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from hiddencost.compression.pruning import prunable_layers
+from hiddencost.compression.spec import SUPPORTED_BITS
 from hiddencost.errors import HiddenCostError
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
     "quantize_weights",
 ]
 
-SUPPORTED_BITS: tuple[int, ...] = (2, 3, 4, 8)
 
 
 def check_bits(bits: object, what: str = "bits") -> int:

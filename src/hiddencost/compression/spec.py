@@ -1,4 +1,4 @@
-"""What compression to apply (:data:`CompressionSpec`), applying it, and what it measurably did.
+"""What compression to apply (:data:`CompressionSpec`): parsed and validated without torch.
 
 One spec is one point on the compression axis of a study, a pydantic **discriminated union** on
 ``method``:
@@ -24,10 +24,8 @@ CLI flags and the short ``magnitude:0.9`` form in one place, :mod:`hiddencost.co
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
 
-import torch
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -38,39 +36,26 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from torch import nn
 
 from hiddencost.compression.levels import LevelUnit
-from hiddencost.compression.measure import (
-    max_distinct_values_per_channel,
-    paper_remaining_percent,
-    sparsity_counts,
-)
 from hiddencost.compression.parse import short_form_fields
-from hiddencost.compression.pruning import magnitude_prune, random_prune
-from hiddencost.compression.quantization import (
-    SUPPORTED_BITS,
-    activation_quantizers,
-    calibrate_activations,
-    quantize_activations,
-    quantize_weights,
-)
 from hiddencost.errors import HiddenCostError, validation_message
 
 __all__ = [
     "COMPRESSION_ADAPTER",
-    "CompressionReport",
     "CompressionSpec",
     "Dense",
     "FIELD_NAMES",
     "MagnitudePruning",
     "Quantization",
     "RandomPruning",
-    "apply_compression",
+    "SUPPORTED_BITS",
     "compression_or_error",
-    "measure_compression",
     "parse_compression",
 ]
+
+#: Bit-widths the fake quantizers support.
+SUPPORTED_BITS: tuple[int, ...] = (2, 3, 4, 8)
 
 
 def _format_sparsity(s: float) -> str:
@@ -108,10 +93,6 @@ class _Spec(BaseModel):
         excl = self.exclusions
         return ("-xfirst" if excl["exclude_first_conv"] else "") + (
             "-xcls" if excl["exclude_classifier"] else "")
-
-    def apply(self, model: nn.Module, calibration_images: torch.Tensor | None,
-              calibration_batch_size: int) -> None:
-        """Compress ``model`` in place (the dense spec does nothing)."""
 
 
 class _NotPruned:
@@ -183,10 +164,6 @@ class MagnitudePruning(_Pruning):
         ``"-xcls"``."""
         return f"magnitude-{self.scope}-s{_format_sparsity(self.sparsity)}{self._suffix()}"
 
-    def apply(self, model: nn.Module, calibration_images: torch.Tensor | None,
-              calibration_batch_size: int) -> None:
-        magnitude_prune(model, self.sparsity, scope=self.scope, **self.exclusions)
-
 
 class RandomPruning(_Pruning):
     """Unstructured random pruning to ``sparsity`` over ``scope``, drawn with ``seed``."""
@@ -200,10 +177,6 @@ class RandomPruning(_Pruning):
         of the label."""
         scope = "" if self.scope == "global" else f"{self.scope}-"
         return f"random-{scope}s{_format_sparsity(self.sparsity)}{self._suffix()}"
-
-    def apply(self, model: nn.Module, calibration_images: torch.Tensor | None,
-              calibration_batch_size: int) -> None:
-        random_prune(model, self.sparsity, self.seed, scope=self.scope, **self.exclusions)
 
 
 class Quantization(_Spec, _NotPruned):
@@ -243,17 +216,6 @@ class Quantization(_Spec, _NotPruned):
     def unit(self) -> LevelUnit:
         return LevelUnit.BITS
 
-    def apply(self, model: nn.Module, calibration_images: torch.Tensor | None,
-              calibration_batch_size: int) -> None:
-        """Weights first, then activation quantizers calibrated on ``calibration_images``, so
-        activation ranges are those of the quantized-weight model."""
-        if self.weight_bits is not None:
-            quantize_weights(model, self.weight_bits, **self.exclusions)
-        if self.activation_bits is not None:
-            quantize_activations(model, self.activation_bits, **self.exclusions)
-            calibrate_activations(model, calibration_images,  # type: ignore[arg-type]
-                                  batch_size=calibration_batch_size)
-
 
 #: The value of each field that means "this part of compression is off". A field another variant
 #: owns, given at this value, is dropped: ``{method: none, sparsity: 0}`` is dense, and records
@@ -285,11 +247,12 @@ CompressionSpec = Annotated[
     Field(discriminator="method"), BeforeValidator(_coerce),
 ]
 COMPRESSION_ADAPTER: TypeAdapter[Any] = TypeAdapter(CompressionSpec)
-_VARIANTS = (Dense, MagnitudePruning, RandomPruning, Quantization)
+#: The spec classes, one per ``method``.
+VARIANTS = (Dense, MagnitudePruning, RandomPruning, Quantization)
 _BY_METHOD: dict[str, type[_Spec]] = {
-    v.model_fields["method"].default: v for v in _VARIANTS}
+    v.model_fields["method"].default: v for v in VARIANTS}
 #: Every field some variant has, in a stable order (what a compression mapping may hold).
-FIELD_NAMES: tuple[str, ...] = tuple(dict.fromkeys(f for v in _VARIANTS for f in v.model_fields))
+FIELD_NAMES: tuple[str, ...] = tuple(dict.fromkeys(f for v in VARIANTS for f in v.model_fields))
 
 
 def parse_compression(value: Any) -> CompressionSpec:
@@ -308,82 +271,3 @@ def compression_or_error(value: Any) -> CompressionSpec:
                               f"{validation_message(exc, skip=1)}") from None
 
 
-@dataclass(frozen=True)
-class CompressionReport:
-    """What a compressed model measurably holds.
-
-    ``measured_sparsity = n_zero_weights / n_prunable_weights`` over the prunable layers *in the
-    spec's scope* (exclusions applied); ``overall_sparsity`` over all prunable layers.
-    ``max_distinct_values_per_channel`` is the largest number of distinct values in one output
-    channel of an in-scope weight when weights were quantized (at most ``2^weight_bits``), else
-    None. ``n_activation_quantizers`` counts calibrated activation quantizers.
-    ``paper_remaining_percent`` is the paper's convention (% of conv weights remaining, ``conv1``
-    excluded; :func:`~hiddencost.compression.measure.paper_remaining_percent`).
-    """
-
-    method: str
-    label: str
-    target_sparsity: float
-    measured_sparsity: float
-    weight_bits: int | None
-    activation_bits: int | None
-    n_prunable_weights: int
-    n_zero_weights: int
-    max_distinct_values_per_channel: int | None
-    overall_sparsity: float = 0.0
-    n_activation_quantizers: int = 0
-    paper_remaining_percent: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of all fields."""
-        return asdict(self)
-
-
-def measure_compression(model: nn.Module, spec: CompressionSpec) -> CompressionReport:
-    """Measure ``model`` against ``spec`` without changing it."""
-    excl = spec.exclusions
-    n_zero, n_total = sparsity_counts(model, **excl)
-    all_zero, all_total = sparsity_counts(model)
-    distinct = max_distinct_values_per_channel(model, **excl) if spec.weight_bits else None
-    return CompressionReport(
-        method=spec.method,
-        label=spec.label,
-        target_sparsity=spec.sparsity,
-        measured_sparsity=n_zero / n_total if n_total else 0.0,
-        weight_bits=spec.weight_bits,
-        activation_bits=spec.activation_bits,
-        n_prunable_weights=n_total,
-        n_zero_weights=n_zero,
-        max_distinct_values_per_channel=distinct,
-        overall_sparsity=all_zero / all_total if all_total else 0.0,
-        n_activation_quantizers=sum(q.calibrated for q in activation_quantizers(model)),
-        paper_remaining_percent=paper_remaining_percent(model),
-    )
-
-
-def apply_compression(
-    model: nn.Module,
-    spec: CompressionSpec,
-    calibration_images: torch.Tensor | None = None,
-    calibration_batch_size: int = 64,
-) -> CompressionReport:
-    """Compress a (pretrained, frozen) ``model`` in place as ``spec`` says; return what it holds.
-
-    Pruning uses :func:`magnitude_prune` / :func:`random_prune`; quantization applies
-    :func:`quantize_weights` first, then :func:`quantize_activations` and
-    :func:`calibrate_activations` on ``calibration_images`` (normalised model inputs, required
-    when ``activation_bits`` is set). Inputs are checked before the model is touched; if a later
-    step fails the model is left partly compressed, so compress a copy when the original matters.
-    """
-    if not isinstance(spec, _VARIANTS):
-        raise HiddenCostError(f"expected a CompressionSpec, got {type(spec).__name__}")
-    if spec.activation_bits is not None:
-        if calibration_images is None:
-            raise HiddenCostError(
-                f"activation quantization ({spec.label}) needs calibration_images: "
-                "a tensor of normalised model inputs"
-            )
-        if not isinstance(calibration_images, torch.Tensor) or calibration_images.numel() == 0:
-            raise HiddenCostError("calibration_images must be a non-empty tensor")
-    spec.apply(model, calibration_images, calibration_batch_size)
-    return measure_compression(model, spec)

@@ -41,18 +41,20 @@ def preset_names() -> list[str]:
     return sorted(_preset_files(), key=lambda name: (name != QUICKSTART, name))
 
 
-def load_preset(name: str) -> StudySpec:
-    """The preset called ``name``; unknown names raise a one-line error listing the known."""
+def load_preset(name: str, check: bool = True) -> StudySpec:
+    """The preset called ``name``; unknown names raise a one-line error listing the known.
+    ``check``: see :func:`~hiddencost.study.spec.parse_spec`."""
     files = _preset_files()
     if name not in files:
         raise HiddenCostError(f"unknown preset {name!r}; presets: {', '.join(preset_names())}")
     text = (_PRESETS / files[name]).read_text(encoding="utf-8")
-    return parse_spec(text, source=f"preset {name}", default_name=name)
+    return parse_spec(text, source=f"preset {name}", default_name=name, check=check)
 
 
-def load_spec(source: str | Path) -> StudySpec:
+def load_spec(source: str | Path, check: bool = True) -> StudySpec:
     """Load a study file, or a preset when ``source`` names one (``NAME`` or ``preset:NAME``)
-    and is not a file."""
+    and is not a file. ``check``: see :func:`~hiddencost.study.spec.parse_spec` (off to read
+    a finished study's results without torch)."""
     path = Path(source)
     if path.is_file():
         try:
@@ -60,9 +62,9 @@ def load_spec(source: str | Path) -> StudySpec:
         except (OSError, UnicodeDecodeError) as exc:
             raise HiddenCostError(f"cannot read {path}: {exc}") from None
         stem = "".join(c if c.isalnum() or c in "_.-" else "-" for c in path.stem) or "study"
-        return parse_spec(text, source=str(path), default_name=stem)
+        return parse_spec(text, source=str(path), default_name=stem, check=check)
     name = str(source).removeprefix("preset:")
     if name in preset_names():
-        return load_preset(name)
+        return load_preset(name, check)
     raise HiddenCostError(f"study file {source} does not exist and is not a preset "
                           f"(presets: {', '.join(preset_names())})")

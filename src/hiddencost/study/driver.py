@@ -64,7 +64,13 @@ from hiddencost.study.fidelity import (
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
 from hiddencost.study.packing import default_pack_size, form_packs
 from hiddencost.study.results import StudyRuns, load_records, read_study
-from hiddencost.study.spec import PlannedRun, StudySpec, execution_config, expand
+from hiddencost.study.spec import (
+    PlannedRun,
+    StudySpec,
+    execution_config,
+    expand,
+    spec_fingerprint,
+)
 from hiddencost.study.store import Owner, SQLiteStore
 from hiddencost.study.worker import OUTCOME_FILE, Task, read_outcome
 
@@ -214,6 +220,7 @@ def _sync_store(db: SQLiteStore, spec: StudySpec, runs: Sequence[PlannedRun],
     """Steps 2–5: insert the missing runs, merge unrecorded outcomes, reclaim stale rows and
     (with ``retry_failed``) reset failed ones; the counts go into ``report``."""
     report.new = db.add_pending(spec.name, runs)
+    db.record_expansion(spec.name, spec_fingerprint(spec), runs)
     emit("inserted", None)
     report.merged = merge_outcomes(db, runs, paths)
     report.reclaimed = len(db.reclaim_stale(owner, include_foreign=reclaim_all))

@@ -20,7 +20,7 @@ from typing import Any
 from hiddencost.errors import HiddenCostError
 from hiddencost.records import RunRecord
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
-from hiddencost.study.spec import PlannedRun, StudySpec, expand
+from hiddencost.study.spec import PlannedRun, StudySpec, expand, spec_fingerprint
 from hiddencost.study.store import STATUSES, RunRow
 from hiddencost.study.worker import checked_record
 
@@ -58,19 +58,15 @@ class StudyRuns:
 
 def read_study(spec: StudySpec, out: str | Path | None = None,
                store: str | Path | None = None) -> StudyRuns:
-    """Expand ``spec`` and read its rows from the store (which is not created when absent)."""
+    """The runs of ``spec`` and their rows in the store (which is not created when absent).
+    A spec the store's driver ran is read as the store recorded its expansion (one query, no
+    torch); any other is expanded here."""
     paths = StudyPaths.resolve(spec, out, store)
-    runs = expand(spec)
     if not paths.location.exists():
-        return StudyRuns(paths, runs, {}, False)
+        return StudyRuns(paths, expand(spec), {}, False)
     with paths.location.open(readonly=True) as db:
+        runs = db.expansion(spec.name, spec_fingerprint(spec)) or expand(spec)
         return StudyRuns(paths, runs, db.rows(r.key for r in runs), True)
-
-
-def done_runs(spec: StudySpec, out: str | Path | None = None,
-              store: str | Path | None = None) -> list[PlannedRun]:
-    """The runs of ``spec`` that the store holds as done, in expansion order."""
-    return [run for run, _ in read_study(spec, out, store).done()]
 
 
 def read_record(path: str | Path) -> RunRecord:

@@ -63,16 +63,14 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
-from hiddencost.backbones import resolve_backbone_name
-from hiddencost.checkpoints import is_url
+from hiddencost.budgets import parse_n_shot
 from hiddencost.compression import CompressionSpec, Dense, parse_compression
 from hiddencost.compression.spec import FIELD_NAMES
-from hiddencost.data import parse_n_shot
+from hiddencost.config import ENVIRONMENT_FIELDS, RunConfig, make_config
 from hiddencost.errors import HiddenCostError, validation_message
-from hiddencost.run import ENVIRONMENT_FIELDS, Method, RunConfig, make_config
+from hiddencost.locations import is_url
 from hiddencost.study.identity import key_of_identity
 
 #: The axes of a study grid, outermost first (the expansion order).
@@ -262,7 +260,8 @@ class StudySpec(BaseModel):
     model: list[str] = Field(default_factory=lambda: ["efficientnet_lite0"], min_length=1)
     dataset: list[str] = Field(default_factory=lambda: ["digits"], min_length=1)
     compression: list[Any] = Field(default_factory=lambda: [{"method": "none"}], min_length=1)
-    method: list[Method] = Field(default_factory=lambda: ["ilm"], min_length=1)
+    #: Method names, checked against the registries when the grid is expanded.
+    method: list[str] = Field(default_factory=lambda: ["ilm"], min_length=1)
     n_shot: list[int | None] = Field(default_factory=lambda: [None], min_length=1)
     seed: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -300,24 +299,6 @@ class StudySpec(BaseModel):
                                  f"{', '.join(sorted(_PARAM_FIELDS))}")
         return v
 
-    @model_validator(mode="after")
-    def _family_models_exist(self) -> StudySpec:
-        if not any(p.models for p in compression_points(self.compression)):
-            return self
-        known = set(self.model)
-        for m in self.model:
-            try:
-                known.add(resolve_backbone_name(m).arch)
-            except HiddenCostError:
-                pass  # an unknown model is reported, with its source, by parse_spec
-        for point in compression_points(self.compression):
-            unknown = sorted(set(point.models or ()) - known)
-            if unknown:
-                raise ValueError(f"compression family {point.family!r} names model "
-                                 f"{unknown[0]!r}, which is not one of the study's models "
-                                 f"({', '.join(self.model)})")
-        return self
-
     def environment(self) -> dict[str, Any]:
         """The environment fields given in ``params`` (device, data_root, download)."""
         return {k: v for k, v in self.params.items() if k in ENVIRONMENT_FIELDS}
@@ -337,8 +318,33 @@ class StudySpec(BaseModel):
                               allow_unicode=True)
 
 
-def parse_spec(text: str, source: str = "<spec>", default_name: str = "study") -> StudySpec:
-    """Parse and validate YAML text; every problem becomes a one-line HiddenCostError."""
+def _check_family_models(spec: StudySpec) -> None:
+    """A checkpoint family's ``models:`` must name models of the study (by name or arch)."""
+    points = compression_points(spec.compression)
+    if not any(p.models for p in points):
+        return
+    from hiddencost.backbones import resolve_backbone_name  # lazy: the registry loads torch
+
+    known = set(spec.model)
+    for m in spec.model:
+        try:
+            known.add(resolve_backbone_name(m).arch)
+        except HiddenCostError:
+            pass  # an unknown model is reported, with its source, by parse_spec
+    for point in points:
+        unknown = sorted(set(point.models or ()) - known)
+        if unknown:
+            raise HiddenCostError(f"compression family {point.family!r} names model "
+                                  f"{unknown[0]!r}, which is not one of the study's models "
+                                  f"({', '.join(spec.model)})")
+
+
+def parse_spec(text: str, source: str = "<spec>", default_name: str = "study",
+               check: bool = True) -> StudySpec:
+    """Parse and validate YAML text; every problem becomes a one-line HiddenCostError. With
+    ``check`` (the default) every run of the grid is resolved too (names against the
+    registries, values against the protocol), which loads torch; without it only the file's
+    structure is checked (enough to read a finished study's results)."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -360,7 +366,10 @@ def parse_spec(text: str, source: str = "<spec>", default_name: str = "study") -
         spec = StudySpec.model_validate(raw)
     except ValidationError as exc:
         raise HiddenCostError(f"{source}: {validation_message(exc)}") from None
+    if not check:
+        return spec
     try:
+        _check_family_models(spec)
         expand(spec)  # every run must be a valid configuration (names, values)
     except HiddenCostError as exc:
         raise HiddenCostError(f"{source}: {exc}") from None
@@ -371,6 +380,8 @@ def _grid(spec: StudySpec, environment: dict[str, Any]
           ) -> Iterator[tuple[RunConfig, CompressionPoint]]:
     """Every point of the grid as written (protocol defaults unresolved, duplicates kept), in
     expansion order, with its compression point."""
+    from hiddencost.backbones import resolve_backbone_name  # lazy: the registry loads torch
+
     points = compression_points(spec.compression)
     params = {k: v for k, v in spec.params.items() if k not in ENVIRONMENT_FIELDS}
     for model in spec.model:
@@ -387,6 +398,15 @@ def _grid(spec: StudySpec, environment: dict[str, Any]
                 if path is not None:
                     kwargs[name] = path
             yield make_config(**kwargs), point
+
+
+def spec_fingerprint(spec: StudySpec) -> str:
+    """What identifies a spec's expansion, hashed as a run key is: its name, grid and shared
+    parameters, not its description, runner, environment fields or checkpoint root (which do
+    not change its runs)."""
+    data = spec.model_dump(mode="json", exclude={"description", "checkpoint_root", "runner"})
+    data["params"] = {k: v for k, v in data["params"].items() if k not in ENVIRONMENT_FIELDS}
+    return key_of_identity(data)
 
 
 def expand(spec: StudySpec) -> list[PlannedRun]:

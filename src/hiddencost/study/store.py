@@ -1,10 +1,11 @@
 """The results store: one row per run, keyed by the run's content hash.
 
-The store sits behind the small :class:`ResultStore` protocol; :class:`SQLiteStore` is the
-default (one file, WAL journal, busy timeout). Each row holds the run key, the study that first
-asked for it, its environment-free configuration (JSON), tags (compression family, level),
-``status`` ∈ {pending, running, done, failed}, the scalar metrics (JSON), timings, the host that
-ran it, the error text of a failure, the number of attempts and, while running, its *owner*.
+The store is :class:`SQLiteStore`: one file, WAL journal, busy timeout. Each row holds the run
+key, the study that first asked for it, its environment-free configuration (JSON), tags
+(compression family, level), ``status`` ∈ {pending, running, done, failed}, the scalar metrics
+(JSON), timings, the host that ran it, the error text of a failure, the number of attempts and,
+while running, its *owner*. Beside the runs, ``expansions`` keeps which runs each spec a driver
+ran expands to (:meth:`SQLiteStore.record_expansion`), so its results read back without torch.
 
 Only the driver process writes. Every state change is one transaction, which makes a study
 safe to SIGKILL at any instant:
@@ -36,10 +37,10 @@ import sqlite3
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from hiddencost.errors import HiddenCostError
 from hiddencost.study.identity import canonical_json
@@ -66,7 +67,16 @@ CREATE TABLE IF NOT EXISTS runs (
     wall_time_s REAL
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE TABLE IF NOT EXISTS expansions (
+    study TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    keys TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (study, fingerprint)
+);
 """
+#: Keys per ``key IN (...)`` query (SQLite allows 32,766 parameters; smaller chunks are as fast).
+_IN_CHUNK = 500
 
 
 def process_start_time(pid: int) -> str | None:
@@ -159,51 +169,6 @@ class RunRow:
     wall_time_s: float | None
 
 
-class ResultStore(Protocol):
-    """What the driver, ``study status`` and ``study export`` need from a results store."""
-
-    def add_pending(self, study: str, runs: Iterable[PlannedRun]) -> int:
-        """Insert missing runs as pending (one transaction); return how many were new."""
-        ...
-
-    def reclaim_stale(self, me: Owner, include_foreign: bool = False) -> list[str]:
-        """Reset running rows whose owner is gone (see :func:`owner_alive`) to pending;
-        ``include_foreign`` also resets rows owned on other hosts. Return their keys."""
-        ...
-
-    def reset_failed(self, keys: Iterable[str]) -> list[str]:
-        """Reset failed rows among ``keys`` to pending (for ``--retry-failed``)."""
-        ...
-
-    def reset(self, keys: Iterable[str], status: str) -> list[str]:
-        """Rows among ``keys`` with ``status`` back to pending; returns their keys."""
-        ...
-
-    def claim(self, key: str, me: Owner) -> bool:
-        """pending → running owned by ``me``; False when the row was not pending."""
-        ...
-
-    def claim_many(self, keys: Iterable[str], me: Owner) -> list[str]:
-        """:meth:`claim` of several rows in one transaction (a pack's runs are claimed
-        together); returns the keys it claimed, in the given order."""
-        ...
-
-    def release(self, keys: Iterable[str], me: Owner) -> None:
-        """running (owned by ``me``) → pending, for runs interrupted before they finished."""
-        ...
-
-    def record(self, outcome: Mapping[str, Any]) -> bool:
-        """Write a worker outcome (status done/failed, metrics or error, timings) over a pending
-        or running row; False (and nothing written) when the row is finished or absent."""
-        ...
-
-    def rows(self, keys: Iterable[str] | None = None) -> dict[str, RunRow]:
-        """Rows by key (all rows, or those of ``keys`` that exist)."""
-        ...
-
-    def close(self) -> None: ...
-
-
 def _inspect(uri: str, timeout_s: float) -> tuple[sqlite3.Connection, set[str], int]:
     """Connect to ``uri``; its table names and schema version."""
     db = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None)
@@ -212,7 +177,7 @@ def _inspect(uri: str, timeout_s: float) -> tuple[sqlite3.Connection, set[str], 
 
 
 class SQLiteStore:
-    """:class:`ResultStore` in one SQLite file (WAL journal, busy timeout, one transaction per
+    """The results store, one SQLite file (WAL journal, busy timeout, one transaction per
     state change). ``timeout_s`` bounds how long a write waits for another connection."""
 
     def __init__(self, path: str | Path, timeout_s: float = 60.0, readonly: bool = False) -> None:
@@ -285,6 +250,7 @@ class SQLiteStore:
         self._db.execute("COMMIT")
 
     def add_pending(self, study: str, runs: Iterable[PlannedRun]) -> int:
+        """Insert missing runs as pending (one transaction); return how many were new."""
         now = time.time()
         rows = [(r.key, study, canonical_json(r.identity), canonical_json(r.tags), now)
                 for r in runs]
@@ -296,6 +262,8 @@ class SQLiteStore:
             return db.total_changes - before
 
     def reclaim_stale(self, me: Owner, include_foreign: bool = False) -> list[str]:
+        """Reset running rows whose owner is gone (see :func:`owner_alive`) to pending;
+        ``include_foreign`` also resets rows owned on other hosts. Return their keys."""
         with self._tx() as db:
             running = db.execute("SELECT key, owner FROM runs WHERE status = 'running'").fetchall()
             stale = []
@@ -308,6 +276,7 @@ class SQLiteStore:
         return stale
 
     def reset_failed(self, keys: Iterable[str]) -> list[str]:
+        """Reset failed rows among ``keys`` to pending (for ``--retry-failed``)."""
         return self.reset(keys, "failed")
 
     def reset(self, keys: Iterable[str], status: str) -> list[str]:
@@ -322,9 +291,12 @@ class SQLiteStore:
         return found
 
     def claim(self, key: str, me: Owner) -> bool:
+        """pending → running owned by ``me``; False when the row was not pending."""
         return self.claim_many([key], me) == [key]
 
     def claim_many(self, keys: Iterable[str], me: Owner) -> list[str]:
+        """:meth:`claim` of several rows in one transaction (a pack's runs are claimed
+        together); returns the keys it claimed, in the given order."""
         claimed = []
         with self._tx() as db:
             for key in keys:
@@ -337,12 +309,15 @@ class SQLiteStore:
         return claimed
 
     def release(self, keys: Iterable[str], me: Owner) -> None:
+        """running (owned by ``me``) → pending, for runs interrupted before they finished."""
         with self._tx() as db:
             db.executemany("UPDATE runs SET status = 'pending', owner = NULL "
                            "WHERE key = ? AND status = 'running' AND owner = ?",
                            [(k, str(me)) for k in keys])
 
     def record(self, outcome: Mapping[str, Any]) -> bool:
+        """Write a worker outcome (status done/failed, metrics or error, timings) over a pending
+        or running row; False (and nothing written) when the row is finished or absent."""
         status = outcome["status"]
         if status not in ("done", "failed"):
             raise ValueError(f"an outcome is done or failed, not {status!r}")
@@ -358,20 +333,55 @@ class SQLiteStore:
             return cur.rowcount == 1
 
     def rows(self, keys: Iterable[str] | None = None) -> dict[str, RunRow]:
-        wanted = None if keys is None else set(keys)
+        """Rows by key (all rows, or those of ``keys`` that exist; read with ``key IN``, a
+        chunk of keys per query, not a scan of the whole store)."""
+        select = ("SELECT key, study, config, tags, status, metrics, error, host, owner, "
+                  "attempts, created_at, started_at, finished_at, wall_time_s FROM runs")
+        if keys is None:
+            found = self._db.execute(select).fetchall()
+        else:
+            wanted = list(dict.fromkeys(keys))
+            found = []
+            for i in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[i:i + _IN_CHUNK]
+                found += self._db.execute(
+                    f"{select} WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
         out = {}
-        for row in self._db.execute(
-            "SELECT key, study, config, tags, status, metrics, error, host, owner, attempts, "
-            "created_at, started_at, finished_at, wall_time_s FROM runs"
-        ):
-            if wanted is not None and row[0] not in wanted:
-                continue
+        for row in found:
             out[row[0]] = RunRow(
                 key=row[0], study=row[1], config=json.loads(row[2]), tags=json.loads(row[3]),
                 status=row[4], metrics=None if row[5] is None else json.loads(row[5]),
                 error=row[6], host=row[7], owner=row[8], attempts=row[9], created_at=row[10],
                 started_at=row[11], finished_at=row[12], wall_time_s=row[13])
         return out
+
+    def record_expansion(self, study: str, fingerprint: str, runs: Sequence[PlannedRun]) -> None:
+        """Remember which runs (keys and tags), in which order, the spec with ``fingerprint``
+        expands to, so reading its results later needs no expansion (which resolves names
+        against the registries and loads torch)."""
+        entries = json.dumps([[r.key, r.tags] for r in runs])
+        with self._tx() as db:
+            db.execute("INSERT INTO expansions (study, fingerprint, keys, updated_at) "
+                       "VALUES (?, ?, ?, ?) ON CONFLICT(study, fingerprint) DO UPDATE SET "
+                       "keys = excluded.keys, updated_at = excluded.updated_at",
+                       (study, fingerprint, entries, time.time()))
+
+    def expansion(self, study: str, fingerprint: str) -> list[PlannedRun] | None:
+        """The runs :meth:`record_expansion` kept for this spec (identities from their rows),
+        or None: never run with this spec, a store written before expansions were kept, or a
+        run missing from the store."""
+        try:
+            row = self._db.execute("SELECT keys FROM expansions WHERE study = ? AND "
+                                   "fingerprint = ?", (study, fingerprint)).fetchone()
+        except sqlite3.OperationalError:  # a store older than the table, opened read-only
+            return None
+        if row is None:
+            return None
+        entries = json.loads(row[0])
+        rows = self.rows(key for key, _ in entries)
+        if len(rows) < len(entries):
+            return None
+        return [PlannedRun(key, rows[key].config, tags) for key, tags in entries]
 
     def counts(self, keys: Iterable[str]) -> Counter[str]:
         """Rows of ``keys`` by status; keys not in the store count as pending."""
@@ -395,12 +405,11 @@ class SQLiteStore:
 @dataclass(frozen=True)
 class StoreLocation:
     """Where a results store lives, parsed once from a path or URL: ``results.sqlite``,
-    ``sqlite:///rel.sqlite``, ``sqlite:////abs.sqlite``. ``postgresql://`` is reserved for a
-    future store and raises when opened. ``text`` is the location as given."""
+    ``sqlite:///rel.sqlite``, ``sqlite:////abs.sqlite``. ``text`` is the location as given."""
 
     text: str
     scheme: str
-    path: Path | None  # the SQLite file (None for a server store)
+    path: Path  # the SQLite file
 
     @classmethod
     def parse(cls, location: str | Path | StoreLocation) -> StoreLocation:
@@ -413,21 +422,15 @@ class StoreLocation:
         scheme, rest = text.split("://", 1)
         if scheme == "sqlite":
             return cls(text, scheme, Path(rest[1:] if rest.startswith("/") else rest))
-        if scheme in ("postgresql", "postgres"):
-            return cls(text, "postgresql", None)
         raise HiddenCostError(f"unknown store {text!r}: give a file path or sqlite:///PATH")
 
     def exists(self) -> bool:
-        """Whether the store holds anything yet: its SQLite file exists. A server store cannot
-        be checked without connecting, so it counts as existing (opening it says more)."""
-        return self.path is None or self.path.is_file()
+        """Whether the store holds anything yet: its SQLite file exists."""
+        return self.path.is_file()
 
     def open(self, readonly: bool = False) -> SQLiteStore:
         """Connect (a SQLite file is created when missing); ``readonly`` for commands that only
         read: the file must exist and be a hiddencost store, and nothing is written to it."""
-        if self.path is None:
-            raise HiddenCostError("PostgreSQL stores are not implemented yet; use a SQLite file "
-                                  "(the default) on the driver's local disk")
         return SQLiteStore(self.path, readonly=readonly)
 
     def __str__(self) -> str:

@@ -1,0 +1,152 @@
+"""Applying a :data:`~hiddencost.compression.spec.CompressionSpec` to a model, and what the
+compressed model measurably holds (:class:`CompressionReport`).
+
+Each spec variant's ``method`` has one function in :data:`APPLY` (the specs themselves are
+torch-free data, see :mod:`hiddencost.compression.spec`); a new variant adds its class there and
+its function here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from hiddencost.compression.measure import (
+    max_distinct_values_per_channel,
+    paper_remaining_percent,
+    sparsity_counts,
+)
+from hiddencost.compression.pruning import magnitude_prune, random_prune
+from hiddencost.compression.quantization import (
+    activation_quantizers,
+    calibrate_activations,
+    quantize_activations,
+    quantize_weights,
+)
+from hiddencost.compression.spec import (
+    VARIANTS,
+    CompressionSpec,
+    Dense,
+    MagnitudePruning,
+    Quantization,
+    RandomPruning,
+)
+from hiddencost.errors import HiddenCostError
+
+__all__ = ["APPLY", "CompressionReport", "apply_compression", "measure_compression"]
+
+
+def _dense(spec: Dense, model: nn.Module, images: torch.Tensor | None, batch: int) -> None:
+    """The dense spec does nothing."""
+
+
+def _magnitude(spec: MagnitudePruning, model: nn.Module, images: torch.Tensor | None,
+               batch: int) -> None:
+    magnitude_prune(model, spec.sparsity, scope=spec.scope, **spec.exclusions)
+
+
+def _random(spec: RandomPruning, model: nn.Module, images: torch.Tensor | None,
+            batch: int) -> None:
+    random_prune(model, spec.sparsity, spec.seed, scope=spec.scope, **spec.exclusions)
+
+
+def _quantize(spec: Quantization, model: nn.Module, images: torch.Tensor | None,
+              batch: int) -> None:
+    """Weights first, then activation quantizers calibrated on ``images``, so activation
+    ranges are those of the quantized-weight model."""
+    if spec.weight_bits is not None:
+        quantize_weights(model, spec.weight_bits, **spec.exclusions)
+    if spec.activation_bits is not None:
+        quantize_activations(model, spec.activation_bits, **spec.exclusions)
+        calibrate_activations(model, images, batch_size=batch)  # type: ignore[arg-type]
+
+
+#: Spec ``method`` → the function that compresses a model in place as that spec says.
+APPLY: dict[str, Callable[..., None]] = {
+    "none": _dense, "magnitude": _magnitude, "random": _random, "quantize": _quantize}
+
+
+@dataclass(frozen=True)
+class CompressionReport:
+    """What a compressed model measurably holds.
+
+    ``measured_sparsity = n_zero_weights / n_prunable_weights`` over the prunable layers *in the
+    spec's scope* (exclusions applied); ``overall_sparsity`` over all prunable layers.
+    ``max_distinct_values_per_channel`` is the largest number of distinct values in one output
+    channel of an in-scope weight when weights were quantized (at most ``2^weight_bits``), else
+    None. ``n_activation_quantizers`` counts calibrated activation quantizers.
+    ``paper_remaining_percent`` is the paper's convention (% of conv weights remaining, ``conv1``
+    excluded; :func:`~hiddencost.compression.measure.paper_remaining_percent`).
+    """
+
+    method: str
+    label: str
+    target_sparsity: float
+    measured_sparsity: float
+    weight_bits: int | None
+    activation_bits: int | None
+    n_prunable_weights: int
+    n_zero_weights: int
+    max_distinct_values_per_channel: int | None
+    overall_sparsity: float = 0.0
+    n_activation_quantizers: int = 0
+    paper_remaining_percent: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of all fields."""
+        return asdict(self)
+
+
+def measure_compression(model: nn.Module, spec: CompressionSpec) -> CompressionReport:
+    """Measure ``model`` against ``spec`` without changing it."""
+    excl = spec.exclusions
+    n_zero, n_total = sparsity_counts(model, **excl)
+    all_zero, all_total = sparsity_counts(model)
+    distinct = max_distinct_values_per_channel(model, **excl) if spec.weight_bits else None
+    return CompressionReport(
+        method=spec.method,
+        label=spec.label,
+        target_sparsity=spec.sparsity,
+        measured_sparsity=n_zero / n_total if n_total else 0.0,
+        weight_bits=spec.weight_bits,
+        activation_bits=spec.activation_bits,
+        n_prunable_weights=n_total,
+        n_zero_weights=n_zero,
+        max_distinct_values_per_channel=distinct,
+        overall_sparsity=all_zero / all_total if all_total else 0.0,
+        n_activation_quantizers=sum(q.calibrated for q in activation_quantizers(model)),
+        paper_remaining_percent=paper_remaining_percent(model),
+    )
+
+
+def apply_compression(
+    model: nn.Module,
+    spec: CompressionSpec,
+    calibration_images: torch.Tensor | None = None,
+    calibration_batch_size: int = 64,
+) -> CompressionReport:
+    """Compress a (pretrained, frozen) ``model`` in place as ``spec`` says; return what it holds.
+
+    Pruning uses :func:`magnitude_prune` / :func:`random_prune`; quantization applies
+    :func:`quantize_weights` first, then :func:`quantize_activations` and
+    :func:`calibrate_activations` on ``calibration_images`` (normalised model inputs, required
+    when ``activation_bits`` is set). Inputs are checked before the model is touched; if a later
+    step fails the model is left partly compressed, so compress a copy when the original matters.
+    """
+    apply = APPLY.get(getattr(spec, "method", None))
+    if apply is None or not isinstance(spec, VARIANTS):
+        raise HiddenCostError(f"expected a CompressionSpec, got {type(spec).__name__}")
+    if spec.activation_bits is not None:
+        if calibration_images is None:
+            raise HiddenCostError(
+                f"activation quantization ({spec.label}) needs calibration_images: "
+                "a tensor of normalised model inputs"
+            )
+        if not isinstance(calibration_images, torch.Tensor) or calibration_images.numel() == 0:
+            raise HiddenCostError("calibration_images must be a non-empty tensor")
+    apply(spec, model, calibration_images, calibration_batch_size)
+    return measure_compression(model, spec)
