@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from hiddencost.cli.report import app as report_app
 from hiddencost.errors import HiddenCostError
-from hiddencost.report import analyses as an
-from hiddencost.report import build, build_report
+from hiddencost.report import build_report
 from hiddencost.report.build import ReportError
+from hiddencost.report.sections import accuracy, calibration, prompts
 from hiddencost.report.table import table_from_db, table_from_records, table_from_spec
 from hiddencost.study.spec import parse_spec
 
@@ -240,8 +240,8 @@ def _raise(*args, **kwargs):
 def test_a_failing_section_is_shown_on_the_page_and_raised(tmp_path, monkeypatch):
     """One analysis and one figure fail: the page is still written, each error in its section
     and every other section intact, and build_report raises naming both sections."""
-    monkeypatch.setattr(an, "ece_vs_compression", _raise)
-    monkeypatch.setattr(build, "LOSS", dataclasses.replace(build.LOSS, draw=_raise))
+    monkeypatch.setattr(calibration, "ece_vs_compression", _raise)
+    monkeypatch.setattr(prompts, "LOSS", dataclasses.replace(prompts.LOSS, draw=_raise))
     records, tags, folders, keys = synthetic_records(
         methods=("ilm",), compressions=DEFAULT_COMPRESSIONS[:2], shots=(None,), seeds=(0, 1),
         epochs=2, artifacts=tmp_path / "artifacts")
@@ -268,7 +268,7 @@ def test_cli_exits_2_naming_the_failed_section(tmp_path, monkeypatch):
     from hiddencost.study.driver import run_study
 
     run_study(spec, out=tmp_path / "study", progress=False)
-    monkeypatch.setattr(an, "accuracy_vs_budget", _raise)
+    monkeypatch.setattr(accuracy, "accuracy_vs_budget", _raise)
     res = CliRunner().invoke(_app(), ["report", "--db", str(tmp_path / "study" / "study.sqlite"),
                                       "--out", str(tmp_path / "r")])
     assert res.exit_code == 2, res.output

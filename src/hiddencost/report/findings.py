@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, spearmanr
 
-from hiddencost.report.analyses import PERCENT, TASK, delta_heatmap, largest_budget
+from hiddencost.report.common import PERCENT, TASK, delta_heatmap, largest_budget
 from hiddencost.report.stats import ALPHA, holm, welch_test
 from hiddencost.report.table import level_unit
 
