@@ -95,7 +95,7 @@ def test_metric_columns_are_the_record_fields():
     assert METRICS[:len(METRIC_FIELDS)] == METRIC_FIELDS
     assert {"sparsity", "weight_bits", "activation_bits", "final_train_loss"} <= set(METRICS)
     assert set(METRICS) <= set(fields) and set(LISTS) <= set(fields)
-    assert "schema_version" not in METRICS and "synthetic" not in METRICS
+    assert "schema_version" not in METRICS
     row = table([(W4, {"accuracy": 0.7})]).iloc[0]
     assert row["accuracy"] == 0.7 and row["weight_bits"] == 4.0 and row["n_test"] == 450.0
 

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import typer
 from support import SYNTHETIC
@@ -203,8 +204,13 @@ def test_quickstart_ends_with_the_report(tmp_path, monkeypatch):
     import hiddencost.study.driver
     from hiddencost import quickstart
 
-    records, *_ = synthetic_records(methods=("ilm",), shots=(10,), seeds=(0,), epochs=2)
+    records, tags, *_ = synthetic_records(methods=("ilm",), shots=(10,), seeds=(0,), epochs=2)
     calls = {}
+    # what load_results reads from the store the (replaced) study would have written
+    results = pd.DataFrame([{**t, "method": "ilm", "n_shot_label": "10", "accuracy": r["accuracy"],
+                             "ece": r["ece"], "nll": r["nll"], "sparsity": r["sparsity"],
+                             "weight_bits": r["weight_bits"], "wall_time_s": r["wall_time_s"]}
+                            for r, t in zip(records, tags, strict=True)])
 
     def fake_report(source, out, **kw):
         calls.update(source=source, out=Path(out), **kw)
@@ -214,6 +220,7 @@ def test_quickstart_ends_with_the_report(tmp_path, monkeypatch):
         return Path(out) / "index.html"
 
     monkeypatch.setattr(hiddencost.study.driver, "run_preset", lambda *a, **k: records)
+    monkeypatch.setattr(quickstart, "load_results", lambda *a, **k: results)
     monkeypatch.setattr(hiddencost.report, "build_report", fake_report)
     console = Console(record=True, width=200)
     quickstart.run_quickstart(tmp_path / "qs", console, epochs=2)
@@ -223,6 +230,9 @@ def test_quickstart_ends_with_the_report(tmp_path, monkeypatch):
     text = console.export_text()
     assert f"report: {tmp_path / 'qs' / 'report' / 'index.html'}" in text
     assert "findings (the paper's claims on this study):\n  1. not testable: a claim." in text
+    summary = (tmp_path / "qs" / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("compression,method,n_shot,accuracy,ece,nll,delta_accuracy")
+    assert len(summary) == 1 + len(records)
 
 
 def test_result_records_roundtrip_through_json(tmp_path):

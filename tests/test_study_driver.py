@@ -77,7 +77,7 @@ def test_runs_everything_once_and_rerun_does_nothing(tmp_path):
     assert again.executed == 0 and again.new == 0 and again.counts["done"] == 12
     rows = _db_rows(tmp_path)
     assert sorted(rows) == sorted(r.key for r in expand(spec))
-    assert all(r.attempts == 1 and r.metrics["synthetic"] for r in rows.values())
+    assert all(r.attempts == 1 and r.metrics["n_train"] is None for r in rows.values())
     records = load_records(spec, tmp_path)
     assert [r["config"]["method"] for r in records[:2]] == ["ilm", "ilm"]
     for run in expand(spec):
@@ -246,7 +246,7 @@ def test_slurm_executor_on_submitits_local_cluster(tmp_path):
                        executor_options={"cluster": "local", "runs_per_job": 4, "poll_s": 0.2,
                                          "timeout_min": 5})
     assert report.counts["done"] == 4 and report.executed == 4
-    assert all(r.metrics["synthetic"] for r in _db_rows(tmp_path).values())
+    assert all(r.metrics["n_train"] is None for r in _db_rows(tmp_path).values())
     outcomes = [json.loads((tmp_path / "artifacts" / r.key / "outcome.json").read_text())
                 for r in expand(spec)]
     assert len({o["pid"] for o in outcomes}) == 1 and outcomes[0]["pid"] != os.getpid()

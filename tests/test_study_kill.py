@@ -50,7 +50,7 @@ params: {{epochs: 2}}
 runner: "{SYNTHETIC}"
 """
 SLEEP = "0.05"  # per epoch: 0.1 s per run, 32 runs
-COMPARED = ("accuracy", "ece", "nll", "final_train_loss", "synthetic")
+COMPARED = ("accuracy", "ece", "nll", "final_train_loss", "network_family")
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,9 @@ from typing import Any
 
 import timm
 from torch import nn
-from torchvision.models._meta import _IMAGENET_CATEGORIES
 
 from hiddencost.errors import HiddenCostError
+from hiddencost.imagenet import imagenet_class_names
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -161,11 +161,6 @@ def _timm_network(entry: BackboneEntry, num_classes: int | None) -> nn.Module:
     return timm.create_model(entry.timm_arch, pretrained=False,
                              num_classes=entry.cfg.num_classes if num_classes is None
                              else num_classes)
-
-
-def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k class names in index order (shipped inside torchvision)."""
-    return list(_IMAGENET_CATEGORIES)
 
 
 def _lite(version: int, size: int) -> BackboneEntry:

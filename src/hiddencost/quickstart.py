@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from rich.console import Console
 from rich.table import Table
 
 from hiddencost import report
-from hiddencost.compression import parse_compression
 from hiddencost.records import RunRecord
 from hiddencost.report.analyses import crossmodal_table
 from hiddencost.report.build import crossmodal_shown
@@ -30,10 +28,8 @@ from hiddencost.report.table import table_from_spec
 from hiddencost.run import RunConfig
 from hiddencost.study import driver
 from hiddencost.study.catalog import QUICKSTART, QUICKSTART_CROSSMODAL, load_preset
+from hiddencost.study.results import load_results
 from hiddencost.study.spec import StudySpec, run_configs
-
-#: A result record as the summary reads it: typed, or its ``result.json`` dict.
-Record = RunRecord | Mapping[str, Any]
 
 
 def quickstart_spec(epochs: int | None = None) -> StudySpec:
@@ -47,34 +43,26 @@ def quickstart_configs(epochs: int | None = None, device: str = "auto") -> list[
     return run_configs(quickstart_spec(epochs), device=device)
 
 
-def shot_label(n_shot: int | None) -> str:
-    """``full`` for all data, else ``N-shot``."""
-    return "full" if n_shot is None else f"{n_shot}-shot"
-
-
-def summary_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
-    """One flat row per run, with the accuracy drop against the dense run of the same cell."""
-    dense = {
-        (r["config"]["method"], r["config"]["n_shot"]): r["accuracy"]
-        for r in records if parse_compression(r["config"]["compression"]).family == "dense"
-    }
-    rows = []
-    for r in records:
-        c = r["config"]
-        base = dense.get((c["method"], c["n_shot"]))
-        rows.append({
-            "compression": r["compression"]["label"],
-            "method": c["method"],
-            "n_shot": shot_label(c["n_shot"]),
-            "accuracy": r["accuracy"],
-            "ece": r["ece"],
-            "nll": r["nll"],
-            "delta_accuracy_vs_dense": None if base is None else base - r["accuracy"],
-            "sparsity": r["sparsity"],
-            "weight_bits": r["weight_bits"],
-            "wall_time_s": r["wall_time_s"],
-        })
-    return rows
+def summary_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per run of :func:`~hiddencost.study.results.load_results`' table, with the
+    accuracy drop against the dense run of the same method and budget (Δ = dense −
+    compressed)."""
+    dense = results[results["family"] == "dense"]
+    base = dict(zip(zip(dense["method"], dense["n_shot_label"], strict=True), dense["accuracy"],
+                    strict=True))
+    return [{
+        "compression": r.compression,
+        "method": r.method,
+        "n_shot": "full" if r.n_shot_label == "full" else f"{r.n_shot_label}-shot",
+        "accuracy": r.accuracy,
+        "ece": r.ece,
+        "nll": r.nll,
+        "delta_accuracy_vs_dense": (None if (r.method, r.n_shot_label) not in base
+                                    else base[(r.method, r.n_shot_label)] - r.accuracy),
+        "sparsity": r.sparsity,
+        "weight_bits": None if pd.isna(r.weight_bits) else int(r.weight_bits),
+        "wall_time_s": r.wall_time_s,
+    } for r in results.itertuples(index=False)]
 
 
 def print_table(console: Console, rows: list[dict[str, Any]]) -> None:
@@ -115,7 +103,7 @@ def run_quickstart(
     start = time.perf_counter()
     records = driver.run_preset(QUICKSTART, out=out, console=console,
                                 params={"epochs": epochs} if epochs else None, device=device)
-    rows = summary_rows(records)
+    rows = summary_rows(load_results(quickstart_spec(epochs), out=out))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "summary.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

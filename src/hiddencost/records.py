@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: Bumped whenever a field is added, removed or changes meaning (2: ``paper_kl_uniform_incorrect``,
 #: ``paper_remaining_percent``; 3: ``method``, ``network_family`` and the CPU's ISA in
@@ -57,6 +57,8 @@ class MethodCard(BaseModel):
     display_name: str
     marker: str = "o"
     learns_prompt: bool = False
+    #: The tasks it reads: ``image`` or ``sequence`` (text, DNA: cross-modal reprogramming).
+    modality: str = "image"
 
 
 class Reliability(BaseModel):
@@ -125,9 +127,15 @@ class RunRecord(BaseModel):
     #: Things the run did that its configuration does not say (e.g. an N-shot above every
     #: class, so the run used all training data).
     warnings: list[str] = Field(default_factory=list)
-    #: True for records a stand-in runner made up (study-machinery tests, report previews):
-    #: no backbone was trained.
-    synthetic: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_schemas(cls, data: Any) -> Any:
+        # schema ≤ 2 records carried a ``synthetic`` flag (a test seam, always false for a
+        # real run); it is dropped on reading
+        if isinstance(data, dict) and "synthetic" in data and data.get("schema_version", 1) < 3:
+            data = {k: v for k, v in data.items() if k != "synthetic"}
+        return data
 
     def __getitem__(self, key: str) -> Any:
         """``record["accuracy"]``: read a field as in the JSON (nested models as dicts)."""

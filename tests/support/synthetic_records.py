@@ -7,7 +7,7 @@ compression severity and rises with the budget, ECE rises with severity, per-cla
 drops on chosen classes, and label mappings move for compressed models. With ``artifacts``, each
 VP run also gets ``weights.safetensors`` (``prompt.delta``) and ``prompt_history.safetensors``.
 
-Every record has ``synthetic=True`` and every field a real record has (weights, split sizes,
+Every record has every field a real record has (weights, split sizes,
 effective shots, device, versions); the grid's records are returned as their ``result.json``
 dicts (:meth:`RunRecord.to_json`), as a study reads them back from disk.
 """
@@ -149,7 +149,6 @@ def make_record(
                  for i, v in enumerate(losses)],
         final_train_loss=float(losses[-1]), wall_time_s=1.0, device="cpu",
         versions={"hiddencost": __version__, "python": platform.python_version()},
-        synthetic=True,
     )
 
 

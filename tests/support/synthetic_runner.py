@@ -6,9 +6,10 @@ in seconds. The runner has :func:`hiddencost.run.run_one`'s signature and contra
 deterministic pseudo-metrics from the run's identity (so any executor gives identical numbers),
 does a little real arithmetic, sleeps ``epochs × HIDDENCOST_SYNTHETIC_SLEEP`` seconds (default
 0.01 s per epoch), calls ``on_epoch`` once per epoch, writes ``result.json`` and returns the
-:class:`~hiddencost.records.RunRecord` (``synthetic=True``; fields a real run measures on the
-backbone, such as ``sparsity``, keep their defaults). A learning rate ≥ 1 raises
-:class:`~hiddencost.errors.TrainingDivergedError`, as a real run with a NaN loss does, and a
+:class:`~hiddencost.records.RunRecord` (fields a real run measures on the backbone, such as
+``sparsity``, keep their defaults; the method card comes from the real registry). A learning
+rate ≥ 1 raises :class:`~hiddencost.errors.TrainingDivergedError`, as a real run with a NaN
+loss does, and a
 checkpoint path that is not a file raises :class:`~hiddencost.errors.HiddenCostError`, as a
 missing checkpoint does. When ``HIDDENCOST_SYNTHETIC_LOG`` names a file, every start of a run
 appends ``<key> <pid>`` to it (to count executions in tests).
@@ -27,7 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hiddencost.backbones import resolve_backbone_name
 from hiddencost.errors import HiddenCostError, TrainingDivergedError
+from hiddencost.prompting.catalog import method_card
 from hiddencost.records import RunRecord
 from hiddencost.study.identity import run_key
 
@@ -78,6 +81,7 @@ def synthetic_runner(
     digest = hashlib.sha256(key.encode()).digest()
     accuracy = int.from_bytes(digest[:4], "big") / 2**32
     history = _train(cfg, accuracy, on_epoch)
+    family = resolve_backbone_name(cfg.model).family
     record = RunRecord(
         config=cfg.resolved().model_dump(mode="json"),
         accuracy=accuracy,
@@ -87,7 +91,8 @@ def synthetic_runner(
         history=history,
         final_train_loss=history[-1]["loss"],
         wall_time_s=time.perf_counter() - start,
-        synthetic=True,
+        method=method_card(cfg.method, family),
+        network_family=family,
     )
     if out_dir is not None:
         out = Path(out_dir)

@@ -12,15 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 import hiddencost.cli.common as common
-from hiddencost.backbones import available_backbones
+from hiddencost.budgets import parse_n_shot
 from hiddencost.compression.parse import flag_fields
-from hiddencost.data import available_datasets, parse_n_shot
+from hiddencost.config import make_config
 from hiddencost.errors import HiddenCostError
 from hiddencost.progress import epoch_progress
-from hiddencost.prompting.catalog import METHOD_TABLES
-from hiddencost.quickstart import run_crossmodal_quickstart, run_quickstart
 from hiddencost.records import COMPRESSION_FIELDS, METRIC_FIELDS
-from hiddencost.run import make_config, run_one
 from hiddencost.study.catalog import QUICKSTART, QUICKSTART_CROSSMODAL
 
 app = common.command_app()
@@ -106,6 +103,8 @@ def run(
         restrict_templates=restrict_templates, device=device,
         save_prompt_history=save_prompt_history,
     )
+    from hiddencost.run import run_one  # lazy: torch (commands load what they use)
+
     with epoch_progress(console, cfg.epochs) as on_epoch:
         record = run_one(cfg, out_dir=out, on_epoch=on_epoch)
     table = Table(title=f"{cfg.method} · {record['compression']['label']} · {cfg.dataset}")
@@ -134,6 +133,11 @@ def quickstart(
     name = QUICKSTART_CROSSMODAL if crossmodal else QUICKSTART
     out = out or Path("hiddencost-results") / name
     common.output_folder(out)
+    from hiddencost.quickstart import (  # lazy: torch (commands load what they use)
+        run_crossmodal_quickstart,
+        run_quickstart,
+    )
+
     run = run_crossmodal_quickstart if crossmodal else run_quickstart
     run(out, console, epochs=epochs, device=device)
 
@@ -141,6 +145,9 @@ def quickstart(
 @common.command(app)
 def models() -> None:
     """List the registered backbones and the transfer methods each takes."""
+    from hiddencost.backbones import available_backbones  # lazy: the registries load torch
+    from hiddencost.prompting.catalog import METHOD_TABLES  # lazy: as above
+
     common.print_rows(console, "backbones", ("name", "weights", "input", "methods",
                                              "description"),
                [(e.name, e.cfg.source, e.cfg.input_size, ", ".join(METHOD_TABLES[e.family]),
@@ -150,6 +157,8 @@ def models() -> None:
 @common.command(app)
 def datasets() -> None:
     """List the registered datasets."""
+    from hiddencost.data import available_datasets  # lazy: the registry loads torch
+
     common.print_rows(console, "datasets", ("name", "classes", "inner size", "needs --data-root",
                                      "description"),
                [(d.name, d.num_classes or "any", d.inner_size, "yes" if d.needs_root else "no",

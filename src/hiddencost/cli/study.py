@@ -19,7 +19,6 @@ from rich.table import Table
 
 import hiddencost.cli.common as common
 from hiddencost.errors import HiddenCostError
-from hiddencost.fidelity import print_fidelity_table
 from hiddencost.study.catalog import load_preset, load_spec, preset_names
 from hiddencost.study.driver import (
     build_tasks,
@@ -28,7 +27,7 @@ from hiddencost.study.driver import (
     study_fidelity,
 )
 from hiddencost.study.executors import EXECUTORS, executor_options
-from hiddencost.study.fidelity import DEFAULT_FIDELITY_IMAGES, fidelity_rows
+from hiddencost.study.fidelity_file import DEFAULT_FIDELITY_IMAGES
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
 from hiddencost.study.packing import default_pack_size, form_packs
 from hiddencost.study.plan import make_plan, measure_throughput, read_profile
@@ -209,7 +208,7 @@ def plan_cmd(
     console.print(f"device time {format_duration(plan.device_s)} ({source}); {plan.packs} "
                   f"packs of up to {size}; wall time on {gpus} device(s) ≥ "
                   f"{format_duration(plan.wall_s)} (pack speed-up {speedup:g}× on VP)",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     if plan.unknown:
         console.print(f"not estimated (split sizes unknown until loaded): "
                       f"{', '.join(plan.unknown)}", highlight=False)
@@ -243,6 +242,9 @@ def fidelity_cmd(
         console.print("no compressed backbone has a done run: nothing to measure",
                       highlight=False)
         return
+    from hiddencost.fidelity import print_fidelity_table  # lazy: torch
+    from hiddencost.study.fidelity import fidelity_rows  # lazy: torch
+
     print_fidelity_table(console, fidelity_rows(entries), "upstream fidelity")
 
 
@@ -254,7 +256,7 @@ def status_cmd(
     failed: Annotated[bool, typer.Option("--failed", help="List failed runs and errors.")] = False,
 ) -> None:
     """Done / failed / running / pending counts and an ETA."""
-    status = study_status(load_spec(spec), out, store)
+    status = study_status(load_spec(spec, check=False), out, store)  # reading: no torch
     c = status.counts
     table = Table(title=f"study {status.name}")
     for col in ("runs", "done", "failed", "running", "pending", "mean run", "ETA"):
@@ -288,7 +290,7 @@ def export_cmd(
         help="Only runs with this status (repeatable).")] = None,
 ) -> None:
     """One row per run: configuration, compression tags, metrics, status, timings."""
-    study = load_spec(spec)
+    study = load_spec(spec, check=False)  # reading results: no resolution, no torch
     for s in status or ():
         if s not in STATUSES:
             raise HiddenCostError(f"unknown status {s!r}; use {', '.join(STATUSES)}")

@@ -7,20 +7,11 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 from rich.console import Console
 
 import hiddencost.cli.common as common
-from hiddencost.backbones import create_model
-from hiddencost.checkpoints import CHECKPOINT_SUFFIXES
-from hiddencost.device import resolve_device
 from hiddencost.errors import HiddenCostError
-from hiddencost.fidelity import cached_fidelity, print_fidelity_table
-from hiddencost.recipes import save_artifact
-from hiddencost.recipes.artifact import artifact_metadata_path
-from hiddencost.recipes.registry import RECIPES, CompressOptions, train_data
-from hiddencost.zoo import available_zoo
 
 app = common.command_app()
 console = Console()
@@ -29,6 +20,8 @@ console = Console()
 @common.command(app)
 def zoo() -> None:
     """List the compressed-checkpoint formats of the zoo (tags, architectures, sources)."""
+    from hiddencost.zoo import available_zoo  # lazy: torch (commands load what they use)
+
     common.print_rows(console, "compression zoo (pass the file with --checkpoint)",
                ("example", "format", "architectures", "description", "source"),
                [(f.example, f.format, ", ".join(f.archs) if f.archs else "any", f.description,
@@ -41,8 +34,9 @@ def compress(
         "efficientnet_lite0"),
     weights: common.WeightsOpt = "pretrained",
     checkpoint: Annotated[Path | None, typer.Option(help="Start from this state dict.")] = None,
-    recipe: Annotated[str, typer.Option(help=f"One of {', '.join(RECIPES)}.")] = (
-        "magnitude"),
+    recipe: Annotated[str, typer.Option(
+        help="A registered recipe: magnitude, random, quantize, gmp, imp or structured "
+             "(an unknown name lists them all).")] = "magnitude",
     sparsity: Annotated[float, typer.Option(help="Target sparsity (magnitude/random/gmp).")] = 0.5,
     weight_bits: Annotated[int | None, typer.Option(help="quantize: weight bits.")] = None,
     activation_bits: Annotated[int | None, typer.Option(help="quantize: activation bits.")] = None,
@@ -72,6 +66,13 @@ def compress(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("compressed/latest"),
 ) -> None:
     """Compress a backbone and write OUT/model.safetensors + OUT/model.json."""
+    import torch  # lazy: torch (commands load what they use)
+
+    from hiddencost.backbones import create_model  # lazy: as above
+    from hiddencost.device import resolve_device  # lazy: as above
+    from hiddencost.recipes import save_artifact  # lazy: as above
+    from hiddencost.recipes.registry import RECIPES, CompressOptions, train_data  # lazy: as above
+
     chosen = RECIPES.get(recipe)
     opts = CompressOptions.parse(
         sparsity=sparsity, scope=scope, weight_bits=weight_bits,  # type: ignore[arg-type]
@@ -98,6 +99,9 @@ def compress(
 def _compressed(item: str) -> dict[str, Any]:
     """What one ``--compressed`` names: ``NAME=PATH`` (a zoo checkpoint), a file (an artifact of
     ``compress`` or a state dict of the dense architecture), or a compression in short form."""
+    from hiddencost.checkpoints import CHECKPOINT_SUFFIXES  # lazy: torch
+    from hiddencost.recipes.artifact import artifact_metadata_path  # lazy: torch
+
     name, eq, path = item.partition("=")
     if eq:
         return {"compressed_model": name, "compressed_checkpoint": path}
@@ -133,6 +137,11 @@ def fidelity(
     out: Annotated[Path | None, typer.Option(help="Write all results as JSON here.")] = None,
 ) -> None:
     """Top-1 agreement and KL(p_dense || p_compressed) of compressed models on any images."""
+    from hiddencost.fidelity import (  # lazy: torch (commands load what they use)
+        cached_fidelity,
+        print_fidelity_table,
+    )
+
     if not compressed:
         raise HiddenCostError("give at least one --compressed (e.g. magnitude:0.9 or w4)")
     items = [_compressed(item) for item in compressed]

@@ -51,4 +51,5 @@ def method_card(name: str, family: str) -> MethodCard:
     """The :class:`~hiddencost.records.MethodCard` of method ``name`` of ``family`` backbones."""
     method = method_for(name, family)
     return MethodCard(name=name, id=f"{family}/{name}", display_name=method.display_name or name,
-                      marker=method.marker, learns_prompt=method.learns_prompt)
+                      marker=method.marker, learns_prompt=method.learns_prompt,
+                      modality=method.modality)

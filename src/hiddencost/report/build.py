@@ -50,7 +50,7 @@ from hiddencost.report.table import (
     missing_results_warning,
 )
 from hiddencost.study.catalog import load_spec
-from hiddencost.study.fidelity import read_fidelity
+from hiddencost.study.fidelity_file import read_fidelity
 from hiddencost.study.layout import StudyPaths
 from hiddencost.study.spec import StudySpec
 from hiddencost.study.store import StoreLocation
@@ -164,13 +164,13 @@ def results_root(source: Any, results: str | Path | None = None,
     if is_store_source(text):
         path = StoreLocation.parse(text).path
         return None if path is None else path.parent
-    return StudyPaths.resolve(load_spec(text), results, store).root
+    return StudyPaths.resolve(load_spec(text, check=False), results, store).root
 
 
 def _parsed(source: Any) -> Any:
     """``source`` with a study file or preset name parsed (once, for the table and fidelity)."""
     if isinstance(source, str | Path) and not is_store_source(str(source)):
-        return load_spec(str(source))
+        return load_spec(str(source), check=False)  # reading results: no resolution
     return source
 
 

@@ -56,11 +56,7 @@ from hiddencost.progress import make_progress
 from hiddencost.records import RunRecord
 from hiddencost.study.catalog import load_preset
 from hiddencost.study.executors import Executor, make_executor
-from hiddencost.study.fidelity import (
-    DEFAULT_FIDELITY_IMAGES,
-    FIDELITY_FILE,
-    record_study_fidelity,
-)
+from hiddencost.study.fidelity_file import DEFAULT_FIDELITY_IMAGES, FIDELITY_FILE
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
 from hiddencost.study.packing import default_pack_size, form_packs
 from hiddencost.study.results import StudyRuns, load_records, read_study
@@ -332,7 +328,9 @@ def run_study(
             overrides the spec's ``params``.
         checkpoint_root: where relative checkpoint paths live (overrides the spec's).
         max_runs: execute at most this many runs now.
-        console: where to print; ``progress=False`` turns the progress bars off.
+        console: where to print the plan, progress bars and summary (None: nothing is
+            printed; the returned report says what happened); ``progress=False`` turns the
+            progress bars off.
         fidelity: record upstream fidelity (step 7); None = when ``spec.runner`` is unset.
         fidelity_images: test images per dataset for fidelity.
         on_event: called as ``on_event(step, key)`` at each step of :data:`EVENTS`.
@@ -342,7 +340,7 @@ def run_study(
             :mod:`hiddencost.study.packing`); None: 1 on CPU, several on a GPU.
     """
     start = time.perf_counter()
-    console = console or Console()
+    console = console or Console(quiet=True)  # a library call prints nothing unless given one
     runs = expand(spec)
     keys = [r.key for r in runs]
     paths = StudyPaths.resolve(spec, out, store)
@@ -377,6 +375,8 @@ def run_study(
 
 def _fidelity(spec: StudySpec, done: Sequence[PlannedRun], paths: StudyPaths, env: Environment,
               images: int, console: Console, progress: bool) -> list[dict[str, Any]]:
+    from hiddencost.study.fidelity import record_study_fidelity  # lazy: measuring loads torch
+
     entries = record_study_fidelity(
         spec, done, paths.root, images_per_dataset=images, checkpoint_root=env.checkpoint_root,
         device=env.fields.get("device") or "auto", data_root=env.fields.get("data_root"),
@@ -411,7 +411,7 @@ def study_fidelity(
     with study.paths.writable():
         return _fidelity(spec, done, study.paths,
                          resolve_environment(spec, environment, checkpoint_root),
-                         images_per_dataset, console or Console(), progress)
+                         images_per_dataset, console or Console(quiet=True), progress)
 
 
 def run_preset(

@@ -39,7 +39,6 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from hiddencost.errors import HiddenCostError
 from hiddencost.registry import Registry
-from hiddencost.run import RunCache
 from hiddencost.study.worker import (
     Task,
     execute_chunk,
@@ -131,10 +130,12 @@ class LocalExecutor(ExecutorBase):
     in_process = True
 
     def __init__(self) -> None:
-        self.cache: RunCache | None = None  # made on first use
+        self.cache: Any = None  # a RunCache, made on first use
 
     def execute(self, packs: Sequence[Sequence[Task]], hooks: Hooks) -> None:
         if self.cache is None:
+            from hiddencost.run import RunCache  # lazy: torch, only when runs execute here
+
             self.cache = RunCache()
         for pack in packs:
             claimed = hooks.claim_pack(pack)

@@ -33,7 +33,6 @@ Any other exception (a bug, CUDA out of memory) propagates.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -49,6 +48,14 @@ from hiddencost.data import dataset_info
 from hiddencost.errors import HiddenCostError
 from hiddencost.fidelity import FidelityMetrics, FidelityRow, cached_fidelity
 from hiddencost.progress import make_progress
+from hiddencost.study.fidelity_file import (  # noqa: F401 (re-exported: the file's API)
+    DEFAULT_FIDELITY_IMAGES,
+    FIDELITY_CACHE,
+    FIDELITY_FILE,
+    FIDELITY_FILE_VERSION,
+    read_fidelity,
+    write_fidelity,
+)
 from hiddencost.study.identity import key_of_identity
 from hiddencost.study.spec import (
     CompressionPoint,
@@ -59,11 +66,6 @@ from hiddencost.study.spec import (
     expand,
 )
 
-FIDELITY_FILE = "fidelity.json"
-FIDELITY_CACHE = "fidelity"
-FIDELITY_FILE_VERSION = 1
-#: Test images per dataset: the binomial standard error of an agreement is then ≤ 3.1 pp.
-DEFAULT_FIDELITY_IMAGES = 256
 #: The run identity fields that all runs of one fidelity target share.
 TARGET_FIELDS = ("model", "dataset", "compression", "checkpoint")
 
@@ -274,32 +276,3 @@ def record_study_fidelity(
 def fidelity_rows(entries: Sequence[Mapping[str, Any]]) -> list[FidelityRow]:
     """The table rows of JSON entries (as :func:`record_study_fidelity` returns them)."""
     return [FidelityEntry.from_json(e).row() for e in entries]
-
-
-def write_fidelity(root: str | Path, study: str, images_per_dataset: int,
-                   entries: Sequence[Mapping[str, Any]]) -> Path:
-    """Write ``root/fidelity.json`` (JSON entries, see :meth:`FidelityEntry.to_json`)
-    atomically and return its path."""
-    path = Path(root) / FIDELITY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"version": FIDELITY_FILE_VERSION, "study": study,
-           "images_per_dataset": images_per_dataset, "entries": list(entries)}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
-    tmp.replace(path)
-    return path
-
-
-def read_fidelity(root: str | Path) -> list[dict[str, Any]]:
-    """The JSON entries of ``root/fidelity.json`` ([] when there is none)."""
-    path = Path(root) / FIDELITY_FILE
-    if not path.is_file():
-        return []
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise HiddenCostError(f"{path} is unreadable: {exc}") from None
-    entries = doc.get("entries") if isinstance(doc, dict) else None
-    if not isinstance(entries, list):
-        raise HiddenCostError(f"{path} has no 'entries' list")
-    return entries

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hiddencost.data import dataset_info
 from hiddencost.errors import HiddenCostError
 from hiddencost.study.spec import PlannedRun
 
@@ -80,6 +79,7 @@ def run_cost(identity: dict[str, Any]) -> RunCost | None:
     """The backbone work of one run (see the module docstring); None when its dataset's
     split sizes are not known before loading it."""
     from hiddencost.backbones import resolve_backbone_name  # lazy: torch
+    from hiddencost.data import dataset_info  # lazy: torch
     from hiddencost.prompting.catalog import method_for  # lazy: torch
     from hiddencost.run import RunConfig, settings_of  # lazy: torch
 

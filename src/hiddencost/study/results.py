@@ -12,16 +12,18 @@ import csv
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from hiddencost.errors import HiddenCostError
 from hiddencost.records import RunRecord
-from hiddencost.study.layout import RESULT_FILE, StudyPaths
+from hiddencost.study.layout import RESULT_FILE, STORE_FILE, StudyPaths
 from hiddencost.study.spec import PlannedRun, StudySpec, expand, spec_fingerprint
-from hiddencost.study.store import STATUSES, RunRow
+from hiddencost.study.store import STATUSES, RunRow, StoreLocation
 from hiddencost.study.worker import checked_record
 
 EXPORT_FORMATS: tuple[str, ...] = ("csv", "parquet")
@@ -155,41 +157,93 @@ def format_duration(seconds: float | None) -> str:
     return f"{s}s"
 
 
+def _flat(run: PlannedRun, row: RunRow | None, status: str, folder: Path,
+          missing: bool) -> dict[str, Any]:
+    """One run as a flat row (see :func:`load_results` for the columns)."""
+    cfg = dict(run.identity)
+    comp = cfg.pop("compression")
+    flat: dict[str, Any] = {"key": run.key, "status": status}
+    flat.update({k: run.tags.get(k) for k in ("family", "compression", "level", "unit")})
+    flat.update(cfg)
+    flat["n_shot_label"] = "full" if cfg["n_shot"] is None else str(cfg["n_shot"])
+    flat.update({f"compression_{k}": v for k, v in comp.items()})
+    for k, v in ((row.metrics or {}) if row else {}).items():
+        flat.setdefault(k, v)
+    flat.update({
+        "error": row.error if row else None,
+        "host": row.host if row else None,
+        "attempts": row.attempts if row else 0,
+        "started_at": row.started_at if row else None,
+        "finished_at": row.finished_at if row else None,
+        "elapsed_s": row.wall_time_s if row else None,
+        "artifacts": str(folder),
+        "result_missing": missing,
+    })
+    return flat
+
+
 def export_rows(spec: StudySpec, out: str | Path | None = None,
                 store: str | Path | None = None,
                 statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """One flat dict per run of ``spec`` in expansion order: key, status, compression tags,
-    every configuration field (``compression_*`` for the compression spec), every scalar
-    metric, and error / host / timings / attempts / artifact folder."""
-    study = read_study(spec, out, store)
+    """One flat dict per run of ``spec`` in expansion order (see :func:`load_results`)."""
+    return _rows(read_study(spec, out, store), statuses)
+
+
+def _rows(study: StudyRuns, statuses: Sequence[str] | None) -> list[dict[str, Any]]:
     missing = set(study.missing_results())
-    table = []
-    for run in study.runs:
-        row = study.rows.get(run.key)
-        status = study.status(run)
-        if statuses and status not in statuses:
-            continue
-        cfg = dict(run.identity)
-        comp = cfg.pop("compression")
-        flat: dict[str, Any] = {"key": run.key, "status": status}
-        flat.update({k: run.tags.get(k) for k in ("family", "compression", "level", "unit")})
-        flat.update(cfg)
-        flat["n_shot_label"] = "full" if cfg["n_shot"] is None else str(cfg["n_shot"])
-        flat.update({f"compression_{k}": v for k, v in comp.items()})
-        for k, v in ((row.metrics or {}) if row else {}).items():
-            flat.setdefault(k, v)
-        flat.update({
-            "error": row.error if row else None,
-            "host": row.host if row else None,
-            "attempts": row.attempts if row else 0,
-            "started_at": row.started_at if row else None,
-            "finished_at": row.finished_at if row else None,
-            "elapsed_s": row.wall_time_s if row else None,
-            "artifacts": str(study.paths.run_dir(run.key)),
-            "result_missing": run.key in missing,
-        })
-        table.append(flat)
-    return table
+    return [_flat(run, study.rows.get(run.key), study.status(run), study.paths.run_dir(run.key),
+                  run.key in missing)
+            for run in study.runs if not statuses or study.status(run) in statuses]
+
+
+def _store_study(location: Path) -> StudyRuns:
+    """Every run of a results store file, in the order they were added; artifacts beside it."""
+    paths = StudyPaths(location.parent, StoreLocation.parse(location),
+                       location.parent / "artifacts")
+    with paths.location.open(readonly=True) as db:
+        rows = db.rows()
+    runs = [PlannedRun(r.key, r.config, r.tags)
+            for r in sorted(rows.values(), key=lambda r: r.created_at)]
+    return StudyRuns(paths, runs, rows, True)
+
+
+def _study_of(source: StudySpec | str | Path, out: str | Path | None,
+              store: str | Path | None) -> StudyRuns:
+    if isinstance(source, StudySpec):
+        return read_study(source, out, store)
+    path = Path(source)
+    if path.is_dir() and (path / STORE_FILE).is_file():
+        return _store_study(path / STORE_FILE)
+    if path.is_file() and path.suffix.lower() not in (".yaml", ".yml"):
+        return _store_study(path)
+    from hiddencost.study.catalog import load_spec  # lazy: catalog reads this module's callers
+
+    return read_study(load_spec(source, check=False), out, store)
+
+
+def load_results(source: StudySpec | str | Path, status: str | Sequence[str] | None = "done",
+                 *, out: str | Path | None = None,
+                 store: str | Path | None = None) -> pd.DataFrame:
+    """A study's runs as one tidy table, one row per run, read from its results store without
+    torch (nothing is trained or resolved).
+
+    ``source`` is a :class:`~hiddencost.study.spec.StudySpec`, a study file or preset name (its
+    results in ``out``, default ``hiddencost-results/<name>``, or ``store``), a study's output
+    folder, or a results store file (every run it holds). ``status``: ``"done"`` (default), a
+    list of statuses, or None for every run.
+
+    Columns: ``key``, ``status``; the study's compression tags ``family``, ``compression``,
+    ``level``, ``unit``; every field of the run's configuration (``model``, ``dataset``,
+    ``method``, ``n_shot``, ``seed``, ``epochs``, ``lr``, ...; ``compression_<field>`` for the
+    compression spec) and ``n_shot_label`` (``"10"``, ``"full"``); the record's scalar fields
+    (``accuracy``, ``ece``, ``nll``, ``brier``, ``paper_ece``, ``sparsity``, ``weight_bits``,
+    ``network_family``, ``wall_time_s``, ...; None until the run is done); and ``error``,
+    ``host``, ``attempts``, ``started_at``, ``finished_at``, ``elapsed_s``, ``artifacts`` (the
+    run's folder), ``result_missing``.
+    """
+    statuses = (status,) if isinstance(status, str) else status
+    rows = _rows(_study_of(source, out, store), statuses)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["key", "status"])
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pandas as pd
 
-from hiddencost.prompting.catalog import methods_reading
 from hiddencost.report.builder import SectionSpec, Task, _budgets, _Builder, _fmt, _wide
 from hiddencost.report.common import COMPRESSION_META, _empty, _largest_budget_accuracy, _sort
 from hiddencost.report.html import Section, TableItem
@@ -18,7 +17,7 @@ def sequence_runs(df: pd.DataFrame) -> pd.DataFrame:
     """The rows of methods that read sequence tasks (cross-modal reprogramming, ``xmr``)."""
     if df.empty:
         return df
-    return df[df["method"].isin(methods_reading("sequence"))]
+    return df[df["modality"] == "sequence"]
 
 
 def crossmodal_table(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 import hiddencost.report.figures as fg
-from hiddencost.model_table import imagenet_class_names
+from hiddencost.imagenet import imagenet_class_names
 from hiddencost.report.builder import SectionSpec, Task, TaskFigure, _Builder, _of, _slug
 from hiddencost.report.common import COMPRESSION_META, TASK, _empty, _meta, _sort, largest_budget
 from hiddencost.report.html import Note, Section, TableItem
