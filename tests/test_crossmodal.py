@@ -196,7 +196,7 @@ def test_a_step_budget_stops_training_mid_epoch():
     assert cut[0]["loss"] == full[0]["loss"] and "steps" not in full[0]  # same first epoch
     assert cut[1]["loss"] != full[1]["loss"]  # the mean over 8 examples, not 24
     assert len(train(max_steps=100).epochs) == 5  # the epochs end first
-    with pytest.raises(HiddenCostError, match="max_steps is read by xmr only"):
+    with pytest.raises(HiddenCostError, match="method .ilm. on .* has no option .max_steps."):
         make_config(method="ilm", max_steps=5).resolved()
 
 
@@ -260,11 +260,12 @@ def test_methods_and_datasets_must_share_a_modality():
 
 def test_protocol_defaults_come_from_the_method():
     xmr = make_config(method="xmr", dataset="splice", n_shot=10).resolved()
-    assert (xmr.lr, xmr.batch_size, xmr.mapping_num) == (1e-3, 4, 10)
+    assert (xmr.lr, xmr.batch_size, xmr.options) == (1e-3, 4, {"mapping_num": 10,
+                                                               "max_steps": None})
     ilm = make_config(method="ilm", n_shot=10)
-    assert (ilm.resolved().lr, ilm.resolved().batch_size, ilm.resolved().mapping_num) == (
-        0.01, 32, 1)
-    assert ilm.identity()["lr"] == 0.01 and "mapping_num" not in ilm.identity()  # keys kept
+    assert (ilm.resolved().lr, ilm.resolved().batch_size,
+            ilm.resolved().options["mapping_num"]) == (0.01, 32, 1)
+    assert ilm.identity()["lr"] == 0.01 and ilm.identity()["options"]["mapping_num"] == 1
 
 
 @pytest.mark.skipif(not SPLICE_RDA.is_file(), reason=f"{SPLICE_RDA} is absent (r-cran-mlbench)")

@@ -12,7 +12,13 @@ import torch
 from hiddencost.prompting.catalog import METHOD_TABLES, method_card
 from hiddencost.prompting.label_mapping import random_mapping
 from hiddencost.prompting.mappings import MAPPINGS
-from hiddencost.prompting.methods import METHODS, TransferSettings, Work
+from hiddencost.prompting.methods import (
+    METHODS,
+    CrossModalOptions,
+    TransferSettings,
+    VPOptions,
+    Work,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "hiddencost"
 #: The modules that define methods and mappings: the only ones that may name them.
@@ -105,11 +111,12 @@ def _settings(**kw) -> TransferSettings:
 
 
 def test_work_is_what_each_method_puts_through_the_backbone():
-    s = _settings(mapping_interval=2)
+    s = _settings(options=VPOptions(mapping_interval=2))
     # ILM, k = 2 over 5 epochs: mapping passes at epochs 0, 2, 4 → 3 forwards of n = 10
     assert METHODS.get("ilm").work(s, 10, 100, 40) == Work(64, 50, 3 * 10 + 40)
     assert METHODS.get("flm").work(s, 10, 100, 40) == Work(64, 50, 10 + 40)
     assert METHODS.get("rlm").work(s, 10, 100, 40) == Work(64, 50, 40)
     assert METHODS.get("lp").work(s, 10, 100, 40) == Work(96, 0, 140, shared_forward=True)
     # xmr: max_steps 3 × batch 8 = 24 < 5 · 10
-    assert METHODS.get("xmr").work(_settings(max_steps=3), 10, 100, 40) == Work(64, 24, 40)
+    xmr = _settings(options=CrossModalOptions(max_steps=3))
+    assert METHODS.get("xmr").work(xmr, 10, 100, 40) == Work(64, 24, 40)

@@ -149,8 +149,8 @@ def test_a_spec_names_ticket_files_by_round_and_their_masks():
     assert config["checkpoint"] == "/ckpt/lth/resnet18_dyn4_1_checkpoint.pth"
     targets = fidelity_targets(spec)
     assert [t.mask for t in targets] == [r.identity["mask"] for r in runs]
-    # a dense run's identity has no mask key (older run keys stay valid)
-    assert "mask" not in next(r for r in expand(spec) if r.tags["family"] == "dense").identity
+    # a dense run has no mask (identity version 2 spells every field, None included)
+    assert next(r for r in expand(spec) if r.tags["family"] == "dense").identity["mask"] is None
     with pytest.raises(HiddenCostError, match="keys has 1 entries for 2 levels"):
         parse_spec(SPEC.replace("keys: [1, 9]", "keys: [1]"))
 
@@ -248,14 +248,17 @@ def test_mapping_num_and_prompt_init_reach_the_record():
     assert zero.history[0]["loss"] != randn.history[0]["loss"]
 
 
-def test_new_options_leave_existing_run_keys_alone():
+def test_method_options_are_in_the_identity_with_their_defaults():
     base = make_config(method="ilm", **SMALL).identity()
-    assert not {"mask", "mapping_interval", "mapping_num", "prompt_init",
-                "test_every_epoch"} & set(base)
-    assert make_config(method="ilm", mapping_interval=5, **SMALL).identity()[
-        "mapping_interval"] == 5
+    assert base["identity_version"] == 2 and base["mask"] is None
+    assert base["options"] == {"mapping_interval": 1, "mapping_num": 1, "prompt_init": "zero",
+                               "many_to_one": False, "test_every_epoch": False}
+    # the flat spelling (flags, version-1 records) and the nested one are the same run
+    five = make_config(method="ilm", mapping_interval=5, **SMALL).identity()
+    assert five["options"]["mapping_interval"] == 5
+    assert five == make_config(method="ilm", options={"mapping_interval": 5}, **SMALL).identity()
     with pytest.raises(HiddenCostError, match="prompt_init"):
-        make_config(prompt_init="ones")
+        make_config(prompt_init="ones").identity()
 
 
 # --- item 22: the quickstart has a compressed point that keeps the dense model's decisions ----

@@ -1155,18 +1155,20 @@ def _vp_job(settings, backbone=None):
 
 
 def _settings(**kw):
-    from hiddencost.prompting.methods import TransferSettings
+    from hiddencost.prompting.methods import TransferSettings, VPOptions
 
     base = dict(epochs=2, lr=0.2, batch_size=8, seed=0, canvas_size=CANVAS, inner_size=INNER,
                 lp_image_size=CANVAS)
-    return TransferSettings(**{**base, **kw})
+    options = {k: kw.pop(k) for k in list(kw) if k in VPOptions.model_fields}
+    return TransferSettings(**{**base, **kw}, options=VPOptions(**options))
 
 
 def test_visual_prompting_default_options_unchanged():
     from hiddencost.prompting.methods import METHODS
 
     s = _settings()
-    assert (s.mapping_interval, s.mapping_num, s.prompt_init) == (1, 1, "zero")
+    o = s.options
+    assert (o.mapping_interval, o.mapping_num, o.prompt_init) == (1, 1, "zero")
     method = METHODS.get("ilm")
     assert torch.equal(method.input_transform(s, MEAN, STD).delta, new_prompt().delta)
     outcome = method.fit(_vp_job(s))

@@ -97,6 +97,9 @@ runner = CliRunner()
     (["--weight-bits", "5"], "bits must be one of"),
     (["--dataset", "cifar10"], "--download"),
     (["--dataset", "eurosat", "--data-root", "/nonexistent"], "--download"),
+    (["--set", "nope=1"], "method 'ilm' on efficientnet_lite0.in1k has no option 'nope'"),
+    (["--set", "mapping_interval"], "give KEY=VALUE"),
+    (["--method", "lp", "--mapping-interval", "2"], "method 'lp' .* has no option"),
 ])
 def test_cli_errors_are_one_line(args, match, tmp_path):
     result = runner.invoke(app, ["run", "--out", str(tmp_path), *args])

@@ -187,7 +187,7 @@ def test_crossmodal_presets():
     first = runs[0].identity
     assert (first["method"], first["n_shot"], first["lr"], first["batch_size"]) == (
         "xmr", None, 0.001, 4)
-    assert (first["epochs"], first["max_steps"], first["mapping_num"]) == (100, 100_000, 10)
+    assert (first["epochs"], first["options"]) == (100, {"max_steps": 100_000, "mapping_num": 10})
     quick = expand(load_preset("quickstart-crossmodal"))
     assert len(quick) == 12 and {r.identity["dataset"] for r in quick} == {"splice", "bbc_news"}
     assert all(r.identity["model"] == "efficientnet_lite0.in1k" for r in quick)
@@ -236,3 +236,19 @@ def test_load_spec_files_presets_and_missing(tmp_path):
         load_spec(tmp_path / "nope.yaml")
     with pytest.raises(HiddenCostError, match="unknown preset 'nope'; presets: quickstart"):
         load_preset("nope")
+
+
+def test_params_that_are_method_options_reach_the_methods_that_have_them():
+    spec = parse_spec("method: [ilm, lp]\nparams: {mapping_interval: 2, epochs: 3}\n")
+    options = {r.identity["method"]: r.identity["options"] for r in expand(spec)}
+    assert options["ilm"]["mapping_interval"] == 2 and options["lp"] == {}
+    with pytest.raises(HiddenCostError, match="unknown parameter 'max_steps'"):
+        parse_spec("method: [ilm, lp]\nparams: {max_steps: 5}\n")
+
+
+def test_cli_settings_are_yaml_scalars():
+    from hiddencost.cli.run import parse_settings
+
+    assert parse_settings(["mapping_interval=2", "prompt_init=randn", "max_steps=null",
+                           "many_to_one=true"]) == {"mapping_interval": 2, "prompt_init": "randn",
+                                                    "max_steps": None, "many_to_one": True}

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hiddencost.compression import CompressionSpec, Dense
 from hiddencost.errors import HiddenCostError, validation_message
@@ -27,12 +35,16 @@ def _known_method(name: str) -> str:
 Method = Annotated[str, AfterValidator(_known_method)]
 #: Fields that say where or how a run executes, not what it computes: left out of its identity.
 ENVIRONMENT_FIELDS = frozenset({"data_root", "download", "device"})
-#: Fields added after run keys were first published, with the default that leaves them out of
-#: a run's identity (an old key and a new one of the same experiment are equal).
-LATER_FIELD_DEFAULTS: dict[str, Any] = {
-    "mask": None, "mapping_interval": 1, "mapping_num": 1, "prompt_init": "zero",
-    "test_every_epoch": False, "skip_unreadable": False, "max_steps": None,
-    "restrict_templates": False,
+#: The version of a run's identity (what its key hashes). 2: every field with its value,
+#: defaults included, and the method's own ``options``; 1 (stores written before): fields
+#: added after the first release left out at their default, method options as top-level
+#: fields. A store of version-1 keys is re-keyed once (:mod:`hiddencost.study.migrate`).
+IDENTITY_VERSION = 2
+#: Method options that were top-level fields of a configuration (identity version 1), with
+#: the value that meant "unset": given at any other value they become the run's ``options``.
+LEGACY_OPTIONS: dict[str, Any] = {
+    "many_to_one": False, "mapping_interval": 1, "mapping_num": None, "prompt_init": "zero",
+    "test_every_epoch": False, "max_steps": None, "restrict_templates": False,
 }
 
 
@@ -65,20 +77,31 @@ class RunConfig(BaseModel):
     canvas_size: int | None = Field(None, ge=8)
     inner_size: int | None = Field(None, ge=1)
     lp_image_size: int | None = Field(None, ge=8)
-    many_to_one: bool = False
-    mapping_interval: int = Field(1, ge=1, description="ILM: re-map every k epochs")
-    mapping_num: int | None = Field(None, ge=1,
-                                    description="source classes per target; None: the method's")
-    prompt_init: Literal["zero", "randn"] = "zero"
-    test_every_epoch: bool = Field(False, description="VP: record test accuracy per epoch")
-    max_steps: int | None = Field(None, ge=1, description="xmr: stop after this many "
-                                  "optimiser steps (the reference's max_iterations); None: "
-                                  "all epochs")
-    restrict_templates: bool = Field(False, description="CLIP ilm: map each class to one of "
-                                     "its own template texts (the reference lets it take any)")
+    #: The method's own options (its :class:`~hiddencost.prompting.methods.MethodOptions`:
+    #: VP's mapping_interval, mapping_num, prompt_init, ...; xmr's max_steps), checked and
+    #: completed with their defaults by :meth:`resolved`.
+    options: dict[str, Any] = Field(default_factory=dict)
     skip_unreadable: bool = Field(False, description="leave unreadable image files out")
     device: str = "auto"
     save_prompt_history: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_identity(cls, data: Any) -> Any:
+        # a run's identity reads back as its configuration (its version is not a knob); the
+        # identity-1 spelling had method options as top-level fields (flags, old records)
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if k != "identity_version"}
+        if not LEGACY_OPTIONS.keys() & data.keys():
+            return data
+        options = dict(data.get("options") or {})
+        for name, unset in LEGACY_OPTIONS.items():
+            if name in data:
+                value = data.pop(name)
+                if value != unset:
+                    options.setdefault(name, value)
+        return {**data, "options": options}
 
     @field_validator("n_shot")
     @classmethod
@@ -97,7 +120,6 @@ class RunConfig(BaseModel):
         from hiddencost.prompting.catalog import (  # lazy: as above
             method_for,
             methods_reading,
-            methods_where,
         )
 
         entry = resolve_backbone_name(self.model)
@@ -108,34 +130,41 @@ class RunConfig(BaseModel):
                 f"method {self.method!r} reads {method.modality} data and dataset "
                 f"{info.name!r} holds {info.modality} data; use "
                 f"{', '.join(methods_reading(info.modality))}")
-        if self.max_steps is not None and not method.reads_max_steps:
-            readers = ", ".join(methods_where(lambda m: m.reads_max_steps))
-            raise HiddenCostError(f"max_steps is read by {readers} only; method "
-                                  f"{self.method!r} trains for its epochs")
-        if self.restrict_templates and not method.reads_templates:
-            raise HiddenCostError(f"restrict_templates is read by ilm on CLIP only; method "
-                                  f"{self.method!r} of {entry.name} has no template choice")
         return self.model_copy(
             update={
                 "model": entry.name,
                 "lr": self.lr or method.default_lr,
-                "mapping_num": self.mapping_num or method.default_mapping_num,
                 "batch_size": self.batch_size or method.default_batch_size(self.n_shot),
                 "canvas_size": self.canvas_size or entry.cfg.input_size,
                 "inner_size": self.inner_size or info.inner_size,
                 "lp_image_size": self.lp_image_size or entry.cfg.input_size,
+                "options": method_options(method.options, self.options, self.method, entry.name),
             }
         )
 
     def identity(self) -> dict[str, Any]:
-        """The resolved configuration without environment fields: what defines the result.
-        Fields added after the first release are left out while at their default, so the run
-        keys of existing studies stay valid."""
+        """The resolved configuration without environment fields, with its
+        ``identity_version`` (:data:`IDENTITY_VERSION`): what defines the result and what the
+        run key hashes. Every field is there with its value, defaults included."""
         data = self.resolved().model_dump(mode="json", exclude=set(ENVIRONMENT_FIELDS))
-        for name, default in LATER_FIELD_DEFAULTS.items():
-            if data.get(name) == default:
-                del data[name]
-        return data
+        return {"identity_version": IDENTITY_VERSION, **data}
+
+
+def method_options(model: type[BaseModel], given: dict[str, Any], method: str,
+                   backbone: str) -> dict[str, Any]:
+    """``given`` checked against a method's options ``model`` and completed with its defaults;
+    an option the method does not have (or a bad value) is a one-line error naming the ones
+    it has."""
+    try:
+        return model.model_validate(given).model_dump(mode="json")
+    except ValidationError as exc:
+        names = ", ".join(model.model_fields) or "none"
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        problem = (f"has no option {where!r}" if err["type"] == "extra_forbidden" else
+                   f"option {where}: {err['msg'].removeprefix('Value error, ')}")
+        raise HiddenCostError(f"method {method!r} on {backbone} {problem} (its options: "
+                              f"{names})") from None
 
 
 def make_config(**kwargs: Any) -> RunConfig:

@@ -1,5 +1,7 @@
-"""A name → object registry: the one mechanism behind the transfer methods, the recipes and the
-executors (a leaf module; each registry lives beside what it registers)."""
+"""A name → object registry (a leaf module; each registry lives beside what it registers): the
+transfer methods, label mappings, recipes and executors use it. The model table, the weight
+sources, the datasets and the zoo keep tables of their own, whose entries say more than a
+name (an architecture's preprocessing, a source's ``accepts``, a dataset's splits)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,6 @@ from hiddencost.backbones import BackboneInfo, create_model, resolve_backbone_na
 from hiddencost.compression import CompressionReport, apply_compression
 from hiddencost.config import (  # noqa: F401 (re-exported: run_one's configuration)
     ENVIRONMENT_FIELDS,
-    LATER_FIELD_DEFAULTS,
     MAX_LR,
     Method,
     RunConfig,
@@ -94,15 +93,13 @@ class RunCache:
 
 
 def settings_of(cfg: RunConfig) -> TransferSettings:
-    """The transfer hyper-parameters of a resolved configuration."""
+    """The transfer hyper-parameters of a resolved configuration, the method's options typed."""
     return TransferSettings(
-        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,  # type: ignore[arg-type]
-        canvas_size=cfg.canvas_size, inner_size=cfg.inner_size,  # type: ignore[arg-type]
-        lp_image_size=cfg.lp_image_size, many_to_one=cfg.many_to_one,  # type: ignore[arg-type]
-        save_prompt_history=cfg.save_prompt_history, mapping_interval=cfg.mapping_interval,
-        mapping_num=cfg.mapping_num, prompt_init=cfg.prompt_init,
-        test_every_epoch=cfg.test_every_epoch, max_steps=cfg.max_steps,
-        restrict_templates=cfg.restrict_templates,
+        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,  # type: ignore[arg-type]
+        seed=cfg.seed, canvas_size=cfg.canvas_size, inner_size=cfg.inner_size,  # type: ignore[arg-type]
+        lp_image_size=cfg.lp_image_size,  # type: ignore[arg-type]
+        save_prompt_history=cfg.save_prompt_history,
+        options=_method(cfg).options.model_validate(cfg.options),
     )
 
 

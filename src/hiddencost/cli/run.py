@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -24,6 +25,21 @@ app = common.command_app()
 console = Console()
 #: What ``run`` and ``show`` print of a record.
 SHOWN_FIELDS = (*METRIC_FIELDS, *COMPRESSION_FIELDS, "wall_time_s")
+
+
+def parse_settings(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` strings as a mapping; values are read as YAML scalars (``2``, ``true``,
+    ``null``, ``randn``)."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise HiddenCostError(f"--set {item!r}: give KEY=VALUE, e.g. mapping_interval=2")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise HiddenCostError(f"--set {item!r}: {value!r} is not a value") from None
+    return out
 
 
 def _value(v: object) -> str:
@@ -82,6 +98,9 @@ def run(
     restrict_templates: Annotated[bool, typer.Option(
         help="CLIP ilm: map each class to one of its own 81 template texts (the reference "
              "lets a class take any column).")] = False,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="A method option KEY=VALUE (repeatable), e.g. --set mapping_interval=2; "
+                      "an unknown key lists the method's options.")] = None,
     device: common.DeviceChoiceOpt = "auto",
     save_prompt_history: Annotated[bool, typer.Option(help="Keep every epoch's prompt.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for result.json and weights.")] = Path(
@@ -101,7 +120,7 @@ def run(
         mapping_interval=mapping_interval, mapping_num=mapping_num, prompt_init=prompt_init,
         test_every_epoch=test_every_epoch, skip_unreadable=skip_unreadable,
         restrict_templates=restrict_templates, device=device,
-        save_prompt_history=save_prompt_history,
+        save_prompt_history=save_prompt_history, options=parse_settings(set_ or []),
     )
     from hiddencost.run import run_one  # lazy: torch (commands load what they use)
 

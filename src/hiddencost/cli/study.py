@@ -304,6 +304,26 @@ def export_cmd(
                       highlight=False)
 
 
+@common.command(app, "migrate")
+def migrate_cmd(spec: SpecArg, out: OutOpt = None, store: StoreOpt = None) -> None:
+    """Re-key a store written by an older hiddencost (its runs are kept, nothing is re-run);
+    `study run` does this by itself, this is for reading results without running."""
+    from hiddencost.study.migrate import rekey_store  # lazy: re-keying resolves (torch)
+
+    paths = StudyPaths.resolve(load_spec(spec, check=False), out, store)
+    if not paths.location.exists():
+        raise HiddenCostError(f"results store {paths.store} does not exist")
+    with paths.writable(), paths.location.open() as db:
+        if not db.needs_rekey:
+            console.print(f"{paths.store}: already current, nothing to do", highlight=False)
+            return
+        done = rekey_store(db, paths.artifacts)
+    console.print(f"{paths.store}: {done.moved} runs re-keyed, {done.merged} merged, "
+                  f"{len(done.kept)} left as they were", highlight=False)
+    for key, why in done.kept.items():
+        console.print(f"  kept {key}: {why}", highlight=False, soft_wrap=True)
+
+
 @common.command(app, "list-presets")
 def list_presets_cmd() -> None:
     """The shipped study presets."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from hiddencost.clip.text import DEFAULT_TEMPLATE, column_texts, ilm_templates, text_table
@@ -29,6 +30,7 @@ from hiddencost.prompting.clip_prompt import (
 )
 from hiddencost.prompting.methods import (
     LinearProbe,
+    MethodOptions,
     TransferJob,
     TransferMethod,
     TransferOutcome,
@@ -70,6 +72,14 @@ class ClipMethod(TransferMethod):
                         "clip-text", names, templates)
 
 
+class ClipIlmOptions(MethodOptions):
+    """ILM-TP-VP's options."""
+
+    mapping_interval: int = Field(1, ge=1, description="re-map every k epochs")
+    restrict_templates: bool = Field(False, description="map each class to one of its own "
+                                     "template texts (the reference lets it take any)")
+
+
 class ClipPrompting(ClipMethod):
     """A frame prompt trained against the text table: ``vp`` (one template) or ``ilm`` (81,
     re-mapped every ``mapping_interval`` epochs; ``restrict_templates`` keeps each class on its
@@ -84,6 +94,7 @@ class ClipPrompting(ClipMethod):
         self.name, self._templates, self.description = name, templates, description
         self.display_name, self.marker = display_name, marker
         self.reads_templates = many
+        self.options = ClipIlmOptions if many else MethodOptions
 
     def work(self, s: TransferSettings, n_train: int, n_pool: int, n_test: int) -> Work:
         # ILM-TP-VP's column mapping is one forward of the subset every epoch (text encoding,
@@ -94,13 +105,18 @@ class ClipPrompting(ClipMethod):
     def templates(self) -> tuple[str, ...]:
         return tuple(self._templates())
 
+    def _mapping(self, s: TransferSettings) -> tuple[int, bool]:
+        """(mapping interval, restricted templates): ``vp``'s one text per class is fixed."""
+        o = s.options
+        return (o.mapping_interval, o.restrict_templates) if self.reads_templates else (1, False)
+
     def fit(self, job: TransferJob) -> TransferOutcome:
         s, task, templates = job.settings, job.task, self.templates()
         text = self.text(job)
         pre = self.input_transform(s, job.mean, job.std).to(job.device)
         run = ClipPromptRun(task.train_images[job.subset], task.train_labels[job.subset], text,
                             task.num_classes, len(templates), s.epochs, s.batch_size,
-                            s.seed, s.lr, s.mapping_interval, s.restrict_templates, job.on_epoch)
+                            s.seed, s.lr, *self._mapping(s), job.on_epoch)
         prompt, columns, history = train_clip_prompt(job.backbone, pre, run, job.device)
         scores = clip_predict(job.backbone, prompt, pre, task.test_images, text.to(job.device),
                               job.device)

@@ -27,9 +27,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from hiddencost.data import TaskData, batch_size_for
@@ -64,6 +65,7 @@ __all__ = [
     "METHODS",
     "LinearProbe",
     "Memo",
+    "MethodOptions",
     "PackMember",
     "TransferJob",
     "TransferMethod",
@@ -78,9 +80,40 @@ __all__ = [
 Memo = Callable[..., Any]
 
 
+class MethodOptions(BaseModel):
+    """A transfer method's own options: part of a run's identity (``options`` in its
+    configuration and record), given as keyword arguments of a run, a study's ``params`` or
+    ``hiddencost run --set KEY=VALUE``. A method declares its model
+    (:attr:`TransferMethod.options`); this base has none. Adding an option is one field here
+    or in a subclass: validation, the defaults in the record and the run key follow."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class VPOptions(MethodOptions):
+    """Pad-prompt VP with a label mapping (ILM-VP's options)."""
+
+    mapping_interval: int = Field(1, ge=1, description="ILM: re-map every k epochs")
+    mapping_num: int = Field(1, ge=1, description="source classes per target, their logits "
+                             "averaged (fm: 1 only)")
+    prompt_init: Literal["zero", "randn"] = Field("zero", description="δ = 0 or seeded N(0, 1)")
+    many_to_one: bool = Field(False, description="allow K > K' by reusing source classes")
+    test_every_epoch: bool = Field(False, description="record the test accuracy after every "
+                                   "epoch (curves only; the result is the final epoch's)")
+
+
+class CrossModalOptions(MethodOptions):
+    """Cross-modal reprogramming (Neekhara et al.)."""
+
+    mapping_num: int = Field(10, ge=1, description="source classes per target, reduced by max")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser "
+                                  "steps (the reference's max_iterations); None: all epochs")
+
+
 @dataclass(frozen=True)
 class TransferSettings:
-    """The resolved hyper-parameters a method reads (a view of the run's configuration)."""
+    """The resolved hyper-parameters a method reads (a view of the run's configuration): the
+    common ones, and the method's own :class:`MethodOptions` as ``options``."""
 
     epochs: int
     lr: float
@@ -89,14 +122,8 @@ class TransferSettings:
     canvas_size: int
     inner_size: int
     lp_image_size: int
-    many_to_one: bool = False
     save_prompt_history: bool = False
-    mapping_interval: int = 1
-    mapping_num: int = 1
-    prompt_init: str = "zero"
-    test_every_epoch: bool = False
-    max_steps: int | None = None
-    restrict_templates: bool = False
+    options: Any = field(default_factory=MethodOptions)
 
 
 @dataclass
@@ -159,13 +186,10 @@ class TransferMethod(ABC):
     learns_prompt: ClassVar[bool] = False
     #: The tasks it reads: ``image`` (:class:`TaskData`) or ``sequence`` (:class:`SequenceTask`).
     modality: ClassVar[str] = "image"
-    #: The protocol's learning rate and sources per target class, when a run leaves them unset.
+    #: The protocol's learning rate, when a run leaves it unset.
     default_lr: ClassVar[float] = 0.01
-    default_mapping_num: ClassVar[int] = 1
-    #: Whether it honours a step budget (``max_steps``) besides the epochs.
-    reads_max_steps: ClassVar[bool] = False
-    #: Whether it chooses among template texts (``restrict_templates`` applies).
-    reads_templates: bool = False
+    #: The method's own options (see :class:`MethodOptions`; none by default).
+    options: type[MethodOptions] = MethodOptions
 
     def default_batch_size(self, n_shot: int | None) -> int:
         """The protocol's batch size for ``n_shot`` examples per class (the ILM-VP table)."""
@@ -240,6 +264,7 @@ class VisualPrompting(TransferMethod):
     """
 
     learns_prompt = True
+    options = VPOptions
 
     def __init__(self, mapping: VPMethod, display_name: str, marker: str,
                  description: str) -> None:
@@ -257,20 +282,23 @@ class VisualPrompting(TransferMethod):
     def input_transform(self, s: TransferSettings, mean: tuple[float, ...],
                         std: tuple[float, ...]) -> nn.Module:
         # δ = 0 (the grey border) or seeded N(0, 1): the same δ that fit() starts from
-        return PadPrompt(s.canvas_size, s.inner_size, mean, std, init=s.prompt_init, seed=s.seed)
+        return PadPrompt(s.canvas_size, s.inner_size, mean, std, init=s.options.prompt_init,
+                         seed=s.seed)
 
     def fit(self, job: TransferJob) -> TransferOutcome:
         return self.fit_pack([(self, job)])[0]
 
     def work(self, s: TransferSettings, n_train: int, n_pool: int, n_test: int) -> Work:
         # training steps, plus one forward of the subset per (re)computed frequency mapping
-        passes = sum(self.strategy.recomputes(e, s.mapping_interval) for e in range(s.epochs))
+        passes = sum(self.strategy.recomputes(e, s.options.mapping_interval)
+                     for e in range(s.epochs))
         return Work(s.canvas_size, s.epochs * n_train, passes * n_train + n_test)
 
     def pack_key(self, s: TransferSettings) -> Hashable | None:
         # one epoch and step schedule, one canvas: the runs' batches go through the backbone
         # together (mappings, seeds, learning rates and subsets may differ)
-        return ("vp", s.epochs, s.batch_size, s.canvas_size, s.inner_size, s.test_every_epoch)
+        return ("vp", s.epochs, s.batch_size, s.canvas_size, s.inner_size,
+                s.options.test_every_epoch)
 
     def fit_pack(self, members: Sequence[PackMember]) -> list[TransferOutcome]:
         """All members in one :func:`train_visual_prompts` pack (they must all be VP)."""
@@ -280,12 +308,12 @@ class VisualPrompting(TransferMethod):
         for method, job in members:
             if not isinstance(method, VisualPrompting):
                 raise TypeError(f"a VP pack cannot hold method {method.name!r}")
-            s = job.settings
+            s, o = job.settings, job.settings.options
             runs.append(PromptRun(
                 method.input_transform(s, job.mean, job.std), task.train_images[job.subset],
                 task.train_labels[job.subset], method.mapping, s.seed, lr=s.lr,
-                many_to_one=s.many_to_one, mapping_interval=s.mapping_interval,
-                mapping_num=s.mapping_num, save_prompt_history=s.save_prompt_history,
+                many_to_one=o.many_to_one, mapping_interval=o.mapping_interval,
+                mapping_num=o.mapping_num, save_prompt_history=s.save_prompt_history,
                 on_epoch=job.on_epoch))
 
         def test_accuracies(models: list[ReprogrammedModel]) -> list[float]:
@@ -295,7 +323,7 @@ class VisualPrompting(TransferMethod):
         s0 = first.settings
         trained = train_visual_prompts(
             first.backbone, runs, task.num_classes, first.num_source, s0.epochs, s0.batch_size,
-            first.device, evaluate=test_accuracies if s0.test_every_epoch else None)
+            first.device, evaluate=test_accuracies if s0.options.test_every_epoch else None)
         logits = packed_predict_logits([model for model, _ in trained], task.test_images,
                                        first.device)
         return [self._outcome(model, history, out)
@@ -361,16 +389,15 @@ class CrossModal(TransferMethod):
     marker = "P"
     modality = "sequence"
     default_lr = XMR_LR
-    default_mapping_num = 10
-    reads_max_steps = True
+    options = CrossModalOptions
 
     def default_batch_size(self, n_shot: int | None) -> int:
         return XMR_BATCH
 
     def work(self, s: TransferSettings, n_train: int, n_pool: int, n_test: int) -> Work:
         steps = s.epochs * n_train
-        if s.max_steps is not None:
-            steps = min(steps, s.max_steps * s.batch_size)
+        if s.options.max_steps is not None:
+            steps = min(steps, s.options.max_steps * s.batch_size)
         return Work(s.canvas_size, steps, n_test)
 
     def stored_image_size(self, s: TransferSettings) -> int:
@@ -397,14 +424,14 @@ class CrossModal(TransferMethod):
     def fit(self, job: TransferJob) -> TransferOutcome:
         s, task, sub = job.settings, job.task, job.subset
         sources, remapper = output_mapping(job.backbone, s.canvas_size, job.mean, job.std,
-                                           task.num_classes, s.mapping_num, s.seed,
+                                           task.num_classes, s.options.mapping_num, s.seed,
                                            job.device)
         model = CrossModalReprogram(job.backbone, sources, len(task.vocab), s.canvas_size,
                                     job.mean, job.std, XMR_PATCH, seed=s.seed,
                                     remapper=remapper)
         history = train_xmr(model, task.train_tokens[sub], task.train_lengths[sub],
                             task.train_labels[sub], s.epochs, job.device, s.seed, s.lr,
-                            s.batch_size, on_epoch=job.on_epoch, max_steps=s.max_steps)
+                            s.batch_size, on_epoch=job.on_epoch, max_steps=s.options.max_steps)
         logits = predict_xmr(model, task.test_tokens, task.test_lengths, job.device)
         mapping = None if sources is None else sources.tolist()
         return TransferOutcome(logits, history, model.learned_tensors(), mapping)

@@ -79,10 +79,10 @@ def _scalar_fields() -> tuple[str, ...]:
 METRICS: tuple[str, ...] = _scalar_fields()
 #: The structured record fields the analyses read (None when absent).
 LISTS: tuple[str, ...] = ("per_class_accuracy", "reliability", "label_mapping", "history")
-#: Non-axis configuration fields that, when they differ between runs, split the backbone column.
+#: Non-axis configuration fields that, when they differ between runs, split the backbone column
+#: (a method's own options are not among them: methods are shown apart anyway).
 SETTING_FIELDS: tuple[str, ...] = (
     "weights", "split_seed", "epochs", "lr", "canvas_size", "inner_size", "lp_image_size",
-    "many_to_one",
 )
 PROMPT_HISTORY_FILE = "prompt_history.safetensors"
 WEIGHTS_FILE = "weights.safetensors"

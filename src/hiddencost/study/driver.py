@@ -2,7 +2,9 @@
 
 :func:`run_study` does, in order:
 
-1. expand the spec into runs (each keyed by the hash of its resolved configuration);
+1. expand the spec into runs (each keyed by the hash of its resolved configuration); a store
+   written with an older identity version is re-keyed first (:mod:`hiddencost.study.migrate`:
+   its finished runs are kept);
 2. insert the runs missing from the store as pending, all in one transaction;
 3. merge finished-but-unrecorded runs: an ``outcome.json`` in a run's artifact folder whose row
    is still pending or running (a driver killed between a run's end and its record, or Slurm
@@ -51,6 +53,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
+from hiddencost.config import IDENTITY_VERSION
 from hiddencost.errors import HiddenCostError
 from hiddencost.progress import make_progress
 from hiddencost.records import RunRecord
@@ -58,6 +61,7 @@ from hiddencost.study.catalog import load_preset
 from hiddencost.study.executors import Executor, make_executor
 from hiddencost.study.fidelity_file import DEFAULT_FIDELITY_IMAGES, FIDELITY_FILE
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
+from hiddencost.study.migrate import rekey_store
 from hiddencost.study.packing import default_pack_size, form_packs
 from hiddencost.study.results import StudyRuns, load_records, read_study
 from hiddencost.study.spec import (
@@ -210,6 +214,18 @@ def build_tasks(runs: Sequence[PlannedRun], paths: StudyPaths, environment: Envi
     ]
 
 
+def _rekey(db: SQLiteStore, paths: StudyPaths, console: Console) -> None:
+    """Step 0: a store of older run keys is re-keyed once (its finished runs are kept)."""
+    if not db.needs_rekey:
+        return
+    done = rekey_store(db, paths.artifacts)
+    console.print(f"store {paths.store}: {done.moved} runs re-keyed to identity version "
+                  f"{IDENTITY_VERSION} (nothing re-run)"
+                  + (f", {done.merged} duplicates merged" if done.merged else "")
+                  + (f"; {len(done.kept)} left as they were (e.g. {next(iter(done.kept.values()))})"
+                     if done.kept else ""), highlight=False, soft_wrap=True)
+
+
 def _sync_store(db: SQLiteStore, spec: StudySpec, runs: Sequence[PlannedRun],
                 paths: StudyPaths, owner: Owner, report: StudyReport, *, reclaim_all: bool,
                 retry_failed: bool, emit: EventHook) -> None:
@@ -351,6 +367,7 @@ def run_study(
     owner = Owner.current()  # one per session: its claims, and what it may reclaim
     emit = on_event or _no_event
     with paths.writable(), paths.location.open() as db:
+        _rekey(db, paths, console)
         _sync_store(db, spec, runs, paths, owner, report, reclaim_all=reclaim_all,
                     retry_failed=retry_failed, emit=emit)
         _check_results(db, runs, paths, report, verify)

@@ -67,6 +67,10 @@ def read_study(spec: StudySpec, out: str | Path | None = None,
     if not paths.location.exists():
         return StudyRuns(paths, expand(spec), {}, False)
     with paths.location.open(readonly=True) as db:
+        if db.needs_rekey:
+            raise HiddenCostError(f"{paths.store} holds the run keys of an older hiddencost: "
+                                  f"re-key it once with `hiddencost study migrate {spec.name}` "
+                                  "(or any `hiddencost study run`); nothing is re-run")
         runs = db.expansion(spec.name, spec_fingerprint(spec)) or expand(spec)
         return StudyRuns(paths, runs, db.rows(r.key for r in runs), True)
 

@@ -290,13 +290,11 @@ class StudySpec(BaseModel):
     @field_validator("params")
     @classmethod
     def _known_params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # keys that are not run settings are method options, checked when the grid expands
         for key in v:
             if key in AXES:
                 raise ValueError(f"{key!r} is an axis of the grid: list it at the top level, "
                                  "not under params")
-            if key not in _PARAM_FIELDS:
-                raise ValueError(f"unknown parameter {key!r}; known: "
-                                 f"{', '.join(sorted(_PARAM_FIELDS))}")
         return v
 
     def environment(self) -> dict[str, Any]:
@@ -376,28 +374,51 @@ def parse_spec(text: str, source: str = "<spec>", default_name: str = "study",
     return spec
 
 
+def _option_names(method: str, family: str) -> frozenset[str]:
+    """The options ``method`` has on ``family`` backbones (none for a method the family lacks:
+    resolving the run then says so)."""
+    from hiddencost.prompting.catalog import method_for  # lazy: the registry loads torch
+
+    try:
+        return frozenset(method_for(method, family).options.model_fields)
+    except HiddenCostError:
+        return frozenset()
+
+
 def _grid(spec: StudySpec, environment: dict[str, Any]
           ) -> Iterator[tuple[RunConfig, CompressionPoint]]:
     """Every point of the grid as written (protocol defaults unresolved, duplicates kept), in
-    expansion order, with its compression point."""
+    expansion order, with its compression point. A ``params`` key that is not a run setting is
+    a method option, given to the runs whose method has it; one that no method of the study
+    has is a one-line error."""
     from hiddencost.backbones import resolve_backbone_name  # lazy: the registry loads torch
 
     points = compression_points(spec.compression)
     params = {k: v for k, v in spec.params.items() if k not in ENVIRONMENT_FIELDS}
+    options = {k: params.pop(k) for k in list(params) if k not in _PARAM_FIELDS}
+    used: set[str] = set()
     for model in spec.model:
-        arch = resolve_backbone_name(model).arch
+        entry = resolve_backbone_name(model)
+        arch = entry.arch
         for dataset, point, method, shot, seed in itertools.product(
             spec.dataset, [p for p in points if p.applies_to(model, arch)], spec.method,
             spec.n_shot, spec.seed
         ):
+            mine = {k: v for k, v in options.items() if k in _option_names(method, entry.family)}
+            used |= mine.keys()
             kwargs = {**params, "model": point.model_for(model, arch), "dataset": dataset,
                       "compression": point.spec, "method": method, "n_shot": shot, "seed": seed,
-                      **environment}
+                      "options": {**params.get("options", {}), **mine}, **environment}
             for name, path in (("checkpoint", point.checkpoint_for(model, arch)),
                                ("mask", point.mask_for(model, arch))):
                 if path is not None:
                     kwargs[name] = path
             yield make_config(**kwargs), point
+    unused = sorted(options.keys() - used)
+    if unused:
+        raise HiddenCostError(f"unknown parameter {unused[0]!r}: not a run setting "
+                              f"({', '.join(sorted(_PARAM_FIELDS))}) nor an option of the "
+                              f"study's methods ({', '.join(spec.method)})")
 
 
 def spec_fingerprint(spec: StudySpec) -> str:

@@ -47,7 +47,12 @@ from hiddencost.study.identity import canonical_json
 from hiddencost.study.spec import PlannedRun
 
 STATUSES: tuple[str, ...] = ("pending", "running", "done", "failed")
-SCHEMA_VERSION = 1
+#: 2: run keys hash identity version 2 (:data:`hiddencost.config.IDENTITY_VERSION`);
+#: a store of schema 1 (keys of identity version 1) opens with ``needs_rekey`` and is re-keyed
+#: once by :func:`hiddencost.study.migrate.rekey_store`.
+SCHEMA_VERSION = 2
+#: Older schemas this store still opens (and re-keys).
+REKEYED_SCHEMAS = frozenset({1})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -198,13 +203,15 @@ class SQLiteStore:
                         self._db.execute(statement)
                 version = self._db.execute("PRAGMA user_version").fetchone()[0]
                 if version == 0:
+                    version = SCHEMA_VERSION
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                elif version != SCHEMA_VERSION:
+                elif version != SCHEMA_VERSION and version not in REKEYED_SCHEMAS:
                     raise HiddenCostError(f"{self.path} has store schema {version}; this "
                                           f"hiddencost reads schema {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise HiddenCostError(f"{self.path} is not a usable SQLite store: {exc}") from None
         self.journal_mode = mode
+        self.needs_rekey = version in REKEYED_SCHEMAS
 
     def _connect_readonly(self, timeout_s: float) -> sqlite3.Connection:
         """A connection that cannot write (``mode=ro``), to a file that must already be a
@@ -221,7 +228,8 @@ class SQLiteStore:
                 db, tables, version = _inspect(uri + "&immutable=1", timeout_s)
         except sqlite3.DatabaseError as exc:
             raise HiddenCostError(f"{self.path} is not a usable SQLite store: {exc}") from None
-        if "runs" not in tables or version != SCHEMA_VERSION:
+        self.needs_rekey = version in REKEYED_SCHEMAS
+        if "runs" not in tables or (version != SCHEMA_VERSION and not self.needs_rekey):
             db.close()
             raise HiddenCostError(f"{self.path} is not a hiddencost results store (schema "
                                   f"{version}, tables: {', '.join(sorted(tables)) or 'none'})")
@@ -382,6 +390,27 @@ class SQLiteStore:
         if len(rows) < len(entries):
             return None
         return [PlannedRun(key, rows[key].config, tags) for key, tags in entries]
+
+    def rekey(self, moves: Mapping[str, tuple[str, dict[str, Any]]]) -> int:
+        """Give rows new keys and identities (``old key → (new key, identity)``) in one
+        transaction, forget recorded expansions (their keys are old) and mark the store as of
+        this schema. A row whose new key is already taken (two old identities of one run) is
+        dropped, the row there kept; returns how many rows were dropped so."""
+        dropped = 0
+        with self._tx() as db:
+            taken = {k for (k,) in db.execute("SELECT key FROM runs")} - moves.keys()
+            for old, (new, identity) in moves.items():
+                if new in taken:
+                    db.execute("DELETE FROM runs WHERE key = ?", (old,))
+                    dropped += 1
+                    continue
+                db.execute("UPDATE runs SET key = ?, config = ? WHERE key = ?",
+                           (new, canonical_json(identity), old))
+                taken.add(new)
+            db.execute("DELETE FROM expansions")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self.needs_rekey = False
+        return dropped
 
     def counts(self, keys: Iterable[str]) -> Counter[str]:
         """Rows of ``keys`` by status; keys not in the store count as pending."""
