@@ -235,8 +235,8 @@ def test_a_failing_pack_is_halved_until_each_run_has_its_own_outcome(tmp_path, m
         task.config["epochs"] = 1
     outcomes = execute_pack(tasks)
     assert sizes == [3, 1, 2, 1, 1]  # 3 → 1 + 2 → 1 + 1 + 1
-    assert [o["key"] for o in outcomes] == [t.key for t in tasks]
-    assert all(o["status"] == "done" for o in outcomes)
+    assert [o.key for o in outcomes] == [t.key for t in tasks]
+    assert all(o.status == "done" for o in outcomes)
 
 
 def test_claim_many_claims_a_packs_pending_rows_in_one_go(tmp_path):

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from hiddencost.errors import HiddenCostError
+from hiddencost.study.outcome import RunOutcome
 from hiddencost.study.spec import PlannedRun
 from hiddencost.study.store import Owner, SQLiteStore, open_store, owner_alive
 
@@ -18,10 +19,10 @@ def _runs(n: int) -> list[PlannedRun]:
     return [PlannedRun(f"k{i:02d}", {"i": i}, {"family": "dense"}) for i in range(n)]
 
 
-def _outcome(key: str, status: str = "done", **kw) -> dict:
-    return {"key": key, "status": status, "metrics": {"accuracy": 0.5} if status == "done"
-            else None, "error": None if status == "done" else "Boom: x", "host": "h",
-            "started_at": 1.0, "finished_at": 2.0, "wall_time_s": 1.0, **kw}
+def _outcome(key: str, status: str = "done", **kw) -> RunOutcome:
+    return RunOutcome(key=key, status=status, metrics={"accuracy": 0.5} if status == "done"
+                      else None, error=None if status == "done" else "Boom: x", host="h",
+                      started_at=1.0, finished_at=2.0, wall_time_s=1.0, **kw)
 
 
 def test_schema_wal_and_idempotent_pending(tmp_path):

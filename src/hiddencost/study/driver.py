@@ -62,6 +62,7 @@ from hiddencost.study.executors import Executor, make_executor
 from hiddencost.study.fidelity_file import DEFAULT_FIDELITY_IMAGES, FIDELITY_FILE
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
 from hiddencost.study.migrate import rekey_store
+from hiddencost.study.outcome import OUTCOME_FILE, RunOutcome, read_outcome
 from hiddencost.study.packing import default_pack_size, form_packs
 from hiddencost.study.results import StudyRuns, load_records, read_study
 from hiddencost.study.spec import (
@@ -72,7 +73,7 @@ from hiddencost.study.spec import (
     spec_fingerprint,
 )
 from hiddencost.study.store import Owner, SQLiteStore
-from hiddencost.study.worker import OUTCOME_FILE, Task, read_outcome
+from hiddencost.study.worker import Task
 
 #: The steps reported to ``on_event``, in the order a run passes them (see the module docstring).
 EVENTS: tuple[str, ...] = ("inserted", "claimed", "executed", "recorded")
@@ -172,15 +173,15 @@ class _Session:
             if self.epochs_bar is not None:
                 self.progress.reset(self.epochs_bar, total=task.config.get("epochs"))
 
-    def record(self, outcome: dict[str, Any]) -> None:
-        self.emit("executed", outcome["key"])
+    def record(self, outcome: RunOutcome) -> None:
+        self.emit("executed", outcome.key)
         self.store.record(outcome)
-        self.emit("recorded", outcome["key"])
+        self.emit("recorded", outcome.key)
         self.executed += 1
-        if outcome["status"] == "failed":
-            self.failed.append(outcome["key"])
-            label = self.labels.get(outcome["key"], outcome["key"])
-            self.console.print(f"[red]failed[/] {label}: {outcome.get('error')}",
+        if outcome.status == "failed":
+            self.failed.append(outcome.key)
+            label = self.labels.get(outcome.key, outcome.key)
+            self.console.print(f"[red]failed[/] {label}: {outcome.error}",
                                highlight=False, soft_wrap=True)
         if self.progress is not None:
             self.progress.update(self.runs_bar, advance=1)

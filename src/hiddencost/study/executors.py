@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from hiddencost.errors import HiddenCostError
 from hiddencost.registry import Registry
+from hiddencost.study.outcome import RunOutcome, read_outcome
 from hiddencost.study.worker import (
     Task,
     execute_chunk,
@@ -46,7 +47,6 @@ from hiddencost.study.worker import (
     execute_pack_in_process_cache,
     failed_outcome,
     one_line_error,
-    read_outcome,
 )
 
 
@@ -64,7 +64,7 @@ class Hooks(Protocol):
         """The pack is about to execute (for progress display)."""
         ...
 
-    def record(self, outcome: dict[str, Any]) -> None:
+    def record(self, outcome: RunOutcome) -> None:
         """Store a finished run's outcome."""
         ...
 
@@ -224,7 +224,7 @@ class RayExecutor(ExecutorBase):
             raise
 
     @staticmethod
-    def _outcomes(ray: ModuleType, ref: Any, pack: list[Task]) -> list[dict[str, Any]]:
+    def _outcomes(ray: ModuleType, ref: Any, pack: list[Task]) -> list[RunOutcome]:
         """The outcomes a finished Ray task returned, or a failure for each of its runs."""
         try:
             return ray.get(ref)
@@ -320,10 +320,10 @@ class SlurmExecutor(ExecutorBase):
         """Record what a finished job left; False while it is still running."""
         if not job.done():
             return False
-        results: dict[str, dict[str, Any]] = {}
+        results: dict[str, RunOutcome] = {}
         reason = "no result"
         try:
-            results = {o["key"]: o for o in job.result()}
+            results = {o.key: o for o in job.result()}
         except Exception as exc:  # the job crashed, timed out or was cancelled
             reason = one_line_error(exc)
         for task in chunk:

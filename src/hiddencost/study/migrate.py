@@ -20,8 +20,8 @@ from typing import Any
 from hiddencost.config import RunConfig
 from hiddencost.errors import HiddenCostError
 from hiddencost.study.identity import key_of_identity
+from hiddencost.study.outcome import OUTCOME_FILE
 from hiddencost.study.store import SQLiteStore
-from hiddencost.study.worker import OUTCOME_FILE
 
 
 @dataclass

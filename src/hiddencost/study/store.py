@@ -44,6 +44,7 @@ from typing import Any
 
 from hiddencost.errors import HiddenCostError
 from hiddencost.study.identity import canonical_json
+from hiddencost.study.outcome import RunOutcome
 from hiddencost.study.spec import PlannedRun
 
 STATUSES: tuple[str, ...] = ("pending", "running", "done", "failed")
@@ -323,21 +324,18 @@ class SQLiteStore:
                            "WHERE key = ? AND status = 'running' AND owner = ?",
                            [(k, str(me)) for k in keys])
 
-    def record(self, outcome: Mapping[str, Any]) -> bool:
+    def record(self, outcome: RunOutcome) -> bool:
         """Write a worker outcome (status done/failed, metrics or error, timings) over a pending
         or running row; False (and nothing written) when the row is finished or absent."""
-        status = outcome["status"]
-        if status not in ("done", "failed"):
-            raise ValueError(f"an outcome is done or failed, not {status!r}")
-        metrics = outcome.get("metrics")
+        metrics = outcome.metrics
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE runs SET status = ?, metrics = ?, error = ?, host = ?, "
                 "started_at = COALESCE(?, started_at), finished_at = ?, wall_time_s = ?, "
                 "owner = NULL WHERE key = ? AND status IN ('pending', 'running')",
-                (status, None if metrics is None else json.dumps(metrics),
-                 outcome.get("error"), outcome.get("host"), outcome.get("started_at"),
-                 outcome.get("finished_at"), outcome.get("wall_time_s"), outcome["key"]))
+                (outcome.status, None if metrics is None else json.dumps(metrics),
+                 outcome.error, outcome.host, outcome.started_at, outcome.finished_at,
+                 outcome.wall_time_s, outcome.key))
             return cur.rowcount == 1
 
     def rows(self, keys: Iterable[str] | None = None) -> dict[str, RunRow]:

@@ -27,14 +27,19 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from hiddencost.errors import HiddenCostError
 from hiddencost.records import RunRecord, as_record
+from hiddencost.study.outcome import (  # noqa: F401 (re-exported: the worker's outcome API)
+    OUTCOME_FILE,
+    RunOutcome,
+    outcome_path,
+    read_outcome,
+)
 
-OUTCOME_FILE = "outcome.json"
 ERROR_FILE = "error.txt"
 #: How many loaded datasets / LP feature sets a worker keeps between runs.
 CACHE_ENTRIES = 2
@@ -136,46 +141,30 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def outcome_path(out_dir: str | Path) -> Path:
-    return Path(out_dir) / OUTCOME_FILE
-
-
-def read_outcome(out_dir: str | Path, key: str) -> dict[str, Any] | None:
-    """The outcome written for run ``key`` in ``out_dir``, or None (absent or unreadable)."""
-    try:
-        outcome = json.loads(outcome_path(out_dir).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(outcome, dict) or outcome.get("key") != key:
-        return None
-    if outcome.get("status") not in ("done", "failed"):
-        return None
-    return outcome
-
-
-def failed_outcome(task: Task, error: str, started_at: float | None = None) -> dict[str, Any]:
+def failed_outcome(task: Task, error: str, started_at: float | None = None) -> RunOutcome:
     """An outcome for a run that ended without producing one (crashed worker, lost job)."""
-    now = time.time()
-    return {"key": task.key, "status": "failed", "metrics": None, "error": error,
-            "host": None, "started_at": started_at, "finished_at": now, "wall_time_s": None}
+    return RunOutcome(key=task.key, status="failed", error=error, started_at=started_at,
+                      finished_at=time.time())
 
 
-def _finish(task: Task, outcome: dict[str, Any], started_at: float, t0: float,
-            **extra: Any) -> dict[str, Any]:
-    """Complete an outcome (key, host, timings) and write it as the run's ``outcome.json``."""
-    outcome.update(key=task.key, host=socket.gethostname(), pid=os.getpid(),
-                   started_at=started_at, finished_at=time.time(),
-                   wall_time_s=time.perf_counter() - t0, **extra)
+def _finish(task: Task, status: Literal["done", "failed"], metrics: dict[str, Any] | None,
+            error: str | None, started_at: float, t0: float,
+            pack_size: int | None = None) -> RunOutcome:
+    """The run's outcome (with where and when it ran), also written as its ``outcome.json``."""
+    outcome = RunOutcome(key=task.key, status=status, metrics=metrics, error=error,
+                         host=socket.gethostname(), pid=os.getpid(), started_at=started_at,
+                         finished_at=time.time(), wall_time_s=time.perf_counter() - t0,
+                         pack_size=pack_size)
     try:
-        write_json_atomic(outcome_path(task.out_dir), outcome)
+        write_json_atomic(outcome_path(task.out_dir), outcome.model_dump(exclude_none=True))
     except OSError as exc:
-        outcome["warning"] = f"could not write {OUTCOME_FILE}: {exc}"
+        outcome = outcome.model_copy(update={"warning": f"could not write {OUTCOME_FILE}: {exc}"})
     return outcome
 
 
 def execute_task(
     task: Task, cache: Any = None, on_epoch: Callable[[dict], None] | None = None
-) -> dict[str, Any]:
+) -> RunOutcome:
     """Run one task and return its outcome; never raises for a failing run (only for
     KeyboardInterrupt and other BaseExceptions, and when its folder cannot be made), so one
     failure cannot stop a study."""
@@ -192,10 +181,10 @@ def execute_task(
         cfg = RunConfig.model_validate(task.config)
         record = checked_record(runner(cfg, out_dir=out_dir, cache=cache, on_epoch=on_epoch),
                                 f"what runner {task.runner or 'run_one'} returned")
-        outcome: dict[str, Any] = {"status": "done", "metrics": record.scalar_metrics(),
-                                   "error": None}
+        status: Literal["done", "failed"] = "done"
+        metrics, error = record.scalar_metrics(), None
     except Exception as exc:  # a failing run is data, not a crash
-        outcome = {"status": "failed", "metrics": None, "error": one_line_error(exc)}
+        status, metrics, error = "failed", None, one_line_error(exc)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / ERROR_FILE).write_text(traceback.format_exc())
@@ -204,12 +193,12 @@ def execute_task(
     finally:
         if cache is not None:
             trim_cache(cache)
-    return _finish(task, outcome, started_at, t0)
+    return _finish(task, status, metrics, error, started_at, t0)
 
 
 def execute_pack(
     tasks: Sequence[Task], cache: Any = None, on_epoch: Callable[[dict], None] | None = None
-) -> list[dict[str, Any]]:
+) -> list[RunOutcome]:
     """Run the tasks of a pack together (:func:`hiddencost.run.run_pack`) and return one
     outcome per task, each written to its own folder. A pack of one, or of a custom runner, is
     :func:`execute_task`. When the pack fails as a whole (out of device memory, one run
@@ -235,16 +224,15 @@ def execute_pack(
     finally:
         if cache is not None:
             trim_cache(cache)
-    return [_finish(task, {"status": "done", "metrics": m, "error": None}, started_at, t0,
-                    pack_size=len(tasks))
+    return [_finish(task, "done", m, None, started_at, t0, pack_size=len(tasks))
             for task, m in zip(tasks, metrics, strict=True)]
 
 
-def execute_pack_in_process_cache(tasks: Sequence[Task]) -> list[dict[str, Any]]:
+def execute_pack_in_process_cache(tasks: Sequence[Task]) -> list[RunOutcome]:
     """:func:`execute_pack` with this process's cache (the Ray task body)."""
     return execute_pack(tasks, cache=process_cache())
 
 
-def execute_chunk(packs: Sequence[Sequence[Task]]) -> list[dict[str, Any]]:
+def execute_chunk(packs: Sequence[Sequence[Task]]) -> list[RunOutcome]:
     """Several packs in one process, sharing a cache (the body of one Slurm array job)."""
     return [o for pack in packs for o in execute_pack(pack, cache=process_cache())]

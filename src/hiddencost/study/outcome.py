@@ -1,0 +1,49 @@
+"""What a worker reports for one run: :class:`RunOutcome`, passed from the worker through the
+executors to the driver and the store, and written beside the run as ``outcome.json`` (so a
+driver that died before recording it, or Slurm jobs whose driver is gone, lose nothing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+OUTCOME_FILE = "outcome.json"
+
+
+class RunOutcome(BaseModel):
+    """How one run ended: ``done`` with the record's scalar ``metrics``, or ``failed`` with a
+    one-line ``error``; where (``host``, ``pid``) and when (epoch seconds ``started_at`` /
+    ``finished_at``, ``wall_time_s``) it ran; ``pack_size`` when it trained in a pack;
+    ``warning`` when its ``outcome.json`` could not be written."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    status: Literal["done", "failed"]
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    wall_time_s: float | None = None
+    pack_size: int | None = None
+    warning: str | None = None
+
+
+def outcome_path(out_dir: str | Path) -> Path:
+    """Where a run's outcome is written: ``<run folder>/outcome.json``."""
+    return Path(out_dir) / OUTCOME_FILE
+
+
+def read_outcome(out_dir: str | Path, key: str) -> RunOutcome | None:
+    """The outcome written for run ``key`` in ``out_dir``, or None (absent, unreadable, not an
+    outcome, or another run's)."""
+    try:
+        outcome = RunOutcome.model_validate(json.loads(outcome_path(out_dir).read_text()))
+    except (OSError, ValueError, ValidationError):
+        return None
+    return outcome if outcome.key == key else None
