@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from hiddencost import __version__
-from hiddencost.backbones import BackboneInfo, create_model, resolve_backbone_name
+from hiddencost.backbones import BackboneEntry, BackboneInfo, create_model, resolve_backbone_name
 from hiddencost.compression import CompressionReport, apply_compression
 from hiddencost.config import (  # noqa: F401 (re-exported: run_one's configuration)
     ENVIRONMENT_FIELDS,
@@ -42,7 +42,7 @@ from hiddencost.errors import HiddenCostError
 from hiddencost.frozen import prepare_frozen
 from hiddencost.metrics import calibration_summary, paper_ece
 from hiddencost.prompting.catalog import (
-    method_card,
+    card_of,
     method_for,
 )
 from hiddencost.prompting.methods import (
@@ -92,23 +92,59 @@ class RunCache:
         return memo
 
 
-def settings_of(cfg: RunConfig) -> TransferSettings:
-    """The transfer hyper-parameters of a resolved configuration, the method's options typed."""
-    return TransferSettings(
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A configuration resolved once (:func:`resolve`): protocol defaults filled in, the
+    backbone, the method and its options looked up in their registries. Packing, the cost plan,
+    the run and its record read this instead of resolving names again."""
+
+    config: RunConfig  # resolved: no field left to a default
+    backbone: BackboneEntry
+    method: TransferMethod
+    settings: TransferSettings
+
+    @property
+    def family(self) -> str:
+        """The backbone's network family (``timm``, ``open_clip``)."""
+        return self.backbone.family
+
+    def pack_signature(self) -> str | None:
+        """What runs must share to train as one pack (:func:`run_pack`): backbone, weights,
+        compression, dataset and its split, device, and the method's :meth:`pack_key` (VP:
+        epochs, batch size, canvas and inner size). None: the run trains alone (its method
+        does not pack, or its activation quantizers calibrate on its own training subset)."""
+        key = self.method.pack_key(self.settings)
+        if key is None or self.config.compression.activation_bits is not None:
+            return None
+        shared = self.config.model_dump(mode="json", include={
+            "model", "weights", "checkpoint", "mask", "compression", "dataset", "data_root",
+            "download", "split_seed", "skip_unreadable", "device"})
+        return json.dumps([shared, list(key) if isinstance(key, tuple) else key],
+                          sort_keys=True)
+
+
+def resolve(cfg: RunConfig) -> ResolvedRun:
+    """``cfg`` resolved once (see :class:`ResolvedRun`); bad names or options are one-line
+    errors."""
+    cfg = cfg.resolved()
+    backbone = resolve_backbone_name(cfg.model)
+    method = method_for(cfg.method, backbone.family)
+    settings = TransferSettings(
         epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,  # type: ignore[arg-type]
         seed=cfg.seed, canvas_size=cfg.canvas_size, inner_size=cfg.inner_size,  # type: ignore[arg-type]
         lp_image_size=cfg.lp_image_size,  # type: ignore[arg-type]
         save_prompt_history=cfg.save_prompt_history,
-        options=_method(cfg).options.model_validate(cfg.options),
+        options=method.options.model_validate(cfg.options),
     )
+    return ResolvedRun(cfg, backbone, method, settings)
 
 
 def _backbone(
-    cfg: RunConfig, method: TransferMethod, settings: TransferSettings,
-    task: TaskData | SequenceTask, subset: torch.Tensor, device: torch.device,
+    run: ResolvedRun, task: TaskData | SequenceTask, subset: torch.Tensor, device: torch.device,
 ) -> tuple[torch.nn.Module, BackboneInfo, CompressionReport]:
     """The compressed, frozen backbone; activation quantizers calibrate on the first training
     examples as the method feeds them."""
+    cfg, method, settings = run.config, run.method, run.settings
     model, info = create_model(cfg.model, weights=cfg.weights, checkpoint=cfg.checkpoint,
                                download=cfg.download, mask=cfg.mask)
     calibration = method.calibration_inputs(task, subset, settings, info.mean, info.std,
@@ -140,17 +176,16 @@ def _reference_test_batch(cfg: RunConfig) -> int:
     return dataset_info(cfg.dataset).reference_test_batch
 
 
-def _record(cfg: RunConfig, outcome: TransferOutcome, task: TaskData | SequenceTask,
+def _record(run: ResolvedRun, outcome: TransferOutcome, task: TaskData | SequenceTask,
             subset: FewShotSubset,
             info: BackboneInfo, report: CompressionReport, device: torch.device,
             start: float) -> RunRecord:
-    logits = outcome.logits
+    cfg, logits = run.config, outcome.logits
     summary = calibration_summary(logits.softmax(dim=1), task.test_labels)
-    family = resolve_backbone_name(cfg.model).family
     return RunRecord(
         config=cfg.model_dump(mode="json"),
-        method=method_card(cfg.method, family),
-        network_family=family,
+        method=card_of(run.method, run.family),
+        network_family=run.family,
         label_mapping=_mapping_table(outcome, task, info),
         mapping_history=outcome.mapping_history,
         **summary,
@@ -182,24 +217,9 @@ def run_versions() -> dict[str, str]:
             "python": platform.python_version(), "cpu": torch.backends.cpu.get_cpu_capability()}
 
 
-def _method(cfg: RunConfig) -> TransferMethod:
-    """The run's transfer method, from its backbone family's registry."""
-    return method_for(cfg.method, resolve_backbone_name(cfg.model).family)
-
-
 def pack_signature(cfg: RunConfig) -> str | None:
-    """What runs must share to train as one pack (:func:`run_pack`): backbone, weights,
-    compression, dataset and its split, device, and the method's :meth:`pack_key` (for VP:
-    epochs, batch size, canvas and inner size). None: the run trains alone (its method does
-    not pack, or its activation quantizers calibrate on its own training subset)."""
-    cfg = cfg.resolved()
-    key = _method(cfg).pack_key(settings_of(cfg))
-    if key is None or cfg.compression.activation_bits is not None:
-        return None
-    shared = cfg.model_dump(mode="json", include={
-        "model", "weights", "checkpoint", "mask", "compression", "dataset", "data_root",
-        "download", "split_seed", "skip_unreadable", "device"})
-    return json.dumps([shared, list(key) if isinstance(key, tuple) else key], sort_keys=True)
+    """:meth:`ResolvedRun.pack_signature` of a configuration."""
+    return resolve(cfg).pack_signature()
 
 
 def run_pack(
@@ -216,32 +236,30 @@ def run_pack(
     first run. A pack of one is :func:`run_one`.
     """
     start = time.perf_counter()
-    cfgs = [cfg.resolved() for cfg in cfgs]
-    if not cfgs:
+    runs = [resolve(cfg) for cfg in cfgs]
+    if not runs:
         return []
-    signatures = {pack_signature(c) for c in cfgs} if len(cfgs) > 1 else set()
+    signatures = {r.pack_signature() for r in runs} if len(runs) > 1 else set()
     if None in signatures or len(signatures) > 1:
         raise HiddenCostError("the runs of a pack must share backbone, compression, dataset, "
                               "device and the method's schedule (see pack_signature)")
-    out_dirs = list(out_dirs) if out_dirs is not None else [None] * len(cfgs)
+    out_dirs = list(out_dirs) if out_dirs is not None else [None] * len(runs)
     cache = cache or RunCache()
-    first = cfgs[0]
-    device = resolve_device(first.device)
-    methods = [_method(cfg) for cfg in cfgs]
-    settings = [settings_of(cfg) for cfg in cfgs]
-    task = cache.dataset(first, methods[0].stored_image_size(settings[0]))
-    subsets = [few_shot_indices(task.train_labels, cfg.n_shot, cfg.seed) for cfg in cfgs]
-    backbone, info, report = _backbone(first, methods[0], settings[0], task,
-                                       subsets[0].indices, device)
+    first = runs[0]
+    device = resolve_device(first.config.device)
+    task = cache.dataset(first.config, first.method.stored_image_size(first.settings))
+    subsets = [few_shot_indices(task.train_labels, r.config.n_shot, r.config.seed)
+               for r in runs]
+    backbone, info, report = _backbone(first, task, subsets[0].indices, device)
     jobs = [TransferJob(
         backbone=backbone, num_source=info.num_classes, mean=info.mean, std=info.std,
-        task=task, subset=subset.indices, settings=s, device=device,
-        on_epoch=on_epoch if i == 0 else None, memo=cache.memo(cfg, task.image_size),
-    ) for i, (cfg, s, subset) in enumerate(zip(cfgs, settings, subsets, strict=True))]
-    outcomes = methods[0].fit_pack(list(zip(methods, jobs, strict=True)))
+        task=task, subset=subset.indices, settings=r.settings, device=device,
+        on_epoch=on_epoch if i == 0 else None, memo=cache.memo(r.config, task.image_size),
+    ) for i, (r, subset) in enumerate(zip(runs, subsets, strict=True))]
+    outcomes = first.method.fit_pack([(r.method, job) for r, job in zip(runs, jobs, strict=True)])
     records = []
-    for cfg, outcome, subset, out_dir in zip(cfgs, outcomes, subsets, out_dirs, strict=True):
-        record = _record(cfg, outcome, task, subset, info, report, device, start)
+    for run, outcome, subset, out_dir in zip(runs, outcomes, subsets, out_dirs, strict=True):
+        record = _record(run, outcome, task, subset, info, report, device, start)
         if out_dir is not None:
             write_result(record, outcome.tensors, outcome.history.prompts, Path(out_dir))
         records.append(record)

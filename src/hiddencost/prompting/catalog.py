@@ -49,7 +49,11 @@ def methods_reading(modality: str) -> list[str]:
 
 def method_card(name: str, family: str) -> MethodCard:
     """The :class:`~hiddencost.records.MethodCard` of method ``name`` of ``family`` backbones."""
-    method = method_for(name, family)
-    return MethodCard(name=name, id=f"{family}/{name}", display_name=method.display_name or name,
-                      marker=method.marker, learns_prompt=method.learns_prompt,
-                      modality=method.modality)
+    return card_of(method_for(name, family), family)
+
+
+def card_of(method: TransferMethod, family: str) -> MethodCard:
+    """The :class:`~hiddencost.records.MethodCard` of a method of ``family`` backbones."""
+    return MethodCard(name=method.name, id=f"{family}/{method.name}",
+                      display_name=method.display_name or method.name, marker=method.marker,
+                      learns_prompt=method.learns_prompt, modality=method.modality)

@@ -78,26 +78,23 @@ class Plan:
 def run_cost(identity: dict[str, Any]) -> RunCost | None:
     """The backbone work of one run (see the module docstring); None when its dataset's
     split sizes are not known before loading it."""
-    from hiddencost.backbones import resolve_backbone_name  # lazy: torch
     from hiddencost.data import dataset_info  # lazy: torch
-    from hiddencost.prompting.catalog import method_for  # lazy: torch
-    from hiddencost.run import RunConfig, settings_of  # lazy: torch
+    from hiddencost.run import RunConfig, resolve  # lazy: torch
 
-    cfg = RunConfig.model_validate(identity).resolved()
-    entry = resolve_backbone_name(cfg.model)
-    info = dataset_info(cfg.dataset)
+    run = resolve(RunConfig.model_validate(identity))
+    info = dataset_info(run.config.dataset)
     if info.split_sizes is None or info.num_classes is None:
         return None
     pool, test = info.split_sizes
-    n = pool if cfg.n_shot is None else min(cfg.n_shot * info.num_classes, pool)
-    method = method_for(cfg.method, entry.family)
-    settings = settings_of(cfg)
-    work = method.work(settings, n, pool, test)
-    key = f"{entry.arch}@{work.input_size}"  # throughput is the architecture's
+    shot = run.config.n_shot
+    n = pool if shot is None else min(shot * info.num_classes, pool)
+    work = run.method.work(run.settings, n, pool, test)
+    key = f"{run.backbone.arch}@{work.input_size}"  # throughput is the architecture's
+    cfg = run.config
     shared = (cfg.model, cfg.weights, cfg.checkpoint, str(cfg.compression), cfg.dataset,
               work.input_size) if work.shared_forward else None
     return RunCost(key, work.train, work.forward, shared,
-                   packable=method.pack_key(settings) is not None)
+                   packable=run.method.pack_key(run.settings) is not None)
 
 
 def measure_throughput(key: str, device: str = "auto", steps: int = 2) -> Throughput:
