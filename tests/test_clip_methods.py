@@ -110,7 +110,7 @@ def test_each_clip_method_writes_a_complete_record(method, cache, tmp_path):
         assert len(mapping) == 10 and all(0 <= m.source < 810 for m in mapping)
         for m in mapping:  # the chosen column's text: template ⌊j/K⌋ of class j mod K
             assert m.source_name == ILM_TEMPLATES[m.source // 10].format(str(m.source % 10))
-        assert [h["mapping_recomputed"] for h in record.history] == [True, True]
+        assert [h.mapping_recomputed for h in record.history] == [True, True]
     if method == "zero-shot":
         assert record.history == [] and record.final_train_loss is None
     if method == "vp":

@@ -169,15 +169,15 @@ def test_training_learns_the_toy_task_and_leaves_the_backbone_alone():
     model = CrossModalReprogram(backbone, sources, vocab_size=4, canvas=16, mean=MEAN, std=STD,
                                 patch=4, seed=0)
     history = train_xmr(model, tokens, lengths, labels, epochs=15, device=CPU, seed=0, lr=0.05)
-    losses = [e["loss"] for e in history.epochs]
-    assert losses[-1] < losses[0] and history.epochs[-1]["train_accuracy"] >= 0.9
+    losses = [e.loss for e in history.epochs]
+    assert losses[-1] < losses[0] and history.epochs[-1].train_accuracy >= 0.9
     scores = predict_xmr(model, tokens, lengths, CPU)
     assert scores.shape == (24, 2) and float((scores.argmax(1) == labels).double().mean()) >= 0.9
     assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())
     # seeded: the same run again gives the same losses
     again = CrossModalReprogram(_tiny_backbone(), sources, 4, 16, MEAN, STD, patch=4, seed=0)
     rerun = train_xmr(again, tokens, lengths, labels, epochs=15, device=CPU, seed=0, lr=0.05)
-    assert [e["loss"] for e in rerun.epochs] == losses
+    assert [e.loss for e in rerun.epochs] == losses
 
 
 def test_a_step_budget_stops_training_mid_epoch():
@@ -191,10 +191,10 @@ def test_a_step_budget_stops_training_mid_epoch():
         return train_xmr(model, tokens, lengths, labels, epochs=5, device=CPU, **budget)
 
     cut = train(max_steps=8).epochs
-    assert [e["epoch"] for e in cut] == [1, 2] and [e["steps"] for e in cut] == [6, 8]
+    assert [e.epoch for e in cut] == [1, 2] and [e.steps for e in cut] == [6, 8]
     full = train().epochs
-    assert cut[0]["loss"] == full[0]["loss"] and "steps" not in full[0]  # same first epoch
-    assert cut[1]["loss"] != full[1]["loss"]  # the mean over 8 examples, not 24
+    assert cut[0].loss == full[0].loss and full[0].steps is None  # same first epoch
+    assert cut[1].loss != full[1].loss  # the mean over 8 examples, not 24
     assert len(train(max_steps=100).epochs) == 5  # the epochs end first
     with pytest.raises(HiddenCostError, match="method .ilm. on .* has no option .max_steps."):
         make_config(method="ilm", max_steps=5).resolved()
@@ -211,7 +211,7 @@ def test_remapper_replaces_sources_when_k_times_m_exceeds_the_source_classes():
     model = CrossModalReprogram(backbone, None, 4, 16, MEAN, STD, patch=4, remapper=remapper)
     tokens, lengths, labels = _toy_task()
     history = train_xmr(model, tokens, lengths, labels, epochs=10, device=CPU, lr=0.05)
-    assert history.epochs[-1]["loss"] < history.epochs[0]["loss"]
+    assert history.epochs[-1].loss < history.epochs[0].loss
     assert not torch.equal(remapper.linear.weight, start)  # trained with the table
     assert set(model.learned_tensors()) == {"patches.table", "remapper.weight", "remapper.bias"}
     with pytest.raises(ValueError, match="either sources or a remapper"):
@@ -236,7 +236,7 @@ def test_splice_through_the_real_efficientnet_lite0():
     sources = seeded_sources(backbone, 224, info.mean, info.std, 3, 10, seed=0, device=CPU)
     reprogram = CrossModalReprogram(backbone, sources, 4, 224, info.mean, info.std, seed=0)
     history = train_xmr(reprogram, tokens, lengths, labels, epochs=1, device=CPU, seed=0)
-    assert math.isfinite(history.epochs[0]["loss"]) and sources.shape == (3, 10)
+    assert math.isfinite(history.epochs[0].loss) and sources.shape == (3, 10)
     scores = predict_xmr(reprogram, tokens, lengths, CPU)
     assert scores.shape == (12, 3) and torch.isfinite(scores).all()
 

@@ -69,7 +69,7 @@ def test_packed_runs_on_cpu_are_bitwise_the_same_runs_alone(cache, alone, tmp_pa
                 assert (tmp_path / str(i) / name).read_bytes() == (a_dir / name).read_bytes()
     assert packed[3].label_mapping is None  # fm
     assert len(packed[4].label_mapping[0].sources) == 2
-    assert [h["mapping_recomputed"] for h in packed[1].history] == [True, False, False]
+    assert [h.mapping_recomputed for h in packed[1].history] == [True, False, False]
 
 
 def test_fused_packed_runs_equal_the_same_runs_alone_up_to_float_reordering(
@@ -95,9 +95,9 @@ def test_fused_packed_runs_equal_the_same_runs_alone_up_to_float_reordering(
         for name in CLOSE:
             assert getattr(p, name) == pytest.approx(getattr(a, name), abs=1e-4), name
         for hp, ha in zip(p.history, a.history, strict=True):
-            assert hp["mapping_changes"] == ha["mapping_changes"]
-            assert hp["train_accuracy"] == ha["train_accuracy"]
-            assert hp["loss"] == pytest.approx(ha["loss"], rel=1e-4)
+            assert hp.mapping_changes == ha.mapping_changes
+            assert hp.train_accuracy == ha.train_accuracy
+            assert hp.loss == pytest.approx(ha.loss, rel=1e-4)
 
 
 def test_fuses_batches_only_on_cuda_unless_told():

@@ -229,13 +229,13 @@ def test_ilm_options_run_end_to_end_and_the_test_curve_changes_nothing(tmp_path)
     plain = run_one(make_config(method="ilm", mapping_interval=2, **SMALL))
     curve = run_one(make_config(method="ilm", mapping_interval=2, test_every_epoch=True,
                                 **SMALL))
-    assert [e["mapping_recomputed"] for e in plain.history] == [True, False, True]
+    assert [e.mapping_recomputed for e in plain.history] == [True, False, True]
     assert plain.mapping_history[0] == plain.mapping_history[1]
     # the test accuracy after each epoch, for curves: the last one is the result itself, and
     # measuring it changes no number of the run
-    assert [e["loss"] for e in curve.history] == [e["loss"] for e in plain.history]
+    assert [e.loss for e in curve.history] == [e.loss for e in plain.history]
     assert curve.accuracy == plain.accuracy and curve.nll == plain.nll
-    assert curve.history[-1]["test_accuracy"] == pytest.approx(curve.accuracy)
+    assert curve.history[-1].test_accuracy == pytest.approx(curve.accuracy)
     assert "test_accuracy" not in plain.history[0]
 
 
@@ -245,7 +245,7 @@ def test_mapping_num_and_prompt_init_reach_the_record():
     assert len({s for e in two.label_mapping for s in e.sources}) == 20  # 10 classes × 2
     zero = run_one(make_config(method="rlm", **SMALL))
     randn = run_one(make_config(method="rlm", prompt_init="randn", **SMALL))
-    assert zero.history[0]["loss"] != randn.history[0]["loss"]
+    assert zero.history[0].loss != randn.history[0].loss
 
 
 def test_method_options_are_in_the_identity_with_their_defaults():

@@ -159,7 +159,7 @@ def mapping_with_delta(backbone: nn.Module, delta: torch.Tensor | None,
 
 
 def strip_seconds(history) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in history.epochs]
+    return [r.model_dump(exclude={"seconds"}) for r in history.epochs]
 
 
 # --------------------------------------------------------------------------------------------
@@ -649,7 +649,7 @@ def test_ilm_recomputes_mapping_every_epoch():
         assert history.mappings[e] == mapping_with_delta(backbone, history.prompts[e - 1]), e
     # this setup is chosen so that the mapping really moves (else the test proves little)
     assert any(m != flm0 for m in history.mappings)
-    changes = [r["mapping_changes"] for r in history.epochs]
+    changes = [r.mapping_changes for r in history.epochs]
     assert changes[0] == K_TGT
     for e in range(1, EPOCHS):
         prev, cur = history.mappings[e - 1], history.mappings[e]
@@ -662,7 +662,7 @@ def test_flm_mapping_fixed_from_initial_prompt():
     flm0 = mapping_with_delta(backbone, None)
     model, history = train("flm", backbone, save_prompt_history=True)
     assert history.mappings == [flm0] * EPOCHS
-    assert [r["mapping_changes"] for r in history.epochs] == [K_TGT] + [0] * (EPOCHS - 1)
+    assert [r.mapping_changes for r in history.epochs] == [K_TGT] + [0] * (EPOCHS - 1)
     assert model.mapping.tolist() == flm0
     # the prompt did move the predictions, so a recomputing (ILM-like) FLM would differ
     assert any(mapping_with_delta(backbone, d) != flm0 for d in history.prompts)
@@ -684,7 +684,7 @@ def test_fm_trains_the_mapping_layer():
     w0, w1 = untrained.fm.linear.weight, model.fm.linear.weight
     assert not torch.equal(w0, w1)
     assert not torch.equal(untrained.fm.linear.bias, model.fm.linear.bias)
-    assert history.epochs[-1]["loss"] < history.epochs[0]["loss"]
+    assert history.epochs[-1].loss < history.epochs[0].loss
     imgs, _ = make_task()
     x = imgs.float() / 255
     with torch.no_grad():
@@ -707,13 +707,13 @@ def test_vp_deterministic_per_seed(method):
 def test_vp_history_records_schedule_and_callback():
     seen = []
     _, history = train("flm", on_epoch=seen.append, lr=0.01)
-    assert [r["epoch"] for r in history.epochs] == list(range(1, EPOCHS + 1))
-    assert [r["lr"] for r in history.epochs] == pytest.approx(LR_BY_EPOCH, rel=1e-9)
+    assert [r.epoch for r in history.epochs] == list(range(1, EPOCHS + 1))
+    assert [r.lr for r in history.epochs] == pytest.approx(LR_BY_EPOCH, rel=1e-9)
     assert seen == history.epochs
     for r in history.epochs:
-        assert 0.0 <= r["train_accuracy"] <= 1.0 and r["loss"] > 0
+        assert 0.0 <= r.train_accuracy <= 1.0 and r.loss > 0
         # 24 images in batches of 8: accuracy is a multiple of 1/24
-        assert round(r["train_accuracy"] * 24, 9) == int(round(r["train_accuracy"] * 24))
+        assert round(r.train_accuracy * 24, 9) == int(round(r.train_accuracy * 24))
 
 
 def test_vp_save_prompt_history():
@@ -820,12 +820,12 @@ def test_train_linear_head_learns_and_is_deterministic():
                                       device=CPU)
     assert torch.equal(torch.random.get_rng_state(), rng)
     assert isinstance(head, nn.Linear) and head.weight.shape == (K_TGT, 8)
-    assert history.epochs[-1]["loss"] < history.epochs[0]["loss"]
-    assert history.epochs[-1]["train_accuracy"] >= 0.95
+    assert history.epochs[-1].loss < history.epochs[0].loss
+    assert history.epochs[-1].train_accuracy >= 0.95
     with torch.no_grad():
         assert (head(feats).argmax(1) == labels).float().mean() >= 0.95
     # lr: milestones ⌊10⌋, ⌊14.4⌋ = 10, 14
-    assert [r["lr"] for r in history.epochs] == pytest.approx(
+    assert [r.lr for r in history.epochs] == pytest.approx(
         [0.01] * 10 + [0.001] * 4 + [0.0001] * 6, rel=1e-9
     )
     head2, history2 = train_linear_head(feats, labels, K_TGT, epochs=20, batch_size=16, seed=1,
@@ -1012,7 +1012,7 @@ def test_ilm_two_sources_per_target_trains_on_mean_logits():
                    for row in mapping)
         assert len({s for row in mapping for s in row}) == 2 * K_TGT
     assert model.mapping.tolist() == history.mappings[-1]
-    changes = [r["mapping_changes"] for r in history.epochs]
+    changes = [r.mapping_changes for r in history.epochs]
     assert changes[0] == K_TGT
     for e in (1, 2):  # targets whose source set changed
         prev, cur = history.mappings[e - 1], history.mappings[e]
@@ -1052,19 +1052,19 @@ def test_ilm_mapping_interval_two():
     flm0 = mapping_with_delta(backbone, None)
     model, history = train("ilm", backbone, epochs=3, mapping_interval=2, lr=0.5,
                            save_prompt_history=True)
-    assert [r["mapping_recomputed"] for r in history.epochs] == [True, False, True]
+    assert [r.mapping_recomputed for r in history.epochs] == [True, False, True]
     assert history.mappings[0] == history.mappings[1] == flm0  # held at epoch 1 ...
     moved = mapping_with_delta(backbone, history.prompts[0])
     assert moved != flm0  # ... although recomputing would have changed it
     # epoch 2 recomputes with the prompt after epoch 1
     assert history.mappings[2] == mapping_with_delta(backbone, history.prompts[1]) != flm0
-    changes = [r["mapping_changes"] for r in history.epochs]
+    changes = [r.mapping_changes for r in history.epochs]
     assert changes == [K_TGT, 0, sum(a != b for a, b in zip(flm0, history.mappings[2],
                                                               strict=True))]
     assert model.mapping.tolist() == history.mappings[-1]
     # interval 1 (the default) recomputes at epoch 1 and picks the moved mapping
     _, every = train("ilm", backbone, epochs=3, lr=0.5)
-    assert [r["mapping_recomputed"] for r in every.epochs] == [True] * 3
+    assert [r.mapping_recomputed for r in every.epochs] == [True] * 3
     assert every.mappings[1] == moved
 
 
@@ -1084,14 +1084,14 @@ def test_mapping_interval_ignored_outside_ilm(method):
     assert torch.equal(m1.prompt.delta, m2.prompt.delta)
     assert strip_seconds(h1) == strip_seconds(h2) and h1.mappings == h2.mappings
     expected = [method == "flm", False, False]
-    assert [r["mapping_recomputed"] for r in h1.epochs] == expected
+    assert [r.mapping_recomputed for r in h1.epochs] == expected
 
 
 def test_vp_history_keys_default():
     _, history = train("ilm", epochs=2)
-    assert list(history.epochs[0]) == ["epoch", "loss", "train_accuracy", "lr",
+    assert list(history.epochs[0].model_dump()) == ["epoch", "loss", "train_accuracy", "lr",
                                        "mapping_changes", "mapping_recomputed", "seconds"]
-    assert [r["mapping_recomputed"] for r in history.epochs] == [True, True]
+    assert [r.mapping_recomputed for r in history.epochs] == [True, True]
 
 
 def test_pad_prompt_randn_init_seeded():
@@ -1190,7 +1190,7 @@ def test_visual_prompting_passes_new_options():
     init = torch.randn(3, CANVAS, CANVAS, generator=torch.Generator().manual_seed(3))
     assert torch.equal(prompt.delta.detach(), init)
     outcome = METHODS.get("ilm").fit(_vp_job(s))
-    assert [r["mapping_recomputed"] for r in outcome.history.epochs] == [True, False, True]
+    assert [r.mapping_recomputed for r in outcome.history.epochs] == [True, False, True]
     assert len(outcome.mapping) == K_TGT
     assert all(isinstance(row, list) and len(row) == 2 for row in outcome.mapping)
     assert outcome.mapping_history is not None and len(outcome.mapping_history) == 3

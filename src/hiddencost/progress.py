@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -32,13 +33,13 @@ def make_progress(console: Console) -> Progress:
 
 
 @contextlib.contextmanager
-def epoch_progress(console: Console, epochs: int) -> Iterator[Callable[[dict], None]]:
+def epoch_progress(console: Console, epochs: int) -> Iterator[Callable[[Any], None]]:
     """Yield an ``on_epoch`` callback that advances an epoch bar and shows the last loss."""
     with make_progress(console) as progress:
         task = progress.add_task("epochs", total=epochs, status="")
 
-        def on_epoch(record: dict) -> None:
+        def on_epoch(record: Any) -> None:  # an EpochRecord
             progress.update(task, advance=1,
-                            status=f"loss {record['loss']:.3f} acc {record['train_accuracy']:.3f}")
+                            status=f"loss {record.loss:.3f} acc {record.train_accuracy:.3f}")
 
         yield on_epoch

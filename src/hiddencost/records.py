@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 #: Bumped whenever a field is added, removed or changes meaning (2: ``paper_kl_uniform_incorrect``,
 #: ``paper_remaining_percent``; 3: ``method``, ``network_family`` and the CPU's ISA in
@@ -43,6 +43,32 @@ class MappingEntry(BaseModel):
     source_name: str
     sources: list[int] | None = None
     source_names: list[str] | None = None
+
+
+class EpochRecord(BaseModel):
+    """One epoch of any training loop (VP, LP, CLIP VP, cross-modal): its 1-based ``epoch``,
+    the mean training ``loss`` and ``train_accuracy`` over the epoch's examples, the learning
+    rate ``lr`` it trained at and its ``seconds`` (training only). Label-mapping methods add
+    how many targets changed source (``mapping_changes``; all K at epoch 1) and whether the
+    mapping was recomputed (``mapping_recomputed``); ``test_accuracy`` is there with
+    ``test_every_epoch`` (curves only), ``steps`` (optimiser steps so far) with a step budget.
+    Fields a loop does not set are left out of the JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: int
+    loss: float
+    train_accuracy: float
+    lr: float
+    mapping_changes: int | None = None
+    mapping_recomputed: bool | None = None
+    seconds: float
+    test_accuracy: float | None = None
+    steps: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _set_fields_only(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class MethodCard(BaseModel):
@@ -119,7 +145,7 @@ class RunRecord(BaseModel):
     n_train: int | None = None
     n_test: int | None = None
     effective_shots: dict[str, int] = Field(default_factory=dict)
-    history: list[dict[str, Any]] = Field(default_factory=list)
+    history: list[EpochRecord] = Field(default_factory=list)
     final_train_loss: float | None = None
     wall_time_s: float
     device: str = ""

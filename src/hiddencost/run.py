@@ -51,7 +51,7 @@ from hiddencost.prompting.methods import (
     TransferOutcome,
     TransferSettings,
 )
-from hiddencost.records import RunRecord
+from hiddencost.records import EpochRecord, RunRecord
 
 #: Images used to calibrate activation quantizers (the training subset's first ones).
 CALIBRATION_IMAGES = 256
@@ -201,7 +201,7 @@ def _record(run: ResolvedRun, outcome: TransferOutcome, task: TaskData | Sequenc
         n_test=len(task.test_labels),
         effective_shots={str(k): v for k, v in subset.effective_counts.items()},
         history=outcome.history.epochs,
-        final_train_loss=outcome.history.epochs[-1]["loss"] if outcome.history.epochs else None,
+        final_train_loss=outcome.history.epochs[-1].loss if outcome.history.epochs else None,
         wall_time_s=time.perf_counter() - start,
         device=str(device),
         versions=run_versions(),
@@ -226,7 +226,7 @@ def run_pack(
     cfgs: Sequence[RunConfig],
     out_dirs: Sequence[str | Path | None] | None = None,
     cache: RunCache | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> list[RunRecord]:
     """Run several experiments that share a :func:`pack_signature` as one pack: the backbone
     is built once and the method's :meth:`~TransferMethod.fit_pack` trains them together
@@ -270,7 +270,7 @@ def run_one(
     cfg: RunConfig,
     out_dir: str | Path | None = None,
     cache: RunCache | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> RunRecord:
     """Run one experiment and return its result record (also written to ``out_dir``).
 

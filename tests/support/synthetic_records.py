@@ -145,7 +145,8 @@ def make_record(
         weight_bits=report["weight_bits"], activation_bits=None,
         backbone_weights=f"{model} pretrained (synthetic)", n_train=k * shots, n_test=N_TEST,
         effective_shots={str(c): shots for c in range(k)},
-        history=[{"epoch": i + 1, "loss": float(v), "train_accuracy": 0.5, "lr": 0.01}
+        history=[{"epoch": i + 1, "loss": float(v), "train_accuracy": 0.5, "lr": 0.01,
+                  "seconds": 0.01}
                  for i, v in enumerate(losses)],
         final_train_loss=float(losses[-1]), wall_time_s=1.0, device="cpu",
         versions={"hiddencost": __version__, "python": platform.python_version()},

@@ -31,7 +31,7 @@ from typing import Any
 from hiddencost.backbones import resolve_backbone_name
 from hiddencost.errors import HiddenCostError, TrainingDivergedError
 from hiddencost.prompting.catalog import method_card
-from hiddencost.records import RunRecord
+from hiddencost.records import EpochRecord, RunRecord
 from hiddencost.study.identity import run_key
 
 SLEEP_ENV = "HIDDENCOST_SYNTHETIC_SLEEP"
@@ -49,7 +49,8 @@ def _log_start(key: str) -> None:
             os.close(fd)
 
 
-def _train(cfg: Any, accuracy: float, on_epoch: Callable[[dict], None] | None) -> list[dict]:
+def _train(cfg: Any, accuracy: float, on_epoch: Callable[[EpochRecord], None] | None
+           ) -> list[EpochRecord]:
     """The per-epoch history; diverges (as a NaN loss does) for a learning rate ≥ 1."""
     sleep = float(os.environ.get(SLEEP_ENV, "0.01"))
     history = []
@@ -59,7 +60,8 @@ def _train(cfg: Any, accuracy: float, on_epoch: Callable[[dict], None] | None) -
                                         f"(synthetic runner: lr {cfg.lr} >= 1)")
         # a little real, deterministic arithmetic
         loss = sum(math.exp(-cfg.lr * i) for i in range(1, 2000)) / (2000 * epoch)
-        history.append({"epoch": epoch, "loss": loss, "train_accuracy": accuracy})
+        history.append(EpochRecord(epoch=epoch, loss=loss, train_accuracy=accuracy, lr=cfg.lr,
+                                   seconds=sleep))
         if on_epoch is not None:
             on_epoch(history[-1])
         time.sleep(sleep)
@@ -89,7 +91,7 @@ def synthetic_runner(
         nll=-math.log(max(accuracy, 1e-6)),
         compression={"method": cfg.compression.method, "label": cfg.compression.label},
         history=history,
-        final_train_loss=history[-1]["loss"],
+        final_train_loss=history[-1].loss,
         wall_time_s=time.perf_counter() - start,
         method=method_card(cfg.method, family),
         network_family=family,

@@ -27,6 +27,7 @@ from hiddencost.errors import HiddenCostError
 from hiddencost.prompting.label_mapping import frequency_mapping
 from hiddencost.prompting.schedule import descend, epoch_batches, sgd_cosine
 from hiddencost.prompting.visual_prompt import TrainHistory, to_unit
+from hiddencost.records import EpochRecord
 
 #: The frame width of Bahng et al.'s padding prompt.
 CLIP_PAD = 30
@@ -112,7 +113,7 @@ class ClipPromptRun:
     lr: float = CLIP_LR
     mapping_interval: int = 1
     restrict_templates: bool = False
-    on_epoch: Callable[[dict], None] | None = None
+    on_epoch: Callable[[EpochRecord], None] | None = None
 
 
 def train_clip_prompt(towers: nn.Module, preprocess: nn.Module, run: ClipPromptRun,
@@ -151,10 +152,10 @@ def train_clip_prompt(towers: nn.Module, preprocess: nn.Module, run: ClipPromptR
             scheduler.step()
             total += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum())
-        record = {"epoch": epoch + 1, "loss": total / len(labels),
-                  "train_accuracy": correct / len(labels), "lr": lr,
-                  "mapping_changes": changes, "mapping_recomputed": remap,
-                  "seconds": time.perf_counter() - start}
+        record = EpochRecord(epoch=epoch + 1, loss=total / len(labels),
+                             train_accuracy=correct / len(labels), lr=lr,
+                             mapping_changes=changes, mapping_recomputed=remap,
+                             seconds=time.perf_counter() - start)
         history.epochs.append(record)
         if run.on_epoch is not None:
             run.on_epoch(record)

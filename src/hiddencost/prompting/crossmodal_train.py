@@ -39,6 +39,7 @@ from hiddencost.prompting.crossmodal import (
 )
 from hiddencost.prompting.schedule import descend, epoch_batches
 from hiddencost.prompting.visual_prompt import TrainHistory
+from hiddencost.records import EpochRecord
 
 __all__ = ["CrossModalReprogram", "output_mapping", "predict_xmr", "seeded_logits",
            "seeded_sources", "train_xmr"]
@@ -128,7 +129,7 @@ class CrossModalReprogram(nn.Module):
 def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.Tensor,
               labels: torch.Tensor, epochs: int, device: torch.device, seed: int = 0,
               lr: float = XMR_LR, batch_size: int = XMR_BATCH, alpha: float = DEFAULT_ALPHA,
-              on_epoch: Callable[[dict], None] | None = None,
+              on_epoch: Callable[[EpochRecord], None] | None = None,
               max_steps: int | None = None) -> TrainHistory:
     """Train ``model``'s token table (and remapper) on (tokens, lengths, labels) for ``epochs``
     epochs, or until ``max_steps`` optimiser steps when that comes first (the reference's
@@ -158,10 +159,9 @@ def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.T
             descend(optimizer, loss, epoch)
             total += float(loss.detach()) * len(idx)
             correct += int((scores.argmax(1) == y).sum())
-        record = {"epoch": epoch + 1, "loss": total / seen, "train_accuracy": correct / seen,
-                  "lr": lr, "seconds": time.perf_counter() - start}
-        if max_steps is not None:
-            record["steps"] = steps
+        record = EpochRecord(epoch=epoch + 1, loss=total / seen, train_accuracy=correct / seen,
+                             lr=lr, seconds=time.perf_counter() - start,
+                             steps=None if max_steps is None else steps)
         history.epochs.append(record)
         if on_epoch is not None:
             on_epoch(record)

@@ -21,6 +21,7 @@ from hiddencost.device import autocast_for
 from hiddencost.frozen import penultimate_features
 from hiddencost.prompting.schedule import adam_multistep, descend, epoch_batches
 from hiddencost.prompting.visual_prompt import TrainHistory, to_unit
+from hiddencost.records import EpochRecord
 
 
 @torch.inference_mode()
@@ -55,7 +56,7 @@ def train_linear_head(
     seed: int,
     device: torch.device,
     lr: float = 0.01,
-    on_epoch: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> tuple[nn.Linear, TrainHistory]:
     """Train ``nn.Linear(D, K)`` on cached features with Adam + MultiStepLR; seeded init/shuffle."""
     with torch.random.fork_rng(devices=[]):
@@ -76,13 +77,10 @@ def train_linear_head(
             descend(optimizer, loss, epoch)
             total_loss += loss.item() * len(idx)
             correct += int((logits.argmax(1) == labels[idx]).sum())
-        record = {
-            "epoch": epoch + 1,
-            "loss": total_loss / len(labels),
-            "train_accuracy": correct / len(labels),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - start,
-        }
+        record = EpochRecord(epoch=epoch + 1, loss=total_loss / len(labels),
+                             train_accuracy=correct / len(labels),
+                             lr=optimizer.param_groups[0]["lr"],
+                             seconds=time.perf_counter() - start)
         scheduler.step()
         history.epochs.append(record)
         if on_epoch is not None:

@@ -59,6 +59,7 @@ from hiddencost.prompting.visual_prompt import (
     to_unit,
     train_visual_prompts,
 )
+from hiddencost.records import EpochRecord
 from hiddencost.registry import Registry
 
 __all__ = [
@@ -140,7 +141,7 @@ class TransferJob:
     subset: torch.Tensor
     settings: TransferSettings
     device: torch.device
-    on_epoch: Callable[[dict], None] | None = None
+    on_epoch: Callable[[EpochRecord], None] | None = None
     memo: Memo = field(default=lambda compute, *key: compute())
 
 

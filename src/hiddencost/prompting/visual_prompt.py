@@ -30,6 +30,7 @@ from hiddencost.prompting.label_mapping import (
 from hiddencost.prompting.mappings import MAPPINGS, LabelMapping, check_positive_options
 from hiddencost.prompting.pad_prompt import PadPrompt
 from hiddencost.prompting.schedule import adam_multistep, descend, epoch_batches
+from hiddencost.records import EpochRecord
 
 #: A VP run's label mapping by its registered name (:data:`~.mappings.MAPPINGS`).
 VPMethod = str
@@ -103,7 +104,7 @@ def predict_logits(
 class TrainHistory:
     """Per-epoch training record; ``prompts`` holds δ after each epoch when asked for."""
 
-    epochs: list[dict] = field(default_factory=list)
+    epochs: list[EpochRecord] = field(default_factory=list)
     prompts: list[torch.Tensor] = field(default_factory=list)
     #: The mapping used in each epoch (``mapping.tolist()``: ints for m = 1, m-lists for m > 1).
     mappings: list[MappingList] = field(default_factory=list)
@@ -212,7 +213,7 @@ class PromptRun:
     mapping_interval: int = 1
     mapping_num: int = 1
     save_prompt_history: bool = False
-    on_epoch: Callable[[dict], None] | None = None
+    on_epoch: Callable[[EpochRecord], None] | None = None
 
 
 @dataclass
@@ -350,17 +351,12 @@ def train_visual_prompts(
         seconds = time.perf_counter() - start  # training only, as the test pass is optional
         accuracies = evaluate([m.model for m in members]) if evaluate is not None else None
         for i, member in enumerate(members):
-            record = {
-                "epoch": epoch + 1,
-                "loss": member.loss / member.seen,
-                "train_accuracy": member.correct / member.seen,
-                "lr": member.optimizer.param_groups[0]["lr"],
-                "mapping_changes": changed.get(id(member), 0),
-                "mapping_recomputed": recompute[i],
-                "seconds": seconds,
-            }
-            if accuracies is not None:
-                record["test_accuracy"] = accuracies[i]
+            record = EpochRecord(
+                epoch=epoch + 1, loss=member.loss / member.seen,
+                train_accuracy=member.correct / member.seen,
+                lr=member.optimizer.param_groups[0]["lr"],
+                mapping_changes=changed.get(id(member), 0), mapping_recomputed=recompute[i],
+                seconds=seconds, test_accuracy=None if accuracies is None else accuracies[i])
             member.scheduler.step()
             member.history.epochs.append(record)
             if member.run.save_prompt_history:
@@ -385,7 +381,7 @@ def train_visual_prompt(
     lr: float = 0.01,
     many_to_one: bool = False,
     save_prompt_history: bool = False,
-    on_epoch: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
     mapping_interval: int = 1,
     mapping_num: int = 1,
     evaluate: Callable[[ReprogrammedModel], float] | None = None,

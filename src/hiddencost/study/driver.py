@@ -56,7 +56,7 @@ from rich.progress import Progress
 from hiddencost.config import IDENTITY_VERSION
 from hiddencost.errors import HiddenCostError
 from hiddencost.progress import make_progress
-from hiddencost.records import RunRecord
+from hiddencost.records import EpochRecord, RunRecord
 from hiddencost.study.catalog import load_preset
 from hiddencost.study.executors import Executor, make_executor
 from hiddencost.study.fidelity_file import DEFAULT_FIDELITY_IMAGES, FIDELITY_FILE
@@ -136,7 +136,7 @@ class _Session:
         self.labels: dict[str, str] = {}
         self.progress: Progress | None = None
         self.runs_bar = self.epochs_bar = None
-        self.on_epoch: Callable[[dict], None] | None = None
+        self.on_epoch: Callable[[EpochRecord], None] | None = None
 
     def show(self, progress: Progress | None, total: int, epochs: bool) -> None:
         """Display a runs bar of ``total`` on ``progress`` and, with ``epochs``, an epochs bar
@@ -149,10 +149,8 @@ class _Session:
             self.epochs_bar = progress.add_task("epochs", total=None, status="")
             self.on_epoch = self._epoch
 
-    def _epoch(self, rec: dict) -> None:
-        loss = rec.get("loss")
-        self.progress.update(self.epochs_bar, advance=1,
-                             status="" if loss is None else f"loss {loss:.3f}")
+    def _epoch(self, rec: EpochRecord) -> None:
+        self.progress.update(self.epochs_bar, advance=1, status=f"loss {rec.loss:.3f}")
 
     def claim_pack(self, pack: Sequence[Task]) -> list[Task]:
         keys = set(self.store.claim_many([t.key for t in pack], self.owner))

@@ -38,6 +38,7 @@ from types import ModuleType
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from hiddencost.errors import HiddenCostError
+from hiddencost.records import EpochRecord
 from hiddencost.registry import Registry
 from hiddencost.study.outcome import RunOutcome, read_outcome
 from hiddencost.study.worker import (
@@ -53,7 +54,7 @@ from hiddencost.study.worker import (
 class Hooks(Protocol):
     """What an executor calls back into the driver."""
 
-    on_epoch: Callable[[dict], None] | None
+    on_epoch: Callable[[EpochRecord], None] | None
 
     def claim_pack(self, pack: Sequence[Task]) -> list[Task]:
         """Mark the pack's runs running (one transaction); returns those still pending, the

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from hiddencost.errors import HiddenCostError
-from hiddencost.records import RunRecord, as_record
+from hiddencost.records import EpochRecord, RunRecord, as_record
 from hiddencost.study.outcome import (  # noqa: F401 (re-exported: the worker's outcome API)
     OUTCOME_FILE,
     RunOutcome,
@@ -163,7 +163,7 @@ def _finish(task: Task, status: Literal["done", "failed"], metrics: dict[str, An
 
 
 def execute_task(
-    task: Task, cache: Any = None, on_epoch: Callable[[dict], None] | None = None
+    task: Task, cache: Any = None, on_epoch: Callable[[EpochRecord], None] | None = None
 ) -> RunOutcome:
     """Run one task and return its outcome; never raises for a failing run (only for
     KeyboardInterrupt and other BaseExceptions, and when its folder cannot be made), so one
@@ -197,7 +197,7 @@ def execute_task(
 
 
 def execute_pack(
-    tasks: Sequence[Task], cache: Any = None, on_epoch: Callable[[dict], None] | None = None
+    tasks: Sequence[Task], cache: Any = None, on_epoch: Callable[[EpochRecord], None] | None = None
 ) -> list[RunOutcome]:
     """Run the tasks of a pack together (:func:`hiddencost.run.run_pack`) and return one
     outcome per task, each written to its own folder. A pack of one, or of a custom runner, is
