@@ -308,7 +308,7 @@ def test_xmr_with_more_sources_than_imagenet_has_trains_a_remapper(tmp_path):
                                       "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     record = json.loads((out / "result.json").read_text())
-    assert record["label_mapping"] is None and record["config"]["mapping_num"] == 400
+    assert record["label_mapping"] is None and record["config"]["options"]["mapping_num"] == 400
     assert 0.0 <= record["accuracy"] <= 1.0
     from safetensors.torch import load_file
 

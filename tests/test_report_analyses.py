@@ -315,7 +315,7 @@ def prompt_table(tmp_path, history=True):
             arts.append(folder)
     records = [make_record(compression=c, **kw) for c, kw in specs]
     for r in records:
-        r["config"].update(canvas_size=canvas, inner_size=4)
+        r.config.update(canvas_size=canvas, inner_size=4)
     return table_from_records(records, [tags_of(c) for c, _ in specs], artifacts=arts)
 
 

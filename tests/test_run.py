@@ -35,14 +35,14 @@ def test_ilm_run_writes_everything(tmp_path, cache):
     assert on_disk["config"]["batch_size"] == 8  # 2-shot row of the batch-size table
     assert on_disk["config"]["canvas_size"] == 48
     assert on_disk["n_train"] == 20 and on_disk["n_test"] == 450
-    assert 0.0 <= record["accuracy"] <= 1.0
-    assert len(record["per_class_accuracy"]) == 10
-    assert record["sparsity"] == pytest.approx(0.5, abs=1e-6)
-    assert [h["epoch"] for h in record["history"]] == [1, 2]
-    mapping = record["label_mapping"]
-    assert [m["target"] for m in mapping] == list(range(10))
-    assert len({m["source"] for m in mapping}) == 10
-    assert all(isinstance(m["source_name"], str) and m["source_name"] for m in mapping)
+    assert 0.0 <= record.accuracy <= 1.0
+    assert len(record.per_class_accuracy) == 10
+    assert record.sparsity == pytest.approx(0.5, abs=1e-6)
+    assert [h.epoch for h in record.history] == [1, 2]
+    mapping = record.label_mapping
+    assert [m.target for m in mapping] == list(range(10))
+    assert len({m.source for m in mapping}) == 10
+    assert all(isinstance(m.source_name, str) and m.source_name for m in mapping)
     weights = load_file(str(tmp_path / "weights.safetensors"))
     assert weights["prompt.delta"].shape == (3, 48, 48)
     history = load_file(str(tmp_path / "prompt_history.safetensors"))["delta"]
@@ -52,18 +52,18 @@ def test_ilm_run_writes_everything(tmp_path, cache):
 
 def test_lp_and_quantized_runs(cache):
     lp = run_one(make_config(method="lp", n_shot=10, epochs=20, **TINY), cache=cache)
-    assert lp["label_mapping"] is None
-    assert lp["accuracy"] > 0.5  # real ImageNet features separate digits well above chance
+    assert lp.label_mapping is None
+    assert lp.accuracy > 0.5  # real ImageNet features separate digits well above chance
     q = run_one(make_config(method="rlm", n_shot=1, epochs=1, **TINY,
                             compression={"method": "quantize", "weight_bits": 4}), cache=cache)
-    assert q["weight_bits"] == 4
-    assert q["compression"]["max_distinct_values_per_channel"] <= 16
+    assert q.weight_bits == 4
+    assert q.compression["max_distinct_values_per_channel"] <= 16
 
 
 def test_same_config_same_result(cache):
     cfg = make_config(method="flm", n_shot=1, epochs=1, **TINY)
     a, b = run_one(cfg, cache=cache), run_one(cfg, cache=cache)
-    assert a["accuracy"] == b["accuracy"] and a["nll"] == b["nll"]
+    assert a.accuracy == b.accuracy and a.nll == b.nll
 
 
 def test_resolved_identity_fills_defaults():

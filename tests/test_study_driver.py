@@ -79,7 +79,7 @@ def test_runs_everything_once_and_rerun_does_nothing(tmp_path):
     assert sorted(rows) == sorted(r.key for r in expand(spec))
     assert all(r.attempts == 1 and r.metrics["n_train"] is None for r in rows.values())
     records = load_records(spec, tmp_path)
-    assert [r["config"]["method"] for r in records[:2]] == ["ilm", "ilm"]
+    assert [r.config["method"] for r in records[:2]] == ["ilm", "ilm"]
     for run in expand(spec):
         assert (tmp_path / "artifacts" / run.key / "result.json").is_file()
         assert (tmp_path / "artifacts" / run.key / "outcome.json").is_file()

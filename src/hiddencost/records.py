@@ -5,8 +5,8 @@ One schema for every producer (the real :func:`hiddencost.run.run_one`, custom s
 test fixtures) and every consumer, checked where a record crosses a module boundary
 (:meth:`RunRecord.model_validate` on what a runner returns and on every ``result.json`` read
 back). Fields are those of ``result.json``, in that order; ``schema_version`` says which layout
-a file was written with. A record reads like the JSON it is written as (``record["accuracy"]``)
-as well as by attribute.
+a file was written with. Fields are read as attributes (``record.accuracy``); the JSON form is
+:meth:`RunRecord.to_json`.
 """
 
 from __future__ import annotations
@@ -162,24 +162,6 @@ class RunRecord(BaseModel):
         if isinstance(data, dict) and "synthetic" in data and data.get("schema_version", 1) < 3:
             data = {k: v for k, v in data.items() if k != "synthetic"}
         return data
-
-    def __getitem__(self, key: str) -> Any:
-        """``record["accuracy"]``: read a field as in the JSON (nested models as dicts)."""
-        if key not in type(self).model_fields:
-            raise KeyError(key)
-        value = getattr(self, key)
-        if isinstance(value, BaseModel):
-            return value.model_dump(mode="json")
-        if isinstance(value, list) and value and isinstance(value[0], BaseModel):
-            return [v.model_dump(mode="json") for v in value]
-        return value
-
-    def __contains__(self, key: object) -> bool:
-        return key in type(self).model_fields
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """``record.get("accuracy")`` as on a dict."""
-        return self[key] if key in self else default
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-safe dict written to ``result.json`` (``backbone`` only when there is a
