@@ -57,7 +57,7 @@ def test_lp_and_quantized_runs(cache):
     q = run_one(make_config(method="rlm", n_shot=1, epochs=1, **TINY,
                             compression={"method": "quantize", "weight_bits": 4}), cache=cache)
     assert q.weight_bits == 4
-    assert q.compression["max_distinct_values_per_channel"] <= 16
+    assert q.compression.max_distinct_values_per_channel <= 16
 
 
 def test_same_config_same_result(cache):

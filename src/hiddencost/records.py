@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
+from hiddencost.compression.report import CompressionReport
+
 #: Bumped whenever a field is added, removed or changes meaning (2: ``paper_kl_uniform_incorrect``,
 #: ``paper_remaining_percent``; 3: ``method``, ``network_family`` and the CPU's ISA in
 #: ``versions``; files of older versions read with those fields unset).
@@ -131,7 +133,7 @@ class RunRecord(BaseModel):
     per_class_accuracy: list[float | None] = Field(default_factory=list)
     reliability: Reliability | None = None
     paper_ece: float | None = None
-    compression: dict[str, Any] = Field(default_factory=dict)
+    compression: CompressionReport
     sparsity: float = 0.0
     #: The paper's convention: % of conv weights remaining, ``conv1`` excluded
     #: (:func:`hiddencost.compression.measure.paper_remaining_percent`).

@@ -190,7 +190,7 @@ def _record(run: ResolvedRun, outcome: TransferOutcome, task: TaskData | Sequenc
         mapping_history=outcome.mapping_history,
         **summary,
         paper_ece=paper_ece(logits, task.test_labels, batch_size=_reference_test_batch(cfg)),
-        compression=report.to_dict(),
+        compression=report,
         sparsity=report.measured_sparsity,
         paper_remaining_percent=report.paper_remaining_percent,
         weight_bits=report.weight_bits,

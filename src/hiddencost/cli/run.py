@@ -126,7 +126,7 @@ def run(
 
     with epoch_progress(console, cfg.epochs) as on_epoch:
         record = run_one(cfg, out_dir=out, on_epoch=on_epoch)
-    table = Table(title=f"{cfg.method} · {record.compression['label']} · {cfg.dataset}")
+    table = Table(title=f"{cfg.method} · {record.compression.label} · {cfg.dataset}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k in SHOWN_FIELDS:

@@ -15,6 +15,7 @@ import importlib
 from typing import Any
 
 from hiddencost.compression.levels import LevelUnit
+from hiddencost.compression.report import CompressionReport
 from hiddencost.compression.spec import (
     SUPPORTED_BITS,
     CompressionSpec,
@@ -28,7 +29,7 @@ from hiddencost.compression.spec import (
 
 #: Names of the torch submodules, loaded on first access.
 _LAZY: dict[str, str] = {
-    **dict.fromkeys(("CompressionReport", "apply_compression", "measure_compression"), "apply"),
+    **dict.fromkeys(("apply_compression", "measure_compression"), "apply"),
     **dict.fromkeys(("distinct_values_per_channel", "layer_sparsities",
                      "max_distinct_values_per_channel", "measure_sparsity",
                      "paper_remaining_percent", "sparsity_counts"), "measure"),
@@ -47,6 +48,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "SUPPORTED_BITS",
+    "CompressionReport",
     "CompressionSpec",
     "Dense",
     "LevelUnit",

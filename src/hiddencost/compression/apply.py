@@ -9,8 +9,6 @@ its function here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -27,6 +25,7 @@ from hiddencost.compression.quantization import (
     quantize_activations,
     quantize_weights,
 )
+from hiddencost.compression.report import CompressionReport
 from hiddencost.compression.spec import (
     VARIANTS,
     CompressionSpec,
@@ -68,37 +67,6 @@ def _quantize(spec: Quantization, model: nn.Module, images: torch.Tensor | None,
 #: Spec ``method`` → the function that compresses a model in place as that spec says.
 APPLY: dict[str, Callable[..., None]] = {
     "none": _dense, "magnitude": _magnitude, "random": _random, "quantize": _quantize}
-
-
-@dataclass(frozen=True)
-class CompressionReport:
-    """What a compressed model measurably holds.
-
-    ``measured_sparsity = n_zero_weights / n_prunable_weights`` over the prunable layers *in the
-    spec's scope* (exclusions applied); ``overall_sparsity`` over all prunable layers.
-    ``max_distinct_values_per_channel`` is the largest number of distinct values in one output
-    channel of an in-scope weight when weights were quantized (at most ``2^weight_bits``), else
-    None. ``n_activation_quantizers`` counts calibrated activation quantizers.
-    ``paper_remaining_percent`` is the paper's convention (% of conv weights remaining, ``conv1``
-    excluded; :func:`~hiddencost.compression.measure.paper_remaining_percent`).
-    """
-
-    method: str
-    label: str
-    target_sparsity: float
-    measured_sparsity: float
-    weight_bits: int | None
-    activation_bits: int | None
-    n_prunable_weights: int
-    n_zero_weights: int
-    max_distinct_values_per_channel: int | None
-    overall_sparsity: float = 0.0
-    n_activation_quantizers: int = 0
-    paper_remaining_percent: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of all fields."""
-        return asdict(self)
 
 
 def measure_compression(model: nn.Module, spec: CompressionSpec) -> CompressionReport:
