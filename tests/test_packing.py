@@ -156,12 +156,13 @@ DENSE_PACK_SPEC = PACK_SPEC.replace("""  - method: magnitude
 
 
 def _tasks(tmp_path, spec):
-    from hiddencost.study.driver import Environment, build_tasks
+    from hiddencost.config import Environment
+    from hiddencost.study.driver import build_tasks
     from hiddencost.study.layout import StudyPaths
     from hiddencost.study.spec import expand
 
     return build_tasks(expand(spec), StudyPaths.resolve(spec, tmp_path, None),
-                       Environment({"device": "cpu"}, None), spec.runner)
+                       Environment(device="cpu"), spec.runner)
 
 
 def test_form_packs_groups_runs_that_share_a_backbone_pass(tmp_path):

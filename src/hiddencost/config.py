@@ -35,6 +35,25 @@ def _known_method(name: str) -> str:
 Method = Annotated[str, AfterValidator(_known_method)]
 #: Fields that say where or how a run executes, not what it computes: left out of its identity.
 ENVIRONMENT_FIELDS = frozenset({"data_root", "download", "device"})
+
+
+class Environment(BaseModel):
+    """Where and how runs execute, never part of a run's identity: the ``device`` (``auto``:
+    CUDA when present), the ``data_root`` of datasets, whether downloads are allowed, and the
+    ``checkpoint_root`` that a study's relative checkpoint paths are read from. A study run on
+    a laptop and resumed on a cluster keeps its keys whatever these are."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device: str = "auto"
+    data_root: str | None = None
+    download: bool = False
+    checkpoint_root: str | None = None
+
+    def run_fields(self) -> dict[str, Any]:
+        """The :data:`ENVIRONMENT_FIELDS` a :class:`RunConfig` carries (device, data_root,
+        download)."""
+        return self.model_dump(include=set(ENVIRONMENT_FIELDS))
 #: The version of a run's identity (what its key hashes). 2: every field with its value,
 #: defaults included, and the method's own ``options``; 1 (stores written before): fields
 #: added after the first release left out at their default, method options as top-level

@@ -190,10 +190,10 @@ def plan_cmd(
     runs = read_study(study, out, store)
     todo = [r for r in runs.runs if runs.status(r) != "done"]
     env = resolve_environment(study, _environment(device, None, None))
-    size = pack if pack is not None else default_pack_size(env.fields.get("device"))
+    size = pack if pack is not None else default_pack_size(env.device)
     packs = form_packs(build_tasks(todo, runs.paths, env, study.runner), size)
     throughputs, speedup = read_profile(profile) if profile else ({}, 1.0)
-    dev = env.fields.get("device") or "auto"
+    dev = env.device
     with console.status("timing a few backbone steps…"):
         plan = make_plan(todo, len(packs), gpus, throughputs, speedup,
                          measure=lambda key: measure_throughput(key, dev))

@@ -50,11 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress
 
-from hiddencost.config import IDENTITY_VERSION
-from hiddencost.errors import HiddenCostError
+from hiddencost.config import IDENTITY_VERSION, Environment
+from hiddencost.errors import HiddenCostError, validation_message
 from hiddencost.progress import make_progress
 from hiddencost.records import EpochRecord, RunRecord
 from hiddencost.study.catalog import load_preset
@@ -103,15 +104,6 @@ class StudyReport:
     wall_s: float = 0.0
 
 
-@dataclass(frozen=True)
-class Environment:
-    """Where and how a study's runs execute, not part of their identity: the RunConfig
-    environment fields (device, data_root, download) and the root of relative checkpoints."""
-
-    fields: dict[str, Any]
-    checkpoint_root: str | None
-
-
 def resolve_environment(spec: StudySpec, environment: dict[str, Any] | None = None,
                         checkpoint_root: str | None = None) -> Environment:
     """The spec's environment (``params`` fields, ``checkpoint_root``) overridden by the given
@@ -122,7 +114,12 @@ def resolve_environment(spec: StudySpec, environment: dict[str, Any] | None = No
     if fields.get("data_root"):
         fields["data_root"] = str(Path(fields["data_root"]).expanduser().absolute())
     root = checkpoint_root or spec.checkpoint_root
-    return Environment(fields, str(Path(root).expanduser().absolute()) if root else None)
+    try:
+        return Environment(**fields,
+                           checkpoint_root=str(Path(root).expanduser().absolute()) if root
+                           else None)
+    except ValidationError as exc:
+        raise HiddenCostError(f"invalid environment: {validation_message(exc)}") from None
 
 
 class _Session:
@@ -207,7 +204,8 @@ def build_tasks(runs: Sequence[PlannedRun], paths: StudyPaths, environment: Envi
     """Executable tasks for ``runs`` (identity + environment, artifact folder, runner)."""
     return [
         Task(key=r.key,
-             config=execution_config(r.identity, environment.fields, environment.checkpoint_root),
+             config=execution_config(r.identity, environment.run_fields(),
+                                     environment.checkpoint_root),
              out_dir=str(paths.run_dir(r.key).absolute()), runner=runner, label=r.label)
         for r in runs
     ]
@@ -371,7 +369,7 @@ def run_study(
                     retry_failed=retry_failed, emit=emit)
         _check_results(db, runs, paths, report, verify)
         todo = _pending(db, runs, max_runs)
-        size = pack if pack is not None else default_pack_size(env.fields.get("device"))
+        size = pack if pack is not None else default_pack_size(env.device)
         packs = form_packs(build_tasks(todo, paths, env, spec.runner), size)
         _print_plan(console, spec, db.counts(keys), len(todo), len(packs), executor, paths,
                     report)
@@ -395,8 +393,8 @@ def _fidelity(spec: StudySpec, done: Sequence[PlannedRun], paths: StudyPaths, en
 
     entries = record_study_fidelity(
         spec, done, paths.root, images_per_dataset=images, checkpoint_root=env.checkpoint_root,
-        device=env.fields.get("device") or "auto", data_root=env.fields.get("data_root"),
-        download=bool(env.fields.get("download")), console=console, progress=progress)
+        device=env.device, data_root=env.data_root, download=env.download, console=console,
+        progress=progress)
     if entries:
         ok = sum(e.get("error") is None for e in entries)
         console.print(f"fidelity: {ok} of {len(entries)} compressed backbone × dataset pairs "
