@@ -9,9 +9,9 @@ import os
 
 import pytest
 import typer
+from hiddencost_test_runners import synthetic_runner
 from rich.console import Console
 from support import SYNTHETIC
-from support.synthetic_runner import synthetic_runner
 from typer.testing import CliRunner
 
 from hiddencost.cli.study import app as study_app
@@ -21,7 +21,7 @@ from hiddencost.study.layout import StudyPaths
 from hiddencost.study.results import export_rows, load_records, study_status
 from hiddencost.study.spec import expand, parse_spec
 from hiddencost.study.store import Owner, open_store
-from hiddencost.study.worker import Task, execute_task
+from hiddencost.study.worker import Task, execute_task, register_runner
 
 SPEC = f"""
 name: syn
@@ -47,6 +47,11 @@ def interrupting_runner(cfg, out_dir=None, cache=None, on_epoch=None):
 def invalid_record_runner(cfg, out_dir=None, cache=None, on_epoch=None):
     """A runner whose record lacks required fields (nll, wall_time_s, ...)."""
     return {"config": cfg.model_dump(mode="json"), "accuracy": 0.5, "ece": 0.1}
+
+
+# runners of these tests, registered by name in this process (the driver runs in it)
+register_runner("interrupting", interrupting_runner)
+register_runner("invalid-record", invalid_record_runner)
 
 
 def _quiet() -> Console:
@@ -126,7 +131,7 @@ def test_nan_loss_is_recorded_as_failed(tmp_path):
 
 
 def test_ctrl_c_releases_the_run_and_a_rerun_finishes_only_the_missing(tmp_path, monkeypatch):
-    spec = parse_spec(SPEC.replace(SYNTHETIC, f"{__file__}:interrupting_runner"))
+    spec = parse_spec(SPEC.replace(SYNTHETIC, "interrupting"))
     runs = expand(spec)
     monkeypatch.setenv(INTERRUPT_ENV, runs[5].key)
     with pytest.raises(KeyboardInterrupt):
@@ -264,7 +269,7 @@ def test_on_event_reports_each_step_in_order(tmp_path):
 
 
 def test_a_runner_record_is_checked_against_the_schema(tmp_path):
-    spec = parse_spec(SPEC.replace(SYNTHETIC, f"{__file__}:invalid_record_runner")
+    spec = parse_spec(SPEC.replace(SYNTHETIC, "invalid-record")
                       .replace("method: [ilm, lp]", "method: [ilm]"))
     report = run_study(spec, out=tmp_path, console=_quiet())
     assert report.counts["failed"] == len(expand(spec))

@@ -24,9 +24,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hiddencost_test_runners import LOG_ENV, SLEEP_ENV
 from support import SYNTHETIC
 from support.faults import drive
-from support.synthetic_runner import LOG_ENV, SLEEP_ENV
 from typer.testing import CliRunner
 
 import hiddencost

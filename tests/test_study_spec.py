@@ -252,3 +252,21 @@ def test_cli_settings_are_yaml_scalars():
     assert parse_settings(["mapping_interval=2", "prompt_init=randn", "max_steps=null",
                            "many_to_one=true"]) == {"mapping_interval": 2, "prompt_init": "randn",
                                                     "max_steps": None, "many_to_one": True}
+
+
+def test_runners_are_names_never_paths_to_code():
+    from hiddencost.study.worker import register_runner, resolve_runner, runner_names
+
+    with pytest.raises(HiddenCostError, match="runner"):
+        parse_spec("runner: /tmp/evil.py:run\n", check=False)
+    with pytest.raises(HiddenCostError, match="unknown runner 'nope'; known: run_one"):
+        resolve_runner("nope")
+    assert "synthetic" in runner_names()  # the tests' plugin, through its entry point
+
+    def mine(cfg, out_dir=None, cache=None, on_epoch=None):
+        raise AssertionError("not run here")
+
+    register_runner("mine-for-test", mine)
+    assert resolve_runner("mine-for-test") is mine
+    with pytest.raises(HiddenCostError, match="a callable under a new name"):
+        register_runner("run_one", mine)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hiddencost_test_runners import synthetic_runner
 from PIL import Image
 from support import SYNTHETIC
 from typer.testing import CliRunner
@@ -29,6 +30,7 @@ from hiddencost.run import make_config
 from hiddencost.study.layout import StudyPaths
 from hiddencost.study.spec import expand, parse_spec
 from hiddencost.study.store import Owner, open_store
+from hiddencost.study.worker import register_runner
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -288,29 +290,22 @@ def test_rerun_on_a_read_only_store_is_one_line_and_changes_nothing(tmp_path):
     assert _digest(store) == before
 
 
-FLIPPING_RUNNER = '''
-import subprocess, sys
-sys.path.insert(0, {support!r})
-from synthetic_runner import synthetic_runner
-
-def run(cfg, out_dir=None, **kwargs):
-    record = synthetic_runner(cfg, out_dir=out_dir, **kwargs)
-    for path in {frozen!r}:  # read-only from now on: no new file can be made there
-        subprocess.run(["chattr", "+i", path], check=True)
-    return record
-'''
-
-
 def test_a_store_made_read_only_mid_study_is_one_line(tmp_path):
     out = tmp_path / "out"
     store = out / "study.sqlite"
-    runner_file = tmp_path / "flip.py"
     frozen = [str(out / "artifacts"), str(out)]
-    runner_file.write_text(FLIPPING_RUNNER.format(support=str(Path(SYNTHETIC).parent),
-                                                  frozen=frozen))
+
+    def flipping(cfg, out_dir=None, **kwargs):
+        """The synthetic run, then the output folder read-only: no new file can be made."""
+        record = synthetic_runner(cfg, out_dir=out_dir, **kwargs)
+        for path in frozen:
+            subprocess.run(["chattr", "+i", path], check=True)
+        return record
+
+    register_runner("flipping", flipping)
     spec_file = tmp_path / "mid.yaml"
-    spec_file.write_text(f"name: mid\nmethod: [ilm, lp]\nparams: {{epochs: 1}}\n"
-                         f"runner: {runner_file}:run\n")
+    spec_file.write_text("name: mid\nmethod: [ilm, lp]\nparams: {epochs: 1}\n"
+                         "runner: flipping\n")
     out.mkdir()
     (out / "probe").write_text("")
     if not _immutable(out / "probe", True):

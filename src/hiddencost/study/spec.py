@@ -39,12 +39,13 @@ kept once. ``params`` may also hold the environment fields ``device``, ``data_ro
 ``download``; like ``checkpoint_root`` they say where and how runs execute, not what they
 compute, and are not part of a run's identity (see :mod:`hiddencost.study.identity`).
 
-``runner`` (advanced) names a callable with :func:`hiddencost.run.run_one`'s signature as
-``package.module:function`` or ``path/to/file.py:function``; the default is ``run_one``. It
-exists to test the study machinery itself (the project's tests use a synthetic runner that
-trains nothing) and for experiments ``run_one`` does not cover; whatever a runner returns is
-checked against the result-record schema (:class:`hiddencost.records.RunRecord`). Like any
-code path, it is imported and run: only run study files you trust.
+``runner`` (advanced) names a registered study runner, a callable with
+:func:`hiddencost.run.run_one`'s signature; the default is ``run_one``. Packages add runners
+through the ``hiddencost.runners`` entry-point group (the project's tests install one that
+trains nothing, ``synthetic``), a process through
+:func:`hiddencost.study.worker.register_runner`; a study file names code, never a path to it.
+Whatever a runner returns is checked against the result-record schema
+(:class:`hiddencost.records.RunRecord`).
 """
 
 from __future__ import annotations
@@ -266,7 +267,8 @@ class StudySpec(BaseModel):
     seed: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
     checkpoint_root: str | None = None
-    runner: str | None = None
+    runner: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                               description="a registered runner's name (default run_one)")
 
     @field_validator("model", "dataset", "compression", "method", "seed", mode="before")
     @classmethod

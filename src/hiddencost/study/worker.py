@@ -16,9 +16,7 @@ This module imports neither torch nor the store, so that workers start quickly.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
+import importlib.metadata
 import json
 import os
 import socket
@@ -46,14 +44,18 @@ CACHE_ENTRIES = 2
 
 #: A runner returns a :class:`~hiddencost.records.RunRecord` or its JSON dict.
 Runner = Callable[..., RunRecord | dict[str, Any]]
-_RUNNERS: dict[str | None, Runner] = {}
+#: The entry-point group through which packages register study runners by name.
+RUNNER_GROUP = "hiddencost.runners"
+#: The runner of every study that names none: :func:`hiddencost.run.run_one`.
+DEFAULT_RUNNER = "run_one"
+_RUNNERS: dict[str, Runner] = {}
 _PROCESS_CACHE: list[Any] = []
 
 
 @dataclass(frozen=True)
 class Task:
     """One run to execute: its key, RunConfig keyword arguments (identity plus environment),
-    the artifact folder, the runner's import path (None = ``run_one``) and a display label."""
+    the artifact folder, the runner's name (None = ``run_one``) and a display label."""
 
     key: str
     config: dict[str, Any]
@@ -62,38 +64,47 @@ class Task:
     label: str = ""
 
 
-def resolve_runner(path: str | None) -> Runner:
-    """``None`` → :func:`hiddencost.run.run_one`; ``pkg.module:function``; or
-    ``path/to/file.py:function`` (loaded from the file)."""
-    if path in _RUNNERS:
-        return _RUNNERS[path]
-    if path is None:
+def register_runner(name: str, runner: Runner) -> Runner:
+    """Make ``runner`` (with :func:`hiddencost.run.run_one`'s signature) the study runner
+    ``name`` in this process; a package registers runners for every process of a study
+    through the :data:`RUNNER_GROUP` entry-point group instead."""
+    if name == DEFAULT_RUNNER or not callable(runner):
+        raise HiddenCostError(f"cannot register runner {name!r}: a callable under a new name")
+    _RUNNERS[name] = runner
+    return runner
+
+
+def _entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=RUNNER_GROUP)}
+
+
+def runner_names() -> list[str]:
+    """``run_one`` and every runner registered here or by an installed package."""
+    return list(dict.fromkeys([DEFAULT_RUNNER, *_RUNNERS, *sorted(_entry_points())]))
+
+
+def resolve_runner(name: str | None) -> Runner:
+    """The runner called ``name`` (None: ``run_one``, :func:`hiddencost.run.run_one`): one
+    registered in this process, or an installed package's :data:`RUNNER_GROUP` entry point;
+    an unknown name is a one-line error listing the known ones."""
+    name = name or DEFAULT_RUNNER
+    if name in _RUNNERS:
+        return _RUNNERS[name]
+    if name == DEFAULT_RUNNER:
         from hiddencost.run import run_one  # lazy: keeps torch out of the worker's start-up
 
-        fn: Any = run_one
-    else:
-        module_name, sep, attr = path.rpartition(":")
-        if not sep or not module_name or not attr:
-            raise HiddenCostError(f"runner {path!r} must look like package.module:function "
-                                  "or path/to/file.py:function")
-        try:
-            if module_name.endswith(".py"):
-                file = Path(module_name).resolve()
-                name = "hiddencost_runner_" + hashlib.sha1(str(file).encode()).hexdigest()[:10]
-                spec = importlib.util.spec_from_file_location(name, file)
-                if spec is None or spec.loader is None:
-                    raise ImportError(f"cannot load {file}")
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
-            else:
-                module = importlib.import_module(module_name)
-            fn = getattr(module, attr)
-        except (ImportError, AttributeError, OSError) as exc:
-            raise HiddenCostError(f"cannot load runner {path!r}: {exc}") from None
-    if not callable(fn):
-        raise HiddenCostError(f"runner {path!r} is not callable")
-    _RUNNERS[path] = fn
-    return fn
+        return run_one
+    point = _entry_points().get(name)
+    if point is None:
+        raise HiddenCostError(f"unknown runner {name!r}; known: {', '.join(runner_names())}")
+    try:
+        runner = point.load()
+    except (ImportError, AttributeError) as exc:
+        raise HiddenCostError(f"cannot load runner {name!r} ({point.value}): {exc}") from None
+    if not callable(runner):
+        raise HiddenCostError(f"runner {name!r} ({point.value}) is not callable")
+    _RUNNERS[name] = runner
+    return runner
 
 
 def process_cache() -> Any:

@@ -1,20 +1,21 @@
 """A synthetic runner: exercises the study machinery without training a model.
 
-Put ``runner: /abs/path/to/tests/support/synthetic_runner.py:synthetic_runner`` in a study file
-(:data:`support.SYNTHETIC`) to test resume and failure handling, a Ray cluster or a Slurm setup
-in seconds. The runner has :func:`hiddencost.run.run_one`'s signature and contract: it computes
-deterministic pseudo-metrics from the run's identity (so any executor gives identical numbers),
-does a little real arithmetic, sleeps ``epochs × HIDDENCOST_SYNTHETIC_SLEEP`` seconds (default
-0.01 s per epoch), calls ``on_epoch`` once per epoch, writes ``result.json`` and returns the
+Registered as the runner ``synthetic`` (this package's ``hiddencost.runners`` entry point, which
+`make test` installs): put ``runner: synthetic`` in a study file (:data:`support.SYNTHETIC`) to
+test resume and failure handling, a Ray cluster or a Slurm setup in seconds. The runner has
+:func:`hiddencost.run.run_one`'s signature and contract: it computes deterministic
+pseudo-metrics from the run's identity (so any executor gives identical numbers), does a little
+real arithmetic, sleeps ``epochs × HIDDENCOST_SYNTHETIC_SLEEP`` seconds (default 0.01 s per
+epoch), calls ``on_epoch`` once per epoch, writes ``result.json`` and returns the
 :class:`~hiddencost.records.RunRecord` (fields a real run measures on the backbone, such as
 ``sparsity``, keep their defaults; the method card comes from the real registry). A learning
 rate ≥ 1 raises :class:`~hiddencost.errors.TrainingDivergedError`, as a real run with a NaN
-loss does, and a
-checkpoint path that is not a file raises :class:`~hiddencost.errors.HiddenCostError`, as a
-missing checkpoint does. When ``HIDDENCOST_SYNTHETIC_LOG`` names a file, every start of a run
-appends ``<key> <pid>`` to it (to count executions in tests).
+loss does, and a checkpoint path that is not a file raises
+:class:`~hiddencost.errors.HiddenCostError`, as a missing checkpoint does. When
+``HIDDENCOST_SYNTHETIC_LOG`` names a file, every start of a run appends ``<key> <pid>`` to it
+(to count executions in tests).
 
-This file is loaded by path, in whatever process runs the study: it imports only hiddencost.
+Every process of a study finds it by name through the entry point; it imports only hiddencost.
 """
 
 from __future__ import annotations
