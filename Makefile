@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # tests/plugin: the tests' own study runners, registered as any package's are (entry points)
 $(VENV)/.installed-test: pyproject.toml tests/plugin/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install $(PIP_FLAGS) -e '.[test]'
-	$(BIN)/pip install $(PIP_FLAGS) --no-build-isolation --no-deps -e tests/plugin
+	$(BIN)/pip install $(PIP_FLAGS) --no-deps -e tests/plugin
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
