@@ -32,13 +32,13 @@ def agreement() -> bool:
     base = {"method": "ilm", "n_shot": 2, "epochs": 2, "canvas_size": 64, "inner_size": 16}
     gpu = run_one(make_config(**base, device="cuda"))
     cpu = run_one(make_config(**base, device="cpu"))
-    same_mappings = gpu["mapping_history"] == cpu["mapping_history"]
-    one_image = 1 / gpu["n_test"]
-    acc_ok = abs(gpu["accuracy"] - cpu["accuracy"]) <= one_image + 1e-12
-    ece_ok = abs(gpu["ece"] - cpu["ece"]) <= ECE_TOLERANCE
+    same_mappings = gpu.mapping_history == cpu.mapping_history
+    one_image = 1 / gpu.n_test
+    acc_ok = abs(gpu.accuracy - cpu.accuracy) <= one_image + 1e-12
+    ece_ok = abs(gpu.ece - cpu.ece) <= ECE_TOLERANCE
     print(f"CUDA vs CPU: mapping sequence {'same' if same_mappings else 'DIFFERENT'}; "
-          f"accuracy {gpu['accuracy']:.4f} vs {cpu['accuracy']:.4f} (one image = "
-          f"{one_image:.4f}); ECE {gpu['ece']:.4f} vs {cpu['ece']:.4f} (tolerance "
+          f"accuracy {gpu.accuracy:.4f} vs {cpu.accuracy:.4f} (one image = "
+          f"{one_image:.4f}); ECE {gpu.ece:.4f} vs {cpu.ece:.4f} (tolerance "
           f"{ECE_TOLERANCE})")
     return same_mappings and acc_ok and ece_ok
 

@@ -312,7 +312,7 @@ def bench_vp(args: argparse.Namespace, base: nn.Module, info, device: torch.devi
         prompt = PadPrompt(args.canvas, args.inner, info.mean, info.std)
         _, hist = train_visual_prompt(ours_bb, prompt, train_u8[:n], train_y[:n], k, k_src,
                                       "ilm", epochs, args.batch_size, args.seed, device)
-        return [e["seconds"] for e in hist.epochs]
+        return [e.seconds for e in hist.epochs]
 
     def ref_setup(n_tr: int, n_te: int) -> ReferenceVP:
         return make_reference_vp(
