@@ -28,8 +28,8 @@ A spec lists values per axis and shares everything else::
     method: [ilm, flm, rlm, lp]     # axis
     n_shot: [1, 10, full]           # axis: positive ints or "full"
     seed: [0, 1, 2]                 # axis
-    params:                         # shared hyper-parameters: any other RunConfig field
-      epochs: 100
+    params:                         # shared: any other RunConfig field, or a method option
+      epochs: 100                   #   (mapping_interval: 2 reaches the methods that have it)
     checkpoint_root: /data/ckpts    # where relative checkpoint paths live (not part of identity)
 
 An axis may be written as a scalar (``seed: 0``). Unknown keys are errors. The grid is the
