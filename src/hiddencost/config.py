@@ -54,6 +54,8 @@ class Environment(BaseModel):
         """The :data:`ENVIRONMENT_FIELDS` a :class:`RunConfig` carries (device, data_root,
         download)."""
         return self.model_dump(include=set(ENVIRONMENT_FIELDS))
+
+
 #: The version of a run's identity (what its key hashes). 2: every field with its value,
 #: defaults included, and the method's own ``options``; 1 (stores written before): fields
 #: added after the first release left out at their default, method options as top-level
@@ -131,9 +133,10 @@ class RunConfig(BaseModel):
 
     def resolved(self) -> RunConfig:
         """A copy with the protocol defaults filled in (the method's learning rate, batch size
-        (VP/LP: the N-shot table) and sources per class; canvas = backbone input size, inner
-        size = the dataset's, LP image size = backbone input size), so equal experiments compare
-        equal. A method that does not read the dataset's kind of data is a one-line error."""
+        (VP/LP: the N-shot table) and options (its options model's defaults; an option it does
+        not have is a one-line error); canvas = backbone input size, inner size = the
+        dataset's, LP image size = backbone input size), so equal experiments compare equal. A
+        method that does not read the dataset's kind of data is a one-line error."""
         from hiddencost.backbones import resolve_backbone_name  # lazy: registries load torch
         from hiddencost.data import dataset_info  # lazy: as above
         from hiddencost.prompting.catalog import (  # lazy: as above

@@ -71,7 +71,13 @@ def read_study(spec: StudySpec, out: str | Path | None = None,
             raise HiddenCostError(f"{paths.store} holds the run keys of an older hiddencost: "
                                   f"re-key it once with `hiddencost study migrate {spec.name}` "
                                   "(or any `hiddencost study run`); nothing is re-run")
-        runs = db.expansion(spec.name, spec_fingerprint(spec)) or expand(spec)
+        entries = db.expansion(spec.name, spec_fingerprint(spec))
+        if entries is not None:  # identities from the rows: one read, nothing resolved
+            rows = db.rows(key for key, _ in entries)
+            if len(rows) == len(entries):
+                runs = [PlannedRun(key, rows[key].config, tags) for key, tags in entries]
+                return StudyRuns(paths, runs, rows, True)
+        runs = expand(spec)
         return StudyRuns(paths, runs, db.rows(r.key for r in runs), True)
 
 

@@ -372,22 +372,15 @@ class SQLiteStore:
                        "keys = excluded.keys, updated_at = excluded.updated_at",
                        (study, fingerprint, entries, time.time()))
 
-    def expansion(self, study: str, fingerprint: str) -> list[PlannedRun] | None:
-        """The runs :meth:`record_expansion` kept for this spec (identities from their rows),
-        or None: never run with this spec, a store written before expansions were kept, or a
-        run missing from the store."""
+    def expansion(self, study: str, fingerprint: str) -> list[tuple[str, dict[str, Any]]] | None:
+        """The runs :meth:`record_expansion` kept for this spec, as (key, tags) in order, or
+        None: never run with this spec, or a store written before expansions were kept."""
         try:
             row = self._db.execute("SELECT keys FROM expansions WHERE study = ? AND "
                                    "fingerprint = ?", (study, fingerprint)).fetchone()
         except sqlite3.OperationalError:  # a store older than the table, opened read-only
             return None
-        if row is None:
-            return None
-        entries = json.loads(row[0])
-        rows = self.rows(key for key, _ in entries)
-        if len(rows) < len(entries):
-            return None
-        return [PlannedRun(key, rows[key].config, tags) for key, tags in entries]
+        return None if row is None else [(key, tags) for key, tags in json.loads(row[0])]
 
     def rekey(self, moves: Mapping[str, tuple[str, dict[str, Any]]]) -> int:
         """Give rows new keys and identities (``old key → (new key, identity)``) in one
