@@ -122,8 +122,9 @@ def run(
         restrict_templates=restrict_templates, device=device,
         save_prompt_history=save_prompt_history, options=parse_settings(set_ or []),
     )
-    from hiddencost.run import run_one  # lazy: torch (commands load what they use)
+    from hiddencost.run import resolve, run_one  # lazy: torch (commands load what they use)
 
+    resolve(cfg)  # bad names and options are one line before any progress bar
     with epoch_progress(console, cfg.epochs) as on_epoch:
         record = run_one(cfg, out_dir=out, on_epoch=on_epoch)
     table = Table(title=f"{cfg.method} · {record.compression.label} · {cfg.dataset}")
