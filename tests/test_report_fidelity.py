@@ -114,7 +114,12 @@ def test_report_section_with_and_without_fidelity(tmp_path):
 
 def test_report_reads_fidelity_json_beside_the_study(tmp_path):
     from hiddencost.study.driver import run_study
-    from hiddencost.study.fidelity import FIDELITY_FILE, read_fidelity, write_fidelity
+    from hiddencost.study.fidelity import (
+        FIDELITY_FILE,
+        FidelityEntry,
+        read_fidelity,
+        write_fidelity,
+    )
 
     spec = parse_spec(
         f"name: fid\nrunner: {SYNTHETIC}\n"
@@ -128,8 +133,10 @@ def test_report_reads_fidelity_json_beside_the_study(tmp_path):
     assert results_root(f"sqlite:///{out / 'study.sqlite'}") == out
     assert results_root([make_record()]) is None
     model = json.loads(next((out / "artifacts").glob("*/result.json")).read_text())
-    write_fidelity(out, "fid", 256, [entry(S50, 0.25, 2.0, model=model["config"]["model"])])
-    assert read_fidelity(out)[0]["top1_agreement"] == 0.25
+    measured = {**entry(S50, 0.25, 2.0, model=model["config"]["model"]),
+                "dense_mean_confidence": 0.8, "compressed_mean_confidence": 0.6}
+    write_fidelity(out, "fid", 256, [FidelityEntry.from_json(measured)])
+    assert read_fidelity(out)[0].metrics.top1_agreement == 0.25
     text = build_report(spec, tmp_path / "r", results=out).read_text()
     assert "Fidelity and mean accuracy drop" in text and "25.0" in text
     by_db = build_report(str(out / "study.sqlite"), tmp_path / "r2").read_text()

@@ -19,6 +19,7 @@ from hiddencost.study.fidelity import (
     FIDELITY_CACHE,
     FIDELITY_FILE,
     FidelityEntry,
+    entry_of,
     fidelity_rows,
     fidelity_targets,
     read_fidelity,
@@ -96,16 +97,16 @@ method: [ilm]
     kw = dict(images_per_dataset=8, checkpoint_root=str(tmp_path), device="cpu",
               console=Console(quiet=True), progress=False)
     entries = record_study_fidelity(spec, expand(spec), out, **kw)
-    by = {e["compression"]: e for e in entries}
+    by = {e.tags["compression"]: e for e in entries}
     assert list(by) == ["magnitude-global-s0.50", "copy-0", "gone-0"]
     copy = by["copy-0"]  # the dense weights as a checkpoint: a perfect copy
-    assert copy["error"] is None and copy["n_images"] == 8
-    assert copy["top1_agreement"] == 1.0 and copy["mean_kl"] < 1e-6
-    assert copy["dense_model"] == "efficientnet_lite0.in1k" and copy["images"] == \
-        "digits test split"
-    mag = by["magnitude-global-s0.50"]
-    assert 0.0 <= mag["top1_agreement"] <= 1.0 and mag["mean_kl"] > copy["mean_kl"]
-    assert "missing.pth" in by["gone-0"]["error"] and "top1_agreement" not in by["gone-0"]
+    assert copy.error is None and copy.metrics.n_images == 8
+    assert copy.metrics.top1_agreement == 1.0 and copy.metrics.mean_kl < 1e-6
+    assert copy.dense_model == "efficientnet_lite0.in1k" and copy.images == "digits test split"
+    mag = by["magnitude-global-s0.50"].metrics
+    assert 0.0 <= mag.top1_agreement <= 1.0 and mag.mean_kl > copy.metrics.mean_kl
+    assert "missing.pth" in by["gone-0"].error and by["gone-0"].metrics is None
+    assert "top1_agreement" not in by["gone-0"].to_json()
     doc = json.loads((out / FIDELITY_FILE).read_text())
     assert doc["images_per_dataset"] == 8 and doc["study"] == "fidreal"
     assert read_fidelity(out) == entries
@@ -123,6 +124,9 @@ def test_unreadable_fidelity_file(tmp_path):
         read_fidelity(tmp_path)
     (tmp_path / FIDELITY_FILE).write_text('{"entries": 3}')
     with pytest.raises(HiddenCostError, match="no 'entries' list"):
+        read_fidelity(tmp_path)
+    (tmp_path / FIDELITY_FILE).write_text('{"entries": [{"model": "m"}]}')
+    with pytest.raises(HiddenCostError, match="not a fidelity entry"):
         read_fidelity(tmp_path)
 
 
@@ -153,7 +157,7 @@ def test_study_fidelity_command_after_a_run_without_it(tmp_path):
     assert res.exit_code == 0, res.output
     assert "1 of 1 compressed backbone" in res.output and "magnitude-global-s0.50" in res.output
     (e,) = read_fidelity(out)
-    assert e["n_images"] == 4 and e["error"] is None and e["model"] == "efficientnet_lite0.in1k"
+    assert e.metrics.n_images == 4 and e.error is None and e.model == "efficientnet_lite0.in1k"
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "empty")])
     assert res.exit_code == 2 and "no done runs" in res.output
 
@@ -171,14 +175,14 @@ def test_only_expected_errors_are_recorded_the_rest_propagate(tmp_path, monkeypa
     entries = record_study_fidelity(spec, expand(spec), tmp_path, images_per_dataset=4,
                                     checkpoint_root="/ckpt", console=console, progress=False)
     assert len(entries) == len(calls) == 4  # one failure never stops the others
-    assert [e["error"] for e in entries][1] == \
+    assert [e.error for e in entries][1] == \
         "checkpoint '/ckpt/acdc/resnet18_s90.pth' does not exist"
-    assert all("top1_agreement" not in e for e in entries)
+    assert all(e.metrics is None for e in entries)
     assert "fidelity not measured" in console.export_text()
     assert read_fidelity(tmp_path) == entries
     rows = fidelity_rows(entries)
     assert [r.label for r in rows][:2] == ["magnitude-global-s0.50", "acdc-90"]
-    assert rows[0].metrics is None and rows[1].error == entries[1]["error"]
+    assert rows[0].metrics is None and rows[1].error == entries[1].error
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory")  # not an expected error: a bug or the machine
@@ -196,10 +200,10 @@ def test_entry_json_round_trip():
     metrics = FidelityMetrics(n_images=4, top1_agreement=0.5, top5_agreement=1.0, mean_kl=0.2,
                               max_kl=0.4, dense_mean_confidence=0.9,
                               compressed_mean_confidence=0.8)
-    entry = FidelityEntry.of(target, metrics)
+    entry = entry_of(target, metrics)
     flat = entry.to_json()
     assert flat["compression"] == "magnitude-global-s0.50" and flat["mean_kl"] == 0.2
     assert flat["images"] == "digits test split" and flat["error"] is None
     assert FidelityEntry.from_json(json.loads(json.dumps(flat))) == entry
-    failed = FidelityEntry.of(target, error="gone")
+    failed = entry_of(target, error="gone")
     assert FidelityEntry.from_json(failed.to_json()) == failed

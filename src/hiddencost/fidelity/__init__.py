@@ -16,40 +16,30 @@ model on the same inputs and compare their output distributions over the source 
 - :mod:`~hiddencost.fidelity.table`: the one CLI table, :func:`print_fidelity_table`.
 """
 
-from hiddencost.fidelity.cache import FIDELITY_VERSION, cached_fidelity
-from hiddencost.fidelity.images import SKIMAGE_PHOTOS, ImageSet, load_fidelity_images, read_images
-from hiddencost.fidelity.measure import (
-    FidelityRequest,
-    FidelityResult,
-    MeasureSettings,
-    measure_fidelity,
-)
-from hiddencost.fidelity.metric import (
-    KL_DIRECTION,
-    FidelityMetrics,
-    fidelity_metrics,
-    fidelity_report,
-    model_logits,
-)
-from hiddencost.fidelity.table import FidelityRow, fidelity_table, print_fidelity_table
+from __future__ import annotations
 
-__all__ = [
-    "FIDELITY_VERSION",
-    "KL_DIRECTION",
-    "SKIMAGE_PHOTOS",
-    "FidelityMetrics",
-    "FidelityRequest",
-    "FidelityResult",
-    "FidelityRow",
-    "ImageSet",
-    "MeasureSettings",
-    "cached_fidelity",
-    "fidelity_metrics",
-    "fidelity_report",
-    "fidelity_table",
-    "load_fidelity_images",
-    "measure_fidelity",
-    "model_logits",
-    "print_fidelity_table",
-    "read_images",
-]
+import importlib
+from typing import Any
+
+from hiddencost.fidelity.values import KL_DIRECTION, FidelityMetrics
+
+#: The torch submodule of each other name, loaded on first access (PEP 562): reading a study's
+#: fidelity.json needs only :class:`FidelityMetrics`.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("FIDELITY_VERSION", "cached_fidelity"), "cache"),
+    **dict.fromkeys(("SKIMAGE_PHOTOS", "ImageSet", "load_fidelity_images", "read_images"),
+                    "images"),
+    **dict.fromkeys(("FidelityRequest", "FidelityResult", "MeasureSettings",
+                     "measure_fidelity"), "measure"),
+    **dict.fromkeys(("fidelity_metrics", "fidelity_report", "model_logits"), "metric"),
+    **dict.fromkeys(("FidelityRow", "fidelity_table", "print_fidelity_table"), "table"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+
+
+__all__ = ["KL_DIRECTION", "FidelityMetrics", *_LAZY]

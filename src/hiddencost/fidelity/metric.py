@@ -19,37 +19,15 @@ A faithful compression has ``A_1`` near 1 and ``KL`` near 0.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from hiddencost.errors import HiddenCostError
+from hiddencost.fidelity.values import KL_DIRECTION, FidelityMetrics
 
 __all__ = ["KL_DIRECTION", "FidelityMetrics", "fidelity_metrics", "fidelity_report",
            "model_logits"]
-
-KL_DIRECTION = "KL(p_dense || p_compressed)"
-
-
-class FidelityMetrics(BaseModel):
-    """The fidelity of a compressed model to its dense original on ``n_images`` images (see the
-    module docstring for the formulas). The one place the metric names are spelled: the cache
-    file, a study's ``fidelity.json`` entries and the CLI tables are this model's fields."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    n_images: int
-    top1_agreement: float
-    top5_agreement: float
-    mean_kl: float  # nats, mean_i KL(p_dense,i || p_compressed,i)
-    max_kl: float
-    dense_mean_confidence: float
-    compressed_mean_confidence: float
-    kl_direction: Literal["KL(p_dense || p_compressed)"] = KL_DIRECTION
-
 
 def _check_logits(dense_logits: torch.Tensor, compressed_logits: torch.Tensor) -> None:
     if dense_logits.dim() != 2 or dense_logits.shape[0] == 0:

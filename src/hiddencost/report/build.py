@@ -210,7 +210,7 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
         on_warning(missing)
     if fidelity is None:
         root = results_root(loaded, results, store)
-        fidelity = read_fidelity(root) if root is not None else []
+        fidelity = [e.to_json() for e in read_fidelity(root)] if root is not None else []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)

@@ -60,7 +60,7 @@ from hiddencost.progress import make_progress
 from hiddencost.records import EpochRecord, RunRecord
 from hiddencost.study.catalog import load_preset
 from hiddencost.study.executors import Executor, make_executor
-from hiddencost.study.fidelity_file import DEFAULT_FIDELITY_IMAGES, FIDELITY_FILE
+from hiddencost.study.fidelity_file import DEFAULT_FIDELITY_IMAGES, FIDELITY_FILE, FidelityEntry
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
 from hiddencost.study.migrate import rekey_store
 from hiddencost.study.outcome import OUTCOME_FILE, RunOutcome, read_outcome
@@ -388,7 +388,7 @@ def run_study(
 
 
 def _fidelity(spec: StudySpec, done: Sequence[PlannedRun], paths: StudyPaths, env: Environment,
-              images: int, console: Console, progress: bool) -> list[dict[str, Any]]:
+              images: int, console: Console, progress: bool) -> list[FidelityEntry]:
     from hiddencost.study.fidelity import record_study_fidelity  # lazy: measuring loads torch
 
     entries = record_study_fidelity(
@@ -396,7 +396,7 @@ def _fidelity(spec: StudySpec, done: Sequence[PlannedRun], paths: StudyPaths, en
         device=env.device, data_root=env.data_root, download=env.download, console=console,
         progress=progress)
     if entries:
-        ok = sum(e.get("error") is None for e in entries)
+        ok = sum(e.error is None for e in entries)
         console.print(f"fidelity: {ok} of {len(entries)} compressed backbone × dataset pairs "
                       f"measured → {paths.root / FIDELITY_FILE}", highlight=False,
                       soft_wrap=True)
@@ -413,7 +413,7 @@ def study_fidelity(
     images_per_dataset: int = DEFAULT_FIDELITY_IMAGES,
     console: Console | None = None,
     progress: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[FidelityEntry]:
     """Step 7 of :func:`run_study` alone: record the fidelity of the compressed backbones of
     the study's done runs (e.g. on a GPU node, after ``run_study(..., fidelity=False)`` on a
     cluster's login node). Arguments as in :func:`run_study`; returns the entries."""

@@ -39,7 +39,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
 from hiddencost.backbones import WeightsMode, resolve_backbone_name
@@ -53,6 +52,7 @@ from hiddencost.study.fidelity_file import (  # noqa: F401 (re-exported: the fil
     FIDELITY_CACHE,
     FIDELITY_FILE,
     FIDELITY_FILE_VERSION,
+    FidelityEntry,
     read_fidelity,
     write_fidelity,
 )
@@ -104,51 +104,12 @@ class FidelityTarget:
         return self.key
 
 
-class FidelityEntry(BaseModel):
-    """The fidelity of one target: its metrics, or the error that kept it from being measured.
-    Stored flat in ``fidelity.json`` (:meth:`to_json`, see the module docstring)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model: str
-    dataset: str
-    tags: dict[str, Any]
-    dense_model: str
-    images: str
-    metrics: FidelityMetrics | None = None
-    error: str | None = None
-
-    @classmethod
-    def of(cls, target: FidelityTarget, metrics: FidelityMetrics | None = None,
-           error: str | None = None) -> FidelityEntry:
-        """The entry of ``target`` with its ``metrics`` or its ``error``."""
-        return cls(model=target.model, dataset=target.dataset, tags=target.tags,
-                   dense_model=target.dense_model, images=f"{target.dataset} test split",
-                   metrics=metrics, error=error)
-
-    def to_json(self) -> dict[str, Any]:
-        """The flat JSON entry: head, tags, metric fields (when measured), ``error``."""
-        metrics = self.metrics.model_dump(mode="json") if self.metrics is not None else {}
-        return {"model": self.model, "dataset": self.dataset, **self.tags,
-                "dense_model": self.dense_model, "images": self.images, **metrics,
-                "error": self.error}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FidelityEntry:
-        """The entry of a flat JSON entry (the inverse of :meth:`to_json`)."""
-        head = {k: data[k] for k in ("model", "dataset", "dense_model", "images")}
-        names = FidelityMetrics.model_fields
-        tags = {k: v for k, v in data.items() if k not in head and k not in names
-                and k != "error"}
-        error = data.get("error")
-        metrics = FidelityMetrics(**{k: data[k] for k in names if k in data}) \
-            if error is None else None
-        return cls(**head, tags=tags, metrics=metrics, error=error)
-
-    def row(self) -> FidelityRow:
-        """The entry as a line of :func:`hiddencost.fidelity.print_fidelity_table`."""
-        return FidelityRow(str(self.tags.get("compression")), self.dataset, self.metrics,
-                           error=self.error)
+def entry_of(target: FidelityTarget, metrics: FidelityMetrics | None = None,
+             error: str | None = None) -> FidelityEntry:
+    """The entry of ``target`` with its ``metrics`` or its ``error``."""
+    return FidelityEntry(model=target.model, dataset=target.dataset, tags=target.tags,
+                         dense_model=target.dense_model, images=f"{target.dataset} test split",
+                         metrics=metrics, error=error)
 
 
 def _compressed_points(spec: StudySpec
@@ -214,7 +175,7 @@ def measure_target(target: FidelityTarget, *, images_per_dataset: int, cache_dir
         compressed_mask=checkpoint_location(target.mask, checkpoint_root),
         limit=images_per_dataset, device=device, data_root=data_root, dense_cache=dense_cache,
         download=download)
-    return FidelityEntry.of(target, result.metrics)
+    return entry_of(target, result.metrics)
 
 
 def _measure_one(target: FidelityTarget, measure: Callable[[FidelityTarget], FidelityEntry],
@@ -226,7 +187,7 @@ def _measure_one(target: FidelityTarget, measure: Callable[[FidelityTarget], Fid
         # anything else (a bug, CUDA out of memory) propagates
         console.print(f"[yellow]fidelity not measured[/] for {target.tags['compression']} on "
                       f"{target.dataset}: {exc}", highlight=False, soft_wrap=True)
-        return FidelityEntry.of(target, error=str(exc))
+        return entry_of(target, error=str(exc))
 
 
 def _measure_all(targets: Sequence[FidelityTarget],
@@ -257,22 +218,22 @@ def record_study_fidelity(
     download: bool = False,
     console: Console | None = None,
     progress: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[FidelityEntry]:
     """Measure every target of ``runs`` (see :func:`fidelity_targets`), write
-    ``root/fidelity.json`` and return its entries (the JSON of each :class:`FidelityEntry`, as
-    :func:`read_fidelity` returns them). Entries that failed carry ``error``."""
+    ``root/fidelity.json`` and return its entries (as :func:`read_fidelity` returns them).
+    Entries that failed carry ``error``."""
     if images_per_dataset < 2:
         raise HiddenCostError("fidelity needs at least 2 images per dataset")
     measure = partial(measure_target, images_per_dataset=images_per_dataset,
                       cache_dir=Path(root) / FIDELITY_CACHE, checkpoint_root=checkpoint_root,
                       device=device, data_root=data_root, download=download, dense_cache={})
-    measured = _measure_all(fidelity_targets(spec, runs), measure, console or Console(),
-                            progress)
-    entries = [e.to_json() for e in measured]
+    entries = _measure_all(fidelity_targets(spec, runs), measure, console or Console(),
+                           progress)
     write_fidelity(root, spec.name, images_per_dataset, entries)
     return entries
 
 
-def fidelity_rows(entries: Sequence[Mapping[str, Any]]) -> list[FidelityRow]:
-    """The table rows of JSON entries (as :func:`record_study_fidelity` returns them)."""
-    return [FidelityEntry.from_json(e).row() for e in entries]
+def fidelity_rows(entries: Sequence[FidelityEntry]) -> list[FidelityRow]:
+    """The entries as lines of :func:`hiddencost.fidelity.print_fidelity_table`."""
+    return [FidelityRow(str(e.tags.get("compression")), e.dataset, e.metrics, error=e.error)
+            for e in entries]
