@@ -7,8 +7,6 @@ backbone family's registry (:func:`method_for`); a new family adds its registry 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from hiddencost.errors import HiddenCostError
 from hiddencost.prompting.clip_methods import CLIP_METHODS
 from hiddencost.prompting.methods import METHODS, TransferMethod
@@ -36,15 +34,10 @@ def method_for(name: str, family: str) -> TransferMethod:
     return table.get(name)
 
 
-def methods_where(test: Callable[[TransferMethod], bool]) -> list[str]:
-    """The method names of any family for which ``test(method)`` holds."""
-    return [n for n in method_names()
-            if any(n in t and test(t.get(n)) for t in METHOD_TABLES.values())]
-
-
 def methods_reading(modality: str) -> list[str]:
     """The method names that read ``modality`` data (image or sequence), any family."""
-    return methods_where(lambda m: m.modality == modality)
+    return [n for n in method_names()
+            if any(n in t and t.get(n).modality == modality for t in METHOD_TABLES.values())]
 
 
 def method_card(name: str, family: str) -> MethodCard:
