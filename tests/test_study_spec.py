@@ -270,3 +270,14 @@ def test_runners_are_names_never_paths_to_code():
     assert resolve_runner("mine-for-test") is mine
     with pytest.raises(HiddenCostError, match="a callable under a new name"):
         register_runner("run_one", mine)
+
+
+def test_the_environment_is_apart_from_the_identity():
+    from hiddencost.config import Environment
+
+    cfg = make_config(device="cpu", data_root="/d", download=True)
+    assert cfg.environment == Environment(device="cpu", data_root="/d", download=True)
+    identity = cfg.identity()
+    assert not {"environment", "device", "data_root", "download"} & set(identity)
+    assert make_config(environment={"device": "cpu"}).environment.device == "cpu"
+    assert cfg.identity() == make_config().identity()

@@ -85,8 +85,6 @@ class RunConfig(BaseModel):
     checkpoint: str | None = None
     mask: str | None = Field(None, description="0/1 mask file applied as weight × mask")
     dataset: str = "digits"
-    data_root: str | None = None
-    download: bool = False
     split_seed: int = Field(0, ge=0)
     method: Method = "ilm"
     n_shot: int | None = Field(None, description="examples per class; None = full data")
@@ -103,8 +101,10 @@ class RunConfig(BaseModel):
     #: completed with their defaults by :meth:`resolved`.
     options: dict[str, Any] = Field(default_factory=dict)
     skip_unreadable: bool = Field(False, description="leave unreadable image files out")
-    device: str = "auto"
     save_prompt_history: bool = False
+    #: Where and how the run executes (device, data root, downloads): never in its identity.
+    #: ``device=...``, ``data_root=...`` and ``download=...`` given flat are read into it.
+    environment: Environment = Field(default_factory=Environment)
 
     @model_validator(mode="before")
     @classmethod
@@ -114,6 +114,11 @@ class RunConfig(BaseModel):
         if not isinstance(data, dict):
             return data
         data = {k: v for k, v in data.items() if k != "identity_version"}
+        if ENVIRONMENT_FIELDS & data.keys():
+            env = {k: data.pop(k) for k in list(data) if k in ENVIRONMENT_FIELDS}
+            given = data.get("environment") or {}
+            base = given.model_dump() if isinstance(given, Environment) else dict(given)
+            data["environment"] = {**base, **env}
         if not LEGACY_OPTIONS.keys() & data.keys():
             return data
         options = dict(data.get("options") or {})
@@ -168,7 +173,7 @@ class RunConfig(BaseModel):
         """The resolved configuration without environment fields, with its
         ``identity_version`` (:data:`IDENTITY_VERSION`): what defines the result and what the
         run key hashes. Every field is there with its value, defaults included."""
-        data = self.resolved().model_dump(mode="json", exclude=set(ENVIRONMENT_FIELDS))
+        data = self.resolved().model_dump(mode="json", exclude={"environment"})
         return {"identity_version": IDENTITY_VERSION, **data}
 
 

@@ -65,10 +65,11 @@ class RunCache:
     features: dict[tuple, Any] = field(default_factory=dict)
 
     def dataset(self, cfg: RunConfig, image_size: int) -> TaskData | SequenceTask:
-        key = (cfg.dataset, cfg.data_root, image_size, cfg.split_seed, cfg.skip_unreadable)
+        env = cfg.environment
+        key = (cfg.dataset, env.data_root, image_size, cfg.split_seed, cfg.skip_unreadable)
         if key not in self.datasets:
             self.datasets[key] = load_dataset(
-                cfg.dataset, root=cfg.data_root, download=cfg.download,
+                cfg.dataset, root=env.data_root, download=env.download,
                 image_size=image_size, split_seed=cfg.split_seed,
                 skip_unreadable=cfg.skip_unreadable,
             )
@@ -117,8 +118,8 @@ class ResolvedRun:
         if key is None or self.config.compression.activation_bits is not None:
             return None
         shared = self.config.model_dump(mode="json", include={
-            "model", "weights", "checkpoint", "mask", "compression", "dataset", "data_root",
-            "download", "split_seed", "skip_unreadable", "device"})
+            "model", "weights", "checkpoint", "mask", "compression", "dataset", "split_seed",
+            "skip_unreadable", "environment"})
         return json.dumps([shared, list(key) if isinstance(key, tuple) else key],
                           sort_keys=True)
 
@@ -146,7 +147,7 @@ def _backbone(
     examples as the method feeds them."""
     cfg, method, settings = run.config, run.method, run.settings
     model, info = create_model(cfg.model, weights=cfg.weights, checkpoint=cfg.checkpoint,
-                               download=cfg.download, mask=cfg.mask)
+                               download=cfg.environment.download, mask=cfg.mask)
     calibration = method.calibration_inputs(task, subset, settings, info.mean, info.std,
                                             CALIBRATION_IMAGES)
     report = apply_compression(model, cfg.compression, calibration_images=calibration)
@@ -246,7 +247,7 @@ def run_pack(
     out_dirs = list(out_dirs) if out_dirs is not None else [None] * len(runs)
     cache = cache or RunCache()
     first = runs[0]
-    device = resolve_device(first.config.device)
+    device = resolve_device(first.config.environment.device)
     task = cache.dataset(first.config, first.method.stored_image_size(first.settings))
     subsets = [few_shot_indices(task.train_labels, r.config.n_shot, r.config.seed)
                for r in runs]

@@ -78,7 +78,8 @@ from hiddencost.study.identity import key_of_identity
 AXES: tuple[str, ...] = ("model", "dataset", "compression", "method", "n_shot", "seed")
 #: Placeholders a checkpoint template may use.
 TEMPLATE_FIELDS = frozenset({"level", "key", "model", "arch"})
-_PARAM_FIELDS = frozenset(RunConfig.model_fields) - set(AXES)
+_PARAM_FIELDS = (frozenset(RunConfig.model_fields) | ENVIRONMENT_FIELDS) - set(AXES) - {
+    "environment"}
 
 
 class CheckpointFamily(BaseModel):
