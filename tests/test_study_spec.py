@@ -261,6 +261,8 @@ def test_runners_are_names_never_paths_to_code():
         parse_spec("runner: /tmp/evil.py:run\n", check=False)
     with pytest.raises(HiddenCostError, match="unknown runner 'nope'; known: run_one"):
         resolve_runner("nope")
+    with pytest.raises(HiddenCostError, match="<spec>: unknown runner 'nope'"):
+        parse_spec("runner: nope\n")
     assert "synthetic" in runner_names()  # the tests' plugin, through its entry point
 
     def mine(cfg, out_dir=None, cache=None, on_epoch=None):

@@ -73,6 +73,7 @@ from hiddencost.config import ENVIRONMENT_FIELDS, RunConfig, make_config
 from hiddencost.errors import HiddenCostError, validation_message
 from hiddencost.locations import is_url
 from hiddencost.study.identity import key_of_identity
+from hiddencost.study.worker import resolve_runner
 
 #: The axes of a study grid, outermost first (the expansion order).
 AXES: tuple[str, ...] = ("model", "dataset", "compression", "method", "n_shot", "seed")
@@ -371,6 +372,8 @@ def parse_spec(text: str, source: str = "<spec>", default_name: str = "study",
         return spec
     try:
         _check_family_models(spec)
+        if spec.runner is not None:
+            resolve_runner(spec.runner)  # an unknown runner fails here, not in every run
         expand(spec)  # every run must be a valid configuration (names, values)
     except HiddenCostError as exc:
         raise HiddenCostError(f"{source}: {exc}") from None
