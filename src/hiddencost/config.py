@@ -137,11 +137,17 @@ class RunConfig(BaseModel):
         return v
 
     def resolved(self) -> RunConfig:
-        """A copy with the protocol defaults filled in (the method's learning rate, batch size
-        (VP/LP: the N-shot table) and options (its options model's defaults; an option it does
-        not have is a one-line error); canvas = backbone input size, inner size = the
-        dataset's, LP image size = backbone input size), so equal experiments compare equal. A
-        method that does not read the dataset's kind of data is a one-line error."""
+        """:meth:`resolved_parts`' configuration."""
+        return self.resolved_parts()[0]
+
+    def resolved_parts(self) -> tuple[RunConfig, Any, Any]:
+        """(resolved copy, backbone entry, transfer method). The copy has the protocol defaults
+        filled in (the method's learning rate, batch size (VP/LP: the N-shot table) and options
+        (its options model's defaults; an option it does not have is a one-line error); canvas =
+        backbone input size, inner size = the dataset's, LP image size = backbone input size),
+        so equal experiments compare equal; the entry and method are the registry objects the
+        names resolved to. A method that does not read the dataset's kind of data is a one-line
+        error."""
         from hiddencost.backbones import resolve_backbone_name  # lazy: registries load torch
         from hiddencost.data import dataset_info  # lazy: as above
         from hiddencost.prompting.catalog import (  # lazy: as above
@@ -167,7 +173,7 @@ class RunConfig(BaseModel):
                 "lp_image_size": self.lp_image_size or entry.cfg.input_size,
                 "options": method_options(method.options, self.options, self.method, entry.name),
             }
-        )
+        ), entry, method
 
     def identity(self) -> dict[str, Any]:
         """The resolved configuration without environment fields, with its

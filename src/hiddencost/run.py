@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from hiddencost import __version__
-from hiddencost.backbones import BackboneEntry, BackboneInfo, create_model, resolve_backbone_name
+from hiddencost.backbones import BackboneEntry, BackboneInfo, create_model
 from hiddencost.compression import CompressionReport, apply_compression
 from hiddencost.config import (  # noqa: F401 (re-exported: run_one's configuration)
     ENVIRONMENT_FIELDS,
@@ -43,7 +43,6 @@ from hiddencost.frozen import prepare_frozen
 from hiddencost.metrics import calibration_summary, paper_ece
 from hiddencost.prompting.catalog import (
     card_of,
-    method_for,
 )
 from hiddencost.prompting.methods import (
     TransferJob,
@@ -127,9 +126,7 @@ class ResolvedRun:
 def resolve(cfg: RunConfig) -> ResolvedRun:
     """``cfg`` resolved once (see :class:`ResolvedRun`); bad names or options are one-line
     errors."""
-    cfg = cfg.resolved()
-    backbone = resolve_backbone_name(cfg.model)
-    method = method_for(cfg.method, backbone.family)
+    cfg, backbone, method = cfg.resolved_parts()
     settings = TransferSettings(
         epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,  # type: ignore[arg-type]
         seed=cfg.seed, canvas_size=cfg.canvas_size, inner_size=cfg.inner_size,  # type: ignore[arg-type]

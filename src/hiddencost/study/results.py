@@ -21,6 +21,7 @@ import pandas as pd
 
 from hiddencost.errors import HiddenCostError
 from hiddencost.records import RunRecord
+from hiddencost.study.catalog import load_spec
 from hiddencost.study.layout import RESULT_FILE, STORE_FILE, StudyPaths
 from hiddencost.study.spec import PlannedRun, StudySpec, expand, spec_fingerprint
 from hiddencost.study.store import STATUSES, RunRow, StoreLocation
@@ -226,8 +227,6 @@ def _study_of(source: StudySpec | str | Path, out: str | Path | None,
         return _store_study(path / STORE_FILE)
     if path.is_file() and path.suffix.lower() not in (".yaml", ".yml"):
         return _store_study(path)
-    from hiddencost.study.catalog import load_spec  # lazy: catalog reads this module's callers
-
     return read_study(load_spec(source, check=False), out, store)
 
 

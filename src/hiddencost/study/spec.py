@@ -406,11 +406,12 @@ def _grid(spec: StudySpec, environment: dict[str, Any]
     for model in spec.model:
         entry = resolve_backbone_name(model)
         arch = entry.arch
+        readable = {m: _option_names(m, entry.family) for m in spec.method}
         for dataset, point, method, shot, seed in itertools.product(
             spec.dataset, [p for p in points if p.applies_to(model, arch)], spec.method,
             spec.n_shot, spec.seed
         ):
-            mine = {k: v for k, v in options.items() if k in _option_names(method, entry.family)}
+            mine = {k: v for k, v in options.items() if k in readable[method]}
             used |= mine.keys()
             kwargs = {**params, "model": point.model_for(model, arch), "dataset": dataset,
                       "compression": point.spec, "method": method, "n_shot": shot, "seed": seed,
