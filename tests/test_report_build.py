@@ -21,6 +21,7 @@ from hiddencost.report import build_report
 from hiddencost.report.build import ReportError
 from hiddencost.report.sections import accuracy, calibration, prompts
 from hiddencost.report.table import table_from_db, table_from_records, table_from_spec
+from hiddencost.study.results import load_results
 from hiddencost.study.spec import parse_spec
 
 SECTIONS = ("findings", "accuracy", "delta", "calibration", "confidence", "mapping", "classes",
@@ -149,6 +150,10 @@ def test_runs_without_result_files_use_store_metrics(tmp_path):
     assert set(by_spec["compression"]) == {"dense", "magnitude-global-s0.50",
                                            "magnitude-global-s0.90"}
     assert sorted(by_spec["key"]) == sorted(by_db["key"])
+    # the report reads a study as load_results does: the same runs in the same order
+    assert by_spec["key"].tolist() == load_results(spec, out=tmp_path / "study")["key"].tolist()
+    assert by_db["key"].tolist() == load_results(tmp_path / "study" / "study.sqlite")[
+        "key"].tolist()
     (tmp_path / "study" / "artifacts" / by_db["key"].iloc[0] / "result.json").unlink()
     again = table_from_db(tmp_path / "study" / "study.sqlite")
     assert again["accuracy"].notna().all()  # the store's scalar metrics stand in

@@ -49,9 +49,14 @@ from hiddencost.compression.levels import LevelUnit
 from hiddencost.errors import HiddenCostError
 from hiddencost.records import METRIC_FIELDS, RunRecord
 from hiddencost.study.catalog import load_spec
-from hiddencost.study.results import read_study, record_or_metrics
+from hiddencost.study.results import (
+    StudyRuns,
+    is_store_source,
+    read_store,
+    read_study,
+    record_or_metrics,
+)
 from hiddencost.study.spec import StudySpec
-from hiddencost.study.store import StoreLocation
 
 #: A record as the report takes it: a typed record, or its ``result.json`` dict (possibly
 #: partial: a store row's scalar metrics stand in for a missing ``result.json``).
@@ -303,75 +308,50 @@ def _empty_columns() -> list[str]:
             "prompt_history", "weights", "result_missing", "parameters"]
 
 
+def table_from_study(study: StudyRuns, name: str | None = None) -> pd.DataFrame:
+    """The done runs of ``study``, in its order: read by the reader
+    :func:`~hiddencost.study.results.load_results` and export use, so they list the same runs.
+    A run whose ``result.json`` is missing keeps its store row's scalar metrics (list-valued
+    fields are then None)."""
+    done = list(study.done())
+    folders = [study.paths.run_dir(run.key) for run, _ in done]
+    return table_from_records(
+        [record_or_metrics(folder, row) for (_, row), folder in zip(done, folders, strict=True)],
+        [run.tags for run, _ in done], [run.key for run, _ in done], folders, study=name)
+
+
 def table_from_spec(spec: StudySpec, out: str | Path | None = None,
                     store: str | Path | None = None) -> pd.DataFrame:
-    """The done runs of a study (a :class:`~hiddencost.study.spec.StudySpec`) in expansion
-    order, read from its store and artifact folders (``out`` default
-    ``hiddencost-results/<name>``). A run whose ``result.json`` is missing keeps the scalar
-    metrics of its store row (list-valued fields are then None)."""
+    """The done runs of a study in expansion order, read from its store and artifact folders
+    (``out`` default ``hiddencost-results/<name>``)."""
     study = read_study(spec, out, store)
     if not study.store_exists:
         raise HiddenCostError(f"study {spec.name} has no results yet: {study.paths.store} does "
                               "not exist (run it with `hiddencost study run`, or pass --results)")
-    records, tags, keys, folders = [], [], [], []
-    for run, row in study.done():
-        folder = study.paths.run_dir(run.key)
-        records.append(record_or_metrics(folder, row))
-        tags.append(run.tags)
-        keys.append(run.key)
-        folders.append(folder)
-    return table_from_records(records, tags, keys, folders, study=spec.name)
+    return table_from_study(study, spec.name)
 
 
 def table_from_db(db: str | Path, artifacts: str | Path | None = None,
                   study: str | None = None) -> pd.DataFrame:
-    """The done runs of a results store file (all studies in it, or only ``study``); artifact
-    folders are ``<artifacts>/<key>`` with ``artifacts`` defaulting to ``artifacts/`` beside
-    the store (the layout of a study's output folder)."""
-    location = StoreLocation.parse(db)
-    if not location.exists():
-        raise HiddenCostError(f"results store {db} does not exist")
-    with location.open(readonly=True) as store:  # a SQLite file: location.path
-        rows = store.rows()
-    root = Path(artifacts) if artifacts is not None else store.path.parent / "artifacts"
-    done = sorted((r for r in rows.values() if r.status == "done"
-                   and (study is None or r.study == study)),
-                  key=lambda r: (r.finished_at or 0.0, r.key))
-    return table_from_records([record_or_metrics(root / r.key, r) for r in done],
-                              [r.tags for r in done], [r.key for r in done],
-                              [root / r.key for r in done], study=study)
+    """The done runs of a results store file (all studies in it, or only ``study``) in the
+    order they were added; artifact folders are ``<artifacts>/<key>`` with ``artifacts``
+    defaulting to ``artifacts/`` beside the store (the layout of a study's output folder)."""
+    return table_from_study(read_store(db, artifacts, study), study)
 
 
 def load_table(source: Any, *, results: str | Path | None = None,
                store: str | Path | None = None) -> pd.DataFrame:
-    """Dispatch: a DataFrame (returned as is), a list of records, a StudySpec, a SQLite file
-    (``.sqlite``/``.db`` or ``sqlite:///``), or a study YAML file / preset name."""
+    """Dispatch: a DataFrame (returned as is), a list of records, a StudySpec, a results store
+    file (``.sqlite``/``.db`` or ``sqlite:///``), or a study YAML file / preset name."""
     if isinstance(source, pd.DataFrame):
         return source
     if isinstance(source, list | tuple):
         return table_from_records(source)
     if isinstance(source, StudySpec):
         return table_from_spec(source, results, store)
-    text = str(source)
-    if is_store_source(text):
-        return table_from_db(text)
-    return table_from_spec(load_spec(text, check=False), results, store)
-
-
-def is_store_source(text: str) -> bool:
-    """Whether a report source names a results store (``sqlite://`` URL, ``.sqlite`` / ``.db``
-    / ``.sqlite3`` suffix, or a file with SQLite's header) rather than a study."""
-    return text.startswith("sqlite://") or Path(text).suffix in (".sqlite", ".db", ".sqlite3") \
-        or is_sqlite_file(text)
-
-
-def is_sqlite_file(path: str | Path) -> bool:
-    """Whether ``path`` is a file that starts with SQLite's magic header."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(16) == b"SQLite format 3\x00"
-    except OSError:
-        return False
+    if is_store_source(str(source)):
+        return table_from_db(str(source))
+    return table_from_spec(load_spec(str(source), check=False), results, store)
 
 
 def class_names(df: pd.DataFrame, dataset: str) -> dict[int, str]:

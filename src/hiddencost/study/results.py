@@ -28,6 +28,9 @@ from hiddencost.study.store import STATUSES, RunRow, StoreLocation
 from hiddencost.study.worker import checked_record
 
 EXPORT_FORMATS: tuple[str, ...] = ("csv", "parquet")
+#: File suffixes read as a results store (even before the file exists: "does not exist" is a
+#: clearer error than "no such study").
+STORE_SUFFIXES: tuple[str, ...] = (".sqlite", ".db", ".sqlite3")
 
 
 @dataclass(frozen=True)
@@ -207,27 +210,53 @@ def _rows(study: StudyRuns, statuses: Sequence[str] | None) -> list[dict[str, An
             for run in study.runs if not statuses or study.status(run) in statuses]
 
 
-def _store_study(location: Path) -> StudyRuns:
-    """Every run of a results store file, in the order they were added; artifacts beside it."""
-    paths = StudyPaths(location.parent, StoreLocation.parse(location),
-                       location.parent / "artifacts")
+def read_store(location: str | Path, artifacts: str | Path | None = None,
+               study: str | None = None) -> StudyRuns:
+    """Every run of a results store file (or only those of ``study``), in the order they were
+    added; artifact folders in ``artifacts`` (default ``artifacts/`` beside the store)."""
+    where = StoreLocation.parse(location)
+    if not where.exists():
+        raise HiddenCostError(f"results store {location} does not exist")
+    folder = where.path.parent
+    paths = StudyPaths(folder, where,
+                       Path(artifacts) if artifacts is not None else folder / "artifacts")
     with paths.location.open(readonly=True) as db:
         rows = db.rows()
     runs = [PlannedRun(r.key, r.config, r.tags)
-            for r in sorted(rows.values(), key=lambda r: r.created_at)]
+            for r in sorted(rows.values(), key=lambda r: r.created_at)
+            if study is None or r.study == study]
     return StudyRuns(paths, runs, rows, True)
 
 
-def _study_of(source: StudySpec | str | Path, out: str | Path | None,
-              store: str | Path | None) -> StudyRuns:
+def study_of(source: StudySpec | str | Path, out: str | Path | None = None,
+             store: str | Path | None = None) -> StudyRuns:
+    """The runs of any results source, read one way for :func:`load_results`, export and the
+    report: a :class:`~hiddencost.study.spec.StudySpec`, a study file or preset name (its
+    results in ``out`` or ``store``), a study's output folder, or a results store file."""
     if isinstance(source, StudySpec):
         return read_study(source, out, store)
-    path = Path(source)
-    if path.is_dir() and (path / STORE_FILE).is_file():
-        return _store_study(path / STORE_FILE)
-    if path.is_file() and path.suffix.lower() not in (".yaml", ".yml"):
-        return _store_study(path)
-    return read_study(load_spec(source, check=False), out, store)
+    text = str(source)
+    if Path(text).is_dir() and (Path(text) / STORE_FILE).is_file():
+        return read_store(Path(text) / STORE_FILE)
+    if is_store_source(text):
+        return read_store(text)
+    return read_study(load_spec(text, check=False), out, store)
+
+
+def is_store_source(text: str) -> bool:
+    """Whether a source names a results store (``sqlite://`` URL, ``.sqlite`` / ``.db`` /
+    ``.sqlite3`` suffix, or a file with SQLite's header) rather than a study."""
+    return text.startswith("sqlite://") or Path(text).suffix in STORE_SUFFIXES \
+        or is_sqlite_file(text)
+
+
+def is_sqlite_file(path: str | Path) -> bool:
+    """Whether ``path`` is a file that starts with SQLite's magic header."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def load_results(source: StudySpec | str | Path, status: str | Sequence[str] | None = "done",
@@ -251,7 +280,7 @@ def load_results(source: StudySpec | str | Path, status: str | Sequence[str] | N
     run's folder), ``result_missing``.
     """
     statuses = (status,) if isinstance(status, str) else status
-    rows = _rows(_study_of(source, out, store), statuses)
+    rows = _rows(study_of(source, out, store), statuses)
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["key", "status"])
 
 
