@@ -19,7 +19,6 @@ data: scikit-learn digits.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from torch import nn
 
 from hiddencost.backbones import create_model
 from hiddencost.data import batch_size_for, few_shot_indices, load_dataset
-from hiddencost.device import cuda_precision, resolve_device
+from hiddencost.device import resolve_device
 from hiddencost.frozen import prepare_frozen
 from hiddencost.prompting.pad_prompt import PadPrompt
 from hiddencost.prompting.visual_prompt import (
@@ -76,18 +75,20 @@ def _sync(device: torch.device) -> None:
 
 
 def time_epoch(setting: Setting, backbone: nn.Module, num_source: int, runs: Sequence[PromptRun],
-               packed: bool, fuse: bool | None = None) -> float:
+               packed: bool, fuse: bool | None = None,
+               precision: torch.dtype | None = None) -> float:
     """Seconds for one ILM epoch of ``runs``: one pack, or one run after the other."""
     batch = batch_size_for(setting.n_shot)
     _sync(setting.device)
     start = time.perf_counter()
     if packed:
         train_visual_prompts(backbone, runs, 10, num_source, 1, batch, setting.device,
-                             fuse=fuse)
+                             fuse=fuse, precision=precision)
     else:
         for r in runs:
             train_visual_prompt(backbone, r.prompt, r.train_images, r.train_labels, 10,
-                                num_source, "ilm", 1, batch, r.seed, setting.device)
+                                num_source, "ilm", 1, batch, r.seed, setting.device,
+                                precision=precision)
     _sync(setting.device)
     return time.perf_counter() - start
 
@@ -97,28 +98,27 @@ def compare(setting: Setting, packs: Sequence[int], dtype: str = "bf16",
     """Per pack size R: images/s alone and packed, the ratio, and peak memory (CUDA)."""
     backbone, mean, std, num_source = prepared(setting)
     rows = []
-    precision = cuda_precision(DTYPES[dtype]) if setting.device.type == "cuda" \
-        else contextlib.nullcontext()
-    with precision:
-        time_epoch(setting, backbone, num_source, make_runs(setting, 1, mean, std), True)  # warm
-        for size in packs:
-            best = {}
-            for packed in (False, True):
-                times = []
-                for _ in range(repeats):
-                    runs = make_runs(setting, size, mean, std)
-                    if setting.device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(setting.device)
-                    times.append(time_epoch(setting, backbone, num_source, runs, packed,
-                                            fuse))
-                best[packed] = min(times)
-            images = size * 10 * setting.n_shot
-            peak = (torch.cuda.max_memory_allocated(setting.device) / 2**20
-                    if setting.device.type == "cuda" else None)
-            rows.append({"pack": size, "dtype": dtype if setting.device.type == "cuda" else "fp32",
-                         "fused": fuses_batches(setting.device, fuse),
-                         "alone_img_s": images / best[False], "packed_img_s": images / best[True],
-                         "ratio": best[False] / best[True], "peak_mib": peak})
+    precision = DTYPES[dtype] if setting.device.type == "cuda" else None
+    time_epoch(setting, backbone, num_source, make_runs(setting, 1, mean, std), True,
+               precision=precision)  # warm
+    for size in packs:
+        best = {}
+        for packed in (False, True):
+            times = []
+            for _ in range(repeats):
+                runs = make_runs(setting, size, mean, std)
+                if setting.device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(setting.device)
+                times.append(time_epoch(setting, backbone, num_source, runs, packed,
+                                        fuse, precision))
+            best[packed] = min(times)
+        images = size * 10 * setting.n_shot
+        peak = (torch.cuda.max_memory_allocated(setting.device) / 2**20
+                if setting.device.type == "cuda" else None)
+        rows.append({"pack": size, "dtype": dtype if setting.device.type == "cuda" else "fp32",
+                     "fused": fuses_batches(setting.device, fuse),
+                     "alone_img_s": images / best[False], "packed_img_s": images / best[True],
+                     "ratio": best[False] / best[True], "peak_mib": peak})
     return rows
 
 

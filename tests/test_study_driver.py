@@ -282,3 +282,18 @@ def test_paper_crossmodal_dry_run_passes(tmp_path):
                                       str(tmp_path / "out"), "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "120 runs · 0 done · 0 failed · 120 to run" in " ".join(res.output.split())
+
+
+def test_a_study_refuses_to_add_runs_of_another_precision_before_running(tmp_path):
+    from hiddencost.errors import HiddenCostError
+    from hiddencost.study.outcome import RunOutcome
+    from hiddencost.study.spec import PlannedRun
+
+    spec = parse_spec(f"name: p\nrunner: {SYNTHETIC}\nmethod: [ilm]\nn_shot: [1, 2]\n")
+    with open_store(tmp_path / "study.sqlite") as db:  # a store holding bf16 (GPU) results
+        db.add_pending("gpu", [PlannedRun("g", {}, {})])
+        db.record(RunOutcome(key="g", status="done", precision="bf16"))
+    with pytest.raises(HiddenCostError, match=r"holds bf16 results but these runs would train "
+                       r"in fp32 \(--precision auto, device cpu\): run with --precision bf16"):
+        run_study(spec, out=tmp_path, environment={"device": "cpu"}, fidelity=False)
+    assert study_status(spec, tmp_path).counts["done"] == 0

@@ -36,6 +36,24 @@ def test_schema_wal_and_idempotent_pending(tmp_path):
         assert rows["k03"].config == {"i": 3} and rows["k03"].tags == {"family": "dense"}
 
 
+def test_a_store_holds_one_precision(tmp_path):
+    with SQLiteStore(tmp_path / "s.sqlite") as db:
+        db.add_pending("a", _runs(4))
+        assert db.precision is None
+        assert db.record(_outcome("k00"))  # a record without precision (custom runner) sets none
+        assert db.precision is None
+        assert db.record(_outcome("k01", precision="fp32")) and db.precision == "fp32"
+        assert db.record(_outcome("k02", precision="bf16"))  # written, but as a failure
+        assert db.record(_outcome("k03", precision="fp32"))
+        rows = db.rows()
+    assert [rows[k].status for k in ("k01", "k02", "k03")] == ["done", "failed", "done"]
+    assert rows["k02"].metrics is None
+    assert rows["k02"].error == ("this run trained in bf16 but the store holds fp32 results: "
+                                 "run the study with --precision fp32, or in another --out")
+    with SQLiteStore(tmp_path / "s.sqlite", readonly=True) as db:
+        assert db.precision == "fp32"
+
+
 def test_claim_record_and_guarded_writes(tmp_path):
     me = Owner.current()
     with SQLiteStore(tmp_path / "s.sqlite") as db:

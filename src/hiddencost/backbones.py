@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import torch
 from torch import nn
 
 # Imported for their registrations (weight sources, name resolvers), as timm registers models.
@@ -61,6 +62,7 @@ def create_model(
     checkpoint: str | Path | None = None,
     download: bool = False,
     mask: str | Path | None = None,
+    seed: int | None = None,
 ) -> tuple[nn.Module, BackboneInfo]:
     """Build a backbone in eval mode and describe it.
 
@@ -76,6 +78,9 @@ def create_model(
             fetched (once, into ``~/.cache/hiddencost/zoo``) only with ``download=True``.
         mask: a 0/1 mask file for a lottery-ticket ``checkpoint`` (weights become weight × mask);
             sources that read no mask refuse it.
+        seed: with ``weights="random"``, the initialisation is drawn from a generator seeded
+            with it (the global RNG left as it was), so one run key is one network in every
+            process; None draws from the global RNG.
     """
     entry = resolve_backbone_name(name)
     if weights not in ("pretrained", "random"):
@@ -85,7 +90,13 @@ def create_model(
         raise HiddenCostError("--mask needs the --checkpoint it masks")
     request = WeightRequest(entry=entry, weights=weights, checkpoint=path,
                             mask=Path(mask) if mask is not None else None, download=download)
-    loaded = select_weight_source(request).load(request)
+    source = select_weight_source(request)
+    if weights == "random" and seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            loaded = source.load(request)
+    else:
+        loaded = source.load(request)
     info = BackboneInfo(
         name=entry.name, input_size=entry.cfg.input_size, mean=entry.cfg.mean, std=entry.cfg.std,
         class_names=network_family(entry).class_names(entry), weights=loaded.weights,

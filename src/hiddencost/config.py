@@ -7,6 +7,7 @@ backbones, datasets and transfer methods, which is when torch loads.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -34,25 +35,38 @@ def _known_method(name: str) -> str:
 #: A transfer method's name, checked against the registry.
 Method = Annotated[str, AfterValidator(_known_method)]
 #: Fields that say where or how a run executes, not what it computes: left out of its identity.
-ENVIRONMENT_FIELDS = frozenset({"data_root", "download", "device"})
+ENVIRONMENT_FIELDS = frozenset({"data_root", "download", "device", "precision"})
+
+
+class Precision(StrEnum):
+    """A run's numeric precision (see :mod:`hiddencost.precision` for what may run in bf16):
+    ``fp32`` throughout, ``bf16`` autocast in training steps, or ``auto`` (bf16 on a CUDA GPU
+    with native bf16, else fp32)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    AUTO = "auto"
 
 
 class Environment(BaseModel):
     """Where and how runs execute, never part of a run's identity: the ``device`` (``auto``:
-    CUDA when present), the ``data_root`` of datasets, whether downloads are allowed, and the
-    ``checkpoint_root`` that a study's relative checkpoint paths are read from. A study run on
-    a laptop and resumed on a cluster keeps its keys whatever these are."""
+    CUDA when present), the ``precision`` (:class:`Precision`; the one a run used is in its
+    record, and a study's store holds one precision), the ``data_root`` of datasets, whether
+    downloads are allowed, and the ``checkpoint_root`` that a study's relative checkpoint
+    paths are read from. A study run on a laptop and resumed on a cluster keeps its keys
+    whatever these are."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     device: str = "auto"
+    precision: Precision = Precision.AUTO
     data_root: str | None = None
     download: bool = False
     checkpoint_root: str | None = None
 
     def run_fields(self) -> dict[str, Any]:
-        """The :data:`ENVIRONMENT_FIELDS` a :class:`RunConfig` carries (device, data_root,
-        download)."""
+        """The :data:`ENVIRONMENT_FIELDS` a :class:`RunConfig` carries (device, precision,
+        data_root, download)."""
         return self.model_dump(include=set(ENVIRONMENT_FIELDS))
 
 

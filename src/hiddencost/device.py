@@ -1,9 +1,6 @@
-"""Device choice and the mixed-precision context used by training and evaluation."""
+"""Device choice (the precision policy is :mod:`hiddencost.precision`)."""
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 
@@ -24,28 +21,3 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise HiddenCostError(f"unsupported device {device!r}; use auto, cpu or cuda")
     return dev
 
-
-#: The autocast dtype on CUDA (None: fp32 throughout); see :func:`cuda_precision`.
-_CUDA_AUTOCAST: list[torch.dtype | None] = [torch.bfloat16]
-
-
-@contextlib.contextmanager
-def cuda_precision(dtype: torch.dtype | None) -> Iterator[None]:
-    """Within the block, :func:`autocast_for` uses ``dtype`` on CUDA (None: no autocast, fp32);
-    for benchmarks that compare bf16 with fp32."""
-    _CUDA_AUTOCAST.append(dtype)
-    try:
-        yield
-    finally:
-        _CUDA_AUTOCAST.pop()
-
-
-@contextlib.contextmanager
-def autocast_for(device: torch.device) -> Iterator[None]:
-    """bf16 autocast on CUDA (frozen backbone, trainable prompt stays fp32); nothing on CPU."""
-    dtype = _CUDA_AUTOCAST[-1]
-    if device.type == "cuda" and dtype is not None:
-        with torch.autocast("cuda", dtype=dtype):
-            yield
-    else:
-        yield

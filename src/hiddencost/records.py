@@ -151,6 +151,10 @@ class RunRecord(BaseModel):
     final_train_loss: float | None = None
     wall_time_s: float
     device: str = ""
+    #: The run's precision on its device, ``fp32`` or ``bf16`` (what ``auto`` resolved to; an
+    #: activation-quantized backbone trains in fp32 under either, see
+    #: :mod:`hiddencost.precision`); None in records written before it was recorded.
+    precision: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     #: Things the run did that its configuration does not say (e.g. an N-shot above every
     #: class, so the run used all training data).

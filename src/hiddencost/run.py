@@ -41,6 +41,7 @@ from hiddencost.device import resolve_device
 from hiddencost.errors import HiddenCostError
 from hiddencost.frozen import prepare_frozen
 from hiddencost.metrics import calibration_summary, paper_ece
+from hiddencost.precision import resolve_precision, training_dtype
 from hiddencost.prompting.catalog import (
     card_of,
 )
@@ -144,7 +145,7 @@ def _backbone(
     examples as the method feeds them."""
     cfg, method, settings = run.config, run.method, run.settings
     model, info = create_model(cfg.model, weights=cfg.weights, checkpoint=cfg.checkpoint,
-                               download=cfg.environment.download, mask=cfg.mask)
+                               download=cfg.environment.download, mask=cfg.mask, seed=cfg.seed)
     calibration = method.calibration_inputs(task, subset, settings, info.mean, info.std,
                                             CALIBRATION_IMAGES)
     report = apply_compression(model, cfg.compression, calibration_images=calibration)
@@ -177,7 +178,7 @@ def _reference_test_batch(cfg: RunConfig) -> int:
 def _record(run: ResolvedRun, outcome: TransferOutcome, task: TaskData | SequenceTask,
             subset: FewShotSubset,
             info: BackboneInfo, report: CompressionReport, device: torch.device,
-            start: float) -> RunRecord:
+            precision: str, start: float) -> RunRecord:
     cfg, logits = run.config, outcome.logits
     summary = calibration_summary(logits.softmax(dim=1), task.test_labels)
     return RunRecord(
@@ -202,6 +203,7 @@ def _record(run: ResolvedRun, outcome: TransferOutcome, task: TaskData | Sequenc
         final_train_loss=outcome.history.epochs[-1].loss if outcome.history.epochs else None,
         wall_time_s=time.perf_counter() - start,
         device=str(device),
+        precision=precision,
         versions=run_versions(),
         warnings=[*task.warnings(), *subset.warnings()],
     )
@@ -249,15 +251,18 @@ def run_pack(
     subsets = [few_shot_indices(task.train_labels, r.config.n_shot, r.config.seed)
                for r in runs]
     backbone, info, report = _backbone(first, task, subsets[0].indices, device)
+    precision = resolve_precision(first.config.environment.precision, device)
+    dtype = training_dtype(precision, quantized_activations=report.activation_bits is not None)
     jobs = [TransferJob(
         backbone=backbone, num_source=info.num_classes, mean=info.mean, std=info.std,
         task=task, subset=subset.indices, settings=r.settings, device=device,
         on_epoch=on_epoch if i == 0 else None, memo=cache.memo(r.config, task.image_size),
+        precision=dtype,
     ) for i, (r, subset) in enumerate(zip(runs, subsets, strict=True))]
     outcomes = first.method.fit_pack([(r.method, job) for r, job in zip(runs, jobs, strict=True)])
     records = []
     for run, outcome, subset, out_dir in zip(runs, outcomes, subsets, out_dirs, strict=True):
-        record = _record(run, outcome, task, subset, info, report, device, start)
+        record = _record(run, outcome, task, subset, info, report, device, precision, start)
         if out_dir is not None:
             write_result(record, outcome.tensors, outcome.history.prompts, Path(out_dir))
         records.append(record)

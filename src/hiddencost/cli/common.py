@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hiddencost.config import Precision
 from hiddencost.errors import HiddenCostError
 
 err_console = Console(stderr=True)
@@ -22,6 +23,9 @@ ExcludeFirstConvOpt = Annotated[bool, typer.Option(help="Keep the first conv (st
 ExcludeClassifierOpt = Annotated[bool, typer.Option(help="Keep the classifier dense.")]
 DataRootOpt = Annotated[Path | None, typer.Option(help="Root of torchvision datasets.")]
 DeviceChoiceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+PrecisionOpt = Annotated[Precision, typer.Option(
+    help="Training-step precision: auto (bf16 on a CUDA GPU with native bf16, else fp32), fp32 "
+         "or bf16; mapping, test pass and metrics are fp32 always.")]
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 import hiddencost.cli.common as common
 from hiddencost.budgets import parse_n_shot
 from hiddencost.compression.parse import flag_fields
-from hiddencost.config import make_config
+from hiddencost.config import Precision, make_config
 from hiddencost.errors import HiddenCostError
 from hiddencost.progress import epoch_progress
 from hiddencost.records import COMPRESSION_FIELDS, METRIC_FIELDS
@@ -102,6 +102,7 @@ def run(
         "--set", help="A method option KEY=VALUE (repeatable), e.g. --set mapping_interval=2; "
                       "an unknown key lists the method's options.")] = None,
     device: common.DeviceChoiceOpt = "auto",
+    precision: common.PrecisionOpt = Precision.AUTO,
     save_prompt_history: Annotated[bool, typer.Option(help="Keep every epoch's prompt.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for result.json and weights.")] = Path(
         "runs/latest"),
@@ -119,7 +120,7 @@ def run(
         many_to_one=many_to_one,
         mapping_interval=mapping_interval, mapping_num=mapping_num, prompt_init=prompt_init,
         test_every_epoch=test_every_epoch, skip_unreadable=skip_unreadable,
-        restrict_templates=restrict_templates, device=device,
+        restrict_templates=restrict_templates, device=device, precision=precision,
         save_prompt_history=save_prompt_history, options=parse_settings(set_ or []),
     )
     from hiddencost.run import resolve, run_one  # lazy: torch (commands load what they use)

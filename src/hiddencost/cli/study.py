@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 import hiddencost.cli.common as common
+from hiddencost.config import Precision
 from hiddencost.errors import HiddenCostError
 from hiddencost.study.catalog import load_preset, load_spec, preset_names
 from hiddencost.study.driver import (
@@ -47,6 +48,9 @@ StoreOpt = Annotated[str | None, typer.Option(
     help="The results store: a SQLite file or sqlite:///PATH (default: <out>/study.sqlite).")]
 # where and how runs execute (run and fidelity): not part of a run's identity
 DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu or cuda (not identity).")]
+StudyPrecisionOpt = Annotated[Precision | None, typer.Option(
+    "--precision", help="Training-step precision: auto, fp32 or bf16 (not identity; a store "
+                        "holds one precision).")]
 DownloadOpt = Annotated[bool | None, typer.Option(
     help="Allow downloads (datasets, checkpoint URLs).")]
 CheckpointRootOpt = Annotated[Path | None, typer.Option(
@@ -107,11 +111,11 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _environment(device: str | None, data_root: Path | None, download: bool | None
-                 ) -> dict[str, Any]:
+def _environment(device: str | None, data_root: Path | None, download: bool | None,
+                 precision: Precision | None = None) -> dict[str, Any]:
     """The environment options as ``run_study``'s ``environment`` (None = the spec's)."""
     return {"device": device, "data_root": str(data_root) if data_root else None,
-            "download": download}
+            "download": download, "precision": precision}
 
 
 def _print_dry_run(study: StudySpec, out: Path | None, store: str | None) -> None:
@@ -127,7 +131,8 @@ def _print_dry_run(study: StudySpec, out: Path | None, store: str | None) -> Non
 def run_cmd(
     spec: SpecArg, out: OutOpt = None, store: StoreOpt = None, executor: ExecutorOpt = "local",
     retry_failed: RetryOpt = False, reclaim_all: ReclaimOpt = False,
-    device: DeviceOpt = None, data_root: common.DataRootOpt = None, download: DownloadOpt = None,
+    device: DeviceOpt = None, precision: StudyPrecisionOpt = None,
+    data_root: common.DataRootOpt = None, download: DownloadOpt = None,
     checkpoint_root: CheckpointRootOpt = None, max_runs: MaxRunsOpt = None,
     dry_run: DryRunOpt = False, progress: ProgressOpt = True, fidelity: FidelityOpt = None,
     verify: VerifyOpt = False, pack: PackOpt = None,
@@ -161,7 +166,7 @@ def run_cmd(
         report = run_study(
             study, out=out, store=store, executor=executor, executor_options=options,
             retry_failed=retry_failed, reclaim_all=reclaim_all,
-            environment=_environment(device, data_root, download),
+            environment=_environment(device, data_root, download, precision),
             checkpoint_root=str(checkpoint_root) if checkpoint_root else None,
             max_runs=max_runs, console=console, progress=progress, fidelity=fidelity,
             fidelity_images=fidelity_images, verify=verify, pack=pack)

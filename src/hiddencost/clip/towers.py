@@ -34,6 +34,7 @@ from hiddencost.model_table import (
     register_backbone,
     register_family,
 )
+from hiddencost.precision import exact
 from hiddencost.weights import (
     PRIORITY_PRETRAINED,
     LoadedWeights,
@@ -141,8 +142,10 @@ class ZeroShotScores(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._text is None:
             self._text = text_table(self.towers, imagenet_class_names(), [DEFAULT_TEMPLATE])
-        image = F.normalize(self.towers(x).float(), dim=-1)
-        return self.towers.logit_scale * image @ self._text.t()
+        features = self.towers(x)
+        with exact(x.device):  # the scores in fp32 whatever the tower's precision
+            image = F.normalize(features.float(), dim=-1)
+            return self.towers.logit_scale * image @ self._text.float().t()
 
 
 register_family(NetworkFamily("open_clip", build_towers, lambda entry: [], ZeroShotScores))

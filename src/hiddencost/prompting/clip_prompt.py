@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hiddencost.device import autocast_for
 from hiddencost.errors import HiddenCostError
+from hiddencost.precision import exact, training
 from hiddencost.prompting.label_mapping import frequency_mapping
 from hiddencost.prompting.schedule import descend, epoch_batches, sgd_cosine
 from hiddencost.prompting.visual_prompt import TrainHistory, to_unit
@@ -53,9 +53,13 @@ class FramePrompt(nn.Module):
 
 
 def clip_scores(towers: nn.Module, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """logit_scale · cos(f(x), t_j) for every column t_j of the unit-norm ``text`` table."""
-    image = F.normalize(towers(x).float(), dim=-1)
-    return towers.logit_scale * image @ text.t()
+    """logit_scale · cos(f(x), t_j) for every column t_j of the unit-norm ``text`` table; the
+    image tower runs in the caller's precision, the scores in fp32 (with scale 100, bf16 would
+    flip the argmax over ILM's 810 columns for 16% of images)."""
+    features = towers(x)
+    with exact(x.device):
+        image = F.normalize(features.float(), dim=-1)
+        return towers.logit_scale.float() * image @ text.float().t()
 
 
 def own_template_mapping(scores: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -86,9 +90,10 @@ def column_mapping(scores: torch.Tensor, labels: torch.Tensor, num_classes: int,
 def clip_predict(towers: nn.Module, prompt: nn.Module | None, preprocess: nn.Module,
                  images_u8: torch.Tensor, text: torch.Tensor, device: torch.device,
                  batch_size: int = 256) -> torch.Tensor:
-    """Scores (float32, CPU) of all text columns for uint8 images, prompted or not."""
+    """Scores (float32, CPU) of all text columns for uint8 images, prompted or not; in fp32
+    (they choose ILM's columns and are the test scores)."""
     out = []
-    with autocast_for(device):
+    with exact(device):
         for chunk in images_u8.split(batch_size):
             x = preprocess(to_unit(chunk, device))
             out.append(clip_scores(towers, prompt(x) if prompt is not None else x, text)
@@ -117,10 +122,12 @@ class ClipPromptRun:
 
 
 def train_clip_prompt(towers: nn.Module, preprocess: nn.Module, run: ClipPromptRun,
-                      device: torch.device) -> tuple[FramePrompt, torch.Tensor, TrainHistory]:
+                      device: torch.device, precision: torch.dtype | None = None,
+                      ) -> tuple[FramePrompt, torch.Tensor, TrainHistory]:
     """Train a frame prompt on a frozen CLIP; returns it, the final K columns and the history
     (per epoch: loss, training accuracy, the lr of its last step, mapping changes / recomputed;
-    ``history.mappings`` the columns used in each epoch)."""
+    ``history.mappings`` the columns used in each epoch). ``precision``: the autocast dtype of
+    the image tower in training steps (None: fp32); the scores are fp32 regardless."""
     prompt = FramePrompt(towers.image_size).to(device)
     text = run.text.to(device)
     labels = run.train_labels.to(device)
@@ -144,7 +151,7 @@ def train_clip_prompt(towers: nn.Module, preprocess: nn.Module, run: ClipPromptR
         for idx in epoch_batches(len(labels), run.batch_size, generator):
             x = preprocess(to_unit(run.train_images[idx], device))
             y = labels[idx.to(device)]
-            with autocast_for(device):
+            with training(device, precision):
                 logits = clip_scores(towers, prompt(x), text)[:, columns]
             loss = F.cross_entropy(logits.float(), y)
             lr = optimizer.param_groups[0]["lr"]

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from hiddencost.frozen import freeze
+from hiddencost.precision import exact, training
 from hiddencost.prompting.crossmodal import (
     DEFAULT_ALPHA,
     SoftmaxRemapper,
@@ -57,7 +58,7 @@ def seeded_logits(backbone: nn.Module, canvas: int, mean: tuple[float, ...],
     image = torch.rand(1, 3, canvas, canvas, generator=generator)
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
-    with torch.inference_mode():
+    with torch.inference_mode(), exact(device):  # it picks the sources: fp32
         return backbone(((image - m) / s).to(device)).float().cpu()[0]
 
 
@@ -116,11 +117,19 @@ class CrossModalReprogram(nn.Module):
         """The (B, 3, C, C) canvases δ the tokens become."""
         return tile_patches(self.patches(tokens), lengths, self.canvas)
 
+    def backbone_logits(self, delta: torch.Tensor) -> torch.Tensor:
+        """The backbone's K′ logits for canvases δ (in the caller's precision)."""
+        return self.backbone(canvas_to_input(delta, self.mean, self.std))
+
+    def map_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """K class scores from K′ logits, in fp32 (see :mod:`hiddencost.precision`)."""
+        with exact(logits.device):
+            if self.remapper is not None:
+                return self.remapper(logits.float())
+            return reduce_mapped(logits.float(), self.sources, self.reduce)
+
     def scores(self, delta: torch.Tensor) -> torch.Tensor:
-        logits = self.backbone(canvas_to_input(delta, self.mean, self.std)).float()
-        if self.remapper is not None:
-            return self.remapper(logits)
-        return reduce_mapped(logits, self.sources, self.reduce)
+        return self.map_scores(self.backbone_logits(delta))
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.scores(self.perturbation(tokens, lengths))
@@ -130,13 +139,15 @@ def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.T
               labels: torch.Tensor, epochs: int, device: torch.device, seed: int = 0,
               lr: float = XMR_LR, batch_size: int = XMR_BATCH, alpha: float = DEFAULT_ALPHA,
               on_epoch: Callable[[EpochRecord], None] | None = None,
-              max_steps: int | None = None) -> TrainHistory:
+              max_steps: int | None = None,
+              precision: torch.dtype | None = None) -> TrainHistory:
     """Train ``model``'s token table (and remapper) on (tokens, lengths, labels) for ``epochs``
     epochs, or until ``max_steps`` optimiser steps when that comes first (the reference's
     ``num_epochs`` 100 and ``max_iterations`` 100,000); the backbone stays frozen (no weight
     gradients, eval mode). The history has per epoch (a cut-short last epoch too) the mean
     training loss and accuracy over the examples it saw, the learning rate, the steps so far
-    and the seconds."""
+    and the seconds. ``precision``: the autocast dtype of the backbone pass in training steps
+    (None: fp32); the mapped scores and the loss are fp32 regardless."""
     freeze(model.backbone)
     model.to(device)
     optimizer = torch.optim.Adam(model.trainable(), lr=lr)
@@ -154,7 +165,9 @@ def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.T
             seen += len(idx)
             x, n, y = tokens[idx].to(device), lengths[idx].to(device), labels[idx].to(device)
             delta = model.perturbation(x, n)
-            scores = model.scores(delta)
+            with training(device, precision):
+                logits = model.backbone_logits(delta)
+            scores = model.map_scores(logits)
             loss = xmr_loss(scores, y, delta, alpha)
             descend(optimizer, loss, epoch)
             total += float(loss.detach()) * len(idx)
@@ -173,7 +186,7 @@ def predict_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch
     """(N, K) float32 CPU scores of the whole split, in order."""
     model.eval()
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), exact(device):
         for start in range(0, len(tokens), batch_size):
             sl = slice(start, start + batch_size)
             out.append(model(tokens[sl].to(device), lengths[sl].to(device)).float().cpu())

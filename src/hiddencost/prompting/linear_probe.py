@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hiddencost.data.transforms import ResizeNormalize
-from hiddencost.device import autocast_for
 from hiddencost.frozen import penultimate_features
+from hiddencost.precision import exact
 from hiddencost.prompting.schedule import adam_multistep, descend, epoch_batches
 from hiddencost.prompting.visual_prompt import TrainHistory, to_unit
 from hiddencost.records import EpochRecord
@@ -32,7 +32,8 @@ def extract_features(
     device: torch.device,
     batch_size: int = 128,
 ) -> torch.Tensor:
-    """Penultimate features (float32, CPU) of uint8 images through a frozen backbone.
+    """Penultimate features (float32, CPU) of uint8 images through a frozen backbone, in fp32
+    (they are the head's inputs, train and test alike).
 
     The backbone is put in eval mode first, so BatchNorm uses its running statistics and a
     feature never depends on which other images share its batch.
@@ -40,7 +41,7 @@ def extract_features(
     backbone.eval()
     preprocess = preprocess.to(device)
     feats = []
-    with autocast_for(device):
+    with exact(device):
         for chunk in images_u8.split(batch_size):
             feats.append(penultimate_features(backbone, preprocess(to_unit(chunk, device)))
                          .float().cpu())

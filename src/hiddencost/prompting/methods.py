@@ -143,6 +143,8 @@ class TransferJob:
     device: torch.device
     on_epoch: Callable[[EpochRecord], None] | None = None
     memo: Memo = field(default=lambda compute, *key: compute())
+    #: The autocast dtype of training steps (None: fp32): see :mod:`hiddencost.precision`.
+    precision: torch.dtype | None = None
 
 
 @dataclass
@@ -324,7 +326,8 @@ class VisualPrompting(TransferMethod):
         s0 = first.settings
         trained = train_visual_prompts(
             first.backbone, runs, task.num_classes, first.num_source, s0.epochs, s0.batch_size,
-            first.device, evaluate=test_accuracies if s0.options.test_every_epoch else None)
+            first.device, evaluate=test_accuracies if s0.options.test_every_epoch else None,
+            precision=first.precision)
         logits = packed_predict_logits([model for model, _ in trained], task.test_images,
                                        first.device)
         return [self._outcome(model, history, out)
@@ -432,7 +435,8 @@ class CrossModal(TransferMethod):
                                     remapper=remapper)
         history = train_xmr(model, task.train_tokens[sub], task.train_lengths[sub],
                             task.train_labels[sub], s.epochs, job.device, s.seed, s.lr,
-                            s.batch_size, on_epoch=job.on_epoch, max_steps=s.options.max_steps)
+                            s.batch_size, on_epoch=job.on_epoch, max_steps=s.options.max_steps,
+                            precision=job.precision)
         logits = predict_xmr(model, task.test_tokens, task.test_lengths, job.device)
         mapping = None if sources is None else sources.tolist()
         return TransferOutcome(logits, history, model.learned_tensors(), mapping)

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hiddencost.device import autocast_for
 from hiddencost.frozen import freeze
+from hiddencost.precision import exact, training
 from hiddencost.prompting.label_mapping import (
     FullyConnectedMapping,
     MappingList,
@@ -68,9 +68,12 @@ class ReprogrammedModel(nn.Module):
         return self.backbone(z)
 
     def map_logits(self, source_logits: torch.Tensor) -> torch.Tensor:
-        if self.fm is not None:
-            return self.fm(source_logits.float())
-        return apply_mapping(source_logits, self.mapping).float()
+        """The K target logits, in fp32 whatever the backbone's precision (see
+        :mod:`hiddencost.precision`): the FM layer and the averaging of m > 1 sources too."""
+        with exact(source_logits.device):
+            if self.fm is not None:
+                return self.fm(source_logits.float())
+            return apply_mapping(source_logits.float(), self.mapping)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.map_logits(self.source_logits(x))
@@ -92,9 +95,9 @@ def source_predictions(
 def predict_logits(
     model: nn.Module, images_u8: torch.Tensor, device: torch.device, batch_size: int = 256
 ) -> torch.Tensor:
-    """Target logits (float32, CPU) of a model on uint8 images."""
+    """Target logits (float32, CPU) of a model on uint8 images, in fp32."""
     out = []
-    with autocast_for(device):
+    with exact(device):
         for chunk in images_u8.split(batch_size):
             out.append(model(to_unit(chunk, device)).float().cpu())
     return torch.cat(out)
@@ -146,10 +149,11 @@ def packed_source_predictions(models: Sequence[ReprogrammedModel],
                               batch_size: int = 256,
                               fuse: bool | None = None) -> list[torch.Tensor]:
     """:func:`source_predictions` of each model on its own images, chunk j of every run's
-    images in one step (one backbone pass when :func:`fuses_batches`)."""
+    images in one step (one backbone pass when :func:`fuses_batches`); in fp32, as they decide
+    the label mapping."""
     chunks = [images.split(batch_size) for images in image_sets]
     preds: list[list[torch.Tensor]] = [[] for _ in models]
-    with autocast_for(device):
+    with exact(device):
         for j in range(max(len(c) for c in chunks)):
             active = [i for i, c in enumerate(chunks) if j < len(c)]
             logits = packed_source_logits([models[i].prompt for i in active],
@@ -166,9 +170,9 @@ def packed_predict_logits(models: Sequence[ReprogrammedModel], images_u8: torch.
                           device: torch.device, batch_size: int = 256,
                           fuse: bool | None = None) -> list[torch.Tensor]:
     """:func:`predict_logits` of several prompted models on the same images, one step per
-    chunk for all of them (one backbone pass when :func:`fuses_batches`)."""
+    chunk for all of them (one backbone pass when :func:`fuses_batches`); in fp32."""
     out: list[list[torch.Tensor]] = [[] for _ in models]
-    with autocast_for(device):
+    with exact(device):
         for chunk in images_u8.split(batch_size):
             x = to_unit(chunk, device)
             source = packed_source_logits([m.prompt for m in models], models[0].backbone,
@@ -185,13 +189,13 @@ def runs_that_fit(free_bytes: int, per_run_bytes: int, headroom: float = 0.8) ->
 
 
 def step_bytes(backbone: nn.Module, batch_size: int, canvas_size: int,
-               device: torch.device) -> int:
+               device: torch.device, precision: torch.dtype | None = None) -> int:
     """Measured peak CUDA memory of one run's training step: a forward of ``batch_size``
     canvases and the gradient to the input, above what is allocated before it."""
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
     x = torch.rand(batch_size, 3, canvas_size, canvas_size, device=device, requires_grad=True)
-    with autocast_for(device):
+    with training(device, precision):
         out = backbone(x.contiguous(memory_format=torch.channels_last))
     out.float().sum().backward()
     return torch.cuda.max_memory_allocated(device) - base
@@ -280,7 +284,7 @@ def _remap(members: Sequence[_Member], device: torch.device, epoch: int,
 
 
 def _train_epoch(members: Sequence[_Member], batch_size: int, device: torch.device,
-                 epoch: int, fuse: bool | None) -> None:
+                 epoch: int, fuse: bool | None, precision: torch.dtype | None) -> None:
     """One pass of every member over its own shuffled training set, step t of all members in
     one backbone pass (a member with fewer batches sits out the last steps); the sums of loss,
     correct predictions and examples accumulate on each member."""
@@ -291,11 +295,11 @@ def _train_epoch(members: Sequence[_Member], batch_size: int, device: torch.devi
         active = [(m, b[step]) for m, b in zip(members, batches, strict=True) if step < len(b)]
         xs = [to_unit(m.run.train_images[idx], device) for m, idx in active]
         ys = [m.labels[idx.to(device)] for m, idx in active]
-        with autocast_for(device):
+        with training(device, precision):
             source = packed_source_logits([m.model.prompt for m, _ in active],
                                           active[0][0].model.backbone, xs,
                                           fuses_batches(device, fuse))
-            logits = [m.model.map_logits(s) for (m, _), s in zip(active, source, strict=True)]
+        logits = [m.model.map_logits(s) for (m, _), s in zip(active, source, strict=True)]
         losses = [F.cross_entropy(out.float(), y) for out, y in zip(logits, ys, strict=True)]
         descend([m.optimizer for m, _ in active], losses, epoch)
         for (member, idx), loss, out, y in zip(active, losses, logits, ys, strict=True):
@@ -314,6 +318,7 @@ def train_visual_prompts(
     device: torch.device,
     evaluate: Callable[[list[ReprogrammedModel]], list[float]] | None = None,
     fuse: bool | None = None,
+    precision: torch.dtype | None = None,
 ) -> list[tuple[ReprogrammedModel, TrainHistory]]:
     """Train several pad prompts ("a pack") on one frozen backbone, each as if alone.
 
@@ -326,18 +331,20 @@ def train_visual_prompts(
     run has its own forward and a packed run is bitwise the run alone. A pack of one is
     exactly :func:`train_visual_prompt`. On CUDA a pack whose steps would not fit in the free
     memory (:func:`step_bytes` per run, :func:`runs_that_fit`) trains as consecutive smaller
-    packs.
+    packs. ``precision``: the autocast dtype of the training steps' backbone pass (None: fp32;
+    see :mod:`hiddencost.precision` for what always stays fp32).
     See :func:`train_visual_prompt` for the per-run protocol and the history;
     ``evaluate(models)`` returns one test accuracy per run.
     """
     freeze(backbone)  # no weight gradients, eval-mode BatchNorm, whatever the caller did
     if device.type == "cuda" and len(runs) > 1:  # a pack larger than memory: smaller packs
         fit = runs_that_fit(torch.cuda.mem_get_info(device)[0],
-                            step_bytes(backbone, batch_size, runs[0].prompt.canvas_size, device))
+                            step_bytes(backbone, batch_size, runs[0].prompt.canvas_size, device,
+                                       precision))
         if fit < len(runs):
             return [trained for i in range(0, len(runs), fit) for trained in train_visual_prompts(
                 backbone, runs[i:i + fit], num_classes, num_source, epochs, batch_size, device,
-                evaluate, fuse)]
+                evaluate, fuse, precision)]
     members = [_member(backbone, run, num_source, num_classes, epochs, device) for run in runs]
     for epoch in range(epochs):
         start = time.perf_counter()
@@ -347,7 +354,7 @@ def train_visual_prompts(
                            strict=True))
         for member in members:
             member.history.mappings.append(member.model.mapping.tolist())
-        _train_epoch(members, batch_size, device, epoch, fuse)
+        _train_epoch(members, batch_size, device, epoch, fuse, precision)
         seconds = time.perf_counter() - start  # training only, as the test pass is optional
         accuracies = evaluate([m.model for m in members]) if evaluate is not None else None
         for i, member in enumerate(members):
@@ -385,6 +392,7 @@ def train_visual_prompt(
     mapping_interval: int = 1,
     mapping_num: int = 1,
     evaluate: Callable[[ReprogrammedModel], float] | None = None,
+    precision: torch.dtype | None = None,
 ) -> tuple[ReprogrammedModel, TrainHistory]:
     """Train a pad prompt (and FM layer) on uint8 ``train_images`` with a frozen backbone.
 
@@ -406,5 +414,6 @@ def train_visual_prompt(
                     mapping_interval, mapping_num, save_prompt_history, on_epoch)
     each = None if evaluate is None else (lambda models: [evaluate(m) for m in models])
     [(model, history)] = train_visual_prompts(backbone, [run], num_classes, num_source, epochs,
-                                              batch_size, device, evaluate=each)
+                                              batch_size, device, evaluate=each,
+                                              precision=precision)
     return model, history

@@ -369,6 +369,8 @@ def run_study(
                     retry_failed=retry_failed, emit=emit)
         _check_results(db, runs, paths, report, verify)
         todo = _pending(db, runs, max_runs)
+        if todo and executor.name == "local":
+            _check_precision(db.precision, env, paths)
         size = pack if pack is not None else default_pack_size(env.device)
         packs = form_packs(build_tasks(todo, paths, env, spec.runner), size)
         _print_plan(console, spec, db.counts(keys), len(todo), len(packs), executor, paths,
@@ -385,6 +387,22 @@ def run_study(
         with paths.writable():
             _fidelity(spec, done, paths, env, fidelity_images, console, progress)
     return report
+
+
+def _check_precision(held: str | None, env: Environment, paths: StudyPaths) -> None:
+    """Refuse, before anything runs here, a precision other than the one the store holds
+    (remote executors resolve ``auto`` on their own devices: the store refuses their runs one
+    by one instead, see :meth:`~hiddencost.study.store.SQLiteStore.record`)."""
+    if held is None:
+        return
+    from hiddencost.device import resolve_device  # lazy: torch
+    from hiddencost.precision import resolve_precision  # lazy: torch
+
+    here = resolve_precision(env.precision, resolve_device(env.device))
+    if here != held:
+        raise HiddenCostError(f"{paths.store} holds {held} results but these runs would train "
+                              f"in {here} (--precision {env.precision}, device {env.device}): "
+                              f"run with --precision {held}, or in another --out")
 
 
 def _fidelity(spec: StudySpec, done: Sequence[PlannedRun], paths: StudyPaths, env: Environment,

@@ -16,8 +16,9 @@ OUTCOME_FILE = "outcome.json"
 class RunOutcome(BaseModel):
     """How one run ended: ``done`` with the record's scalar ``metrics``, or ``failed`` with a
     one-line ``error``; where (``host``, ``pid``) and when (epoch seconds ``started_at`` /
-    ``finished_at``, ``wall_time_s``) it ran; ``pack_size`` when it trained in a pack;
-    ``warning`` when its ``outcome.json`` could not be written."""
+    ``finished_at``, ``wall_time_s``) it ran; ``precision`` (``fp32``/``bf16``, the record's)
+    when done; ``pack_size`` when it trained in a pack; ``warning`` when its ``outcome.json``
+    could not be written."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -30,6 +31,7 @@ class RunOutcome(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     wall_time_s: float | None = None
+    precision: str | None = None
     pack_size: int | None = None
     warning: str | None = None
 

@@ -97,17 +97,26 @@ def run_cost(identity: dict[str, Any]) -> RunCost | None:
                    packable=run.method.pack_key(run.settings) is not None)
 
 
-def measure_throughput(key: str, device: str = "auto", steps: int = 2) -> Throughput:
+def measure_throughput(key: str, device: str = "auto", steps: int = 2,
+                       precision: str = "auto") -> Throughput:
     """Time ``steps`` training steps (input gradient) and forward passes of ``ARCH@SIZE``
-    with random weights, prepared as runs prepare it, after one warm-up of each."""
+    with random weights, prepared as runs prepare it, after one warm-up of each; training
+    steps in ``precision`` as runs resolve it, forward passes in fp32 (as runs do them)."""
     import torch  # lazy: torch and the models load only when something is timed
 
     from hiddencost.backbones import create_model  # lazy: as above
-    from hiddencost.device import autocast_for, resolve_device  # lazy: as above
+    from hiddencost.device import resolve_device  # lazy: as above
     from hiddencost.frozen import prepare_frozen  # lazy: as above
+    from hiddencost.precision import (  # lazy: as above
+        exact,
+        resolve_precision,
+        training,
+        training_dtype,
+    )
 
     name, size = key.rsplit("@", 1)
     dev = resolve_device(device)
+    dtype = training_dtype(resolve_precision(precision, dev))
     model, _ = create_model(name, weights="random")
     backbone = prepare_frozen(model, dev, int(size))
 
@@ -119,11 +128,11 @@ def measure_throughput(key: str, device: str = "auto", steps: int = 2) -> Throug
             start = time.perf_counter()
             if train:
                 xi = x.clone().requires_grad_(True)
-                with autocast_for(dev):
+                with training(dev, dtype):
                     out = backbone(xi)
                 out.float().logsumexp(1).sum().backward()
             else:
-                with torch.inference_mode(), autocast_for(dev):
+                with torch.inference_mode(), exact(dev):
                     backbone(x)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)

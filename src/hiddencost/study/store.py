@@ -80,6 +80,10 @@ CREATE TABLE IF NOT EXISTS expansions (
     updated_at REAL NOT NULL,
     PRIMARY KEY (study, fingerprint)
 );
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 #: Keys per ``key IN (...)`` query (SQLite allows 32,766 parameters; smaller chunks are as fast).
 _IN_CHUNK = 500
@@ -324,11 +328,28 @@ class SQLiteStore:
                            "WHERE key = ? AND status = 'running' AND owner = ?",
                            [(k, str(me)) for k in keys])
 
+    @property
+    def precision(self) -> str | None:
+        """The precision of the store's done runs (``fp32``/``bf16``), None before the first
+        one that recorded it. A store holds one precision (see :meth:`record`)."""
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'precision'").fetchone() \
+            if self._has_meta() else None
+        return None if row is None else str(row[0])
+
+    def _has_meta(self) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                "name = 'meta'").fetchone() is not None
+
     def record(self, outcome: RunOutcome) -> bool:
         """Write a worker outcome (status done/failed, metrics or error, timings) over a pending
-        or running row; False (and nothing written) when the row is finished or absent."""
-        metrics = outcome.metrics
+        or running row; False (and nothing written) when the row is finished or absent.
+
+        A store holds results of one precision: the first done run that says its precision
+        sets it, and a done run of another precision is written as failed, with a one-line
+        error naming both (a study resumed on other hardware never mixes bf16 and fp32)."""
         with self._tx() as db:
+            outcome = self._one_precision(db, outcome)
+            metrics = outcome.metrics
             cur = db.execute(
                 "UPDATE runs SET status = ?, metrics = ?, error = ?, host = ?, "
                 "started_at = COALESCE(?, started_at), finished_at = ?, wall_time_s = ?, "
@@ -337,6 +358,19 @@ class SQLiteStore:
                  outcome.error, outcome.host, outcome.started_at, outcome.finished_at,
                  outcome.wall_time_s, outcome.key))
             return cur.rowcount == 1
+
+    @staticmethod
+    def _one_precision(db: sqlite3.Connection, outcome: RunOutcome) -> RunOutcome:
+        if outcome.status != "done" or outcome.precision is None:
+            return outcome
+        db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('precision', ?)",
+                   (outcome.precision,))
+        held = db.execute("SELECT value FROM meta WHERE name = 'precision'").fetchone()[0]
+        if held == outcome.precision:
+            return outcome
+        return outcome.model_copy(update={"status": "failed", "metrics": None, "error": (
+            f"this run trained in {outcome.precision} but the store holds {held} results: "
+            f"run the study with --precision {held}, or in another --out")})
 
     def rows(self, keys: Iterable[str] | None = None) -> dict[str, RunRow]:
         """Rows by key (all rows, or those of ``keys`` that exist; read with ``key IN``, a

@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -158,11 +158,13 @@ def failed_outcome(task: Task, error: str, started_at: float | None = None) -> R
                       finished_at=time.time())
 
 
-def _finish(task: Task, status: Literal["done", "failed"], metrics: dict[str, Any] | None,
-            error: str | None, started_at: float, t0: float,
-            pack_size: int | None = None) -> RunOutcome:
-    """The run's outcome (with where and when it ran), also written as its ``outcome.json``."""
-    outcome = RunOutcome(key=task.key, status=status, metrics=metrics, error=error,
+def _finish(task: Task, record: RunRecord | None, error: str | None, started_at: float,
+            t0: float, pack_size: int | None = None) -> RunOutcome:
+    """The run's outcome (done with ``record``'s scalar metrics and precision, else failed with
+    ``error``; where and when it ran), also written as its ``outcome.json``."""
+    outcome = RunOutcome(key=task.key, status="done" if record is not None else "failed",
+                         metrics=None if record is None else record.scalar_metrics(),
+                         precision=None if record is None else record.precision, error=error,
                          host=socket.gethostname(), pid=os.getpid(), started_at=started_at,
                          finished_at=time.time(), wall_time_s=time.perf_counter() - t0,
                          pack_size=pack_size)
@@ -190,12 +192,12 @@ def execute_task(
         from hiddencost.run import RunConfig  # lazy: keeps torch out of the worker's start-up
 
         cfg = RunConfig.model_validate(task.config)
-        record = checked_record(runner(cfg, out_dir=out_dir, cache=cache, on_epoch=on_epoch),
-                                f"what runner {task.runner or 'run_one'} returned")
-        status: Literal["done", "failed"] = "done"
-        metrics, error = record.scalar_metrics(), None
+        record: RunRecord | None = checked_record(
+            runner(cfg, out_dir=out_dir, cache=cache, on_epoch=on_epoch),
+            f"what runner {task.runner or 'run_one'} returned")
+        error = None
     except Exception as exc:  # a failing run is data, not a crash
-        status, metrics, error = "failed", None, one_line_error(exc)
+        record, error = None, one_line_error(exc)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / ERROR_FILE).write_text(traceback.format_exc())
@@ -204,7 +206,7 @@ def execute_task(
     finally:
         if cache is not None:
             trim_cache(cache)
-    return _finish(task, status, metrics, error, started_at, t0)
+    return _finish(task, record, error, started_at, t0)
 
 
 def execute_pack(
@@ -226,8 +228,7 @@ def execute_pack(
 
         records = run_pack([RunConfig.model_validate(t.config) for t in tasks],
                            [t.out_dir for t in tasks], cache=cache, on_epoch=on_epoch)
-        metrics = [checked_record(r, "what run_pack returned").scalar_metrics()
-                   for r in records]
+        checked = [checked_record(r, "what run_pack returned") for r in records]
     except Exception:  # smaller packs: see the docstring
         half = len(tasks) // 2
         return [*execute_pack(tasks[:half], cache, on_epoch),
@@ -235,8 +236,8 @@ def execute_pack(
     finally:
         if cache is not None:
             trim_cache(cache)
-    return [_finish(task, "done", m, None, started_at, t0, pack_size=len(tasks))
-            for task, m in zip(tasks, metrics, strict=True)]
+    return [_finish(task, r, None, started_at, t0, pack_size=len(tasks))
+            for task, r in zip(tasks, checked, strict=True)]
 
 
 def execute_pack_in_process_cache(tasks: Sequence[Task]) -> list[RunOutcome]:
