@@ -1,11 +1,17 @@
-"""The GPU check (under 5 minutes on one GPU): packed ILM-VP throughput, CUDA vs CPU agreement.
+"""The GPU check (about 5 minutes on one GPU): agreement with the CPU, the effect of bf16, and
+the throughput profile that ``study plan --profile`` reads.
 
-1. One ILM-VP epoch of ResNet-50 (random weights) at canvas 224 with 1-shot batches, runs
-   alone and packed ×4, ×9, ×16, in bf16 and fp32: images/s, packed / alone, peak memory.
-   Goal: packed ×9 at least 4× the throughput of one run at a time.
-2. A small run (EfficientNet-Lite0, digits, 2-shot, 2 epochs, canvas 64) on CUDA and on CPU:
-   the same mapping sequence, accuracy within one test image, ECE within 0.02 (CUDA runs the
-   backbone in bf16, so probabilities differ in the third digit).
+1. Agreement: one small run (EfficientNet-Lite0, digits, 2-shot, 2 epochs, canvas 64) on CUDA
+   in fp32 (TF32 off, the precision policy's fp32) and on the CPU: the same mapping sequence,
+   accuracy within one test image, ECE within 0.02.
+2. The bf16 effect, reported (not asserted): the quickstart's ILM run (10-shot, 6 epochs,
+   canvas 64) on CUDA in bf16 and fp32 over seeds 0-4: mean and spread of Δaccuracy, ΔECE.
+3. Throughput of ResNet-50 at 224 px (the paper grids' backbone, random weights) per batch size
+   8, 16, 32, 64, 128: training steps (bf16) and forward passes (fp32), images/s.
+4. Packing: one ILM epoch of 9 runs packed vs one at a time, 1-, 10-, 50-shot and full data
+   (digits, canvas 224): the gain per budget.
+5. Writes the profile (3 + 4) to ``--profile-out`` (default ``gpu-profile.json``) for
+   ``hiddencost study plan SPEC --profile gpu-profile.json``.
 
 Without a CUDA device it prints "no CUDA device: …" and exits 0 (the test suite runs it so).
 
@@ -14,7 +20,10 @@ Without a CUDA device it prints "no CUDA device: …" and exits 0 (the test suit
 
 from __future__ import annotations
 
+import argparse
+import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -23,40 +32,78 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_packing import Setting, compare, print_rows  # noqa: E402
 
 from hiddencost.run import make_config, run_one  # noqa: E402
+from hiddencost.study.plan import PROFILE_BATCHES, measure_profile, write_profile  # noqa: E402
 
 ECE_TOLERANCE = 0.02
+SMALL = {"method": "ilm", "n_shot": 2, "epochs": 2, "canvas_size": 64, "inner_size": 16}
+QUICKSTART_ILM = {"method": "ilm", "n_shot": 10, "epochs": 6, "canvas_size": 64,
+                  "inner_size": 32}
+PROFILE_KEY = "resnet50@224"
+PACK = 9
+PACK_BUDGETS: tuple[int | None, ...] = (1, 10, 50, None)
 
 
 def agreement() -> bool:
-    """The same small run on CUDA and CPU; prints the comparison, True when it agrees."""
-    base = {"method": "ilm", "n_shot": 2, "epochs": 2, "canvas_size": 64, "inner_size": 16}
-    gpu = run_one(make_config(**base, device="cuda"))
-    cpu = run_one(make_config(**base, device="cpu"))
+    """The same small run on CUDA (fp32, TF32 off) and on the CPU; True when they agree."""
+    gpu = run_one(make_config(**SMALL, device="cuda", precision="fp32"))
+    cpu = run_one(make_config(**SMALL, device="cpu", precision="fp32"))
     same_mappings = gpu.mapping_history == cpu.mapping_history
     one_image = 1 / gpu.n_test
     acc_ok = abs(gpu.accuracy - cpu.accuracy) <= one_image + 1e-12
     ece_ok = abs(gpu.ece - cpu.ece) <= ECE_TOLERANCE
-    print(f"CUDA vs CPU: mapping sequence {'same' if same_mappings else 'DIFFERENT'}; "
-          f"accuracy {gpu.accuracy:.4f} vs {cpu.accuracy:.4f} (one image = "
-          f"{one_image:.4f}); ECE {gpu.ece:.4f} vs {cpu.ece:.4f} (tolerance "
-          f"{ECE_TOLERANCE})")
+    print(f"agreement, CUDA fp32 vs CPU: mapping sequence "
+          f"{'same' if same_mappings else 'DIFFERENT'}; accuracy {gpu.accuracy:.4f} vs "
+          f"{cpu.accuracy:.4f} (one image = {one_image:.4f}); ECE {gpu.ece:.4f} vs "
+          f"{cpu.ece:.4f} (tolerance {ECE_TOLERANCE})")
     return same_mappings and acc_ok and ece_ok
 
 
-def main() -> int:
+def bf16_effect(seeds: Sequence[int] = range(5)) -> dict[str, float]:
+    """bf16 − fp32 accuracy and ECE of the quickstart's ILM run on CUDA, over ``seeds``."""
+    d_acc, d_ece = [], []
+    for seed in seeds:
+        runs = {p: run_one(make_config(**QUICKSTART_ILM, seed=seed, device="cuda",
+                                       precision=p)) for p in ("fp32", "bf16")}
+        d_acc.append(runs["bf16"].accuracy - runs["fp32"].accuracy)
+        d_ece.append(runs["bf16"].ece - runs["fp32"].ece)
+    out = {"accuracy_mean": statistics.mean(d_acc), "accuracy_sd": statistics.stdev(d_acc),
+           "ece_mean": statistics.mean(d_ece), "ece_sd": statistics.stdev(d_ece)}
+    print(f"bf16 effect over {len(d_acc)} seeds (bf16 − fp32): accuracy "
+          f"{out['accuracy_mean']:+.4f} ± {out['accuracy_sd']:.4f}, ECE "
+          f"{out['ece_mean']:+.4f} ± {out['ece_sd']:.4f}")
+    return out
+
+
+def pack_gains(device: torch.device) -> dict[str, float]:
+    """Packed ×9 over one run at a time, per budget (bf16), printed as a table."""
+    gains, rows = {}, []
+    for n_shot in PACK_BUDGETS:
+        setting = Setting("resnet50", "random", 224, 128, n_shot, device)
+        row = compare(setting, [PACK], "bf16", repeats=2)[0]
+        rows.append(row | {"pack": f"{PACK} ({'full' if n_shot is None else n_shot})"})
+        gains["full" if n_shot is None else str(n_shot)] = round(row["ratio"], 3)
+    print_rows(rows)
+    return gains
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile-out", type=Path, default=Path("gpu-profile.json"))
+    args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device: the GPU check did not run (it needs an NVIDIA GPU)")
         return 0
     device = torch.device("cuda")
     print(f"GPU: {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
-    setting = Setting("resnet50", "random", 224, 128, 1, device)
-    rows = []
-    for dtype in ("bf16", "fp32"):
-        rows += compare(setting, [4, 9, 16], dtype, repeats=2)
-    print_rows(rows)
-    nine = [r["ratio"] for r in rows if r["pack"] == 9 and r["dtype"] == "bf16"]
-    print(f"packed ×9 (bf16): {nine[0]:.2f}× one run at a time (goal ≥ 4×)")
     ok = agreement()
+    bf16_effect()
+    profile = measure_profile([PROFILE_KEY], "cuda", "auto", PROFILE_BATCHES,
+                              pack_gain=pack_gains(device))
+    print(f"{PROFILE_KEY} images/s by batch ({profile.precision} training steps, fp32 "
+          "forward):")
+    for batch, tp in profile.throughputs[PROFILE_KEY].items():
+        print(f"  batch {batch:>3}: train {tp.train_img_s:>8.1f}  eval {tp.eval_img_s:>8.1f}")
+    print(f"profile written to {write_profile(profile, args.profile_out)}")
     print("GPU check:", "passed" if ok else "FAILED")
     return 0 if ok else 1
 

@@ -47,7 +47,7 @@ class Setting:
     weights: str
     canvas: int
     inner: int
-    n_shot: int
+    n_shot: int | None  # None: full data
     device: torch.device
 
 
@@ -112,7 +112,7 @@ def compare(setting: Setting, packs: Sequence[int], dtype: str = "bf16",
                 times.append(time_epoch(setting, backbone, num_source, runs, packed,
                                         fuse, precision))
             best[packed] = min(times)
-        images = size * 10 * setting.n_shot
+        images = sum(len(r.train_labels) for r in runs)  # the same subsets every repeat
         peak = (torch.cuda.max_memory_allocated(setting.device) / 2**20
                 if setting.device.type == "cuda" else None)
         rows.append({"pack": size, "dtype": dtype if setting.device.type == "cuda" else "fp32",
@@ -123,11 +123,11 @@ def compare(setting: Setting, packs: Sequence[int], dtype: str = "bf16",
 
 
 def print_rows(rows: Sequence[dict]) -> None:
-    print(f"{'pack':>5} {'dtype':>5} {'fused':>5} {'alone img/s':>12} {'packed img/s':>13} "
+    print(f"{'pack':>9} {'dtype':>5} {'fused':>5} {'alone img/s':>12} {'packed img/s':>13} "
           f"{'packed/alone':>13} {'peak MiB':>9}")
     for r in rows:
         peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
-        print(f"{r['pack']:>5} {r['dtype']:>5} {'yes' if r['fused'] else 'no':>5} "
+        print(f"{r['pack']!s:>9} {r['dtype']:>5} {'yes' if r['fused'] else 'no':>5} "
               f"{r['alone_img_s']:>12.1f} "
               f"{r['packed_img_s']:>13.1f} {r['ratio']:>12.2f}× {peak:>9}")
 

@@ -12,11 +12,14 @@ from hiddencost.cli.study import app as study_app
 from hiddencost.errors import HiddenCostError
 from hiddencost.study.catalog import load_preset
 from hiddencost.study.plan import (
+    Profile,
     Throughput,
     make_plan,
+    measure_profile,
     measure_throughput,
     read_profile,
     run_cost,
+    write_profile,
 )
 from hiddencost.study.spec import expand, parse_spec
 
@@ -55,11 +58,15 @@ def test_run_cost_by_hand():
     assert (xmr.train_images, xmr.eval_images) == (5 * 4, 637)  # 5 steps × batch 4 < 4·30
 
 
+def _profile(tp: dict[str, Throughput], gain: float) -> Profile:
+    return Profile({k: {16: t} for k, t in tp.items()}, {"*": gain})
+
+
 def test_plan_arithmetic_and_shared_lp_features():
     runs = expand(parse_spec(SPEC))
     tp = {"efficientnet_lite0@48": Throughput(10.0, 100.0),
           "efficientnet_lite0@32": Throughput(20.0, 200.0)}
-    plan = make_plan(runs, packs=8, gpus=2, throughputs=tp, pack_speedup=4.0,
+    plan = make_plan(runs, packs=8, gpus=2, profile=_profile(tp, 4.0),
                      measure=lambda key: pytest.fail(f"measured {key}"))
     by = {(r["method"], r["n_shot"]): r for r in plan.rows}
     assert plan.total_runs == 12 and len(plan.rows) == 6
@@ -72,18 +79,66 @@ def test_plan_arithmetic_and_shared_lp_features():
     assert plan.packable_s == pytest.approx(vp)
     assert plan.wall_s == pytest.approx((2 * 1797 / 200 + vp / 4) / 2)
     with pytest.raises(HiddenCostError, match="--gpus"):
-        make_plan(runs, 1, gpus=0, throughputs=tp)
+        make_plan(runs, 1, gpus=0, profile=_profile(tp, 1.0))
+
+
+def test_a_run_is_timed_at_its_batch_size_and_packs_gain_per_budget():
+    # ilm on digits, epochs 3: 2-shot (batch 8) trains 60 images, full (batch 128) 4041;
+    # forward passes are timed at the largest measured batch ≤ 256
+    runs = [r for r in expand(parse_spec(SPEC)) if r.identity["method"] == "ilm"
+            and r.identity["compression"]["method"] == "none"]
+    profile = Profile({"efficientnet_lite0@48": {8: Throughput(10.0, 50.0),
+                                                 128: Throughput(40.0, 400.0)}},
+                      {"1": 6.0, "5": 3.0, "full": 1.5})
+    plan = make_plan(runs, packs=2, profile=profile,
+                     measure=lambda key: pytest.fail(f"measured {key}"))
+    by = {r["n_shot"]: r["device_s"] for r in plan.rows}
+    assert by[2] == pytest.approx(60 / 10 + (3 * 20 + 450) / 400)
+    assert by["full"] == pytest.approx(3 * 1347 / 40 + (3 * 1347 + 450) / 400)
+    # 2-shot takes the gain of the smallest measured budget above it (5-shot), full its own
+    assert plan.wall_s == pytest.approx(by[2] / 3.0 + by["full"] / 1.5)
+    assert profile.throughput("efficientnet_lite0@48", 32) == Throughput(10.0, 50.0)
+    assert profile.throughput("efficientnet_lite0@48", 4) == Throughput(10.0, 50.0)
+    assert profile.gain(50) == 1.5 and profile.gain(5) == 3.0 and profile.gain(1) == 6.0
+    assert Profile({}).gain(1) == 1.0 and profile.throughput("resnet50@224", 8) is None
 
 
 def test_profile_file(tmp_path):
     path = tmp_path / "p.json"
+    profile = Profile({"resnet50@224": {8: Throughput(300.0, 900.0),
+                                        128: Throughput(900.0, 3000.0)}},
+                      {"1": 5.5, "10": 2.0, "full": 1.0}, "NVIDIA H100", "bf16")
+    assert read_profile(write_profile(profile, path)) == profile
+    # the first format: one batch size, one gain for every budget
     path.write_text(json.dumps({"resnet50@224": {"train_img_s": 900, "eval_img_s": 3000},
                                 "pack_speedup": 4.5}))
-    tps, speedup = read_profile(path)
-    assert tps == {"resnet50@224": Throughput(900.0, 3000.0)} and speedup == 4.5
+    old = read_profile(path)
+    assert old.throughput("resnet50@224", 64) == Throughput(900.0, 3000.0)
+    assert old.gain(None) == old.gain(1) == 4.5
     path.write_text(json.dumps({"resnet50@224": {}}))
     with pytest.raises(HiddenCostError, match="cannot read profile"):
         read_profile(path)
+
+
+def test_a_profile_measured_here_is_what_study_plan_reads(tmp_path):
+    """The profile bench_gpu.py writes (measure_profile + write_profile), measured on this
+    CPU at small sizes, read by `study plan --profile` for a paper grid."""
+    profile = measure_profile(["resnet50@32"], device="cpu", batches=(8, 16), steps=1,
+                              pack_gain={"1": 3.0, "full": 1.0})
+    assert profile.device == "cpu" and profile.precision == "fp32"
+    assert set(profile.throughputs["resnet50@32"]) == {8, 16}
+    assert all(t.train_img_s > 0 and t.eval_img_s > 0
+               for t in profile.throughputs["resnet50@32"].values())
+    # the paper grid's key, with the numbers measured here (so no timing happens in the CLI)
+    data = Profile({"resnet50@224": profile.throughputs["resnet50@32"]}, profile.pack_gain,
+                   "NVIDIA test GPU", "bf16")
+    path = write_profile(data, tmp_path / "gpu.json")
+    result = CliRunner().invoke(study_app, ["plan", "paper-lth", "--profile", str(path),
+                                            "--out", str(tmp_path / "o"), "--gpus", "8"])
+    assert result.exit_code == 0, result.output
+    assert f"profile {path}: NVIDIA test GPU, bf16" in " ".join(result.output.split())
+    assert "packs of up to 9" in result.output  # sized for the profile's GPU
+    assert not (tmp_path / "o").exists()
 
 
 def test_measured_throughput_is_real():
@@ -105,7 +160,7 @@ def test_cli_plan_prints_counts_packs_and_wall_time(tmp_path):
 def test_paper_lth_plan_expands_every_run():
     runs = expand(load_preset("paper-lth"))
     tp = {"resnet50@224": Throughput(100.0, 300.0)}
-    plan = make_plan(runs, packs=len(runs), throughputs=tp,
+    plan = make_plan(runs, packs=len(runs), profile=_profile(tp, 1.0),
                      measure=lambda key: pytest.fail(f"measured {key}"))
     assert plan.total_runs == len(runs) and not plan.unknown
     assert sum(r["runs"] for r in plan.rows) == len(runs)

@@ -51,6 +51,7 @@ from hiddencost.prompting.methods import (
     TransferOutcome,
     TransferSettings,
 )
+from hiddencost.prompting.run_state import STATE_FILE, StateFile
 from hiddencost.records import EpochRecord, RunRecord
 
 #: Images used to calibrate activation quantizers (the training subset's first ones).
@@ -233,7 +234,9 @@ def run_pack(
     (VP: one backbone pass per step for all of them). Each record (and ``out_dirs[i]``, when
     given) is the run's own, equal to what :func:`run_one` gives it alone up to float
     reordering across batch sizes; ``wall_time_s`` is the pack's. ``on_epoch`` follows the
-    first run. A pack of one is :func:`run_one`.
+    first run. A pack of one is :func:`run_one`. A run given an ``out_dir`` keeps its state
+    there at epoch ends (``state.pt``, for methods that resume: VP) and a run killed before
+    its result was written resumes from it; the file goes once the result is written.
     """
     start = time.perf_counter()
     runs = [resolve(cfg) for cfg in cfgs]
@@ -253,12 +256,14 @@ def run_pack(
     backbone, info, report = _backbone(first, task, subsets[0].indices, device)
     precision = resolve_precision(first.config.environment.precision, device)
     dtype = training_dtype(precision, quantized_activations=report.activation_bits is not None)
+    states = [None if d is None else _state_file(r, Path(d), precision)
+              for r, d in zip(runs, out_dirs, strict=True)]
     jobs = [TransferJob(
         backbone=backbone, num_source=info.num_classes, mean=info.mean, std=info.std,
         task=task, subset=subset.indices, settings=r.settings, device=device,
         on_epoch=on_epoch if i == 0 else None, memo=cache.memo(r.config, task.image_size),
-        precision=dtype,
-    ) for i, (r, subset) in enumerate(zip(runs, subsets, strict=True))]
+        precision=dtype, state=state,
+    ) for i, (r, subset, state) in enumerate(zip(runs, subsets, states, strict=True))]
     outcomes = first.method.fit_pack([(r.method, job) for r, job in zip(runs, jobs, strict=True)])
     records = []
     for run, outcome, subset, out_dir in zip(runs, outcomes, subsets, out_dirs, strict=True):
@@ -266,7 +271,18 @@ def run_pack(
         if out_dir is not None:
             write_result(record, outcome.tensors, outcome.history.prompts, Path(out_dir))
         records.append(record)
+    for state in states:  # results written: nothing left to resume
+        if state is not None:
+            state.remove()
     return records
+
+
+def _state_file(run: ResolvedRun, out_dir: Path, precision: str) -> StateFile:
+    """The run's resumable state in its folder, tagged with its identity and precision (a
+    state saved under another configuration or precision is never resumed)."""
+    tag = json.dumps({"identity": run.config.identity(), "precision": precision},
+                     sort_keys=True)
+    return StateFile(out_dir / STATE_FILE, tag)
 
 
 def run_one(

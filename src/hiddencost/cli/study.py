@@ -30,7 +30,7 @@ from hiddencost.study.driver import (
 from hiddencost.study.executors import EXECUTORS, executor_options
 from hiddencost.study.fidelity_file import DEFAULT_FIDELITY_IMAGES
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
-from hiddencost.study.packing import default_pack_size, form_packs
+from hiddencost.study.packing import GPU_PACK, default_pack_size, form_packs
 from hiddencost.study.plan import make_plan, measure_throughput, read_profile
 from hiddencost.study.results import export_study, format_duration, read_study, study_status
 from hiddencost.study.spec import StudySpec, expand
@@ -195,13 +195,16 @@ def plan_cmd(
     runs = read_study(study, out, store)
     todo = [r for r in runs.runs if runs.status(r) != "done"]
     env = resolve_environment(study, _environment(device, None, None))
-    size = pack if pack is not None else default_pack_size(env.device)
+    measured = read_profile(profile) if profile else None
+    # packs are sized for the device that will run them: the profile's GPU, else this one
+    on_gpu = measured is not None and measured.device not in (None, "cpu")
+    size = pack if pack is not None else GPU_PACK if on_gpu else default_pack_size(env.device)
     packs = form_packs(build_tasks(todo, runs.paths, env, study.runner), size)
-    throughputs, speedup = read_profile(profile) if profile else ({}, 1.0)
     dev = env.device
     with console.status("timing a few backbone steps…"):
-        plan = make_plan(todo, len(packs), gpus, throughputs, speedup,
-                         measure=lambda key: measure_throughput(key, dev))
+        plan = make_plan(todo, len(packs), gpus, measured,
+                         measure=lambda key: measure_throughput(key, dev,
+                                                                precision=env.precision))
     table = Table(title=f"{study.name}: {plan.total_runs} runs to do", title_justify="left")
     for name in ("model", "dataset", "method", "N-shot", "runs", "device time"):
         table.add_column(name, justify="right" if name in ("runs", "device time") else "left")
@@ -209,11 +212,12 @@ def plan_cmd(
         table.add_row(r["model"], r["dataset"], r["method"], str(r["n_shot"]), str(r["runs"]),
                       format_duration(r["device_s"]))
     console.print(table)
-    source = f"profile {profile}" if profile else f"timed on this machine ({dev})"
+    source = (f"profile {profile}: {measured.device}, {measured.precision}" if measured
+              else f"timed on this machine ({dev})")
     console.print(f"device time {format_duration(plan.device_s)} ({source}); {plan.packs} "
                   f"packs of up to {size}; wall time on {gpus} device(s) ≥ "
-                  f"{format_duration(plan.wall_s)} (pack speed-up {speedup:g}× on VP)",
-                  highlight=False, soft_wrap=True)
+                  f"{format_duration(plan.wall_s)} (packing gain {plan.pack_speedup:.2f}× on "
+                  "VP)", highlight=False, soft_wrap=True)
     if plan.unknown:
         console.print(f"not estimated (split sizes unknown until loaded): "
                       f"{', '.join(plan.unknown)}", highlight=False)

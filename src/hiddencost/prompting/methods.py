@@ -50,6 +50,7 @@ from hiddencost.prompting.label_mapping import MappingList
 from hiddencost.prompting.linear_probe import extract_features, train_linear_head
 from hiddencost.prompting.mappings import MAPPINGS
 from hiddencost.prompting.pad_prompt import PadPrompt
+from hiddencost.prompting.run_state import StateFile
 from hiddencost.prompting.visual_prompt import (
     PromptRun,
     ReprogrammedModel,
@@ -145,6 +146,9 @@ class TransferJob:
     memo: Memo = field(default=lambda compute, *key: compute())
     #: The autocast dtype of training steps (None: fp32): see :mod:`hiddencost.precision`.
     precision: torch.dtype | None = None
+    #: Where a method that supports it saves its state at epoch ends and resumes from
+    #: (:mod:`hiddencost.prompting.run_state`); None: the run is not resumable.
+    state: StateFile | None = None
 
 
 @dataclass
@@ -317,7 +321,7 @@ class VisualPrompting(TransferMethod):
                 task.train_labels[job.subset], method.mapping, s.seed, lr=s.lr,
                 many_to_one=o.many_to_one, mapping_interval=o.mapping_interval,
                 mapping_num=o.mapping_num, save_prompt_history=s.save_prompt_history,
-                on_epoch=job.on_epoch))
+                on_epoch=job.on_epoch, state=job.state))
 
         def test_accuracies(models: list[ReprogrammedModel]) -> list[float]:
             return [float((logits.argmax(1) == task.test_labels).double().mean())

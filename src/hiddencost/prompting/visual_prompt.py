@@ -29,6 +29,7 @@ from hiddencost.prompting.label_mapping import (
 )
 from hiddencost.prompting.mappings import MAPPINGS, LabelMapping, check_positive_options
 from hiddencost.prompting.pad_prompt import PadPrompt
+from hiddencost.prompting.run_state import StateFile
 from hiddencost.prompting.schedule import adam_multistep, descend, epoch_batches
 from hiddencost.records import EpochRecord
 
@@ -218,6 +219,8 @@ class PromptRun:
     mapping_num: int = 1
     save_prompt_history: bool = False
     on_epoch: Callable[[EpochRecord], None] | None = None
+    #: Where the run saves its state at every epoch end and resumes from (None: it does not).
+    state: StateFile | None = None
 
 
 @dataclass
@@ -236,10 +239,41 @@ class _Member:
     seen: int = 0
 
     mapping: LabelMapping = field(default_factory=LabelMapping)
+    #: The first epoch this member still has to train (> 0 when resumed from its state).
+    start: int = 0
 
     def recomputes(self, epoch: int) -> bool:
         """Whether the frequency mapping is (re)computed at the start of ``epoch``."""
         return self.mapping.recomputes(epoch, self.run.mapping_interval)
+
+    def save(self, epochs_done: int) -> None:
+        """Save the state after ``epochs_done`` epochs (see :mod:`.run_state`)."""
+        if self.run.state is None:
+            return
+        self.run.state.save({
+            "next_epoch": epochs_done,
+            "model": {k: v for k, v in self.model.state_dict().items()
+                      if not k.startswith("backbone.")},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "epochs": [r.model_dump() for r in self.history.epochs],
+            "mappings": self.history.mappings,
+            "prompts": self.history.prompts,
+        })
+
+    def restore(self) -> None:
+        """Continue from the saved state, when there is one for this run."""
+        state = self.run.state.load() if self.run.state is not None else None
+        if state is None:
+            return
+        self.model.load_state_dict(state["model"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.history = TrainHistory([EpochRecord(**r) for r in state["epochs"]],
+                                    list(state["prompts"]), list(state["mappings"]))
+        self.start = int(state["next_epoch"])
 
 
 def _member(backbone: nn.Module, run: PromptRun, num_source: int, num_classes: int,
@@ -331,8 +365,11 @@ def train_visual_prompts(
     run has its own forward and a packed run is bitwise the run alone. A pack of one is
     exactly :func:`train_visual_prompt`. On CUDA a pack whose steps would not fit in the free
     memory (:func:`step_bytes` per run, :func:`runs_that_fit`) trains as consecutive smaller
-    packs. ``precision``: the autocast dtype of the training steps' backbone pass (None: fp32;
-    see :mod:`hiddencost.precision` for what always stays fp32).
+    packs. A run with a ``state`` file saves its state at every epoch end and, when the file
+    holds its state, resumes from the epoch after it (bitwise the uninterrupted run on CPU; a
+    resumed member of a pack waits for the pack to reach its epoch). ``precision``: the
+    autocast dtype of the training steps' backbone pass (None: fp32; see
+    :mod:`hiddencost.precision` for what always stays fp32).
     See :func:`train_visual_prompt` for the per-run protocol and the history;
     ``evaluate(models)`` returns one test accuracy per run.
     """
@@ -346,18 +383,21 @@ def train_visual_prompts(
                 backbone, runs[i:i + fit], num_classes, num_source, epochs, batch_size, device,
                 evaluate, fuse, precision)]
     members = [_member(backbone, run, num_source, num_classes, epochs, device) for run in runs]
-    for epoch in range(epochs):
+    for member in members:
+        member.restore()
+    for epoch in range(min(m.start for m in members), epochs):
         start = time.perf_counter()
-        recompute = [m.recomputes(epoch) for m in members]
-        todo = [m for m, r in zip(members, recompute, strict=True) if r]
+        active = [m for m in members if m.start <= epoch]  # resumed members wait their epoch
+        recompute = [m.recomputes(epoch) for m in active]
+        todo = [m for m, r in zip(active, recompute, strict=True) if r]
         changed = dict(zip(map(id, todo), _remap(todo, device, epoch, fuse) if todo else [],
                            strict=True))
-        for member in members:
+        for member in active:
             member.history.mappings.append(member.model.mapping.tolist())
-        _train_epoch(members, batch_size, device, epoch, fuse, precision)
+        _train_epoch(active, batch_size, device, epoch, fuse, precision)
         seconds = time.perf_counter() - start  # training only, as the test pass is optional
-        accuracies = evaluate([m.model for m in members]) if evaluate is not None else None
-        for i, member in enumerate(members):
+        accuracies = evaluate([m.model for m in active]) if evaluate is not None else None
+        for i, member in enumerate(active):
             record = EpochRecord(
                 epoch=epoch + 1, loss=member.loss / member.seen,
                 train_accuracy=member.correct / member.seen,
@@ -368,6 +408,7 @@ def train_visual_prompts(
             member.history.epochs.append(record)
             if member.run.save_prompt_history:
                 member.history.prompts.append(member.model.prompt.delta.detach().cpu().clone())
+            member.save(epoch + 1)
             if member.run.on_epoch is not None:
                 member.run.on_epoch(record)
     return [(m.model, m.history) for m in members]
