@@ -187,6 +187,18 @@ def test_form_packs_groups_runs_that_share_a_backbone_pass(tmp_path):
         form_packs(tasks, 0)
 
 
+def test_full_data_runs_pack_only_when_asked(tmp_path):
+    from hiddencost.study.packing import form_packs
+    from hiddencost.study.spec import parse_spec
+
+    tasks = _tasks(tmp_path, parse_spec(PACK_SPEC))
+    for task in tasks:
+        task.config["n_shot"] = None
+    assert form_packs(tasks, 4) == [[t] for t in tasks]  # a GPU's default: alone
+    assert sorted(len(p) for p in form_packs(tasks, 4, pack_full_data=True)) == [
+        1, 1, 1, 1, 2, 2, 4, 4]
+
+
 def test_study_run_with_pack_4_records_what_unpacked_runs_record(tmp_path):
     from typer.testing import CliRunner
 
@@ -238,6 +250,31 @@ def test_a_failing_pack_is_halved_until_each_run_has_its_own_outcome(tmp_path, m
     assert sizes == [3, 1, 2, 1, 1]  # 3 → 1 + 2 → 1 + 1 + 1
     assert [o.key for o in outcomes] == [t.key for t in tasks]
     assert all(o.status == "done" for o in outcomes)
+
+
+def test_the_halves_of_a_failed_pack_run_after_its_tensors_are_freed(tmp_path, monkeypatch):
+    import weakref
+
+    import hiddencost.run as run_module
+    from hiddencost.study.spec import parse_spec
+    from hiddencost.study.worker import execute_pack
+
+    held: list[weakref.ref] = []
+
+    def out_of_memory(cfgs, *args, **kwargs):
+        activations = torch.ones(1000)  # what a failed pack's frames hold on the device
+        held.append(weakref.ref(activations))
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    def alone(cfg, **kwargs):  # a half of one run: is the failed pack's tensor still alive?
+        raise HiddenCostError(f"pack tensors alive: {held[0]() is not None}")
+
+    monkeypatch.setattr(run_module, "run_pack", out_of_memory)
+    monkeypatch.setattr(run_module, "run_one", alone)
+    tasks = [t for t in _tasks(tmp_path, parse_spec(PACK_SPEC))
+             if t.config["method"] == "ilm"][:2]
+    outcomes = execute_pack(tasks)
+    assert [o.error for o in outcomes] == ["HiddenCostError: pack tensors alive: False"] * 2
 
 
 def test_claim_many_claims_a_packs_pending_rows_in_one_go(tmp_path):

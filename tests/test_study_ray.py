@@ -80,6 +80,14 @@ def test_fractional_gpus_need_gpus(local_ray, tmp_path):
                   executor_options={"num_gpus": 0.25})
 
 
+def test_auto_runs_ask_ray_for_a_gpu_only_when_the_cluster_has_one(local_ray):
+    from hiddencost.study.executors import RayExecutor
+
+    executor = RayExecutor()  # the cluster is already up: nothing started, nothing shut down
+    assert executor.task_gpus("auto") == 0 and not executor.runs_on_gpu("auto")
+    assert local_ray.is_initialized()
+
+
 @pytest.mark.slow
 def test_tiny_real_study_on_ray_matches_local(local_ray, tmp_path):
     """The genuine EfficientNet-Lite0 on digits (the `smoke` preset) on Ray and locally."""

@@ -30,7 +30,7 @@ from hiddencost.study.driver import (
 from hiddencost.study.executors import EXECUTORS, executor_options
 from hiddencost.study.fidelity_file import DEFAULT_FIDELITY_IMAGES
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
-from hiddencost.study.packing import GPU_PACK, default_pack_size, form_packs
+from hiddencost.study.packing import default_pack_size, form_packs, local_gpu
 from hiddencost.study.plan import make_plan, measure_throughput, read_profile
 from hiddencost.study.results import export_study, format_duration, read_study, study_status
 from hiddencost.study.spec import StudySpec, expand
@@ -67,7 +67,8 @@ VerifyOpt = Annotated[bool, typer.Option(
 ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
 PackOpt = Annotated[int | None, typer.Option(
     min=1, help="Train up to N runs that share backbone, data and schedule through one "
-                "backbone pass (default: 1 on CPU, 9 on a GPU).")]
+                "backbone pass (default: 1 where the runs execute on a CPU, 9 on a GPU; "
+                "full-data runs alone).")]
 FidelityOpt = Annotated[bool | None, typer.Option(
     help="After the runs, record the upstream fidelity of each compressed backbone in "
          "<out>/fidelity.json (default: on, off for a custom runner).")]
@@ -77,15 +78,23 @@ FidelityImagesOpt = Annotated[int, typer.Option(
 AddressOpt = Annotated[str | None, typer.Option(
     help="Ray: cluster address (default: RAY_ADDRESS, else a local Ray).")]
 NumCpusOpt = Annotated[float, typer.Option(help="Ray: CPUs per run.")]
-NumGpusOpt = Annotated[float, typer.Option(
-    help="Ray: GPUs per task, i.e. per pack (0.25 = a quarter).")]
+NumGpusOpt = Annotated[float | None, typer.Option(
+    help="Ray: GPUs per task, i.e. per pack (0.25 = a quarter; default: 1 for --device cuda, "
+         "and for auto when the cluster has GPUs, else 0).")]
 MaxInFlightOpt = Annotated[int | None, typer.Option(
     help="Ray: runs submitted at once (default: 2 × the runs that fit).")]
 SlurmClusterOpt = Annotated[str | None, typer.Option(
     help="Slurm: slurm, local or debug (submitit) (default: detect).")]
 PartitionOpt = Annotated[str | None, typer.Option(help="Slurm: partition.")]
-TimeoutMinOpt = Annotated[int, typer.Option(help="Slurm: minutes per array job.")]
-GpusPerNodeOpt = Annotated[int, typer.Option(help="Slurm: GPUs per array job.")]
+TimeoutMinOpt = Annotated[int | None, typer.Option(
+    help="Slurm: minutes per array job (default: the job's estimate from --profile × 1.5 + 10, "
+         "else 60; a job out of time is requeued and its runs resume).")]
+GpusPerNodeOpt = Annotated[int | None, typer.Option(
+    help="Slurm: GPUs per array job (default: 1 for --device cuda, else 0).")]
+SlurmProfileOpt = Annotated[Path | None, typer.Option(
+    "--profile", help="Slurm: a GPU profile (benchmarks/bench_gpu.py) to set the time limit.")]
+MaxRequeuesOpt = Annotated[int, typer.Option(
+    help="Slurm: requeues of a pre-empted or timed-out job.")]
 CpusPerTaskOpt = Annotated[int | None, typer.Option(help="Slurm: CPUs per job.")]
 MemGbOpt = Annotated[float | None, typer.Option(help="Slurm: memory per job (GB).")]
 ArrayParallelismOpt = Annotated[int, typer.Option(help="Slurm: array jobs running at once.")]
@@ -137,12 +146,13 @@ def run_cmd(
     dry_run: DryRunOpt = False, progress: ProgressOpt = True, fidelity: FidelityOpt = None,
     verify: VerifyOpt = False, pack: PackOpt = None,
     fidelity_images: FidelityImagesOpt = DEFAULT_FIDELITY_IMAGES,
-    address: AddressOpt = None, num_cpus: NumCpusOpt = 1.0, num_gpus: NumGpusOpt = 0.0,
+    address: AddressOpt = None, num_cpus: NumCpusOpt = 1.0, num_gpus: NumGpusOpt = None,
     max_in_flight: MaxInFlightOpt = None, slurm_cluster: SlurmClusterOpt = None,
-    partition: PartitionOpt = None, timeout_min: TimeoutMinOpt = 60,
-    gpus_per_node: GpusPerNodeOpt = 0, cpus_per_task: CpusPerTaskOpt = None,
+    partition: PartitionOpt = None, timeout_min: TimeoutMinOpt = None,
+    gpus_per_node: GpusPerNodeOpt = None, cpus_per_task: CpusPerTaskOpt = None,
     mem_gb: MemGbOpt = None, array_parallelism: ArrayParallelismOpt = 256,
-    runs_per_job: RunsPerJobOpt = 1, poll_s: PollOpt = 5.0,
+    runs_per_job: RunsPerJobOpt = 1, poll_s: PollOpt = 5.0, profile: SlurmProfileOpt = None,
+    max_requeues: MaxRequeuesOpt = 10,
 ) -> None:
     """Run every missing run of a study; safe to interrupt and run again.
 
@@ -161,7 +171,7 @@ def run_cmd(
         "timeout_min": timeout_min, "gpus_per_node": gpus_per_node,
         "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
         "array_parallelism": array_parallelism, "runs_per_job": runs_per_job,
-        "poll_s": poll_s})
+        "poll_s": poll_s, "profile": profile, "max_requeues": max_requeues})
     with _sigterm_interrupts():
         report = run_study(
             study, out=out, store=store, executor=executor, executor_options=options,
@@ -198,8 +208,9 @@ def plan_cmd(
     measured = read_profile(profile) if profile else None
     # packs are sized for the device that will run them: the profile's GPU, else this one
     on_gpu = measured is not None and measured.device not in (None, "cpu")
-    size = pack if pack is not None else GPU_PACK if on_gpu else default_pack_size(env.device)
-    packs = form_packs(build_tasks(todo, runs.paths, env, study.runner), size)
+    size = pack if pack is not None else default_pack_size(on_gpu or local_gpu(env.device))
+    packs = form_packs(build_tasks(todo, runs.paths, env, study.runner), size,
+                       pack_full_data=pack is not None)
     dev = env.device
     with console.status("timing a few backbone steps…"):
         plan = make_plan(todo, len(packs), gpus, measured,

@@ -350,7 +350,8 @@ def run_study(
         verify: run again the done runs whose ``result.json`` is missing (without it they are
             only counted, and a warning names how many).
         pack: at most this many runs train together through one backbone pass (see
-            :mod:`hiddencost.study.packing`); None: 1 on CPU, several on a GPU.
+            :mod:`hiddencost.study.packing`); None: 1 where the executor runs them on a CPU,
+            several on a GPU, full-data runs alone.
     """
     start = time.perf_counter()
     console = console or Console(quiet=True)  # a library call prints nothing unless given one
@@ -371,8 +372,9 @@ def run_study(
         todo = _pending(db, runs, max_runs)
         if todo and executor.name == "local":
             _check_precision(db.precision, env, paths)
-        size = pack if pack is not None else default_pack_size(env.device)
-        packs = form_packs(build_tasks(todo, paths, env, spec.runner), size)
+        size = pack if pack is not None else default_pack_size(executor.runs_on_gpu(env.device))
+        packs = form_packs(build_tasks(todo, paths, env, spec.runner), size,
+                           pack_full_data=pack is not None)
         _print_plan(console, spec, db.counts(keys), len(todo), len(packs), executor, paths,
                     report)
         session = _Session(db, owner, console, emit)

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -41,9 +43,10 @@ from hiddencost.errors import HiddenCostError
 from hiddencost.records import EpochRecord
 from hiddencost.registry import Registry
 from hiddencost.study.outcome import RunOutcome, read_outcome
+from hiddencost.study.packing import local_gpu
 from hiddencost.study.worker import (
+    ResumableChunk,
     Task,
-    execute_chunk,
     execute_pack,
     execute_pack_in_process_cache,
     failed_outcome,
@@ -96,12 +99,25 @@ class ExecutorBase:
         """Option defaults for a study whose output folder is ``study_root``."""
         return {}
 
+    def runs_on_gpu(self, device: str | None) -> bool:
+        """Whether runs of ``device`` (``auto``, ``cpu``, ``cuda[:i]``) execute on a CUDA GPU
+        here; what sizes packs by default (:func:`~hiddencost.study.packing.default_pack_size`),
+        decided where the runs execute, not on the driver. The base: this process."""
+        return local_gpu(device)
+
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         """The options this executor takes: its constructor's keyword arguments."""
         params = list(inspect.signature(cls.__init__).parameters.values())[1:]
         return tuple(p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD)
 
+
+log = logging.getLogger(__name__)
+#: A Slurm job's time limit without ``timeout_min`` or a profile to estimate it from (minutes).
+DEFAULT_TIMEOUT_MIN = 60
+#: The estimated time of a job's runs is multiplied by this, plus this many minutes (start-up,
+#: data loading, a slower node), for its time limit.
+TIME_MARGIN, TIME_EXTRA_MIN = 1.5, 10
 
 _E = TypeVar("_E", bound=type[ExecutorBase])
 #: The executors by name, in registration order (local, ray, slurm).
@@ -162,44 +178,72 @@ class RayExecutor(ExecutorBase):
         self,
         address: str | None = None,
         num_cpus: float = 1.0,
-        num_gpus: float = 0.0,
+        num_gpus: float | None = None,
         max_in_flight: int | None = None,
         max_retries: int = 1,
     ) -> None:
-        if num_cpus <= 0 or num_gpus < 0:
+        if num_cpus <= 0 or (num_gpus is not None and num_gpus < 0):
             raise HiddenCostError("--num-cpus must be > 0 and --num-gpus >= 0 (fractions allowed)")
         self.address = address
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.max_in_flight = max_in_flight
         self.max_retries = max_retries
+        self._started_here = False
 
-    def _slots(self, ray: ModuleType) -> int:
+    def _connect(self) -> ModuleType:
+        """Ray, initialised (a local Ray, or ``address``) unless it already is."""
+        ray = require("ray", "ray")
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            self._started_here = True
+        return ray
+
+    def task_gpus(self, device: str | None) -> float:
+        """GPUs per task for runs of ``device``: ``num_gpus`` when given, else 0 for ``cpu``, 1
+        for ``cuda`` and, for ``auto``, 1 when the cluster has GPUs (a task without one would
+        see none and train on its CPU). ``cuda`` with ``num_gpus`` 0 is a one-line error."""
+        device = str(device or "auto")
+        if self.num_gpus is not None:
+            if device.startswith("cuda") and not self.num_gpus:
+                raise HiddenCostError(f"--device {device} with --num-gpus 0: Ray would give the "
+                                      "runs no GPU; give --num-gpus (e.g. 1, or 0.25 to share)")
+            return self.num_gpus
+        if device == "cpu":
+            return 0.0
+        if device.startswith("cuda"):
+            return 1.0
+        return 1.0 if self._connect().cluster_resources().get("GPU", 0.0) else 0.0
+
+    def runs_on_gpu(self, device: str | None) -> bool:
+        return self.task_gpus(device) > 0
+
+    def _slots(self, ray: ModuleType, num_gpus: float) -> int:
         resources = ray.cluster_resources()
         slots = resources.get("CPU", 1.0) / self.num_cpus
-        if self.num_gpus:
+        if num_gpus:
             gpus = resources.get("GPU", 0.0)
             if not gpus:
-                raise HiddenCostError(f"--num-gpus {self.num_gpus} per run, but the Ray cluster "
+                raise HiddenCostError(f"--num-gpus {num_gpus} per run, but the Ray cluster "
                                       "has no GPU")
-            slots = min(slots, gpus / self.num_gpus)
+            slots = min(slots, gpus / num_gpus)
         return max(1, int(slots))
 
     def execute(self, packs: Sequence[Sequence[Task]], hooks: Hooks) -> None:
-        ray = require("ray", "ray")
-        started_here = not ray.is_initialized()
-        if started_here:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+        ray = self._connect()
         try:
-            self._run(ray, packs, hooks)
+            if packs:
+                self._run(ray, packs, hooks, self.task_gpus(packs[0][0].config.get("device")))
         finally:
-            if started_here:
+            if self._started_here:
                 ray.shutdown()
+                self._started_here = False
 
-    def _run(self, ray: ModuleType, packs: Sequence[Sequence[Task]], hooks: Hooks) -> None:
+    def _run(self, ray: ModuleType, packs: Sequence[Sequence[Task]], hooks: Hooks,
+             num_gpus: float) -> None:
         remote = ray.remote(execute_pack_in_process_cache).options(
-            num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries)
-        limit = self.max_in_flight or 2 * self._slots(ray)
+            num_cpus=self.num_cpus, num_gpus=num_gpus, max_retries=self.max_retries)
+        limit = self.max_in_flight or 2 * self._slots(ray, num_gpus)
         queue = deque(packs)
         in_flight: dict[Any, list[Task]] = {}
         try:
@@ -240,6 +284,13 @@ class SlurmExecutor(ExecutorBase):
     ``cluster``: None (detect; Slurm on a Slurm login node), ``"slurm"``, ``"local"`` (one
     subprocess per job on this machine) or ``"debug"`` (in this process, for tests).
     ``folder`` (submitit's job files and logs) defaults to ``<out>/slurm`` in a study.
+
+    Jobs are requeued when pre-empted or out of time, up to ``max_requeues`` times, and their
+    runs resume from their last epoch (:class:`~hiddencost.study.worker.ResumableChunk`).
+    ``timeout_min`` (None): the longest job's estimated time from ``profile`` (a GPU profile,
+    see :mod:`hiddencost.study.plan`) × :data:`TIME_MARGIN` + :data:`TIME_EXTRA_MIN` minutes,
+    else :data:`DEFAULT_TIMEOUT_MIN` with a notice. ``gpus_per_node`` (None): 1 for runs of
+    ``--device cuda``, else 0; ``cuda`` with 0 is a one-line error.
     """
 
     name = "slurm"
@@ -253,27 +304,67 @@ class SlurmExecutor(ExecutorBase):
         folder: str | Path,
         cluster: str | None = None,
         partition: str | None = None,
-        timeout_min: int = 60,
-        gpus_per_node: int = 0,
+        timeout_min: int | None = None,
+        gpus_per_node: int | None = None,
         cpus_per_task: int | None = None,
         mem_gb: float | None = None,
         array_parallelism: int = 256,
         runs_per_job: int = 1,
         poll_s: float = 5.0,
+        profile: str | Path | None = None,
+        max_requeues: int = 10,
         extra: dict[str, Any] | None = None,
     ) -> None:
         if runs_per_job < 1:
             raise HiddenCostError("--runs-per-job must be at least 1")
         self.folder = Path(folder)
         self.cluster = cluster
+        self.timeout_min = timeout_min
+        self.gpus_per_node = gpus_per_node
+        self.profile = profile
+        self.max_requeues = max_requeues
         self.parameters: dict[str, Any] = {
-            "name": "hiddencost", "timeout_min": timeout_min, "gpus_per_node": gpus_per_node,
-            "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
+            "name": "hiddencost", "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
             "slurm_partition": partition, "slurm_array_parallelism": array_parallelism,
             **(extra or {}),
         }
         self.runs_per_job = runs_per_job
         self.poll_s = poll_s
+
+    def job_gpus(self, device: str | None) -> int:
+        """GPUs per array job for runs of ``device`` (see the class docstring)."""
+        device = str(device or "auto")
+        if self.gpus_per_node is None:
+            return 1 if device.startswith("cuda") else 0
+        if device.startswith("cuda") and not self.gpus_per_node:
+            raise HiddenCostError(f"--device {device} with --gpus-per-node 0: the jobs would "
+                                  "have no GPU; give --gpus-per-node")
+        return self.gpus_per_node
+
+    def runs_on_gpu(self, device: str | None) -> bool:
+        return self.job_gpus(device) > 0
+
+    def time_limit(self, chunks: Sequence[Sequence[Sequence[Task]]]) -> int:
+        """Minutes per array job: ``timeout_min``, else from ``profile`` (see the class
+        docstring)."""
+        if self.timeout_min is not None:
+            return self.timeout_min
+        estimate = None
+        if self.profile is not None:
+            from hiddencost.study.plan import estimate_s, read_profile  # lazy: torch
+
+            profile = read_profile(self.profile)
+            seconds = [estimate_s([t.config for pack in chunk for t in pack], profile)
+                       for chunk in chunks]
+            if None not in seconds:
+                estimate = max(s for s in seconds if s is not None)
+        if estimate is None:
+            log.warning("slurm: %d min per job (%s); a job out of time is requeued and its "
+                        "runs resume", DEFAULT_TIMEOUT_MIN,
+                        "no --profile to estimate it from" if self.profile is None
+                        else f"{self.profile} lacks a model or dataset of these runs")
+            return DEFAULT_TIMEOUT_MIN
+        return math.ceil(estimate * TIME_MARGIN / 60) + TIME_EXTRA_MIN
 
     def execute(self, packs: Sequence[Sequence[Task]], hooks: Hooks) -> None:
         submitit = require("submitit", "slurm")
@@ -285,10 +376,16 @@ class SlurmExecutor(ExecutorBase):
         outstanding = {t.key: t for t in claimed}
         jobs: list[tuple[Any, list[Task]]] = []
         try:
-            executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
+            executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster,
+                                             slurm_max_num_timeout=self.max_requeues)
+            device = claimed[0].config.get("device")
+            if self.gpus_per_node is None and not self.runs_on_gpu(device):
+                log.warning("slurm: jobs without a GPU (--device %s, no --gpus-per-node)",
+                            device or "auto")
             executor.update_parameters(
+                timeout_min=self.time_limit(chunks), gpus_per_node=self.job_gpus(device),
                 **{k: v for k, v in self.parameters.items() if v is not None})
-            jobs = list(zip(executor.map_array(execute_chunk, chunks),
+            jobs = list(zip(executor.map_array(ResumableChunk(), chunks),
                             [[t for pack in chunk for t in pack] for chunk in chunks],
                             strict=True))
             for pack in claimed_packs:

@@ -305,3 +305,24 @@ def make_plan(runs: Sequence[PlannedRun], packs: int, gpus: int = 1,
              "n_shot": "full" if k[3] is None else k[3], **v} for k, v in groups.items()]
     return Plan(rows, len(runs), sum(r["device_s"] for r in rows), packable, packed, packs,
                 gpus, [f"{d} ({n} runs)" for d, n in unknown.items()])
+
+
+class _Unmeasured(Exception):
+    """A throughput the profile lacks (:func:`estimate_s` measures nothing)."""
+
+
+def _unmeasured(key: str) -> Throughput:
+    raise _Unmeasured(key)
+
+
+def estimate_s(configs: Sequence[dict[str, Any]], profile: Profile) -> float | None:
+    """Device seconds of running ``configs`` (RunConfig keyword arguments, e.g. one Slurm
+    job's runs) one after the other on ``profile``'s device, packable runs at their N-shot's
+    packing gain (:attr:`Plan.wall_s` on one device); None when the profile lacks a
+    throughput they need or a dataset's split sizes are unknown before loading it."""
+    runs = [PlannedRun(str(i), dict(c)) for i, c in enumerate(configs)]
+    try:
+        plan = make_plan(runs, len(runs), 1, profile, measure=_unmeasured)
+    except _Unmeasured:
+        return None
+    return None if plan.unknown else plan.wall_s

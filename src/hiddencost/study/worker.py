@@ -16,10 +16,12 @@ This module imports neither torch nor the store, so that workers start quickly.
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
 import json
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -223,21 +225,36 @@ def execute_pack(
     for task in tasks:
         Path(task.out_dir).mkdir(parents=True, exist_ok=True)
     started_at, t0 = time.time(), time.perf_counter()
+    checked: list[RunRecord] | None = None
     try:
         from hiddencost.run import RunConfig, run_pack  # lazy: torch
 
         records = run_pack([RunConfig.model_validate(t.config) for t in tasks],
                            [t.out_dir for t in tasks], cache=cache, on_epoch=on_epoch)
         checked = [checked_record(r, "what run_pack returned") for r in records]
-    except Exception:  # smaller packs: see the docstring
-        half = len(tasks) // 2
-        return [*execute_pack(tasks[:half], cache, on_epoch),
-                *execute_pack(tasks[half:], cache, None)]
+    except Exception:  # smaller packs, below: see the docstring
+        pass
     finally:
         if cache is not None:
             trim_cache(cache)
+    if checked is None:
+        # out of the except block, so the failed pack's traceback (and the tensors its frames
+        # hold) is gone before the halves allocate theirs
+        release_device_memory()
+        half = len(tasks) // 2
+        return [*execute_pack(tasks[:half], cache, on_epoch),
+                *execute_pack(tasks[half:], cache, None)]
     return [_finish(task, r, None, started_at, t0, pack_size=len(tasks))
             for task, r in zip(tasks, checked, strict=True)]
+
+
+def release_device_memory() -> None:
+    """Free what a failed pack left: collect its garbage and, on CUDA, return the caching
+    allocator's unused blocks (an out-of-memory retry otherwise sees the same full device)."""
+    gc.collect()
+    torch = sys.modules.get("torch")  # never imported here for it: a worker may not use torch
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def execute_pack_in_process_cache(tasks: Sequence[Task]) -> list[RunOutcome]:
@@ -246,5 +263,35 @@ def execute_pack_in_process_cache(tasks: Sequence[Task]) -> list[RunOutcome]:
 
 
 def execute_chunk(packs: Sequence[Sequence[Task]]) -> list[RunOutcome]:
-    """Several packs in one process, sharing a cache (the body of one Slurm array job)."""
-    return [o for pack in packs for o in execute_pack(pack, cache=process_cache())]
+    """Several packs in one process, sharing a cache (the body of one Slurm array job). A run
+    whose ``outcome.json`` is already there (this job ran it before it was requeued: the
+    driver deletes a run's outcome when it claims the run) is not run again."""
+    outcomes: dict[str, RunOutcome] = {}
+    for pack in packs:
+        finished = {t.key: o for t in pack if (o := read_outcome(t.out_dir, t.key)) is not None}
+        todo = [t for t in pack if t.key not in finished]
+        ran = execute_pack(todo, cache=process_cache()) if todo else []
+        outcomes.update(finished)
+        outcomes.update((o.key, o) for o in ran)
+    return [outcomes[t.key] for pack in packs for t in pack]
+
+
+class ResumableChunk:
+    """The body of a Slurm array job (:func:`execute_chunk`) that submitit can requeue.
+
+    When the job is pre-empted or reaches its time limit, submitit calls :meth:`checkpoint`
+    (Slurm's USR2 signal, shortly before the kill) and requeues the job with what it returns:
+    this callable and the same packs. The requeued job skips the runs that finished, and the
+    others resume from their last epoch (each VP run's ``state.pt``, see
+    :mod:`hiddencost.prompting.run_state`), so a time limit cuts a chunk short, never its
+    work. (submitit's ``Checkpointable`` is this protocol; written out here so that the worker
+    imports no submitit until a job is checkpointed.)"""
+
+    def __call__(self, packs: Sequence[Sequence[Task]]) -> list[RunOutcome]:
+        return execute_chunk(packs)
+
+    def checkpoint(self, packs: Sequence[Sequence[Task]]) -> Any:
+        """What submitit requeues: ``self(packs)`` again."""
+        from submitit.helpers import DelayedSubmission  # lazy: only Slurm jobs come here
+
+        return DelayedSubmission(self, packs)
