@@ -3,6 +3,7 @@ a tiny random open_clip model."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -158,3 +159,34 @@ def test_methods_a_clip_backbone_does_not_take_are_one_line_errors(kwargs, match
 def test_a_canvas_other_than_the_clip_input_is_refused_in_one_line(cache):
     with pytest.raises(HiddenCostError, match="takes 64-px images"):
         run_one(make_config(method="vp", canvas_size=96, **TINY_RUN), cache=cache)
+
+
+def test_a_stopped_ilm_tp_vp_run_resumes_to_the_same_result(tmp_path, cache):
+    from safetensors.torch import load_file
+
+    from hiddencost.prompting.run_state import STATE_FILE
+
+    cfg = make_config(method="ilm", **{**TINY_RUN, "epochs": 3})
+    run_one(cfg, out_dir=tmp_path / "whole", cache=cache)
+
+    def stop(record):
+        if record.epoch == 1:
+            raise KeyboardInterrupt  # a kill just after epoch 1's state was saved
+
+    with pytest.raises(KeyboardInterrupt):
+        run_one(cfg, out_dir=tmp_path / "cut", cache=cache, on_epoch=stop)
+    assert (tmp_path / "cut" / STATE_FILE).is_file()
+    seen = []
+    run_one(cfg, out_dir=tmp_path / "cut", cache=cache, on_epoch=seen.append)
+    assert [r.epoch for r in seen] == [2, 3] and not (tmp_path / "cut" / STATE_FILE).exists()
+
+    def numbers(name):
+        record = json.loads((tmp_path / name / "result.json").read_text())
+        for entry in record["history"]:
+            entry.pop("seconds")
+        return [record[k] for k in ("accuracy", "ece", "history", "mapping_history",
+                                    "label_mapping")]
+
+    assert numbers("cut") == numbers("whole")
+    assert load_file(str(tmp_path / "cut" / "weights.safetensors"))["prompt.delta"].equal(
+        load_file(str(tmp_path / "whole" / "weights.safetensors"))["prompt.delta"])

@@ -314,3 +314,36 @@ def test_xmr_with_more_sources_than_imagenet_has_trains_a_remapper(tmp_path):
 
     saved = load_file(str(out / "weights.safetensors"))
     assert saved["remapper.weight"].shape == (3, 1000) and saved["patches.table"].shape[0] == 4
+
+
+def test_a_stopped_xmr_run_resumes_from_its_state_to_the_same_result(tmp_path):
+    from hiddencost.prompting.run_state import StateFile
+
+    tokens, lengths, labels = _toy_task()
+    sources = seeded_sources(_tiny_backbone().eval(), 16, MEAN, STD, 2, 3, seed=0, device=CPU)
+
+    def fresh():
+        return CrossModalReprogram(_tiny_backbone(), sources, 4, 16, MEAN, STD, patch=4, seed=0)
+
+    def train(model, **kw):  # 24 examples at batch 4: 6 steps an epoch, 14 steps in all
+        return train_xmr(model, tokens, lengths, labels, epochs=4, device=CPU, seed=0, lr=0.05,
+                         max_steps=14, **kw)
+
+    whole = fresh()
+    expected = train(whole)
+
+    def stop(record):
+        if record.epoch == 2:
+            raise KeyboardInterrupt  # a kill just after epoch 2's state was saved
+
+    state = StateFile(tmp_path / "state.pt", "xmr-test")
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh(), state=state, on_epoch=stop)
+    seen = []
+    resumed = fresh()
+    history = train(resumed, state=state, on_epoch=seen.append)
+    assert [r.epoch for r in seen] == [3]  # only the cut-short third epoch was trained again
+    assert [r.model_dump(exclude={"seconds"}) for r in history.epochs] == [
+        r.model_dump(exclude={"seconds"}) for r in expected.epochs]
+    ours, theirs = resumed.learned_tensors(), whole.learned_tensors()
+    assert ours.keys() == theirs.keys() and all(ours[k].equal(theirs[k]) for k in ours)

@@ -235,7 +235,7 @@ def run_pack(
     given) is the run's own, equal to what :func:`run_one` gives it alone up to float
     reordering across batch sizes; ``wall_time_s`` is the pack's. ``on_epoch`` follows the
     first run. A pack of one is :func:`run_one`. A run given an ``out_dir`` keeps its state
-    there at epoch ends (``state.pt``, for methods that resume: VP) and a run killed before
+    there at epoch ends (``state.pt``: VP, CLIP VP, xmr) and a run killed before
     its result was written resumes from it; the file goes once the result is written.
     """
     start = time.perf_counter()

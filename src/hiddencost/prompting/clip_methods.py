@@ -116,7 +116,7 @@ class ClipPrompting(ClipMethod):
         pre = self.input_transform(s, job.mean, job.std).to(job.device)
         run = ClipPromptRun(task.train_images[job.subset], task.train_labels[job.subset], text,
                             task.num_classes, len(templates), s.epochs, s.batch_size,
-                            s.seed, s.lr, *self._mapping(s), job.on_epoch)
+                            s.seed, s.lr, *self._mapping(s), job.on_epoch, job.state)
         prompt, columns, history = train_clip_prompt(job.backbone, pre, run, job.device,
                                                      job.precision)
         scores = clip_predict(job.backbone, prompt, pre, task.test_images, text.to(job.device),

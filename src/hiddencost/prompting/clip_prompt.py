@@ -25,8 +25,9 @@ from torch import nn
 from hiddencost.errors import HiddenCostError
 from hiddencost.precision import exact, training
 from hiddencost.prompting.label_mapping import frequency_mapping
-from hiddencost.prompting.schedule import descend, epoch_batches, sgd_cosine
-from hiddencost.prompting.visual_prompt import TrainHistory, to_unit
+from hiddencost.prompting.run_state import StateFile
+from hiddencost.prompting.schedule import EpochSums, descend, epoch_batches, sgd_cosine
+from hiddencost.prompting.visual_prompt import TrainHistory, resident, to_unit
 from hiddencost.records import EpochRecord
 
 #: The frame width of Bahng et al.'s padding prompt.
@@ -119,6 +120,8 @@ class ClipPromptRun:
     mapping_interval: int = 1
     restrict_templates: bool = False
     on_epoch: Callable[[EpochRecord], None] | None = None
+    #: Where the run saves its state at every epoch end and resumes from (None: it does not).
+    state: StateFile | None = None
 
 
 def train_clip_prompt(towers: nn.Module, preprocess: nn.Module, run: ClipPromptRun,
@@ -127,43 +130,63 @@ def train_clip_prompt(towers: nn.Module, preprocess: nn.Module, run: ClipPromptR
     """Train a frame prompt on a frozen CLIP; returns it, the final K columns and the history
     (per epoch: loss, training accuracy, the lr of its last step, mapping changes / recomputed;
     ``history.mappings`` the columns used in each epoch). ``precision``: the autocast dtype of
-    the image tower in training steps (None: fp32); the scores are fp32 regardless."""
+    the image tower in training steps (None: fp32); the scores are fp32 regardless. With
+    ``run.state`` the run saves its state at every epoch end and resumes from it (see
+    :mod:`hiddencost.prompting.run_state`)."""
     prompt = FramePrompt(towers.image_size).to(device)
     text = run.text.to(device)
     labels = run.train_labels.to(device)
+    images = resident(run.train_images, device)
     generator = torch.Generator().manual_seed(run.seed)
     steps = run.epochs * -(-len(labels) // run.batch_size)
     optimizer, scheduler = sgd_cosine([prompt.delta], steps, run.lr)
     columns = torch.arange(run.num_classes, device=device)
     history = TrainHistory()
-    for epoch in range(run.epochs):
+    saved = run.state.load() if run.state is not None else None
+    if saved is not None:
+        prompt.load_state_dict(saved["prompt"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        columns = saved["columns"].to(device)
+        history = TrainHistory([EpochRecord(**r) for r in saved["epochs"]], [],
+                               list(saved["mappings"]))
+    for epoch in range(0 if saved is None else int(saved["next_epoch"]), run.epochs):
         start = time.perf_counter()
         remap = run.num_templates > 1 and epoch % run.mapping_interval == 0
         changes = 0
         if remap:
-            scores = clip_predict(towers, prompt, preprocess, run.train_images, text, device)
+            scores = clip_predict(towers, prompt, preprocess, images, text, device)
             new = column_mapping(scores, run.train_labels, run.num_classes, run.num_templates,
                                  run.restrict_templates).to(device)
             changes = int((new != columns).sum()) if epoch else run.num_classes
             columns = new
         history.mappings.append(columns.tolist())
-        total, correct = 0.0, 0
-        for idx in epoch_batches(len(labels), run.batch_size, generator):
-            x = preprocess(to_unit(run.train_images[idx], device))
-            y = labels[idx.to(device)]
+        sums = EpochSums(device)  # no host-device sync per step: see EpochSums
+        for idx in epoch_batches(len(labels), run.batch_size, generator, images.device):
+            x = preprocess(to_unit(images[idx], device))
+            y = labels[idx]
             with training(device, precision):
                 logits = clip_scores(towers, prompt(x), text)[:, columns]
             loss = F.cross_entropy(logits.float(), y)
             lr = optimizer.param_groups[0]["lr"]
-            descend(optimizer, loss, epoch)
+            descend(optimizer, loss, epoch, check_finite=False)
             scheduler.step()
-            total += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
+            sums.add(loss, logits, y)
+        sums.check(epoch)
+        total, correct = sums.values()
         record = EpochRecord(epoch=epoch + 1, loss=total / len(labels),
                              train_accuracy=correct / len(labels), lr=lr,
                              mapping_changes=changes, mapping_recomputed=remap,
                              seconds=time.perf_counter() - start)
         history.epochs.append(record)
+        if run.state is not None:
+            run.state.save({"next_epoch": epoch + 1, "prompt": prompt.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "generator": generator.get_state(), "columns": columns.cpu(),
+                            "epochs": [r.model_dump() for r in history.epochs],
+                            "mappings": history.mappings})
         if run.on_epoch is not None:
             run.on_epoch(record)
     return prompt, columns.cpu(), history

@@ -38,8 +38,9 @@ from hiddencost.prompting.crossmodal import (
     tile_patches,
     xmr_loss,
 )
-from hiddencost.prompting.schedule import descend, epoch_batches
-from hiddencost.prompting.visual_prompt import TrainHistory
+from hiddencost.prompting.run_state import StateFile
+from hiddencost.prompting.schedule import EpochSums, descend, epoch_batches
+from hiddencost.prompting.visual_prompt import TrainHistory, resident
 from hiddencost.records import EpochRecord
 
 __all__ = ["CrossModalReprogram", "output_mapping", "predict_xmr", "seeded_logits",
@@ -140,42 +141,61 @@ def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.T
               lr: float = XMR_LR, batch_size: int = XMR_BATCH, alpha: float = DEFAULT_ALPHA,
               on_epoch: Callable[[EpochRecord], None] | None = None,
               max_steps: int | None = None,
-              precision: torch.dtype | None = None) -> TrainHistory:
+              precision: torch.dtype | None = None,
+              state: StateFile | None = None) -> TrainHistory:
     """Train ``model``'s token table (and remapper) on (tokens, lengths, labels) for ``epochs``
     epochs, or until ``max_steps`` optimiser steps when that comes first (the reference's
     ``num_epochs`` 100 and ``max_iterations`` 100,000); the backbone stays frozen (no weight
     gradients, eval mode). The history has per epoch (a cut-short last epoch too) the mean
     training loss and accuracy over the examples it saw, the learning rate, the steps so far
     and the seconds. ``precision``: the autocast dtype of the backbone pass in training steps
-    (None: fp32); the mapped scores and the loss are fp32 regardless."""
+    (None: fp32); the mapped scores and the loss are fp32 regardless. With ``state`` the run
+    saves its state at every epoch end and resumes from it (see
+    :mod:`hiddencost.prompting.run_state`)."""
     freeze(model.backbone)
     model.to(device)
     optimizer = torch.optim.Adam(model.trainable(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     history = TrainHistory()
-    steps = 0
-    for epoch in range(epochs):
+    steps, first = 0, 0
+    saved = state.load() if state is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"], strict=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        history = TrainHistory([EpochRecord(**r) for r in saved["epochs"]])
+        steps, first = int(saved["steps"]), int(saved["next_epoch"])
+    # on the device once, so a step copies nothing from pageable host memory
+    tokens, lengths, labels = (resident(t, device) for t in (tokens, lengths, labels))
+    for epoch in range(first, epochs):
         if max_steps is not None and steps >= max_steps:
             break
-        start, total, correct, seen = time.perf_counter(), 0.0, 0, 0
-        for idx in epoch_batches(len(labels), batch_size, generator):
+        start, sums = time.perf_counter(), EpochSums(device)  # no sync per step: EpochSums
+        for idx in epoch_batches(len(labels), batch_size, generator, tokens.device):
             if max_steps is not None and steps >= max_steps:
                 break
             steps += 1
-            seen += len(idx)
-            x, n, y = tokens[idx].to(device), lengths[idx].to(device), labels[idx].to(device)
+            x, n, y = (t[idx].to(device, non_blocking=True) for t in (tokens, lengths, labels))
             delta = model.perturbation(x, n)
             with training(device, precision):
                 logits = model.backbone_logits(delta)
             scores = model.map_scores(logits)
             loss = xmr_loss(scores, y, delta, alpha)
-            descend(optimizer, loss, epoch)
-            total += float(loss.detach()) * len(idx)
-            correct += int((scores.argmax(1) == y).sum())
+            descend(optimizer, loss, epoch, check_finite=False)
+            sums.add(loss, scores, y)
+        sums.check(epoch)
+        total, correct = sums.values()
+        seen = sums.seen
         record = EpochRecord(epoch=epoch + 1, loss=total / seen, train_accuracy=correct / seen,
                              lr=lr, seconds=time.perf_counter() - start,
                              steps=None if max_steps is None else steps)
         history.epochs.append(record)
+        if state is not None:
+            state.save({"next_epoch": epoch + 1, "steps": steps,
+                        "model": {k: v for k, v in model.state_dict().items()
+                                  if not k.startswith("backbone.")},
+                        "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                        "epochs": [r.model_dump() for r in history.epochs]})
         if on_epoch is not None:
             on_epoch(record)
     return history

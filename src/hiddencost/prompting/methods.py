@@ -440,7 +440,7 @@ class CrossModal(TransferMethod):
         history = train_xmr(model, task.train_tokens[sub], task.train_lengths[sub],
                             task.train_labels[sub], s.epochs, job.device, s.seed, s.lr,
                             s.batch_size, on_epoch=job.on_epoch, max_steps=s.options.max_steps,
-                            precision=job.precision)
+                            precision=job.precision, state=job.state)
         logits = predict_xmr(model, task.test_tokens, task.test_lengths, job.device)
         mapping = None if sources is None else sources.tolist()
         return TransferOutcome(logits, history, model.learned_tensors(), mapping)

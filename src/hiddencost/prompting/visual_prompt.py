@@ -30,9 +30,11 @@ from hiddencost.prompting.label_mapping import (
 from hiddencost.prompting.mappings import MAPPINGS, LabelMapping, check_positive_options
 from hiddencost.prompting.pad_prompt import PadPrompt
 from hiddencost.prompting.run_state import StateFile
-from hiddencost.prompting.schedule import adam_multistep, descend, epoch_batches
+from hiddencost.prompting.schedule import EpochSums, adam_multistep, descend, epoch_batches
 from hiddencost.records import EpochRecord
 
+#: The batch of the inference passes (mapping passes, test pass), per run of a pack.
+PREDICT_BATCH = 256
 #: A VP run's label mapping by its registered name (:data:`~.mappings.MAPPINGS`).
 VPMethod = str
 
@@ -85,8 +87,25 @@ def to_unit(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images_u8.to(device, non_blocking=True).float().div_(255.0)
 
 
+#: Training images up to this size live on the accelerator for the whole run (a few-shot
+#: subset is a few MB); larger sets stay in pinned host memory and stream batch by batch.
+RESIDENT_BYTES = 1 << 30
+
+
+def resident(data: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A run's training data (images, tokens) where its steps read it without a copy from
+    pageable memory per step: on ``device`` (≤ :data:`RESIDENT_BYTES`) or pinned; unchanged on
+    a CPU. Index it with indices on its own device (a CPU tensor takes no CUDA indices)."""
+    if device.type == "cpu":
+        return data
+    if data.numel() * data.element_size() <= RESIDENT_BYTES:
+        return data.to(device)
+    return data.pin_memory()
+
+
 def source_predictions(
-    model: ReprogrammedModel, images_u8: torch.Tensor, device: torch.device, batch_size: int = 256
+    model: ReprogrammedModel, images_u8: torch.Tensor, device: torch.device,
+    batch_size: int = PREDICT_BATCH,
 ) -> torch.Tensor:
     """Top-1 source class of each image seen through the current prompt (CPU LongTensor)."""
     return packed_source_predictions([model], [images_u8], device, batch_size)[0]
@@ -94,7 +113,7 @@ def source_predictions(
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, images_u8: torch.Tensor, device: torch.device, batch_size: int = 256
+    model: nn.Module, images_u8: torch.Tensor, device: torch.device, batch_size: int = PREDICT_BATCH
 ) -> torch.Tensor:
     """Target logits (float32, CPU) of a model on uint8 images, in fp32."""
     out = []
@@ -147,7 +166,7 @@ def packed_source_logits(prompts: Sequence[PadPrompt], backbone: nn.Module,
 @torch.inference_mode()
 def packed_source_predictions(models: Sequence[ReprogrammedModel],
                               image_sets: Sequence[torch.Tensor], device: torch.device,
-                              batch_size: int = 256,
+                              batch_size: int = PREDICT_BATCH,
                               fuse: bool | None = None) -> list[torch.Tensor]:
     """:func:`source_predictions` of each model on its own images, chunk j of every run's
     images in one step (one backbone pass when :func:`fuses_batches`); in fp32, as they decide
@@ -168,7 +187,7 @@ def packed_source_predictions(models: Sequence[ReprogrammedModel],
 
 @torch.inference_mode()
 def packed_predict_logits(models: Sequence[ReprogrammedModel], images_u8: torch.Tensor,
-                          device: torch.device, batch_size: int = 256,
+                          device: torch.device, batch_size: int = PREDICT_BATCH,
                           fuse: bool | None = None) -> list[torch.Tensor]:
     """:func:`predict_logits` of several prompted models on the same images, one step per
     chunk for all of them (one backbone pass when :func:`fuses_batches`); in fp32."""
@@ -202,6 +221,35 @@ def step_bytes(backbone: nn.Module, batch_size: int, canvas_size: int,
     return torch.cuda.max_memory_allocated(device) - base
 
 
+def forward_bytes(backbone: nn.Module, batch_size: int, canvas_size: int,
+                  device: torch.device) -> int:
+    """Measured peak CUDA memory of one run's share of a fused inference pass (the mapping and
+    test passes: ``batch_size`` canvases per run, fp32, no gradients)."""
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    with torch.inference_mode(), exact(device):
+        x = torch.rand(batch_size, 3, canvas_size, canvas_size, device=device)
+        backbone(x.contiguous(memory_format=torch.channels_last))
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+def free_bytes(device: torch.device) -> int:
+    """Device memory a pack can use: what the driver reports free plus the blocks PyTorch's
+    caching allocator holds but does not use (reserved − allocated)."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def runs_in_memory(backbone: nn.Module, batch_size: int, canvas_size: int,
+                   device: torch.device, precision: torch.dtype | None) -> int:
+    """How many runs of a pack fit on a CUDA device at once (:func:`runs_that_fit`): each
+    needs the larger of its training step (:func:`step_bytes`) and its share of the fused
+    mapping / test passes (:func:`forward_bytes` of :data:`PREDICT_BATCH` canvases)."""
+    per_run = max(step_bytes(backbone, batch_size, canvas_size, device, precision),
+                  forward_bytes(backbone, PREDICT_BATCH, canvas_size, device))
+    return runs_that_fit(free_bytes(device), per_run)
+
+
 @dataclass
 class PromptRun:
     """One run of a pack: its prompt (initialised by the caller), training subset, method,
@@ -233,10 +281,11 @@ class _Member:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator
+    #: The training images, where the steps read them (:func:`resident`).
+    images: torch.Tensor
     history: TrainHistory = field(default_factory=TrainHistory)
-    loss: float = 0.0
-    correct: int = 0
-    seen: int = 0
+    #: This epoch's loss and correct sums, on the device (:class:`EpochSums`).
+    sums: EpochSums | None = None
 
     mapping: LabelMapping = field(default_factory=LabelMapping)
     #: The first epoch this member still has to train (> 0 when resumed from its state).
@@ -293,7 +342,8 @@ def _member(backbone: nn.Module, run: PromptRun, num_source: int, num_classes: i
     if initial is not None:
         model.mapping.copy_(initial)
     return _Member(run, model, run.train_labels.to(device), optimizer, scheduler,
-                   torch.Generator().manual_seed(run.seed), mapping=mapping)
+                   torch.Generator().manual_seed(run.seed), resident(run.train_images, device),
+                   mapping=mapping)
 
 
 def _remap(members: Sequence[_Member], device: torch.device, epoch: int,
@@ -302,8 +352,7 @@ def _remap(members: Sequence[_Member], device: torch.device, epoch: int,
     ``model.mapping``; returns, per member, how many targets changed source (m > 1: source
     set; all of them at epoch 0)."""
     preds = packed_source_predictions([m.model for m in members],
-                                      [m.run.train_images for m in members], device,
-                                      fuse=fuse)
+                                      [m.images for m in members], device, fuse=fuse)
     changes = []
     for member, pred in zip(members, preds, strict=True):
         model, run = member.model, member.run
@@ -320,26 +369,29 @@ def _remap(members: Sequence[_Member], device: torch.device, epoch: int,
 def _train_epoch(members: Sequence[_Member], batch_size: int, device: torch.device,
                  epoch: int, fuse: bool | None, precision: torch.dtype | None) -> None:
     """One pass of every member over its own shuffled training set, step t of all members in
-    one backbone pass (a member with fewer batches sits out the last steps); the sums of loss,
-    correct predictions and examples accumulate on each member."""
-    batches = [epoch_batches(len(m.labels), batch_size, m.generator) for m in members]
+    one backbone pass (a member with fewer batches sits out the last steps); the sums of loss
+    and correct predictions accumulate on the device in each member's :class:`EpochSums`, and
+    the loss's finiteness is checked once at the end of the epoch: a step waits for the device
+    nowhere (no ``.item()``, no ``if tensor``)."""
+    batches = [epoch_batches(len(m.labels), batch_size, m.generator, m.images.device)
+               for m in members]
     for member in members:
-        member.loss, member.correct, member.seen = 0.0, 0, 0
+        member.sums = EpochSums(device)
     for step in range(max(len(b) for b in batches)):
         active = [(m, b[step]) for m, b in zip(members, batches, strict=True) if step < len(b)]
-        xs = [to_unit(m.run.train_images[idx], device) for m, idx in active]
-        ys = [m.labels[idx.to(device)] for m, idx in active]
+        xs = [to_unit(m.images[idx], device) for m, idx in active]
+        ys = [m.labels[idx] for m, idx in active]
         with training(device, precision):
             source = packed_source_logits([m.model.prompt for m, _ in active],
                                           active[0][0].model.backbone, xs,
                                           fuses_batches(device, fuse))
         logits = [m.model.map_logits(s) for (m, _), s in zip(active, source, strict=True)]
         losses = [F.cross_entropy(out.float(), y) for out, y in zip(logits, ys, strict=True)]
-        descend([m.optimizer for m, _ in active], losses, epoch)
-        for (member, idx), loss, out, y in zip(active, losses, logits, ys, strict=True):
-            member.loss += loss.item() * len(idx)
-            member.correct += int((out.argmax(1) == y).sum())
-            member.seen += len(idx)
+        descend([m.optimizer for m, _ in active], losses, epoch, check_finite=False)
+        for (member, _), loss, out, y in zip(active, losses, logits, ys, strict=True):
+            member.sums.add(loss, out, y)
+    for member in members:
+        member.sums.check(epoch)
 
 
 def train_visual_prompts(
@@ -363,8 +415,8 @@ def train_visual_prompts(
     (default :func:`fuses_batches`: on CUDA) the step is one backbone forward over the
     concatenated batches, and the ILM/FLM mapping passes are fused too; without it (CPU) each
     run has its own forward and a packed run is bitwise the run alone. A pack of one is
-    exactly :func:`train_visual_prompt`. On CUDA a pack whose steps would not fit in the free
-    memory (:func:`step_bytes` per run, :func:`runs_that_fit`) trains as consecutive smaller
+    exactly :func:`train_visual_prompt`. On CUDA a pack that would not fit in the free memory
+    (:func:`runs_in_memory`: training step and inference passes) trains as consecutive smaller
     packs. A run with a ``state`` file saves its state at every epoch end and, when the file
     holds its state, resumes from the epoch after it (bitwise the uninterrupted run on CPU; a
     resumed member of a pack waits for the pack to reach its epoch). ``precision``: the
@@ -375,9 +427,8 @@ def train_visual_prompts(
     """
     freeze(backbone)  # no weight gradients, eval-mode BatchNorm, whatever the caller did
     if device.type == "cuda" and len(runs) > 1:  # a pack larger than memory: smaller packs
-        fit = runs_that_fit(torch.cuda.mem_get_info(device)[0],
-                            step_bytes(backbone, batch_size, runs[0].prompt.canvas_size, device,
-                                       precision))
+        fit = runs_in_memory(backbone, batch_size, runs[0].prompt.canvas_size, device,
+                             precision)
         if fit < len(runs):
             return [trained for i in range(0, len(runs), fit) for trained in train_visual_prompts(
                 backbone, runs[i:i + fit], num_classes, num_source, epochs, batch_size, device,
@@ -398,9 +449,10 @@ def train_visual_prompts(
         seconds = time.perf_counter() - start  # training only, as the test pass is optional
         accuracies = evaluate([m.model for m in active]) if evaluate is not None else None
         for i, member in enumerate(active):
+            loss, correct = member.sums.values()
             record = EpochRecord(
-                epoch=epoch + 1, loss=member.loss / member.seen,
-                train_accuracy=member.correct / member.seen,
+                epoch=epoch + 1, loss=loss / member.sums.seen,
+                train_accuracy=correct / member.sums.seen,
                 lr=member.optimizer.param_groups[0]["lr"],
                 mapping_changes=changed.get(id(member), 0), mapping_recomputed=recompute[i],
                 seconds=seconds, test_accuracy=None if accuracies is None else accuracies[i])
