@@ -131,3 +131,10 @@ def test_a_requeued_slurm_job_runs_only_what_it_had_not_finished(tmp_path):
     assert again[:2] == first  # not run again: the same outcomes, same times
     assert all(o.status == "done" and o.started_at > first[1].finished_at for o in again[2:])
     assert execute_chunk(packs) == again
+
+
+def test_cuda_runs_on_ray_without_gpus_are_refused_before_the_store_is_touched(tmp_path):
+    with pytest.raises(HiddenCostError, match="--num-gpus 0"):
+        run_study(parse_spec(SPEC), out=tmp_path, executor="ray",
+                  executor_options={"num_gpus": 0}, environment={"device": "cuda"})
+    assert not (tmp_path / "study.sqlite").exists()

@@ -361,6 +361,9 @@ def run_study(
     env = resolve_environment(spec, environment, checkpoint_root)
     if isinstance(executor, str):
         executor = make_executor(executor, paths.root, **(executor_options or {}))
+    # where the runs execute sizes their packs; a device the executor cannot give them (cuda
+    # with no GPU per task) is refused here, before the store is touched
+    on_gpu = executor.runs_on_gpu(env.device)
     report = StudyReport(spec.name, len(runs), Counter())
     owner = Owner.current()  # one per session: its claims, and what it may reclaim
     emit = on_event or _no_event
@@ -372,7 +375,7 @@ def run_study(
         todo = _pending(db, runs, max_runs)
         if todo and executor.name == "local":
             _check_precision(db.precision, env, paths)
-        size = pack if pack is not None else default_pack_size(executor.runs_on_gpu(env.device))
+        size = pack if pack is not None else default_pack_size(on_gpu)
         packs = form_packs(build_tasks(todo, paths, env, spec.runner), size,
                            pack_full_data=pack is not None)
         _print_plan(console, spec, db.counts(keys), len(todo), len(packs), executor, paths,

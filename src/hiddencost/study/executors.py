@@ -10,15 +10,17 @@ but could not finish when interrupted.
 - :class:`LocalExecutor`: in-process and sequential, one :class:`~hiddencost.run.RunCache`.
 - :class:`RayExecutor`: Ray Core tasks (not Ray Tune, far too slow for thousands of short
   runs), one task per pack, at most ``max_in_flight`` submitted at once, ``num_gpus`` per
-  task may be a fraction (``0.25`` puts four tasks on a GPU); outcomes are recorded as they
-  arrive. Local Ray by
+  task may be a fraction (``0.25`` puts four tasks on a GPU; by default one for runs meant for
+  CUDA, :meth:`RayExecutor.task_gpus`); outcomes are recorded as they arrive. Local Ray by
   default, a cluster with ``address`` or ``RAY_ADDRESS``. Needs ``pip install
   'hiddencost[ray]'``.
 - :class:`SlurmExecutor`: a submitit job array (``map_array``), whole packs adding up to
   about ``runs_per_job`` runs per array job. Jobs write one ``outcome.json`` per run on the
   shared filesystem and the driver merges them into its store, so the store can stay on local
-  disk when the cluster filesystem is NFS (where SQLite is unsafe). submitit's ``local`` and
-  ``debug`` clusters run the same path on one machine. Needs ``pip install 'hiddencost[slurm]'``.
+  disk when the cluster filesystem is NFS (where SQLite is unsafe). A job pre-empted or out of
+  time is requeued and resumes its runs; its time limit comes from a GPU profile's estimate.
+  submitit's ``local`` and ``debug`` clusters run the same path on one machine. Needs
+  ``pip install 'hiddencost[slurm]'``.
 
 Executors register themselves by name (:func:`register_executor`) in :data:`EXECUTORS`, the one
 table that ``--executor``, :func:`make_executor` and the driver read; an executor class says
@@ -52,6 +54,13 @@ from hiddencost.study.worker import (
     failed_outcome,
     one_line_error,
 )
+
+log = logging.getLogger(__name__)
+#: A Slurm job's time limit without ``timeout_min`` or a profile to estimate it from (minutes).
+DEFAULT_TIMEOUT_MIN = 60
+#: The estimated time of a job's runs is multiplied by this, plus this many minutes (start-up,
+#: data loading, a slower node), for its time limit.
+TIME_MARGIN, TIME_EXTRA_MIN = 1.5, 10
 
 
 class Hooks(Protocol):
@@ -111,13 +120,6 @@ class ExecutorBase:
         params = list(inspect.signature(cls.__init__).parameters.values())[1:]
         return tuple(p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD)
 
-
-log = logging.getLogger(__name__)
-#: A Slurm job's time limit without ``timeout_min`` or a profile to estimate it from (minutes).
-DEFAULT_TIMEOUT_MIN = 60
-#: The estimated time of a job's runs is multiplied by this, plus this many minutes (start-up,
-#: data loading, a slower node), for its time limit.
-TIME_MARGIN, TIME_EXTRA_MIN = 1.5, 10
 
 _E = TypeVar("_E", bound=type[ExecutorBase])
 #: The executors by name, in registration order (local, ray, slurm).
