@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from typer.testing import CliRunner
 
 from hiddencost.cli import app
@@ -16,19 +17,24 @@ from hiddencost.data.sequences import char_tokens
 from hiddencost.data.splice import SPLICE_RDA, read_splice
 from hiddencost.errors import HiddenCostError
 from hiddencost.prompting.crossmodal import (
+    SlotLayout,
     SoftmaxRemapper,
     TokenPatches,
     canvas_to_input,
     needs_remapper,
     reduce_mapped,
     round_robin_sources,
+    slot_layout,
     tile_patches,
     xmr_loss,
 )
 from hiddencost.prompting.crossmodal_train import (
+    REFERENCE_MAPPING_SEED,
     CrossModalReprogram,
+    mapping_image,
     output_mapping,
     predict_xmr,
+    seeded_logits,
     seeded_sources,
     train_xmr,
 )
@@ -152,8 +158,8 @@ def _toy_task(n: int = 24, seq: int = 10, vocab: int = 4):
 
 def test_sources_come_from_the_seeded_random_image():
     backbone = _tiny_backbone().eval()
-    a = seeded_sources(backbone, 16, MEAN, STD, num_classes=2, per_class=3, seed=5, device=CPU)
-    b = seeded_sources(backbone, 16, MEAN, STD, num_classes=2, per_class=3, seed=5, device=CPU)
+    a = seeded_sources(backbone, 16, num_classes=2, per_class=3, seed=5, device=CPU)
+    b = seeded_sources(backbone, 16, num_classes=2, per_class=3, seed=5, device=CPU)
     assert a.shape == (2, 3) and torch.equal(a, b) and len(set(a.flatten().tolist())) == 6
     image = (torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(5)) - 0.5) / 0.5
     with torch.no_grad():
@@ -161,11 +167,66 @@ def test_sources_come_from_the_seeded_random_image():
     assert a[:, 0].tolist() == ranked[:2].tolist()  # ranks 0, 1 go to targets 0, 1
 
 
+def test_the_mapping_image_is_the_references_normalised_input_whatever_mean_and_std():
+    # the reference: torch.manual_seed(42); 2 * torch.rand(3, C, C) - 1, fed as it is
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(42)
+        reference = 2 * torch.rand(3, 16, 16) - 1.0
+    assert torch.equal(mapping_image(16, REFERENCE_MAPPING_SEED)[0], reference)
+    seen = []
+
+    class Recorder(nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return x.mean((2, 3)).repeat(1, 4)  # 12 "source classes"
+
+    seeded_logits(Recorder(), 16, seed=42, device=CPU)
+    assert torch.equal(seen[0][0], reference)  # no (x - mean) / std: ImageNet's would move it
+    # with mean = std = 0.5 it is what uniform pixels normalised were (earlier records hold)
+    pixels = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(mapping_image(16, 7), (pixels - 0.5) / 0.5)
+
+
+def test_pad_layout_shows_the_shared_pad_patch_past_the_end():
+    # DNA-like characters: vocabulary a, b, c; "[PAD]" is a new row (id 3)
+    layout, rows = slot_layout(["a", "b", "c"], None, "pad")
+    assert (layout.pad_id, layout.start_id, layout.end_id, rows) == (3, None, None, 4)
+    tokens, lengths = torch.tensor([[0, 1, 2, 0]]), torch.tensor([3])
+    ids, full = layout.arrange(tokens, lengths, slots=4)
+    assert ids.tolist() == [[0, 1, 2, 3]] and full.tolist() == [4]
+    patches = TokenPatches(rows, patch=1, seed=0)
+    canvas = tile_patches(patches(ids), full, canvas=2)[0]  # 4 slots of 1 px
+    pad = torch.tanh(patches.table[3]).view(3)
+    assert torch.equal(canvas[:, 1, 1], pad)  # the last slot: the pad patch
+    # the old rule repeats the last token instead
+    old, old_rows = slot_layout(["a", "b", "c"], None, "repeat-last")
+    assert old_rows == 3
+    kept = tile_patches(patches(old.arrange(tokens, lengths, 4)[0]), lengths, canvas=2)[0]
+    assert torch.equal(kept[:, 1, 1], torch.tanh(patches.table[2]).view(3))
+
+
+def test_word_pieces_are_framed_like_berts_and_cut_to_the_max_length():
+    vocab = ["[UNK]", "x", "y", "[PAD]", "[SEP]"]  # has [PAD] and [SEP], lacks [CLS]
+    layout, rows = slot_layout(vocab, ("[CLS]", "[SEP]"), "pad")
+    assert (layout.pad_id, layout.start_id, layout.end_id, rows) == (3, 5, 4, 6)
+    tokens, lengths = torch.tensor([[1, 2, 0], [2, 0, 0]]), torch.tensor([2, 1])
+    ids, _ = layout.arrange(tokens, lengths, slots=6)
+    assert ids.tolist() == [[5, 1, 2, 4, 3, 3], [5, 2, 4, 3, 3, 3]]
+    # max_length 3 (the reference's 512, small): [CLS] x [SEP]; slots past it repeat slot 2
+    short = SlotLayout("pad", 3, 5, 4, max_length=3)
+    ids, full = short.arrange(tokens, lengths, slots=4)
+    assert ids.tolist() == [[5, 1, 4], [5, 2, 4]] and full.tolist() == [3, 3]
+    assert torch.equal(tile_patches(_valued(3), full[:1], canvas=2)[0, 0, 1, 1],
+                       torch.tensor(3.0))  # slot 3 shows position 2's patch
+    with pytest.raises(HiddenCostError, match="unknown padding 'zeros'"):
+        SlotLayout("zeros", 0)
+
+
 def test_training_learns_the_toy_task_and_leaves_the_backbone_alone():
     backbone = _tiny_backbone()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     tokens, lengths, labels = _toy_task()
-    sources = seeded_sources(backbone.eval(), 16, MEAN, STD, 2, 3, seed=0, device=CPU)
+    sources = seeded_sources(backbone.eval(), 16, 2, 3, seed=0, device=CPU)
     model = CrossModalReprogram(backbone, sources, vocab_size=4, canvas=16, mean=MEAN, std=STD,
                                 patch=4, seed=0)
     history = train_xmr(model, tokens, lengths, labels, epochs=15, device=CPU, seed=0, lr=0.05)
@@ -183,7 +244,7 @@ def test_training_learns_the_toy_task_and_leaves_the_backbone_alone():
 def test_a_step_budget_stops_training_mid_epoch():
     """24 examples at batch 4 are 6 steps an epoch: 8 steps end in epoch 2, after 2 of its 6."""
     backbone = _tiny_backbone().eval()
-    sources = seeded_sources(backbone, 16, MEAN, STD, 2, 3, seed=0, device=CPU)
+    sources = seeded_sources(backbone, 16, 2, 3, seed=0, device=CPU)
     tokens, lengths, labels = _toy_task()
 
     def train(**budget):
@@ -202,10 +263,10 @@ def test_a_step_budget_stops_training_mid_epoch():
 
 def test_remapper_replaces_sources_when_k_times_m_exceeds_the_source_classes():
     backbone = _tiny_backbone().eval()  # 12 source classes
-    sources, remapper = output_mapping(backbone, 16, MEAN, STD, 2, 6, seed=0, device=CPU)
+    sources, remapper = output_mapping(backbone, 16, 2, 6, seed=0, device=CPU)
     assert remapper is None and torch.equal(
-        sources, seeded_sources(backbone, 16, MEAN, STD, 2, 6, seed=0, device=CPU))
-    sources, remapper = output_mapping(backbone, 16, MEAN, STD, 2, 7, seed=0, device=CPU)
+        sources, seeded_sources(backbone, 16, 2, 6, seed=0, device=CPU))
+    sources, remapper = output_mapping(backbone, 16, 2, 7, seed=0, device=CPU)
     assert sources is None and remapper.linear.weight.shape == (2, 12)
     start = remapper.linear.weight.detach().clone()
     model = CrossModalReprogram(backbone, None, 4, 16, MEAN, STD, patch=4, remapper=remapper)
@@ -233,7 +294,7 @@ def test_splice_through_the_real_efficientnet_lite0():
     lengths = torch.full((len(pick),), 60)
     model, info = create_model("efficientnet_lite0")
     backbone = prepare_frozen(model, CPU, 224)
-    sources = seeded_sources(backbone, 224, info.mean, info.std, 3, 10, seed=0, device=CPU)
+    sources = seeded_sources(backbone, 224, 3, 10, seed=0, device=CPU)
     reprogram = CrossModalReprogram(backbone, sources, 4, 224, info.mean, info.std, seed=0)
     history = train_xmr(reprogram, tokens, lengths, labels, epochs=1, device=CPU, seed=0)
     assert math.isfinite(history.epochs[0].loss) and sources.shape == (3, 10)
@@ -260,8 +321,9 @@ def test_methods_and_datasets_must_share_a_modality():
 
 def test_protocol_defaults_come_from_the_method():
     xmr = make_config(method="xmr", dataset="splice", n_shot=10).resolved()
-    assert (xmr.lr, xmr.batch_size, xmr.options) == (1e-3, 4, {"mapping_num": 10,
-                                                               "max_steps": None})
+    assert (xmr.lr, xmr.batch_size, xmr.options) == (1e-3, 4, {
+        "mapping_num": 10, "max_steps": None, "padding": "pad", "mapping_seed": "run",
+        "test_every_epoch": False})
     ilm = make_config(method="ilm", n_shot=10)
     assert (ilm.resolved().lr, ilm.resolved().batch_size,
             ilm.resolved().options["mapping_num"]) == (0.01, 32, 1)
@@ -313,14 +375,15 @@ def test_xmr_with_more_sources_than_imagenet_has_trains_a_remapper(tmp_path):
     from safetensors.torch import load_file
 
     saved = load_file(str(out / "weights.safetensors"))
-    assert saved["remapper.weight"].shape == (3, 1000) and saved["patches.table"].shape[0] == 4
+    # A, C, G, T and the pad row
+    assert saved["remapper.weight"].shape == (3, 1000) and saved["patches.table"].shape[0] == 5
 
 
 def test_a_stopped_xmr_run_resumes_from_its_state_to_the_same_result(tmp_path):
     from hiddencost.prompting.run_state import StateFile
 
     tokens, lengths, labels = _toy_task()
-    sources = seeded_sources(_tiny_backbone().eval(), 16, MEAN, STD, 2, 3, seed=0, device=CPU)
+    sources = seeded_sources(_tiny_backbone().eval(), 16, 2, 3, seed=0, device=CPU)
 
     def fresh():
         return CrossModalReprogram(_tiny_backbone(), sources, 4, 16, MEAN, STD, patch=4, seed=0)
@@ -347,3 +410,22 @@ def test_a_stopped_xmr_run_resumes_from_its_state_to_the_same_result(tmp_path):
         r.model_dump(exclude={"seconds"}) for r in expected.epochs]
     ours, theirs = resumed.learned_tensors(), whole.learned_tensors()
     assert ours.keys() == theirs.keys() and all(ours[k].equal(theirs[k]) for k in ours)
+
+
+@pytest.mark.skipif(not SPLICE_RDA.is_file(), reason=f"{SPLICE_RDA} is absent (r-cran-mlbench)")
+def test_xmr_runs_record_their_options_honour_the_curve_and_the_reference_seed(tmp_path):
+    from hiddencost.run import RunCache, run_one
+
+    pytest.importorskip("rdata")
+    cache = RunCache()
+    base = {"method": "xmr", "dataset": "splice", "n_shot": 1, "device": "cpu",
+            "canvas_size": 64}
+    curve = run_one(make_config(**base, epochs=2, seed=0, options={
+        "mapping_seed": "reference", "test_every_epoch": True}), cache=cache)
+    other = run_one(make_config(**base, epochs=1, seed=3,
+                                options={"mapping_seed": "reference"}), cache=cache)
+    assert curve.config["options"]["padding"] == "pad"  # the record says which
+    # the reference's fixed image picks the sources whatever the run's seed
+    assert curve.label_mapping == other.label_mapping
+    accuracies = [e.test_accuracy for e in curve.history]
+    assert len(accuracies) == 2 and accuracies[-1] == curve.accuracy  # the final epoch's

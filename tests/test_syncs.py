@@ -83,3 +83,25 @@ def test_epoch_sums_equal_python_sums_of_item_and_fail_on_nan():
     sums.add(torch.tensor(float("nan")), logits, torch.tensor([0, 0, 0]))
     with pytest.raises(TrainingDivergedError, match="training loss became nan at epoch 3"):
         sums.check(2)
+
+
+def test_an_xmr_training_step_waits_for_the_device_nowhere():
+    from hiddencost.prompting.crossmodal import slot_layout
+    from hiddencost.prompting.crossmodal_train import CrossModalReprogram, train_xmr
+
+    layout, rows = slot_layout(["a", "b", "c"], None, "pad")
+
+    def count(n: int) -> list[str]:
+        torch.manual_seed(0)
+        backbone = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                 nn.Linear(2, 8))
+        model = CrossModalReprogram(backbone, torch.tensor([[0], [1]]), rows, 4, (0.5,) * 3,
+                                    (0.5,) * 3, patch=2, layout=layout)
+        tokens = torch.randint(0, 3, (n, 5), generator=torch.Generator().manual_seed(0))
+        with CountSyncs() as counter:
+            train_xmr(model, tokens, torch.full((n,), 3), torch.arange(n) % 2, epochs=1,
+                      device=CPU, batch_size=4)
+        return counter.calls
+
+    # 8 examples: 2 steps; 24: 6 steps. Per epoch: the lengths check, finiteness, 2 sums
+    assert count(8) == count(24) == ["__int__", "__bool__", "item", "item"]

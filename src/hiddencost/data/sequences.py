@@ -38,7 +38,9 @@ def char_tokens(sequences: Sequence[str], alphabet: str) -> tuple[torch.Tensor, 
 class SequenceTask:
     """A sequence classification task in memory: per split (N, L) int64 token ids with (N,)
     lengths (ids past a length are padding) and (N,) int64 labels indexing ``class_names``;
-    ``vocab`` lists the tokens (id = position)."""
+    ``vocab`` lists the tokens (id = position). ``frame``: the tokens the reference's tokenizer
+    puts around each sequence (``("[CLS]", "[SEP]")`` for BERT's word pieces; None for
+    characters), which cross-modal reprogramming shows as the reference does."""
 
     name: str
     class_names: list[str]
@@ -50,6 +52,7 @@ class SequenceTask:
     test_lengths: torch.Tensor
     test_labels: torch.Tensor
     split_note: str
+    frame: tuple[str, str] | None = None
     #: What the task holds, for the methods that accept it.
     modality = "sequence"
     #: No images are stored (the LP feature cache keys on it).

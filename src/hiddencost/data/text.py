@@ -33,6 +33,8 @@ BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
 DEFAULT_VOCAB = 8000
 DEFAULT_MAX_TOKENS = 256
 TEXT_TEST_FRACTION = 0.2
+#: BERT frames every sequence of word pieces (the reference tokenises with bert-base-cased).
+WORDPIECE_FRAME = ("[CLS]", "[SEP]")
 
 
 def require_text_package(module: str) -> None:
@@ -143,7 +145,8 @@ def text_task(name: str, class_names: list[str], train_texts: Sequence[str],
     how = how or f"WordPiece vocabulary of {len(vocab)} from the training split"
     return SequenceTask(name, list(class_names), vocab, tr_tokens, tr_lengths,
                         torch.as_tensor(train_labels, dtype=torch.int64), te_tokens, te_lengths,
-                        torch.as_tensor(test_labels, dtype=torch.int64), f"{note}; {how}")
+                        torch.as_tensor(test_labels, dtype=torch.int64), f"{note}; {how}",
+                        frame=WORDPIECE_FRAME)
 
 
 def bbc_news_task(seed: int = 0, tokenizer: str | None = None) -> SequenceTask:

@@ -6,10 +6,16 @@ method come next):
 
 * **Tokens → patches.** A trainable table ``vocab × 3·P·P`` embeds each token; ``tanh`` bounds
   it; the row is reshaped to a ``3×P×P`` patch.
+* **Tokens → slots** (:class:`SlotLayout`). The reference tokenises every sequence to its
+  tokenizer's ``max_length`` (512): BERT frames word pieces as ``[CLS] … [SEP]`` and pads with
+  ``[PAD]``, its character tokenizer pads DNA with id 0. So with ``padding="pad"`` (the
+  default) the slots after a sequence's end show one trainable pad patch shared by all
+  sequences, and only slots past 512 repeat slot 511. ``padding="repeat-last"`` (hiddencost
+  before December 2026) repeats each sequence's last token instead (``min(i, ℓ − 1)``).
 * **Patches → canvas** (:func:`tile_patches`). The canvas is C×C with ``C/P`` patches per row,
   ``n = (C/P)²`` slots filled **row-major**: slot ``i`` is at row ``i // (C/P)``, column
   ``i % (C/P)``. A sequence of length ℓ is truncated to n tokens; when ℓ < n the slots past its
-  end repeat its last token's patch, as the reference code does (``min(i, ℓ − 1)``). One gather
+  end repeat its last patch (as the reference's loop does past its padded length). One gather
   and one reshape, no loop over patches.
 * **Canvas → backbone input** (:func:`canvas_to_input`). The canvas is read as an already
   normalised image: un-normalise (``x·std + mean``), clamp to [0, 1], normalise again.
@@ -27,6 +33,8 @@ method come next):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -36,11 +44,85 @@ from torch import nn
 from hiddencost.errors import HiddenCostError
 from hiddencost.prompting.label_mapping import apply_mapping
 
-__all__ = ["DEFAULT_ALPHA", "SoftmaxRemapper", "TokenPatches", "canvas_to_input",
-           "needs_remapper", "reduce_mapped", "round_robin_sources", "tile_patches", "xmr_loss"]
+__all__ = ["DEFAULT_ALPHA", "PADDINGS", "REFERENCE_MAX_LENGTH", "REPEAT_LAST", "SlotLayout",
+           "SoftmaxRemapper", "TokenPatches", "canvas_to_input", "needs_remapper",
+           "reduce_mapped", "round_robin_sources", "slot_layout", "tile_patches", "xmr_loss"]
 
 #: Weight of the perturbation norm in the loss (the reference's default).
 DEFAULT_ALPHA = 1e-4
+#: The length the reference's tokenizers pad (and cut) every sequence to.
+REFERENCE_MAX_LENGTH = 512
+#: What the slots past a sequence's end show (see the module docstring).
+PADDINGS: tuple[str, ...] = ("pad", "repeat-last")
+#: The tokens the reference's pad rule uses, looked up in a task's vocabulary (new rows of the
+#: token table when it has none: e.g. DNA's letters, or a WordPiece vocabulary trained here).
+PAD_TOKEN = "[PAD]"
+
+
+@dataclass(frozen=True)
+class SlotLayout:
+    """Which token each slot of the canvas shows (see the module docstring).
+
+    ``pad``: each sequence, framed by ``start_id``/``end_id`` when given (cut so that the
+    frame fits in ``max_length``, the end id kept), then ``pad_id`` up to ``max_length``;
+    slot i < max_length shows position i of that, later slots position max_length − 1.
+    ``repeat-last``: slot i shows token min(i, ℓ − 1).
+    """
+
+    padding: Literal["pad", "repeat-last"] = "pad"
+    pad_id: int | None = None
+    start_id: int | None = None
+    end_id: int | None = None
+    max_length: int = REFERENCE_MAX_LENGTH
+
+    def __post_init__(self) -> None:
+        if self.padding not in PADDINGS:
+            raise HiddenCostError(f"unknown padding {self.padding!r}; use {', '.join(PADDINGS)}")
+        if self.padding == "pad" and self.pad_id is None:
+            raise HiddenCostError("padding 'pad' needs a pad token id")
+
+    def arrange(self, tokens: torch.Tensor, lengths: torch.Tensor,
+                slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) ids and (B,) lengths → the ids and lengths :func:`tile_patches` tiles onto
+        ``slots`` slots under this layout (``pad``: (B, min(slots, max_length)) ids, every
+        length that width, so later slots repeat the last column)."""
+        if self.padding == "repeat-last":
+            return tokens, lengths
+        width = min(slots, self.max_length)
+        lead = int(self.start_id is not None)
+        budget = self.max_length - lead - int(self.end_id is not None)
+        content = lengths.clamp(max=budget).unsqueeze(1)  # (B, 1) tokens kept
+        position = torch.arange(width, device=tokens.device).unsqueeze(0)  # (1, W)
+        index = (position - lead).clamp(0, tokens.shape[1] - 1).expand(len(tokens), -1)
+        is_token = (position >= lead) & (position < lead + content)
+        ids = torch.where(is_token, tokens.gather(1, index), self.pad_id)
+        if self.start_id is not None:
+            ids[:, 0] = self.start_id
+        if self.end_id is not None:
+            ids = torch.where(position == lead + content, self.end_id, ids)
+        return ids, torch.full_like(lengths, width)
+
+
+#: The layout of hiddencost before December 2026 (no pad token).
+REPEAT_LAST = SlotLayout("repeat-last")
+
+
+def slot_layout(vocab: Sequence[str], frame: tuple[str, str] | None,
+                padding: str) -> tuple[SlotLayout, int]:
+    """The layout of a task's sequences under ``padding``, and the token table's row count:
+    the vocabulary, plus a new row for each of ``[PAD]`` and the ``frame`` tokens (e.g.
+    ``("[CLS]", "[SEP]")`` for word pieces; None for characters) it lacks, in that order."""
+    if padding == "repeat-last":
+        return REPEAT_LAST, len(vocab)
+    index = {token: i for i, token in enumerate(vocab)}
+    rows = len(vocab)
+    ids = []
+    for token in (PAD_TOKEN, *(frame or ())):
+        if token not in index:
+            index[token], rows = rows, rows + 1
+        ids.append(index[token])
+    start, end = ids[1:] if frame else (None, None)
+    return SlotLayout(padding, ids[0], start, end), rows
 
 
 class TokenPatches(nn.Module):
@@ -60,18 +142,21 @@ class TokenPatches(nn.Module):
         return torch.tanh(F.embedding(tokens, self.table)).reshape(*tokens.shape, 3, p, p)
 
 
-def tile_patches(patches: torch.Tensor, lengths: torch.Tensor, canvas: int) -> torch.Tensor:
+def tile_patches(patches: torch.Tensor, lengths: torch.Tensor, canvas: int,
+                 check: bool = True) -> torch.Tensor:
     """(B, L, 3, P, P) patches and (B,) sequence lengths → (B, 3, C, C) canvases.
 
     Row-major slots; tokens past ``n = (C/P)²`` are dropped, slots past a sequence's end repeat
-    its last patch (see the module docstring). ``C`` must be a multiple of ``P``.
+    its last patch (see the module docstring). ``C`` must be a multiple of ``P``. Every length
+    must be ≥ 1: ``check=False`` skips verifying it (a host-device sync), for lengths checked
+    once before training.
     """
     b, seq, channels, p, _ = patches.shape
     if canvas % p:
         raise HiddenCostError(f"canvas {canvas} is not a multiple of the patch size {p}")
     per_row = canvas // p
     n = per_row * per_row
-    if int(lengths.min()) < 1:
+    if check and int(lengths.min()) < 1:
         raise HiddenCostError("every sequence needs at least one token")
     last = (lengths.clamp(max=min(seq, n)) - 1).to(patches.device)
     slot = torch.arange(n, device=patches.device)

@@ -10,10 +10,13 @@ Protocol (the reference's): Adam, learning rate 1e-3, batch 4, loss CE + α‖δ
 subset in a seeded order, and the **final** model evaluated on the whole test split (the
 reference keeps the best of up to 100 test batches; this never looks at the test split while
 training). The sources are fixed before training from the backbone's logits on one seeded random
-image (uniform [0, 1] pixels, normalised with the backbone's mean/std), as
+image, the reference's ``2·U[0, 1) − 1`` fed as the already *normalised* input (for mean = std =
+0.5 the same as uniform pixels normalised; for ImageNet's mean/std another image), as
 :func:`~hiddencost.prompting.crossmodal.round_robin_sources` deals them; when K·m exceeds the
 backbone's classes, a :class:`~hiddencost.prompting.crossmodal.SoftmaxRemapper` is trained with
-the table instead (:func:`output_mapping`).
+the table instead (:func:`output_mapping`). The reference seeds that image with
+:data:`REFERENCE_MAPPING_SEED` whatever the run; a run uses its own seed unless its
+``mapping_seed`` option says ``reference``.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ from typing import Literal
 import torch
 from torch import nn
 
+from hiddencost.errors import HiddenCostError
 from hiddencost.frozen import freeze
 from hiddencost.precision import exact, training
 from hiddencost.prompting.crossmodal import (
     DEFAULT_ALPHA,
+    REPEAT_LAST,
+    SlotLayout,
     SoftmaxRemapper,
     TokenPatches,
     canvas_to_input,
@@ -43,55 +49,64 @@ from hiddencost.prompting.schedule import EpochSums, descend, epoch_batches
 from hiddencost.prompting.visual_prompt import TrainHistory, resident
 from hiddencost.records import EpochRecord
 
-__all__ = ["CrossModalReprogram", "output_mapping", "predict_xmr", "seeded_logits",
-           "seeded_sources", "train_xmr"]
+__all__ = ["REFERENCE_MAPPING_SEED", "CrossModalReprogram", "mapping_image", "output_mapping",
+           "predict_xmr", "seeded_logits", "seeded_sources", "train_xmr"]
 
 #: The reference's optimiser settings and patch size.
 XMR_LR = 1e-3
 XMR_BATCH = 4
 XMR_PATCH = 16
+#: The seed of the reference's label-mapping image (``torch.manual_seed(42)``), for any run.
+REFERENCE_MAPPING_SEED = 42
 
 
-def seeded_logits(backbone: nn.Module, canvas: int, mean: tuple[float, ...],
-                  std: tuple[float, ...], seed: int, device: torch.device) -> torch.Tensor:
-    """(K′,) float32 CPU logits of the backbone on one seeded random image."""
+def mapping_image(canvas: int, seed: int) -> torch.Tensor:
+    """The reference's label-mapping image: ``2·U[0, 1) − 1``, (1, 3, C, C), drawn from a CPU
+    generator seeded with ``seed`` (the same numbers as its ``torch.manual_seed(seed)`` then
+    ``torch.rand(3, C, C)``) and read as an already normalised input."""
     generator = torch.Generator().manual_seed(seed)
-    image = torch.rand(1, 3, canvas, canvas, generator=generator)
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
+    return 2 * torch.rand(1, 3, canvas, canvas, generator=generator) - 1.0
+
+
+def seeded_logits(backbone: nn.Module, canvas: int, seed: int,
+                  device: torch.device) -> torch.Tensor:
+    """(K′,) float32 CPU logits of the backbone on :func:`mapping_image`."""
     with torch.inference_mode(), exact(device):  # it picks the sources: fp32
-        return backbone(((image - m) / s).to(device)).float().cpu()[0]
+        return backbone(mapping_image(canvas, seed).to(device)).float().cpu()[0]
 
 
-def seeded_sources(backbone: nn.Module, canvas: int, mean: tuple[float, ...],
-                   std: tuple[float, ...], num_classes: int, per_class: int, seed: int,
-                   device: torch.device) -> torch.Tensor:
+def seeded_sources(backbone: nn.Module, canvas: int, num_classes: int, per_class: int,
+                   seed: int, device: torch.device) -> torch.Tensor:
     """(K, m) source classes from the backbone's logits on one seeded random image."""
-    logits = seeded_logits(backbone, canvas, mean, std, seed, device)
-    return round_robin_sources(logits, num_classes, per_class)
+    return round_robin_sources(seeded_logits(backbone, canvas, seed, device), num_classes,
+                               per_class)
 
 
-def output_mapping(backbone: nn.Module, canvas: int, mean: tuple[float, ...],
-                   std: tuple[float, ...], num_classes: int, per_class: int, seed: int,
-                   device: torch.device) -> tuple[torch.Tensor | None, SoftmaxRemapper | None]:
-    """``(sources, None)`` as :func:`seeded_sources` deals them when K·m ≤ K′, else
-    ``(None, remapper)``: a seeded :class:`SoftmaxRemapper` K′ → K."""
-    logits = seeded_logits(backbone, canvas, mean, std, seed, device)
+def output_mapping(backbone: nn.Module, canvas: int, num_classes: int, per_class: int,
+                   seed: int, device: torch.device, remapper_seed: int | None = None,
+                   ) -> tuple[torch.Tensor | None, SoftmaxRemapper | None]:
+    """``(sources, None)`` as :func:`seeded_sources` deals them (from the image of ``seed``)
+    when K·m ≤ K′, else ``(None, remapper)``: a :class:`SoftmaxRemapper` K′ → K seeded with
+    ``remapper_seed`` (default ``seed``)."""
+    logits = seeded_logits(backbone, canvas, seed, device)
     if needs_remapper(num_classes, per_class, len(logits)):
-        return None, SoftmaxRemapper(len(logits), num_classes, seed)
+        return None, SoftmaxRemapper(len(logits), num_classes,
+                                     seed if remapper_seed is None else remapper_seed)
     return round_robin_sources(logits, num_classes, per_class), None
 
 
 class CrossModalReprogram(nn.Module):
     """Token ids and lengths → K class scores through a frozen backbone (see the module): the
     (K, m) ``sources`` reduced by max (or mean), or, with ``sources=None``, the trainable
-    ``remapper``."""
+    ``remapper``. ``vocab_size`` is the token table's row count (the vocabulary and the
+    ``layout``'s extra tokens, see :func:`~hiddencost.prompting.crossmodal.slot_layout`)."""
 
     def __init__(self, backbone: nn.Module, sources: torch.Tensor | None, vocab_size: int,
                  canvas: int, mean: tuple[float, ...], std: tuple[float, ...],
                  patch: int = XMR_PATCH,
                  reduce: Literal["max", "mean"] = "max", seed: int = 0,
-                 remapper: SoftmaxRemapper | None = None) -> None:
+                 remapper: SoftmaxRemapper | None = None,
+                 layout: SlotLayout = REPEAT_LAST) -> None:
         super().__init__()
         if (sources is None) == (remapper is None):
             raise ValueError("give either sources or a remapper")
@@ -100,6 +115,7 @@ class CrossModalReprogram(nn.Module):
         self.register_buffer("sources", None if sources is None else sources.clone())
         self.remapper = remapper
         self.canvas, self.mean, self.std, self.reduce = canvas, mean, std, reduce
+        self.layout = layout
 
     def trainable(self) -> list[nn.Parameter]:
         """What training updates: the token table, and the remapper when there is one."""
@@ -115,8 +131,11 @@ class CrossModalReprogram(nn.Module):
         return out
 
     def perturbation(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The (B, 3, C, C) canvases δ the tokens become."""
-        return tile_patches(self.patches(tokens), lengths, self.canvas)
+        """The (B, 3, C, C) canvases δ the tokens become (lengths ≥ 1, checked by the callers
+        once: no sync per step)."""
+        slots = (self.canvas // self.patches.patch) ** 2
+        ids, lengths = self.layout.arrange(tokens, lengths, slots)
+        return tile_patches(self.patches(ids), lengths, self.canvas, check=False)
 
     def backbone_logits(self, delta: torch.Tensor) -> torch.Tensor:
         """The backbone's K′ logits for canvases δ (in the caller's precision)."""
@@ -142,7 +161,8 @@ def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.T
               on_epoch: Callable[[EpochRecord], None] | None = None,
               max_steps: int | None = None,
               precision: torch.dtype | None = None,
-              state: StateFile | None = None) -> TrainHistory:
+              state: StateFile | None = None,
+              evaluate: Callable[[], float] | None = None) -> TrainHistory:
     """Train ``model``'s token table (and remapper) on (tokens, lengths, labels) for ``epochs``
     epochs, or until ``max_steps`` optimiser steps when that comes first (the reference's
     ``num_epochs`` 100 and ``max_iterations`` 100,000); the backbone stays frozen (no weight
@@ -151,7 +171,9 @@ def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.T
     and the seconds. ``precision``: the autocast dtype of the backbone pass in training steps
     (None: fp32); the mapped scores and the loss are fp32 regardless. With ``state`` the run
     saves its state at every epoch end and resumes from it (see
-    :mod:`hiddencost.prompting.run_state`)."""
+    :mod:`hiddencost.prompting.run_state`). ``evaluate()``, when given, is called after every
+    epoch and its value recorded as the epoch's ``test_accuracy`` (learning curves only)."""
+    check_lengths(lengths)
     freeze(model.backbone)
     model.to(device)
     optimizer = torch.optim.Adam(model.trainable(), lr=lr)
@@ -186,9 +208,10 @@ def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.T
         sums.check(epoch)
         total, correct = sums.values()
         seen = sums.seen
+        seconds = time.perf_counter() - start  # training only, as the test pass is optional
         record = EpochRecord(epoch=epoch + 1, loss=total / seen, train_accuracy=correct / seen,
-                             lr=lr, seconds=time.perf_counter() - start,
-                             steps=None if max_steps is None else steps)
+                             lr=lr, seconds=seconds, steps=None if max_steps is None else steps,
+                             test_accuracy=None if evaluate is None else evaluate())
         history.epochs.append(record)
         if state is not None:
             state.save({"next_epoch": epoch + 1, "steps": steps,
@@ -201,9 +224,16 @@ def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.T
     return history
 
 
+def check_lengths(lengths: torch.Tensor) -> None:
+    """Every sequence needs a token (checked once per split, not per step: a sync)."""
+    if len(lengths) and int(lengths.min()) < 1:
+        raise HiddenCostError("every sequence needs at least one token")
+
+
 def predict_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.Tensor,
                 device: torch.device, batch_size: int = 64) -> torch.Tensor:
     """(N, K) float32 CPU scores of the whole split, in order."""
+    check_lengths(lengths)
     model.eval()
     out = []
     with torch.inference_mode(), exact(device):

@@ -36,8 +36,15 @@ from torch import nn
 from hiddencost.data import TaskData, batch_size_for
 from hiddencost.data.sequences import SequenceTask
 from hiddencost.data.transforms import ResizeNormalize
-from hiddencost.prompting.crossmodal import TokenPatches, canvas_to_input, tile_patches
+from hiddencost.prompting.crossmodal import (
+    SlotLayout,
+    TokenPatches,
+    canvas_to_input,
+    slot_layout,
+    tile_patches,
+)
 from hiddencost.prompting.crossmodal_train import (
+    REFERENCE_MAPPING_SEED,
     XMR_BATCH,
     XMR_LR,
     XMR_PATCH,
@@ -110,6 +117,14 @@ class CrossModalOptions(MethodOptions):
     mapping_num: int = Field(10, ge=1, description="source classes per target, reduced by max")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser "
                                   "steps (the reference's max_iterations); None: all epochs")
+    padding: Literal["pad", "repeat-last"] = Field(
+        "pad", description="slots past a sequence's end: a trainable pad patch (the "
+        "reference's; word pieces framed by [CLS] … [SEP]) or its last token repeated")
+    mapping_seed: Literal["run", "reference"] = Field(
+        "run", description="seed of the random image that picks the sources: the run's, or "
+        "the reference's fixed 42")
+    test_every_epoch: bool = Field(False, description="record the test accuracy after every "
+                                   "epoch (curves only; the result is the final epoch's)")
 
 
 @dataclass(frozen=True)
@@ -418,29 +433,44 @@ class CrossModal(TransferMethod):
                         std: tuple[float, ...]) -> nn.Module:
         return nn.Identity()  # inputs are made from tokens (see calibration_inputs)
 
+    @staticmethod
+    def layout(task: SequenceTask, s: TransferSettings) -> tuple[SlotLayout, int]:
+        """The task's slot layout under the run's ``padding`` and the token table's rows."""
+        return slot_layout(task.vocab, task.frame, s.options.padding)
+
     def calibration_inputs(self, task: TaskData | SequenceTask, subset: torch.Tensor,
                            s: TransferSettings, mean: tuple[float, ...], std: tuple[float, ...],
                            limit: int) -> torch.Tensor:
-        # the canvases of the initial token table fit() starts from (same seed)
-        patches = TokenPatches(len(task.vocab), XMR_PATCH, s.seed)
+        # the canvases of the initial token table fit() starts from (same seed, same layout)
+        layout, rows = self.layout(task, s)
+        patches = TokenPatches(rows, XMR_PATCH, s.seed)
         idx = subset[:limit]
+        ids, lengths = layout.arrange(task.train_tokens[idx], task.train_lengths[idx],
+                                      (s.canvas_size // XMR_PATCH) ** 2)
         with torch.no_grad():
-            canvas = tile_patches(patches(task.train_tokens[idx]), task.train_lengths[idx],
-                                  s.canvas_size)
-            return canvas_to_input(canvas, mean, std)
+            return canvas_to_input(tile_patches(patches(ids), lengths, s.canvas_size), mean,
+                                   std)
 
     def fit(self, job: TransferJob) -> TransferOutcome:
         s, task, sub = job.settings, job.task, job.subset
-        sources, remapper = output_mapping(job.backbone, s.canvas_size, job.mean, job.std,
-                                           task.num_classes, s.options.mapping_num, s.seed,
-                                           job.device)
-        model = CrossModalReprogram(job.backbone, sources, len(task.vocab), s.canvas_size,
-                                    job.mean, job.std, XMR_PATCH, seed=s.seed,
-                                    remapper=remapper)
+        image_seed = REFERENCE_MAPPING_SEED if s.options.mapping_seed == "reference" else s.seed
+        sources, remapper = output_mapping(job.backbone, s.canvas_size, task.num_classes,
+                                           s.options.mapping_num, image_seed, job.device,
+                                           remapper_seed=s.seed)
+        layout, rows = self.layout(task, s)
+        model = CrossModalReprogram(job.backbone, sources, rows, s.canvas_size, job.mean,
+                                    job.std, XMR_PATCH, seed=s.seed, remapper=remapper,
+                                    layout=layout)
+
+        def test_accuracy() -> float:
+            scores = predict_xmr(model, task.test_tokens, task.test_lengths, job.device)
+            return float((scores.argmax(1) == task.test_labels).double().mean())
+
         history = train_xmr(model, task.train_tokens[sub], task.train_lengths[sub],
                             task.train_labels[sub], s.epochs, job.device, s.seed, s.lr,
                             s.batch_size, on_epoch=job.on_epoch, max_steps=s.options.max_steps,
-                            precision=job.precision, state=job.state)
+                            precision=job.precision, state=job.state,
+                            evaluate=test_accuracy if s.options.test_every_epoch else None)
         logits = predict_xmr(model, task.test_tokens, task.test_lengths, job.device)
         mapping = None if sources is None else sources.tolist()
         return TransferOutcome(logits, history, model.learned_tensors(), mapping)
