@@ -146,7 +146,8 @@ def test_the_text_table_is_encoded_once_per_backbone_classes_and_templates(monke
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"method": "flm"}, "does not apply to open_clip backbones; use vp, ilm, zero-shot, lp"),
     ({"method": "vp", "restrict_templates": True},
-     "method 'vp' on clip_tiny.* has no option 'restrict_templates' .its options: none."),
+     "method 'vp' on clip_tiny.* has no option 'restrict_templates' .its options: "
+     "preprocess, class_texts, test_every_epoch."),
     ({"method": "ilm", "model": "efficientnet_lite0", "restrict_templates": True},
      "method 'ilm' on efficientnet_lite0.in1k has no option 'restrict_templates' .its "
      "options: mapping_interval, mapping_num, prompt_init, many_to_one, test_every_epoch."),
@@ -190,3 +191,58 @@ def test_a_stopped_ilm_tp_vp_run_resumes_to_the_same_result(tmp_path, cache):
     assert numbers("cut") == numbers("whole")
     assert load_file(str(tmp_path / "cut" / "weights.safetensors"))["prompt.delta"].equal(
         load_file(str(tmp_path / "whole" / "weights.safetensors"))["prompt.delta"])
+
+
+def test_clips_transform_centre_crops_as_open_clip_does():
+    import numpy as np
+    from open_clip.transform import image_transform
+    from PIL import Image
+
+    from hiddencost.data.images import pil_to_uint8
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8))  # 300 × 200
+    ours = pil_to_uint8(image, 100, "crop").float() / 255
+    reference = image_transform(100, is_train=False, mean=(0.0,) * 3, std=(1.0,) * 3)(image)
+    assert torch.equal(ours, reference)  # bicubic short side to 100 (150 × 100), centre 100
+    squashed = pil_to_uint8(image, 100, "squash").float() / 255
+    assert (squashed - reference).abs().max() > 0.3  # the whole width, squeezed: another image
+
+
+def test_the_per_batch_bicubic_resize_is_pils_up_to_its_rounding():
+    import numpy as np
+    from PIL import Image
+
+    from hiddencost.data.transforms import ResizeNormalize
+
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    pil = np.array(Image.fromarray(small).resize((96, 96), Image.Resampling.BICUBIC))
+    x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
+    ours = ResizeNormalize(96, (0.0,) * 3, (1.0,) * 3, "pil-bicubic")(x)[0].permute(1, 2, 0)
+    diff = (ours * 255 - torch.from_numpy(pil).float()).abs()
+    assert diff.max() <= 1.0 + 1e-4 and (diff > 0.5).float().mean() < 0.002  # PIL's rounding
+
+
+def test_reference_class_texts_for_the_three_datasets_that_differ():
+    from hiddencost.clip.class_texts import class_texts
+
+    eurosat = ["AnnualCrop", "Forest", "HerbaceousVegetation"]
+    assert class_texts("eurosat", eurosat, "reference") == [
+        "annualcrop", "forest", "herbaceousvegetation"]
+    gtsrb = class_texts("gtsrb", [str(i) for i in range(43)], "reference")
+    assert gtsrb[1] == "30 speed" and gtsrb[9] == "no overtaking general" and len(gtsrb) == 43
+    assert class_texts("caltech101", ["accordion"] * 101, "reference")[:3] == ["0", "1", "2"]
+    assert class_texts("eurosat", eurosat, "readable") == eurosat  # made readable later
+    assert class_texts("cifar10", ["cat", "dog"], "reference") == ["cat", "dog"]
+    with pytest.raises(HiddenCostError, match="texts name 43 classes; the dataset has 2"):
+        class_texts("gtsrb", ["a", "b"], "reference")
+
+
+def test_clip_runs_record_how_images_and_texts_went_in(cache):
+    record = run_one(make_config(method="vp", options={"test_every_epoch": True}, **TINY_RUN),
+                     cache=cache)
+    options = record.config["options"]
+    assert (options["preprocess"], options["class_texts"]) == ("clip", "readable")
+    curve = [e.test_accuracy for e in record.history]
+    assert len(curve) == 2 and curve[-1] == record.accuracy

@@ -33,9 +33,10 @@ ACCURACY_TOL, ECE_TOL = 2 / 450, 0.01
     ({"method": "lp", "n_shot": 10, "compression": {"method": "magnitude", "sparsity": 0.5}},
      "fe3fb1f40fd0030e"),
     ({"model": "clip_vit_b32", "weights": "random", "method": "ilm", "n_shot": 2,
-      "epochs": 10}, "0dacccce2e1d262b"),
+      "epochs": 10}, "cd49d7b3ea872633"),  # with preprocess, class_texts (December 2026)
+    # with padding, mapping_seed, test_every_epoch (December 2026)
     ({"dataset": "splice", "method": "xmr", "n_shot": 10, "max_steps": 100},
-     "b43051e18a430d5c"),
+     "620ef2c6199a2ae5"),
 ])
 def test_run_keys_are_pinned(config, key):
     assert run_key(make_config(**config)) == key

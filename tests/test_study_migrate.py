@@ -38,7 +38,8 @@ V1 = {
         "inner_size": 16, "lp_image_size": 224, "lr": 0.001, "many_to_one": False,
         "mapping_num": 10, "max_steps": 100, "method": "xmr",
         "model": "efficientnet_lite0.in1k", "n_shot": 10, "save_prompt_history": False,
-        "seed": 0, "split_seed": 0, "weights": "pretrained"}, "b43051e18a430d5c"),
+        # re-keyed as it ran: with padding repeat-last (the current default is pad)
+        "seed": 0, "split_seed": 0, "weights": "pretrained"}, "0d1ced9242d41f5a"),
 }
 #: The schema of a version-1 store (as its driver created it).
 V1_SCHEMA = """
@@ -121,3 +122,17 @@ def test_reading_a_version_1_store_by_spec_says_to_migrate(tmp_path):
         read_study(spec, tmp_path)
     # the store alone (no keys to compute) reads as it is
     assert len(load_results(tmp_path / "study.sqlite")) == 3
+
+
+def test_version_1_runs_are_rekeyed_with_the_behaviour_they_ran_with():
+    from hiddencost.study.migrate import current_identity
+
+    xmr = {"dataset": "splice", "method": "xmr", "n_shot": 10}
+    assert current_identity(xmr)["options"]["padding"] == "repeat-last"
+    clip = current_identity({"model": "clip_vit_b32", "weights": "random", "method": "vp"})
+    assert (clip["options"]["preprocess"], clip["options"]["class_texts"]) == (
+        "squash", "readable")
+    assert "padding" not in current_identity({"method": "ilm"})["options"]
+    # ImageNet's mean/std: its sources came from an image no option draws now
+    with pytest.raises(HiddenCostError, match="an image xmr no longer draws"):
+        current_identity({**xmr, "model": "resnet50.tv2_in1k"})

@@ -65,25 +65,27 @@ class RunCache:
     datasets: dict[tuple, TaskData | SequenceTask] = field(default_factory=dict)
     features: dict[tuple, Any] = field(default_factory=dict)
 
-    def dataset(self, cfg: RunConfig, image_size: int) -> TaskData | SequenceTask:
+    def dataset(self, cfg: RunConfig, image_size: int,
+                fit: str = "squash") -> TaskData | SequenceTask:
         env = cfg.environment
-        key = (cfg.dataset, env.data_root, image_size, cfg.split_seed, cfg.skip_unreadable)
+        key = (cfg.dataset, env.data_root, image_size, fit, cfg.split_seed, cfg.skip_unreadable)
         if key not in self.datasets:
             self.datasets[key] = load_dataset(
                 cfg.dataset, root=env.data_root, download=env.download,
                 image_size=image_size, split_seed=cfg.split_seed,
-                skip_unreadable=cfg.skip_unreadable,
+                skip_unreadable=cfg.skip_unreadable, fit=fit,
             )
         return self.datasets[key]
 
-    def memo(self, cfg: RunConfig, image_size: int) -> Callable[[Callable[[], Any]], Any]:
+    def memo(self, cfg: RunConfig, image_size: int,
+             fit: str = "squash") -> Callable[[Callable[[], Any]], Any]:
         """A memo for work that depends only on the backbone, its compression and the task
         (LP features). Activation quantizers calibrate on the training subset, so a model with
         quantized activations gets no cache: its features are per run."""
         if cfg.compression.activation_bits is not None:
             return lambda compute, *extra: compute()
         key = (cfg.model, cfg.weights, cfg.checkpoint, cfg.mask, cfg.compression, cfg.dataset,
-               cfg.split_seed, cfg.skip_unreadable, image_size, cfg.lp_image_size)
+               cfg.split_seed, cfg.skip_unreadable, image_size, fit, cfg.lp_image_size)
 
         def memo(compute: Callable[[], Any], *extra: Any) -> Any:
             full = (key, extra)
@@ -250,7 +252,8 @@ def run_pack(
     cache = cache or RunCache()
     first = runs[0]
     device = resolve_device(first.config.environment.device)
-    task = cache.dataset(first.config, first.method.stored_image_size(first.settings))
+    fit = first.method.image_fit(first.settings)
+    task = cache.dataset(first.config, first.method.stored_image_size(first.settings), fit)
     subsets = [few_shot_indices(task.train_labels, r.config.n_shot, r.config.seed)
                for r in runs]
     backbone, info, report = _backbone(first, task, subsets[0].indices, device)
@@ -261,7 +264,7 @@ def run_pack(
     jobs = [TransferJob(
         backbone=backbone, num_source=info.num_classes, mean=info.mean, std=info.std,
         task=task, subset=subset.indices, settings=r.settings, device=device,
-        on_epoch=on_epoch if i == 0 else None, memo=cache.memo(r.config, task.image_size),
+        on_epoch=on_epoch if i == 0 else None, memo=cache.memo(r.config, task.image_size, fit),
         precision=dtype, state=state,
     ) for i, (r, subset, state) in enumerate(zip(runs, subsets, states, strict=True))]
     outcomes = first.method.fit_pack([(r.method, job) for r, job in zip(runs, jobs, strict=True)])

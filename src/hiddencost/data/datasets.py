@@ -35,7 +35,7 @@ import torch
 from torchvision import datasets as tvd
 
 from hiddencost.data.hub_text import HUB_TEXT_TASKS, hub_text_task
-from hiddencost.data.images import array_to_uint8, decode_dataset
+from hiddencost.data.images import FITS, array_to_uint8, decode_dataset
 from hiddencost.data.sequences import SequenceTask, char_tokens
 from hiddencost.data.splice import read_splice, splice_split
 from hiddencost.data.splits import split_note, stratified_split
@@ -98,6 +98,8 @@ class LoadRequest:
     skipped: Skipped = None
     #: The text after ``name:`` (see :attr:`DatasetInfo.argument`), else None.
     argument: str | None = None
+    #: How an image is brought to S×S (:data:`hiddencost.data.images.FITS`).
+    fit: str = "squash"
 
 
 #: ``loader(request)``: image tasks return a :class:`Raw`, sequence tasks their
@@ -172,7 +174,7 @@ def _digits(req: LoadRequest) -> Raw:
 
     digits = load_digits()
     raw = np.round(digits.images / 16.0 * 255.0).astype(np.uint8)  # (N, 8, 8), 0..16 → 0..255
-    return _split_pool([str(d) for d in range(10)], array_to_uint8(raw, req.size),
+    return _split_pool([str(d) for d in range(10)], array_to_uint8(raw, req.size, req.fit),
                        _labels(digits.target), req.split_seed, "scikit-learn digits",
                        DIGITS_TEST_FRACTION)
 
@@ -180,14 +182,15 @@ def _digits(req: LoadRequest) -> Raw:
 def _cifar10(req: LoadRequest) -> Raw:
     parts = [_open("cifar10", tvd.CIFAR10, req.root, req.download, train=t)
              for t in (True, False)]
-    (tr, te) = [(array_to_uint8(p.data, req.size), _labels(p.targets)) for p in parts]
+    (tr, te) = [(array_to_uint8(p.data, req.size, req.fit), _labels(p.targets)) for p in parts]
     return Raw(list(parts[0].classes), *tr, *te, "CIFAR-10 official train / test")
 
 
 def _svhn(req: LoadRequest) -> Raw:
     parts = [_open("svhn", tvd.SVHN, req.root, req.download, split=s)
              for s in ("train", "test")]
-    (tr, te) = [(array_to_uint8(p.data.transpose(0, 2, 3, 1), req.size), _labels(p.labels))
+    (tr, te) = [(array_to_uint8(p.data.transpose(0, 2, 3, 1), req.size, req.fit),
+                 _labels(p.labels))
                 for p in parts]
     return Raw([str(d) for d in range(10)], *tr, *te, "SVHN official train / test (no extra)")
 
@@ -195,7 +198,7 @@ def _svhn(req: LoadRequest) -> Raw:
 def _gtsrb(req: LoadRequest) -> Raw:
     parts = [_open("gtsrb", tvd.GTSRB, req.root, req.download, split=s)
              for s in ("train", "test")]
-    (tr, te) = [decode_dataset(p, req.size, f"decoding gtsrb {s}", req.skipped)
+    (tr, te) = [decode_dataset(p, req.size, f"decoding gtsrb {s}", req.skipped, req.fit)
                 for p, s in zip(parts, ("train", "test"), strict=True)]
     return Raw(list(GTSRB_CLASSES), *tr, *te, "GTSRB official train / test")
 
@@ -203,18 +206,19 @@ def _gtsrb(req: LoadRequest) -> Raw:
 def _oxford_pets(req: LoadRequest) -> Raw:
     parts = [_open("oxford_pets", tvd.OxfordIIITPet, req.root, req.download, split=s,
                    target_types="category") for s in ("trainval", "test")]
-    (tr, te) = [decode_dataset(p, req.size, f"decoding oxford_pets {s}", req.skipped)
+    (tr, te) = [decode_dataset(p, req.size, f"decoding oxford_pets {s}", req.skipped, req.fit)
                 for p, s in zip(parts, ("trainval", "test"), strict=True)]
     return Raw(list(parts[0].classes), *tr, *te, "Oxford-IIIT Pet official trainval / test")
 
 
 def _pooled(name: str, parts: dict[str, object], names: dict[str, list[str]],
-            classes: list[str], size: int, note: str, skipped: Skipped = None) -> Raw:
+            classes: list[str], size: int, note: str, skipped: Skipped = None,
+            fit: str = "squash") -> Raw:
     """Train + val pooled as the training pool, each split's labels (indexing its ``names``)
     remapped onto ``classes``."""
     decoded = {}
     for split, ds in parts.items():
-        images, labels = decode_dataset(ds, size, f"decoding {name} {split}", skipped)
+        images, labels = decode_dataset(ds, size, f"decoding {name} {split}", skipped, fit)
         decoded[split] = (images, _remap(labels, names[split], classes))
     train_images = torch.cat([decoded["train"][0], decoded["val"][0]])
     train_labels = torch.cat([decoded["train"][1], decoded["val"][1]])
@@ -229,7 +233,7 @@ def _dtd(req: LoadRequest) -> Raw:
     names = {s: list(p.classes) for s, p in parts.items()}
     classes = sorted(set().union(*names.values()))
     return _pooled("dtd", parts, names, classes, req.size,
-                   "DTD partition 1, train + val pooled / test", req.skipped)
+                   "DTD partition 1, train + val pooled / test", req.skipped, req.fit)
 
 
 def _flowers102(req: LoadRequest) -> Raw:
@@ -239,19 +243,19 @@ def _flowers102(req: LoadRequest) -> Raw:
     names = {s: classes for s in parts}
     return _pooled("flowers102", parts, names, classes, req.size,
                    "Flowers102 train + val pooled / test (train alone has 10 per class)",
-                   req.skipped)
+                   req.skipped, req.fit)
 
 
 def _eurosat(req: LoadRequest) -> Raw:
     ds = _open("eurosat", tvd.EuroSAT, req.root, req.download)
-    images, labels = decode_dataset(ds, req.size, "decoding eurosat", req.skipped)
+    images, labels = decode_dataset(ds, req.size, "decoding eurosat", req.skipped, req.fit)
     return _split_pool(list(ds.classes), images, labels, req.split_seed,
                        "EuroSAT (no official split)")
 
 
 def _caltech101(req: LoadRequest) -> Raw:
     ds = _open("caltech101", tvd.Caltech101, req.root, req.download, target_type="category")
-    images, labels = decode_dataset(ds, req.size, "decoding caltech101", req.skipped)
+    images, labels = decode_dataset(ds, req.size, "decoding caltech101", req.skipped, req.fit)
     return _split_pool(list(ds.categories), images, labels, req.split_seed,
                        "Caltech101 without BACKGROUND_Google (no official split)")
 
@@ -301,11 +305,11 @@ def _imagefolder(req: LoadRequest) -> Raw:
                 f"imagefolder: class folders of {train_dir} and {test_dir} differ: "
                 f"{sorted(set(train.classes) ^ set(test.classes))}"
             )
-        tr = decode_dataset(train, req.size, "decoding train", req.skipped)
-        te = decode_dataset(test, req.size, "decoding test", req.skipped)
+        tr = decode_dataset(train, req.size, "decoding train", req.skipped, req.fit)
+        te = decode_dataset(test, req.size, "decoding test", req.skipped, req.fit)
         return Raw(list(train.classes), *tr, *te, f"image folder {root}: train/ / test/")
     ds = _image_folder(root)
-    images, labels = decode_dataset(ds, req.size, "decoding images", req.skipped)
+    images, labels = decode_dataset(ds, req.size, "decoding images", req.skipped, req.fit)
     return _split_pool(list(ds.classes), images, labels, req.split_seed,
                        f"image folder {root}")
 
@@ -391,6 +395,7 @@ def load_dataset(
     image_size: int | None = None,
     split_seed: int = 0,
     skip_unreadable: bool = False,
+    fit: str = "squash",
 ) -> TaskData | SequenceTask:
     """Load a registered dataset whole into memory.
 
@@ -399,7 +404,8 @@ def load_dataset(
     digits; for ``imagefolder:PATH`` the path is PATH). ``split_seed`` seeds the splits of
     datasets without an official one. An unreadable image file is a one-line error naming it;
     with ``skip_unreadable`` such files are left out and listed in the task's
-    ``skipped_images``.
+    ``skipped_images``. ``fit`` says how an image is brought to S×S
+    (:data:`hiddencost.data.images.FITS`: ``squash``, ILM-VP's resize; ``crop``, CLIP's).
     """
     key, arg = dataset_key(name)
     info, loader = DATASETS[key]
@@ -418,7 +424,9 @@ def load_dataset(
     else:
         where = None
     skipped: Skipped = [] if skip_unreadable else None
-    raw = loader(LoadRequest(where, download, size, split_seed, skipped, arg))
+    if fit not in FITS:
+        raise HiddenCostError(f"unknown image fit {fit!r}; use {', '.join(FITS)}")
+    raw = loader(LoadRequest(where, download, size, split_seed, skipped, arg, fit))
     if isinstance(raw, SequenceTask):
         return raw
     return TaskData(key if info.argument != "PATH" else name, raw.class_names, raw.train_images,

@@ -1,24 +1,34 @@
 """The transfer methods of CLIP backbones (open_clip family), registered in :data:`CLIP_METHODS`.
 
 ==============  ===========================================================================
-``vp``          frame prompt, one text per class ("This is a photo of a {}."; Bahng et al.)
+``vp``          frame prompt, one text per class: ILM-VP's ``single_tp_vp.py`` protocol,
+                which the paper ran ("This is a photo of a {}.", δ = 0, SGD lr 40 with a
+                cosine schedule and no warm-up, batch 16). Bahng et al.'s ``main_clip.py``,
+                where the frame prompt comes from, differs: δ ~ N(0, 1), 1,000 warm-up
+                steps, batch 256, a template without the period.
 ``ilm``         frame prompt, ILM over 81 templates per class (ILM-VP's ILM-TP-VP)
 ``zero-shot``   no prompt: the scores of ``vp``'s text table on the plain images
 ``lp``          a linear head on the image tower's embedding (the CNN ``lp``, cached features)
 ==============  ===========================================================================
 
-Text tables are computed once per (backbone, classes, templates) through the run's memo.
+Images go in as CLIP's own transform makes them (``preprocess: clip``, the references':
+bicubic resize of the short side, centre crop, CLIP's mean/std); ``preprocess: squash`` is
+hiddencost's earlier square resize. Class texts are the readable class names
+(``class_texts: readable``) or the reference code's (``reference``, :mod:`hiddencost.clip.
+class_texts`: Table 2's). Text tables are computed once per (backbone, texts, templates)
+through the run's memo.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
+from hiddencost.clip.class_texts import CLASS_TEXTS, class_texts
 from hiddencost.clip.text import DEFAULT_TEMPLATE, column_texts, ilm_templates, text_table
 from hiddencost.data.transforms import ResizeNormalize
 from hiddencost.prompting.clip_prompt import (
@@ -42,11 +52,30 @@ from hiddencost.prompting.visual_prompt import TrainHistory
 from hiddencost.registry import Registry
 
 
+class ClipOptions(MethodOptions):
+    """What every CLIP method reads: how images and class names go in."""
+
+    preprocess: Literal["clip", "squash"] = Field(
+        "clip", description="CLIP's transform (bicubic short side, centre crop; the "
+        "references') or a square bilinear resize (hiddencost before December 2026)")
+    class_texts: Literal["readable", "reference"] = Field(
+        "readable", description=f"class names as readable text, or the reference code's "
+        f"texts (Table 2's; they differ for {', '.join(CLASS_TEXTS)})")
+
+
+class ClipPromptOptions(ClipOptions):
+    """The options of CLIP prompting (``vp``)."""
+
+    test_every_epoch: bool = Field(False, description="record the test accuracy after every "
+                                   "epoch (curves only; the result is the final epoch's)")
+
+
 class ClipMethod(TransferMethod):
     """Shared by the CLIP methods: images stored small and resized to the model's input,
     CLIP-normalised; the protocol's SGD lr 40 and batch 16."""
 
     default_lr: ClassVar[float] = CLIP_LR
+    options: ClassVar[type[MethodOptions]] = ClipOptions
 
     def templates(self) -> tuple[str, ...]:
         """The templates of the method's text table (one: ``vp``'s)."""
@@ -61,18 +90,28 @@ class ClipMethod(TransferMethod):
     def input_size(self, s: TransferSettings) -> int:
         return s.canvas_size
 
+    def image_fit(self, s: TransferSettings) -> str:
+        return "crop" if s.options.preprocess == "clip" else "squash"
+
     def input_transform(self, s: TransferSettings, mean: tuple[float, ...],
                         std: tuple[float, ...]) -> nn.Module:
-        return ResizeNormalize(s.canvas_size, mean, std)
+        # the 32-px tasks are stored at 32 and resized here: as PIL's bicubic under CLIP's
+        mode = "pil-bicubic" if s.options.preprocess == "clip" else "bilinear"
+        return ResizeNormalize(s.canvas_size, mean, std, mode)
+
+    def class_names(self, job: TransferJob) -> tuple[str, ...]:
+        """The class names the texts are made of, as the run's ``class_texts`` says."""
+        return tuple(class_texts(job.task.name, job.task.class_names,
+                                 job.settings.options.class_texts))
 
     def text(self, job: TransferJob) -> torch.Tensor:
         """The (T·K, D) text table of the task's classes, from the memo."""
-        names, templates = tuple(job.task.class_names), self.templates()
+        names, templates = self.class_names(job), self.templates()
         return job.memo(lambda: text_table(job.backbone, names, templates).cpu(),
                         "clip-text", names, templates)
 
 
-class ClipIlmOptions(MethodOptions):
+class ClipIlmOptions(ClipPromptOptions):
     """ILM-TP-VP's options."""
 
     mapping_interval: int = Field(1, ge=1, description="re-map every k epochs")
@@ -94,7 +133,7 @@ class ClipPrompting(ClipMethod):
         self.name, self._templates, self.description = name, templates, description
         self.display_name, self.marker = display_name, marker
         self.reads_templates = many
-        self.options = ClipIlmOptions if many else MethodOptions
+        self.options = ClipIlmOptions if many else ClipPromptOptions
 
     def work(self, s: TransferSettings, n_train: int, n_pool: int, n_test: int) -> Work:
         # ILM-TP-VP's column mapping is one forward of the subset every epoch (text encoding,
@@ -117,15 +156,22 @@ class ClipPrompting(ClipMethod):
         run = ClipPromptRun(task.train_images[job.subset], task.train_labels[job.subset], text,
                             task.num_classes, len(templates), s.epochs, s.batch_size,
                             s.seed, s.lr, *self._mapping(s), job.on_epoch, job.state)
-        prompt, columns, history = train_clip_prompt(job.backbone, pre, run, job.device,
-                                                     job.precision)
+
+        def test_accuracy(prompt: nn.Module, columns: torch.Tensor) -> float:
+            scores = clip_predict(job.backbone, prompt, pre, task.test_images,
+                                  text.to(job.device), job.device)[:, columns.cpu()]
+            return float((scores.argmax(1) == task.test_labels).double().mean())
+
+        prompt, columns, history = train_clip_prompt(
+            job.backbone, pre, run, job.device, job.precision,
+            evaluate=test_accuracy if s.options.test_every_epoch else None)
         scores = clip_predict(job.backbone, prompt, pre, task.test_images, text.to(job.device),
                               job.device)
         tensors = {"prompt.delta": prompt.delta.detach().cpu()}
         if not self.reads_templates:
             return TransferOutcome(scores[:, columns], history, tensors)
         return TransferOutcome(scores[:, columns], history, tensors, columns.tolist(),
-                               history.mappings, column_texts(task.class_names, templates))
+                               history.mappings, column_texts(self.class_names(job), templates))
 
 
 class ZeroShot(ClipMethod):

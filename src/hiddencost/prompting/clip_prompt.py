@@ -126,13 +126,15 @@ class ClipPromptRun:
 
 def train_clip_prompt(towers: nn.Module, preprocess: nn.Module, run: ClipPromptRun,
                       device: torch.device, precision: torch.dtype | None = None,
+                      evaluate: Callable[[FramePrompt, torch.Tensor], float] | None = None,
                       ) -> tuple[FramePrompt, torch.Tensor, TrainHistory]:
     """Train a frame prompt on a frozen CLIP; returns it, the final K columns and the history
     (per epoch: loss, training accuracy, the lr of its last step, mapping changes / recomputed;
     ``history.mappings`` the columns used in each epoch). ``precision``: the autocast dtype of
     the image tower in training steps (None: fp32); the scores are fp32 regardless. With
     ``run.state`` the run saves its state at every epoch end and resumes from it (see
-    :mod:`hiddencost.prompting.run_state`)."""
+    :mod:`hiddencost.prompting.run_state`). ``evaluate(prompt, columns)``, when given, is called
+    after every epoch and its value recorded as the epoch's ``test_accuracy`` (curves only)."""
     prompt = FramePrompt(towers.image_size).to(device)
     text = run.text.to(device)
     labels = run.train_labels.to(device)
@@ -178,7 +180,8 @@ def train_clip_prompt(towers: nn.Module, preprocess: nn.Module, run: ClipPromptR
         record = EpochRecord(epoch=epoch + 1, loss=total / len(labels),
                              train_accuracy=correct / len(labels), lr=lr,
                              mapping_changes=changes, mapping_recomputed=remap,
-                             seconds=time.perf_counter() - start)
+                             seconds=time.perf_counter() - start,
+                             test_accuracy=None if evaluate is None else evaluate(prompt, columns))
         history.epochs.append(record)
         if run.state is not None:
             run.state.save({"next_epoch": epoch + 1, "prompt": prompt.state_dict(),

@@ -230,6 +230,11 @@ class TransferMethod(ABC):
     def stored_image_size(self, s: TransferSettings) -> int:
         """The size the task's images are kept at in memory for this method."""
 
+    def image_fit(self, s: TransferSettings) -> str:
+        """How the task's images are brought to that size (:data:`hiddencost.data.images.FITS`):
+        ``squash`` (ILM-VP's resize) unless the method says otherwise."""
+        return "squash"
+
     @abstractmethod
     def input_size(self, s: TransferSettings) -> int:
         """The backbone's input size under this method (for the prepared backbone's probe)."""

@@ -49,16 +49,29 @@ def _move_folder(artifacts: Path, old: str, new: str) -> None:
             outcome.write_text(json.dumps({**data, "key": new}, indent=1))
 
 
+#: Options added after identity version 1 whose default changed what a run computes, with the
+#: value that computes what the runs of version 1 did: a version-1 row is re-keyed with it.
+EARLIER_BEHAVIOUR: dict[str, Any] = {"padding": "repeat-last", "preprocess": "squash"}
+
+
 def current_identity(stored: dict[str, Any]) -> dict[str, Any]:
     """The current identity of a run stored with an older one. Version 1 let every method
     carry every option and ignore those it does not read (an LP run of a study with
-    ``mapping_interval: 2`` held it); those are dropped, as the method never used them."""
+    ``mapping_interval: 2`` held it); those are dropped, as the method never used them.
+    Options added since with another behaviour get their :data:`EARLIER_BEHAVIOUR`. An xmr run
+    whose backbone normalises with another mean/std than 0.5 is refused (it stays as it was):
+    its label-mapping image was uniform pixels normalised, which no option draws any more."""
     cfg = RunConfig.model_validate(stored)
     from hiddencost.backbones import resolve_backbone_name  # lazy: the registries load torch
     from hiddencost.prompting.catalog import method_for  # lazy: as above
 
-    reads = method_for(cfg.method, resolve_backbone_name(cfg.model).family).options.model_fields
+    entry = resolve_backbone_name(cfg.model)
+    reads = method_for(cfg.method, entry.family).options.model_fields
+    if "padding" in reads and {*entry.cfg.mean, *entry.cfg.std} != {0.5}:
+        raise HiddenCostError(f"its sources came from an image xmr no longer draws ({entry.name} "
+                              "normalises with another mean/std than 0.5)")
     options = {k: v for k, v in cfg.options.items() if k in reads}
+    options |= {k: v for k, v in EARLIER_BEHAVIOUR.items() if k in reads and k not in options}
     return cfg.model_copy(update={"options": options}).identity()
 
 
