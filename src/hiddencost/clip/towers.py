@@ -91,7 +91,9 @@ class ClipTowers(nn.Module):
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        """exp(ln s) clamped to ≤ 100, as the reference clamps it; never trained here."""
+        """min(exp ln s, 100); never trained here. The reference clamps ln s to [0, ln 100]
+        after each step and exponentiates: with OpenAI's fp16-stored ln s that is 100.003, not
+        100 (a 0.003% larger scale; documented, not reproduced)."""
         return self.clip.logit_scale.detach().exp().clamp(max=MAX_LOGIT_SCALE)
 
     @torch.no_grad()  # not inference mode: the table enters the prompt's autograd graph
