@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -406,3 +408,34 @@ def test_taskdata_validates_shapes():
         TaskData("x", ["a"], images, labels, images, labels, 4, 4, "note")
     task = TaskData("x", ["a", "b"], images, labels, images, labels, 4, 4, "note")
     assert task.num_classes == 2 and "train=2" in repr(task)
+
+
+def test_imagefolder_reads_only_regular_files(tmp_path):
+    palette = Palette()
+    for cls in ("a", "b"):
+        for i in range(5):
+            palette.write(tmp_path / cls / f"{i}.png")
+    os.mkfifo(tmp_path / "a" / "x.png")  # reading it would block forever
+    task = load_dataset(f"imagefolder:{tmp_path}", image_size=SMALL)
+    assert len(task.train_labels) + len(task.test_labels) == 10
+
+
+def test_a_decompression_bomb_is_one_line_or_skipped(tmp_path, monkeypatch):
+    from PIL import Image
+
+    palette = Palette()
+    for cls in ("a", "b"):
+        for i in range(5):
+            palette.write(tmp_path / cls / f"{i}.png")
+    # PIL refuses images over twice its pixel limit: with a limit of 50 px every 12×10 file
+    # here is a "bomb", as a 100k × 100k one is with the real limit
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
+    with pytest.raises(HiddenCostError, match="cannot read image .*0.png.*decompression bomb"):
+        load_dataset(f"imagefolder:{tmp_path}", image_size=SMALL)
+    with pytest.raises(HiddenCostError, match="no readable image .decoding images.: all 10"):
+        load_dataset(f"imagefolder:{tmp_path}", image_size=SMALL, skip_unreadable=True)
+    Image.new("RGB", (40, 40)).save(tmp_path / "a" / "0.png")  # one bomb among small files
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 700)
+    task = load_dataset(f"imagefolder:{tmp_path}", image_size=SMALL, skip_unreadable=True)
+    assert len(task.skipped_images) == 1 and task.skipped_images[0].endswith("a/0.png")
+    assert len(task.train_labels) + len(task.test_labels) == 9

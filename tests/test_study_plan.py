@@ -164,3 +164,37 @@ def test_paper_lth_plan_expands_every_run():
                      measure=lambda key: pytest.fail(f"measured {key}"))
     assert plan.total_runs == len(runs) and not plan.unknown
     assert sum(r["runs"] for r in plan.rows) == len(runs)
+
+
+@pytest.mark.parametrize("bad", [
+    {"train": {"16": 0}, "eval": {"16": 100}},
+    {"train": {"16": 10}, "eval": {"16": -1}},
+    {"train": {"0": 10}, "eval": {"0": 100}},
+])
+def test_a_profile_with_zero_or_negative_figures_is_one_line(tmp_path, bad):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"format": "hiddencost-profile/2",
+                                "throughput": {"resnet50@224": bad}, "pack_gain": {}}))
+    with pytest.raises(HiddenCostError, match=f"cannot read profile {path}: "):
+        read_profile(path)
+    path.write_text(json.dumps({"format": "hiddencost-profile/2", "throughput": {},
+                                "pack_gain": {"*": 0}}))
+    with pytest.raises(HiddenCostError, match="must be finite and > 0, got 0"):
+        read_profile(path)
+
+
+def test_cli_plan_with_a_bad_profile_exits_2_in_one_line(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{"format": "hiddencost-profile/2", "throughput": {}, "pack_gain": '
+                    '{"*": 0}}')
+    result = CliRunner().invoke(study_app, ["plan", "quickstart", "--out", str(tmp_path / "o"),
+                                            "--profile", str(path)])
+    assert result.exit_code == 2 and "must be finite and > 0" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_durations_of_any_size_print():
+    from hiddencost.study.results import format_duration
+
+    assert (format_duration(float("inf")), format_duration(7261), format_duration(None)) == (
+        "∞", "2h 01m", "?")

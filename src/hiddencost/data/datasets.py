@@ -26,6 +26,7 @@ the reference's; or a ``tokenizer.json`` path); the default trains one on the tr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,9 +282,15 @@ def _hub_text(name: str) -> Loader:
     return load
 
 
+def _regular_image_file(path: str) -> bool:
+    """An image file by extension that is a regular file: a FIFO or device named ``x.png``
+    would block the read forever."""
+    return path.lower().endswith(tvd.folder.IMG_EXTENSIONS) and os.path.isfile(path)
+
+
 def _image_folder(path: Path) -> tvd.ImageFolder:
     try:
-        return tvd.ImageFolder(str(path))
+        return tvd.ImageFolder(str(path), is_valid_file=_regular_image_file)
     except (FileNotFoundError, OSError) as exc:
         raise HiddenCostError(f"cannot read image folder {path}: {exc}") from None
 

@@ -67,7 +67,9 @@ def decode_dataset(
         try:
             image, label = dataset[i]
             images[i] = pil_to_uint8(image, size, fit)  # PIL decodes lazily: here at the latest
-        except OSError as exc:  # PIL's truncated / unidentified files are OSErrors
+        # PIL's truncated / unidentified files are OSErrors; an image whose header claims more
+        # than twice PIL's pixel limit (a decompression bomb) raises its own error
+        except (OSError, Image.DecompressionBombError) as exc:
             if skipped is None:
                 raise HiddenCostError(
                     f"cannot read image {_name_of(dataset, i)} ({description}): {exc}; remove "
@@ -77,6 +79,9 @@ def decode_dataset(
             kept[i] = False
             continue
         labels[i] = int(label)
+    if n and not bool(kept.any()):
+        raise HiddenCostError(f"no readable image ({description}): all {n} files were left out "
+                              f"as unreadable, e.g. {skipped[0] if skipped else '#0'}")
     if not bool(kept.all()):
         images, labels = images[kept], labels[kept]
     return images, labels

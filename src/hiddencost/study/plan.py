@@ -247,16 +247,32 @@ def read_profile(path: str | Path) -> Profile:
     try:
         data = json.loads(Path(path).read_text())
         if data.get("format") == PROFILE_FORMAT:
-            throughputs = {k: {int(b): Throughput(float(v["train"][b]), float(v["eval"][b]))
+            throughputs = {k: {_batch(b): Throughput(_rate(v["train"][b]), _rate(v["eval"][b]))
                                for b in v["train"]} for k, v in data["throughput"].items()}
-            gain = {str(k): float(g) for k, g in data.get("pack_gain", {}).items()}
+            gain = {str(k): _rate(g) for k, g in data.get("pack_gain", {}).items()}
             return Profile(throughputs, gain, data.get("device"), data.get("precision"))
-        speedup = float(data.pop("pack_speedup", 1.0))
-        return Profile({k: {TRAIN_PROBE_BATCH: Throughput(float(v["train_img_s"]),
-                                                          float(v["eval_img_s"]))}
+        speedup = _rate(data.pop("pack_speedup", 1.0))
+        return Profile({k: {TRAIN_PROBE_BATCH: Throughput(_rate(v["train_img_s"]),
+                                                          _rate(v["eval_img_s"]))}
                         for k, v in data.items()}, {"*": speedup})
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise HiddenCostError(f"cannot read profile {path}: {exc}") from None
+
+
+def _rate(value: Any) -> float:
+    """A throughput or packing gain: a finite number > 0 (a ValueError otherwise)."""
+    rate = float(value)
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"throughputs and packing gains must be finite and > 0, got {value!r}")
+    return rate
+
+
+def _batch(value: Any) -> int:
+    """A measured batch size: an integer ≥ 1 (a ValueError otherwise)."""
+    batch = int(value)
+    if batch < 1:
+        raise ValueError(f"batch sizes must be ≥ 1, got {value!r}")
+    return batch
 
 
 def make_plan(runs: Sequence[PlannedRun], packs: int, gpus: int = 1,

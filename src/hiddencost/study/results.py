@@ -163,6 +163,8 @@ def format_duration(seconds: float | None) -> str:
     """``1h 02m``, ``3m 20s``, ``12s``; ``?`` for None."""
     if seconds is None or math.isnan(seconds):
         return "?"
+    if math.isinf(seconds):
+        return "∞"
     s = int(round(seconds))
     if s >= 3600:
         return f"{s // 3600}h {s % 3600 // 60:02d}m"
