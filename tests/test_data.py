@@ -7,9 +7,8 @@ colour unique to its file, so a loaded image can be traced back to the file it c
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
