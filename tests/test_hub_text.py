@@ -162,3 +162,35 @@ def test_xmr_run_on_local_ag_news(tmp_path):
     assert [e["target_name"] for e in record["label_mapping"]] == \
         ["World", "Sports", "Business", "Sci/Tech"]
     assert 0.0 <= record["accuracy"] <= 1.0 and record["config"]["dataset"] == "ag_news"
+
+
+@pytest.mark.parametrize(("rows", "match"), [
+    ("text,label\nfine,neg\nodd,pos\n", None),  # the Hub's label names spelled out: read
+    ("text,label\nfine,0\nodd,\n", r"the label of row 1 is empty, not a class index or "
+                                   r"one of imdb's names neg, pos"),
+    ("text,label\nfine,0\nodd,positive\n", r"the label of row 1 is 'positive'"),
+    ('text,label\n1234,0\n5.5,1\n', None),  # numbers as text: their digits
+])
+def test_odd_label_and_text_cells_read_or_fail_in_one_line(tmp_path, rows, match):
+    folder = tmp_path / "imdb"
+    folder.mkdir()
+    for split in ("train", "test"):
+        (folder / f"{split}.csv").write_text(rows)
+    if match is None:
+        task = load_dataset("imdb", root=tmp_path)
+        assert task.train_labels.tolist() == [0, 1]
+    else:
+        with pytest.raises(HiddenCostError, match=match):
+            load_dataset("imdb", root=tmp_path)
+
+
+def test_a_tokenizer_whose_ids_have_holes_is_refused(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    write_hub_files(tmp_path, "ag_news")
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "news": 1, "vote": 7}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    path = tmp_path / "holes.json"
+    tok.save(str(path))
+    with pytest.raises(HiddenCostError, match=r"its vocabulary has no token for id 2"):
+        load_dataset(f"ag_news:{path}", root=tmp_path)

@@ -107,13 +107,38 @@ def _check_labels(spec: HubText, table, path: Path) -> np.ndarray:
     if isinstance(feature, datasets.ClassLabel) and tuple(feature.names) != spec.hub_label_names:
         raise HiddenCostError(f"{path}: label names {feature.names} are not {spec.name}'s "
                               f"{list(spec.hub_label_names)}")
-    labels = np.asarray(table[spec.label_column], dtype=np.int64)
     k = len(spec.class_names)
+    labels = np.asarray([_label(v, i, spec, path) for i, v in
+                         enumerate(table[spec.label_column])], dtype=np.int64)
     if len(labels) and (labels.min() < 0 or labels.max() >= k):
         raise HiddenCostError(f"{path}: labels must lie in 0..{k - 1} ({spec.name}'s "
                               f"{', '.join(spec.hub_label_names)}), found "
                               f"{labels.min()}..{labels.max()}")
     return labels
+
+
+def _label(value: object, row: int, spec: HubText, path: Path) -> int:
+    """A label cell as a class index: an integer (also as a whole float or digits, as CSV
+    readers infer them), or one of the Hub's label names, tried first; anything else, an empty
+    cell included, is a one-line error. (The range is checked after.)"""
+    if isinstance(value, str):
+        if value in spec.hub_label_names:
+            return spec.hub_label_names.index(value)
+        if value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif isinstance(value, float) and value.is_integer():
+        return int(value)
+    elif isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return int(value)
+    empty = value is None or (isinstance(value, float) and value != value)  # NaN: empty cell
+    raise HiddenCostError(f"{path}: the label of row {row} is "
+                          f"{'empty' if empty else repr(value)}, not a class index or one of "
+                          f"{spec.name}'s names {', '.join(spec.hub_label_names)}")
+
+
+def _text(value: object) -> str:
+    """A text cell as text: an empty cell is "", a number its digits."""
+    return "" if value is None else value if isinstance(value, str) else str(value)
 
 
 def read_hub_text(spec: HubText, root: Path,
@@ -153,7 +178,7 @@ def read_hub_text(spec: HubText, root: Path,
         if missing:
             raise HiddenCostError(f"{path} has no column {', '.join(map(repr, missing))} "
                                   f"(it has {', '.join(table.column_names)})")
-        texts = [t or "" for t in table[spec.text_column]]
+        texts = [_text(t) for t in table[spec.text_column]]
         out[split] = (texts, _check_labels(spec, table, path))
     return out
 

@@ -126,6 +126,19 @@ def wordpiece_tokens(tokenizer, texts: Sequence[str],
     return tokens, lengths
 
 
+def _check_vocabulary(vocab: list[str | None], tokens: Sequence[torch.Tensor],
+                      name: str) -> None:
+    """Every id is a row of the token table: a tokenizer whose ids have holes (an id with no
+    token) or run past its size would index past the table."""
+    holes = [i for i, token in enumerate(vocab) if token is None]
+    top = max((int(t.max()) for t in tokens if t.numel()), default=-1)
+    if holes or top >= len(vocab):
+        what = (f"no token for id {holes[0]}" if holes else
+                f"id {top}, past its {len(vocab)} tokens")
+        raise HiddenCostError(f"tokenizer {name}: its vocabulary has {what}; give a tokenizer "
+                              "whose ids run 0..N-1")
+
+
 def text_task(name: str, class_names: list[str], train_texts: Sequence[str],
               train_labels: np.ndarray, test_texts: Sequence[str], test_labels: np.ndarray,
               note: str, tokenizer: str | None = None, vocab_size: int = DEFAULT_VOCAB,
@@ -142,6 +155,7 @@ def text_task(name: str, class_names: list[str], train_texts: Sequence[str],
     tr_tokens, tr_lengths = wordpiece_tokens(tok, train_texts, max_tokens)
     te_tokens, te_lengths = wordpiece_tokens(tok, test_texts, max_tokens)
     vocab = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
+    _check_vocabulary(vocab, (tr_tokens, te_tokens), tokenizer or "trained")
     how = how or f"WordPiece vocabulary of {len(vocab)} from the training split"
     return SequenceTask(name, list(class_names), vocab, tr_tokens, tr_lengths,
                         torch.as_tensor(train_labels, dtype=torch.int64), te_tokens, te_lengths,
