@@ -375,3 +375,19 @@ def test_narrow_attention_cross_attention_matches_multihead_attention():
     with torch.no_grad():
         torch.testing.assert_close(narrow(q, kv, kv)[0], mha(q, kv, kv, need_weights=False)[0],
                                    atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("key", "rows"), [
+    (f"{VIS}.0.attn.in_proj_weight", 3 * 2 * 10**8),  # head dimension 10⁸
+    (f"{TXT}.0.mlp.c_fc.weight", 10**9),                # MLP width 10⁹
+])
+def test_widths_above_the_architecture_are_refused_before_allocating(upop, tmp_path, key,
+                                                                       rows):
+    state = {**upop["pruned"], **upop["extra"]}
+    width = state[key].shape[1]
+    state[key] = torch.zeros(1).expand(rows, width)  # a huge shape over one stored number
+    path = tmp_path / "huge.pth"
+    torch.save({"model": state}, path)
+    message = _refused(upop, path)
+    block = key.split(".attn.")[0].split(".mlp.")[0]
+    assert "UPop only narrows" in message and f"{block} claims" in message

@@ -73,7 +73,17 @@ def widths_in(state: Mapping[str, torch.Tensor], towers: ClipTowers,
         if fc.dim() != 2 or not fc.shape[0]:
             raise HiddenCostError(f"checkpoint {source}: {prefix}.mlp.c_fc.weight "
                                   f"{tuple(fc.shape)} is not (m, D)")
-        widths[prefix] = BlockWidths(heads, qkv.shape[0] // (3 * heads), fc.shape[0])
+        # UPop only narrows: widths above the architecture's (a crafted or foreign file) are
+        # refused here, before anything of that size is allocated
+        width, mlp = block.ln_1.normalized_shape[0], block.mlp.c_fc.out_features
+        head_dim = qkv.shape[0] // (3 * heads)
+        if qkv.shape[1] != width or fc.shape[1] != width or head_dim > width // heads \
+                or fc.shape[0] > mlp:
+            raise HiddenCostError(
+                f"checkpoint {source}: {prefix} claims head dimension {head_dim} and MLP width "
+                f"{fc.shape[0]} on inputs of {qkv.shape[1]}; this architecture has at most "
+                f"{width // heads} and {mlp} on {width} (UPop only narrows)")
+        widths[prefix] = BlockWidths(heads, head_dim, fc.shape[0])
     return widths
 
 
