@@ -91,7 +91,8 @@ def run_quickstart(
     result records.
 
     The study keeps ``out/study.sqlite`` and one folder per run under ``out/artifacts/<key>/``
-    (``result.json``, ``weights.safetensors``, ``prompt_history.safetensors``).
+    (``result.json``, ``weights.safetensors``, ``predictions.safetensors``,
+    ``prompt_history.safetensors``).
     """
     configs = quickstart_configs(epochs, device)
     first = configs[0]

@@ -42,6 +42,7 @@ from hiddencost.errors import HiddenCostError
 from hiddencost.frozen import prepare_frozen
 from hiddencost.metrics import calibration_summary, paper_ece
 from hiddencost.precision import resolve_precision, training_dtype
+from hiddencost.predictions import write_predictions
 from hiddencost.prompting.catalog import (
     card_of,
 )
@@ -272,7 +273,8 @@ def run_pack(
     for run, outcome, subset, out_dir in zip(runs, outcomes, subsets, out_dirs, strict=True):
         record = _record(run, outcome, task, subset, info, report, device, precision, start)
         if out_dir is not None:
-            write_result(record, outcome.tensors, outcome.history.prompts, Path(out_dir))
+            write_result(record, outcome.tensors, outcome.history.prompts, Path(out_dir),
+                         outcome.logits, task.test_labels)
         records.append(record)
     for state in states:  # results written: nothing left to resume
         if state is not None:
@@ -306,11 +308,15 @@ def run_one(
 
 def write_result(
     record: RunRecord, tensors: dict[str, torch.Tensor], prompts: list[torch.Tensor],
-    out_dir: Path,
+    out_dir: Path, logits: torch.Tensor | None = None, labels: torch.Tensor | None = None,
 ) -> None:
-    """``result.json``, ``weights.safetensors`` (prompt / FM / LP head) and, if kept,
-    ``prompt_history.safetensors`` (δ after each epoch, stacked E×3×C×C)."""
+    """``result.json``, ``weights.safetensors`` (prompt / FM / LP head), with ``logits`` and
+    ``labels`` the test predictions (:mod:`hiddencost.predictions`) and, if kept,
+    ``prompt_history.safetensors`` (δ after each epoch, stacked E×3×C×C). ``result.json`` is
+    written last, atomically: its presence means the rest is there."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if logits is not None and labels is not None:
+        write_predictions(out_dir, logits.float().numpy(), labels.numpy())
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "weights.safetensors"))
     if prompts:
         save_file({"delta": torch.stack(prompts).contiguous()},

@@ -3,7 +3,8 @@
 Layout of a study's output folder (default ``hiddencost-results/<name>``)::
 
     study.sqlite            the store (``--store`` elsewhere, e.g. on local disk)
-    artifacts/<key>/        result.json, weights.safetensors, outcome.json (error.txt)
+    artifacts/<key>/        result.json, weights.safetensors, predictions.safetensors,
+                            outcome.json (error.txt)
     slurm/                  submitit's job files and logs (Slurm executor)
     fidelity.json           upstream fidelity of each compressed backbone (see
     fidelity/               :mod:`hiddencost.study.fidelity`) and its cache
