@@ -1,0 +1,62 @@
+"""What compression forgets after transfer: modal labels and their tie rule, PIEs and churn on
+synthetic predictions where chosen examples flip, and the per-class test on recalls where one
+class pays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hiddencost.report.forgetting import churn, class_tests, modal_labels, pies
+
+
+def test_modal_labels_by_hand_with_the_smallest_label_on_ties():
+    seeds = np.array([[0, 3, 3, 1],
+                      [1, 3, 0, 2],
+                      [1, 2, 0, 0]])
+    # example 0: 0,1,1 → 1; example 1: 3,3,2 → 3; example 2: 3,0,0 → 0; example 3: a tie → 0
+    assert modal_labels(seeds).tolist() == [1, 3, 0, 0]
+    assert modal_labels(np.array([[4, 1], [1, 4]])).tolist() == [1, 1]
+    with pytest.raises(ValueError):
+        modal_labels(np.array([1, 2]))
+
+
+def _flipping(seed: int = 0, n: int = 60, k: int = 5, seeds: int = 3):
+    """Labels, dense predictions (right but for one seed's slips) and compressed predictions in
+    which the ``chosen`` examples flip in 2 of 3 seeds (and other examples slip in one)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    chosen = np.sort(rng.choice(n, 8, replace=False))
+    dense = np.repeat(labels[None], seeds, axis=0)
+    compressed = dense.copy()
+    others = np.setdiff1d(np.arange(n), chosen)
+    for s, slips in enumerate(np.array_split(rng.permutation(others)[:12], seeds)):
+        dense[s, slips] = (labels[slips] + 1) % k  # one seed each: never the mode
+        compressed[s, slips[::2]] = (labels[slips[::2]] + 2) % k
+    compressed[:2, chosen] = (labels[chosen] + 1) % k  # 2 of 3 seeds: the mode moves
+    return labels, dense, compressed, chosen
+
+
+def test_exactly_the_examples_that_flip_in_most_compressed_seeds_are_pies():
+    labels, dense, compressed, chosen = _flipping()
+    assert np.flatnonzero(pies(dense, compressed)).tolist() == chosen.tolist()
+    lost = churn(dense, compressed, labels)
+    assert np.flatnonzero(lost.lost).tolist() == chosen.tolist() and not lost.gained.any()
+    assert lost.lost_rate == pytest.approx(8 / 60)
+    # the reverse comparison gains what the other lost
+    back = churn(compressed, dense, labels)
+    assert np.flatnonzero(back.gained).tolist() == chosen.tolist()
+
+
+def test_a_class_whose_recall_drops_across_seeds_is_the_only_holm_significant_one():
+    rng = np.random.default_rng(3)
+    k, seeds = 20, 5  # with 20 classes one class's drop barely lifts the others' ratio
+    dense = np.clip(0.8 + rng.normal(0, 0.04, (seeds, k)), 0, 1)
+    compressed = np.clip(0.8 + rng.normal(0, 0.04, (seeds, k)), 0, 1)
+    compressed[:, 6] = np.clip(0.35 + rng.normal(0, 0.04, seeds), 0, 1)  # class 6 pays
+    tests = class_tests(dense, dense.mean(1), compressed, compressed.mean(1))
+    assert [t.cls for t in tests if t.p_holm < 0.05] == [6]
+    assert [t.cls for t in tests if t.hurt] == [6]
+    six = tests[6]
+    assert six.dense > 0.9 and six.compressed < 0.5  # recall / accuracy: Hooker's convention
+    assert six.p_holm == pytest.approx(min(1.0, 20 * six.p))  # the smallest p: times m
