@@ -129,6 +129,9 @@ def test_the_paper_clip_preset_is_table_2s_grid(tmp_path):
     assert (first["method"], first["lr"], first["batch_size"], first["epochs"],
             first["canvas_size"]) == ("vp", 40.0, 16, 10, 336)
     assert {r.tags["family"] for r in runs} == {"dense", "upop"}
+    # Table 2's texts and CLIP's own transform, in every run
+    assert {(r.identity["options"]["class_texts"], r.identity["options"]["preprocess"])
+            for r in runs} == {("reference", "clip")}
     res = CliRunner().invoke(app, ["study", "run", "paper-clip", "--out", str(tmp_path / "o"),
                                    "--dry-run"])
     assert res.exit_code == 0, res.output

@@ -187,7 +187,9 @@ def test_crossmodal_presets():
     first = runs[0].identity
     assert (first["method"], first["n_shot"], first["lr"], first["batch_size"]) == (
         "xmr", None, 0.001, 4)
-    assert (first["epochs"], first["options"]) == (100, {"max_steps": 100_000, "mapping_num": 10})
+    assert (first["epochs"], first["options"]) == (100, {
+        "max_steps": 100_000, "mapping_num": 10, "padding": "pad", "mapping_seed": "reference",
+        "test_every_epoch": False})
     quick = expand(load_preset("quickstart-crossmodal"))
     assert len(quick) == 12 and {r.identity["dataset"] for r in quick} == {"splice", "bbc_news"}
     assert all(r.identity["model"] == "efficientnet_lite0.in1k" for r in quick)
