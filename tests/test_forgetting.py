@@ -60,3 +60,34 @@ def test_a_class_whose_recall_drops_across_seeds_is_the_only_holm_significant_on
     six = tests[6]
     assert six.dense > 0.9 and six.compressed < 0.5  # recall / accuracy: Hooker's convention
     assert six.p_holm == pytest.approx(min(1.0, 20 * six.p))  # the smallest p: times m
+
+
+def test_the_report_finds_the_pies_and_the_paying_class_of_stored_predictions(tmp_path):
+    from support.synthetic_records import DEFAULT_COMPRESSIONS, make_record
+
+    from hiddencost.predictions import write_predictions
+    from hiddencost.report.sections.forgetting import forgetting_tables
+    from hiddencost.report.table import table_from_records
+
+    labels, dense, compressed, chosen = _flipping()
+    rng = np.random.default_rng(3)
+    records, folders = [], []
+    for comp, predictions in ((DEFAULT_COMPRESSIONS[0], dense),
+                              (DEFAULT_COMPRESSIONS[1], compressed)):
+        for seed, predicted in enumerate(predictions):
+            recall = np.clip(0.8 + rng.normal(0, 0.02, 20), 0, 1)  # 3 seeds: little noise
+            if comp[0] != "dense":
+                recall[6] = 0.35 + rng.normal(0, 0.02)  # class 6 pays in every seed
+            records.append(make_record(seed=seed, compression=comp, per_class=recall.tolist(),
+                                       accuracy=float(recall.mean())))
+            folder = tmp_path / f"{comp[0]}-{seed}"
+            folder.mkdir()
+            write_predictions(folder, np.eye(5)[predicted] * 3.0, labels)  # logits: one-hot
+            folders.append(folder)
+    cells, classes = forgetting_tables(table_from_records(records, artifacts=folders))
+    [cell] = cells.to_dict("records")
+    assert cell["pie_rate"] == pytest.approx(100 * 8 / 60)
+    assert (cell["pie_dense_accuracy"], cell["pie_compressed_accuracy"]) == (100.0, 0.0)
+    assert cell["lost_rate"] == pytest.approx(100 * 8 / 60) and cell["gained_rate"] == 0
+    assert (cell["hurt_classes"], cell["worst_class"]) == (1, 6)
+    assert classes.loc[classes["hurt"], "target"].tolist() == [6] and len(classes) == 20

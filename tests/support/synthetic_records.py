@@ -5,7 +5,8 @@
 :func:`synthetic_records` builds a whole grid whose effects are known: accuracy falls with the
 compression severity and rises with the budget, ECE rises with severity, per-class accuracy
 drops on chosen classes, and label mappings move for compressed models. With ``artifacts``, each
-VP run also gets ``weights.safetensors`` (``prompt.delta``) and ``prompt_history.safetensors``.
+VP run also gets ``weights.safetensors`` (``prompt.delta``), ``prompt_history.safetensors`` and
+``predictions.safetensors`` (agreeing with its per-class accuracy).
 
 Every record has every field a real record has (weights, split sizes,
 effective shots, device, versions); the grid's records are returned as their ``result.json``
@@ -201,6 +202,22 @@ def _grid_prompts(folder: Path, method: str, shot: int | None, seed: int, s: flo
     write_prompts(folder, steps * (base + 2 * s * g.normal(0, 1, base.shape)))
 
 
+def write_grid_predictions(folder: Path, per_class: Sequence[float]) -> None:
+    """``predictions.safetensors`` agreeing with a record's per-class accuracy: test labels
+    0, 1, …, K−1 repeated over :data:`N_TEST` examples; in each class the first round(acc·n)
+    examples are predicted right, the others as the next class."""
+    from hiddencost.predictions import write_predictions
+
+    k = len(per_class)
+    labels = np.arange(N_TEST) % k
+    predicted = labels.copy()
+    for c, acc in enumerate(per_class):
+        members = np.flatnonzero(labels == c)
+        wrong = members[int(round((acc or 0.0) * len(members))):]
+        predicted[wrong] = (c + 1) % k
+    write_predictions(folder, np.eye(k, dtype=np.float32)[predicted] * 4.0, labels)
+
+
 def synthetic_records(
     datasets: Sequence[str] = ("digits",),
     methods: Sequence[str] = ("ilm", "flm", "lp"),
@@ -230,6 +247,7 @@ def synthetic_records(
             folder = Path(artifacts) / key
             _grid_prompts(folder, method, shot, seed, severity(comp[0], comp[2], comp[3]),
                           epochs, canvas)
+            write_grid_predictions(folder, record.per_class_accuracy)
         records.append(record.to_json())
         tags.append(tags_of(comp))
         folders.append(str(folder) if folder is not None else None)

@@ -27,8 +27,9 @@ metrics                :data:`METRICS`, every numeric field of a
                        then ``sparsity, weight_bits, activation_bits, n_train, n_test,
                        final_train_loss, wall_time_s`` (floats; None where absent)
 lists                  ``per_class_accuracy, reliability, label_mapping, history`` (None if absent)
-``artifacts``          the run's artifact folder (None when unknown); ``prompt_history`` and
-                       ``weights`` the safetensors files in it, when they exist
+``artifacts``          the run's artifact folder (None when unknown); ``prompt_history``,
+                       ``weights`` and ``predictions`` the safetensors files in it, when they
+                       exist
 =====================  ===========================================================================
 """
 
@@ -47,6 +48,7 @@ import pandas as pd
 from hiddencost.compression import parse_compression
 from hiddencost.compression.levels import LevelUnit
 from hiddencost.errors import HiddenCostError
+from hiddencost.predictions import PREDICTIONS_FILE
 from hiddencost.records import METRIC_FIELDS, RunRecord
 from hiddencost.study.catalog import load_spec
 from hiddencost.study.results import (
@@ -216,6 +218,7 @@ def _row(record: Record, tags: Mapping[str, Any] | None, key: str | None,
     row["artifacts"] = str(artifacts) if artifacts is not None else None
     row["prompt_history"] = _existing(artifacts, PROMPT_HISTORY_FILE)
     row["weights"] = _existing(artifacts, WEIGHTS_FILE)
+    row["predictions"] = _existing(artifacts, PREDICTIONS_FILE)
     row["result_missing"] = bool(record.get("result_missing", False))
     # what the weight source measured (UPop: the inference model's parameter count)
     row["parameters"] = (record.get("backbone") or {}).get("parameters")
@@ -275,7 +278,8 @@ def table_from_records(
         for a, s in zip(df["arch"], df["settings"], strict=True)
     ]
     # pandas infers NaN-padded str / float columns: keep None for "absent" in these
-    for col in ("key", "study", "level", "unit", "artifacts", "prompt_history", "weights"):
+    for col in ("key", "study", "level", "unit", "artifacts", "prompt_history", "weights",
+                "predictions"):
         df[col] = pd.Series([None if _missing(v) else v for v in df[col]], dtype=object,
                             index=df.index)
     df["compression_name"] = _names(df)
@@ -305,7 +309,7 @@ def _empty_columns() -> list[str]:
             "method_marker", "learns_prompt", "modality", "network_family", "n_shot", "budget",
             "budget_rank", "seed", "family", "compression", "level", "unit", "epochs",
             "severity", *METRICS, *LISTS, "settings", "canvas_size", "inner_size", "artifacts",
-            "prompt_history", "weights", "result_missing", "parameters"]
+            "prompt_history", "weights", "predictions", "result_missing", "parameters"]
 
 
 def table_from_study(study: StudyRuns, name: str | None = None) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from hiddencost.report.sections import (
     delta,
     fidelity,
     findings,
+    forgetting,
     mapping,
     prompts,
     summary,
@@ -20,6 +21,6 @@ from hiddencost.report.sections import (
 
 SECTIONS: tuple[SectionSpec, ...] = (
     findings.SECTION, accuracy.SECTION, delta.SECTION, calibration.SECTION, confidence.SECTION,
-    mapping.SECTION, classes.SECTION, prompts.SECTION, fidelity.SECTION, crossmodal.SECTION,
-    clip.SECTION, summary.SECTION,
+    mapping.SECTION, classes.SECTION, forgetting.SECTION, prompts.SECTION, fidelity.SECTION,
+    crossmodal.SECTION, clip.SECTION, summary.SECTION,
 )
