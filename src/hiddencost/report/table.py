@@ -222,6 +222,11 @@ def _row(record: Record, tags: Mapping[str, Any] | None, key: str | None,
     row["result_missing"] = bool(record.get("result_missing", False))
     # what the weight source measured (UPop: the inference model's parameter count)
     row["parameters"] = (record.get("backbone") or {}).get("parameters")
+    comp = record.get("compression") or {}
+    prunable, zeros = comp.get("n_prunable_weights"), comp.get("n_zero_weights")
+    row["prunable_weights"] = prunable
+    row["nonzero_weights"] = prunable - zeros if prunable is not None and zeros is not None \
+        else None
     return row
 
 
@@ -309,7 +314,8 @@ def _empty_columns() -> list[str]:
             "method_marker", "learns_prompt", "modality", "network_family", "n_shot", "budget",
             "budget_rank", "seed", "family", "compression", "level", "unit", "epochs",
             "severity", *METRICS, *LISTS, "settings", "canvas_size", "inner_size", "artifacts",
-            "prompt_history", "weights", "predictions", "result_missing", "parameters"]
+            "prompt_history", "weights", "predictions", "result_missing", "parameters",
+            "prunable_weights", "nonzero_weights"]
 
 
 def table_from_study(study: StudyRuns, name: str | None = None) -> pd.DataFrame:
