@@ -83,6 +83,11 @@ LEGACY_OPTIONS: dict[str, Any] = {
 }
 
 
+#: Fields added after identity version 2 that are part of a run's identity (and of its record's
+#: configuration) only when set: a run that leaves them unset keeps the key (and the record) it
+#: had before they existed.
+OPTIONAL_FIELDS: tuple[str, ...] = ("validation_fraction",)
+
 #: The largest learning rate accepted: far above any protocol's (CLIP VP uses 40), below where
 #: the optimiser's float arithmetic overflows.
 MAX_LR = 1e6
@@ -116,6 +121,10 @@ class RunConfig(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     skip_unreadable: bool = Field(False, description="leave unreadable image files out")
     save_prompt_history: bool = False
+    validation_fraction: float | None = Field(
+        None, gt=0, lt=1, description="hold out this share of each class of the training pool "
+        "(seeded by split_seed) and report the test calibration after temperature scaling "
+        "fitted on it; None: no validation split (the paper's protocol)")
     #: Where and how the run executes (device, data root, downloads): never in its identity.
     #: ``device=...``, ``data_root=...`` and ``download=...`` given flat are read into it.
     environment: Environment = Field(default_factory=Environment)
@@ -189,11 +198,17 @@ class RunConfig(BaseModel):
             }
         ), entry, method
 
+    def unset_optional(self) -> set[str]:
+        """The :data:`OPTIONAL_FIELDS` this configuration leaves unset (None)."""
+        return {f for f in OPTIONAL_FIELDS if getattr(self, f) is None}
+
     def identity(self) -> dict[str, Any]:
         """The resolved configuration without environment fields, with its
         ``identity_version`` (:data:`IDENTITY_VERSION`): what defines the result and what the
-        run key hashes. Every field is there with its value, defaults included."""
-        data = self.resolved().model_dump(mode="json", exclude={"environment"})
+        run key hashes. Every field is there with its value, defaults included, but for the
+        :data:`OPTIONAL_FIELDS` left unset."""
+        data = self.resolved().model_dump(mode="json",
+                                          exclude={"environment", *self.unset_optional()})
         return {"identity_version": IDENTITY_VERSION, **data}
 
 

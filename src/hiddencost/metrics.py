@@ -604,3 +604,31 @@ def paper_ece(
         gaps = (conf_sum[filled] - correct_sum[filled]).abs() / counts[filled]
         total += float((counts[filled] / zb.shape[0] * gaps).sum())
     return total / n
+
+
+# --------------------------------------------------------------------------------------------
+# Temperature scaling (Guo et al. 2017)
+# --------------------------------------------------------------------------------------------
+
+#: The range of ln T searched by :func:`fit_temperature`: T in [e⁻⁴, e⁴] ≈ [0.018, 54.6].
+LOG_TEMPERATURE_BOUNDS = (-4.0, 4.0)
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T > 0 minimising the mean NLL of softmax(z / T) on (``logits``,
+    ``labels``) (Guo et al. 2017, "On Calibration of Modern Neural Networks"): a bounded 1-D
+    search over ln T in :data:`LOG_TEMPERATURE_BOUNDS` (the NLL is convex in 1/T), in float64.
+    T rescales confidence only: the argmax, hence accuracy, is unchanged."""
+    from scipy.optimize import minimize_scalar  # scipy: already a dependency (statistics)
+
+    z, y = logits.double(), torch.as_tensor(labels).long()
+    if z.ndim != 2 or len(z) != len(y) or not len(y):
+        raise ValueError(f"(N, K) logits and (N,) labels expected, got {tuple(z.shape)} and "
+                         f"{tuple(y.shape)}")
+
+    def nll(log_t: float) -> float:
+        return float(torch.nn.functional.cross_entropy(z / math.exp(log_t), y))
+
+    found = minimize_scalar(nll, bounds=LOG_TEMPERATURE_BOUNDS, method="bounded",
+                            options={"xatol": 1e-6})
+    return float(math.exp(found.x))

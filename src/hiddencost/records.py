@@ -101,6 +101,21 @@ class Reliability(BaseModel):
     confidence: list[float | None]
 
 
+class Recalibration(BaseModel):
+    """The test calibration after temperature scaling (Guo et al. 2017): T fitted by NLL on a
+    validation split held out from the training pool (``n_validation`` examples, see
+    :func:`hiddencost.data.few_shot.validation_split`), then the test split's ECE, NLL and
+    Brier of softmax(z / T), as the record's own metrics (accuracy does not change with T)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_validation: int
+    temperature: float
+    ece: float
+    nll: float
+    brier: float
+
+
 class RunRecord(BaseModel):
     """The result of one run (see :func:`hiddencost.run.run_one` for how each field is made).
 
@@ -159,6 +174,8 @@ class RunRecord(BaseModel):
     #: Things the run did that its configuration does not say (e.g. an N-shot above every
     #: class, so the run used all training data).
     warnings: list[str] = Field(default_factory=list)
+    #: With a ``validation_fraction``: the calibration after temperature scaling.
+    recalibration: Recalibration | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -170,10 +187,10 @@ class RunRecord(BaseModel):
         return data
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON-safe dict written to ``result.json`` (``backbone`` only when there is a
-        report, so records of plain backbones keep their earlier form)."""
-        return self.model_dump(mode="json", exclude={"backbone"} if self.backbone is None
-                               else None)
+        """The JSON-safe dict written to ``result.json`` (``backbone`` and ``recalibration``
+        only when there are, so the records of runs without them keep their earlier form)."""
+        absent = {k for k in ("backbone", "recalibration") if getattr(self, k) is None}
+        return self.model_dump(mode="json", exclude=absent or None)
 
     def scalar_metrics(self) -> dict[str, Any]:
         """The scalar top-level fields (accuracy, ece, nll, sparsity, ...): what the store keeps

@@ -8,6 +8,7 @@ given, the learned prompt (or LP head) as safetensors beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -36,11 +37,12 @@ from hiddencost.data import (
     few_shot_indices,
     load_dataset,
 )
+from hiddencost.data.few_shot import validation_split
 from hiddencost.data.sequences import SequenceTask
 from hiddencost.device import resolve_device
 from hiddencost.errors import HiddenCostError
 from hiddencost.frozen import prepare_frozen
-from hiddencost.metrics import calibration_summary, paper_ece
+from hiddencost.metrics import calibration_summary, fit_temperature, paper_ece
 from hiddencost.precision import resolve_precision, training_dtype
 from hiddencost.predictions import write_predictions
 from hiddencost.prompting.catalog import (
@@ -53,7 +55,7 @@ from hiddencost.prompting.methods import (
     TransferSettings,
 )
 from hiddencost.prompting.run_state import STATE_FILE, StateFile
-from hiddencost.records import EpochRecord, RunRecord
+from hiddencost.records import EpochRecord, Recalibration, RunRecord
 
 #: Images used to calibrate activation quantizers (the training subset's first ones).
 CALIBRATION_IMAGES = 256
@@ -186,7 +188,7 @@ def _record(run: ResolvedRun, outcome: TransferOutcome, task: TaskData | Sequenc
     cfg, logits = run.config, outcome.logits
     summary = calibration_summary(logits.softmax(dim=1), task.test_labels)
     return RunRecord(
-        config=cfg.model_dump(mode="json"),
+        config=cfg.model_dump(mode="json", exclude=cfg.unset_optional() or None),
         method=card_of(run.method, run.family),
         network_family=run.family,
         label_mapping=_mapping_table(outcome, task, info),
@@ -255,8 +257,8 @@ def run_pack(
     device = resolve_device(first.config.environment.device)
     fit = first.method.image_fit(first.settings)
     task = cache.dataset(first.config, first.method.stored_image_size(first.settings), fit)
-    subsets = [few_shot_indices(task.train_labels, r.config.n_shot, r.config.seed)
-               for r in runs]
+    splits = [training_split(task, r.config) for r in runs]
+    subsets = [subset for subset, _ in splits]
     backbone, info, report = _backbone(first, task, subsets[0].indices, device)
     precision = resolve_precision(first.config.environment.precision, device)
     dtype = training_dtype(precision, quantized_activations=report.activation_bits is not None)
@@ -265,13 +267,18 @@ def run_pack(
     jobs = [TransferJob(
         backbone=backbone, num_source=info.num_classes, mean=info.mean, std=info.std,
         task=task, subset=subset.indices, settings=r.settings, device=device,
+        validation=held,
         on_epoch=on_epoch if i == 0 else None, memo=cache.memo(r.config, task.image_size, fit),
         precision=dtype, state=state,
-    ) for i, (r, subset, state) in enumerate(zip(runs, subsets, states, strict=True))]
+    ) for i, (r, (subset, held), state) in enumerate(zip(runs, splits, states, strict=True))]
     outcomes = first.method.fit_pack([(r.method, job) for r, job in zip(runs, jobs, strict=True)])
     records = []
-    for run, outcome, subset, out_dir in zip(runs, outcomes, subsets, out_dirs, strict=True):
+    for run, outcome, (subset, held), out_dir in zip(runs, outcomes, splits, out_dirs,
+                                                      strict=True):
         record = _record(run, outcome, task, subset, info, report, device, precision, start)
+        if held is not None:
+            record = record.model_copy(update={"recalibration": recalibration(
+                run, outcome, task.train_labels[held], task.test_labels)})
         if out_dir is not None:
             write_result(record, outcome.tensors, outcome.history.prompts, Path(out_dir),
                          outcome.logits, task.test_labels)
@@ -280,6 +287,33 @@ def run_pack(
         if state is not None:
             state.remove()
     return records
+
+
+def training_split(task: TaskData | SequenceTask,
+                   cfg: RunConfig) -> tuple[FewShotSubset, torch.Tensor | None]:
+    """The run's N-shot subset and, with a ``validation_fraction``, the validation indices held
+    out of the training pool first (:func:`~hiddencost.data.few_shot.validation_split`, seeded
+    by ``split_seed``: every seed and compression of a cell holds out the same examples); the
+    subset is drawn from the rest."""
+    if cfg.validation_fraction is None:
+        return few_shot_indices(task.train_labels, cfg.n_shot, cfg.seed), None
+    pool, held = validation_split(task.train_labels, cfg.validation_fraction, cfg.split_seed)
+    subset = few_shot_indices(task.train_labels[pool], cfg.n_shot, cfg.seed,
+                              num_classes=task.num_classes)
+    return dataclasses.replace(subset, indices=pool[subset.indices]), held
+
+
+def recalibration(run: ResolvedRun, outcome: TransferOutcome, validation_labels: torch.Tensor,
+                  test_labels: torch.Tensor) -> Recalibration:
+    """Temperature scaling of a run: T fitted on its validation logits
+    (:func:`~hiddencost.metrics.fit_temperature`), the test metrics of softmax(z / T)."""
+    if outcome.validation_logits is None:
+        raise HiddenCostError(f"method {run.config.method!r} does not score a validation split: "
+                              "leave validation_fraction unset")
+    t = fit_temperature(outcome.validation_logits, validation_labels)
+    scaled = calibration_summary((outcome.logits.double() / t).softmax(dim=1), test_labels)
+    return Recalibration(n_validation=len(validation_labels), temperature=t, ece=scaled["ece"],
+                         nll=scaled["nll"], brier=scaled["brier"])
 
 
 def _state_file(run: ResolvedRun, out_dir: Path, precision: str) -> StateFile:

@@ -49,8 +49,10 @@ def card(
     resumes) and write card.json and card.html."""
     if ctx.invoked_subcommand is not None:
         return
-    from hiddencost.card import load_suite, make_card, write_card  # lazy: torch
-    from hiddencost.card.render import interval_text
+    # lazy: the card runs a study (torch); `hiddencost --help` and the other commands load
+    # none of it
+    from hiddencost.card import load_suite, make_card, write_card
+    from hiddencost.card.render import interval_text  # lazy: as above
 
     common.output_folder(out)
     if dense is None or not compressed:
@@ -73,7 +75,7 @@ def merge(
         "leaderboard"),
 ) -> None:
     """Rank the compressed points of several cards (one suite and version) in one table."""
-    from hiddencost.card import read_card, write_leaderboard
+    from hiddencost.card import read_card, write_leaderboard  # lazy: as in `card`
 
     common.output_folder(out)
     read = [read_card(path) for path in cards]

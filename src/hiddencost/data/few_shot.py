@@ -77,3 +77,29 @@ def few_shot_indices(
     indices = torch.cat(picked) if picked else torch.zeros(0, dtype=torch.int64)
     short = [c for c, n in effective.items() if n < n_shot]
     return FewShotSubset(indices, n_shot, effective, short)
+
+
+def validation_split(labels: torch.Tensor, fraction: float,
+                     seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pool, validation) indices of the training split: per class c with n_c examples,
+    max(1, round(fraction · n_c)) of them (none of a class with one example) drawn by a seeded
+    shuffle (its own stream: the few-shot draws are unaffected) are held out for validation,
+    the rest stay in the pool the N-shot subset is drawn from. Both in ascending order. The
+    test split is never touched."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"the validation fraction must lie in (0, 1), got {fraction}")
+    labels = torch.as_tensor(labels).long()
+    held = []
+    for c in range(int(labels.max()) + 1 if len(labels) else 0):
+        members = torch.nonzero(labels == c, as_tuple=True)[0]
+        if len(members) < 2:
+            continue
+        count = max(1, round(fraction * len(members)))
+        order = np.random.default_rng(np.random.SeedSequence([seed, c, 1])).permutation(
+            len(members))
+        held.append(members[torch.from_numpy(order[:count]).long()])
+    validation = torch.sort(torch.cat(held)).values if held else torch.zeros(0,
+                                                                               dtype=torch.int64)
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[validation] = False
+    return torch.nonzero(keep, as_tuple=True)[0], validation

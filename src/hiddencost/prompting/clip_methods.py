@@ -99,6 +99,15 @@ class ClipMethod(TransferMethod):
         mode = "pil-bicubic" if s.options.preprocess == "clip" else "bilinear"
         return ResizeNormalize(s.canvas_size, mean, std, mode)
 
+    @staticmethod
+    def validation_scores(job: TransferJob, prompt: nn.Module | None, pre: nn.Module,
+                          text: torch.Tensor) -> torch.Tensor | None:
+        """The scores of the job's validation examples (every text column), if it has them."""
+        if job.validation is None:
+            return None
+        return clip_predict(job.backbone, prompt, pre, job.task.train_images[job.validation],
+                            text.to(job.device), job.device)
+
     def class_names(self, job: TransferJob) -> tuple[str, ...]:
         """The class names the texts are made of, as the run's ``class_texts`` says."""
         return tuple(class_texts(job.task.name, job.task.class_names,
@@ -168,10 +177,13 @@ class ClipPrompting(ClipMethod):
         scores = clip_predict(job.backbone, prompt, pre, task.test_images, text.to(job.device),
                               job.device)
         tensors = {"prompt.delta": prompt.delta.detach().cpu()}
+        held = self.validation_scores(job, prompt, pre, text)
+        held = None if held is None else held[:, columns]
         if not self.reads_templates:
-            return TransferOutcome(scores[:, columns], history, tensors)
+            return TransferOutcome(scores[:, columns], history, tensors, validation_logits=held)
         return TransferOutcome(scores[:, columns], history, tensors, columns.tolist(),
-                               history.mappings, column_texts(self.class_names(job), templates))
+                               history.mappings, column_texts(self.class_names(job), templates),
+                               validation_logits=held)
 
 
 class ZeroShot(ClipMethod):
@@ -188,9 +200,11 @@ class ZeroShot(ClipMethod):
 
     def fit(self, job: TransferJob) -> TransferOutcome:
         pre = self.input_transform(job.settings, job.mean, job.std).to(job.device)
+        text = self.text(job)
         scores = clip_predict(job.backbone, None, pre, job.task.test_images,
-                              self.text(job).to(job.device), job.device)
-        return TransferOutcome(scores, TrainHistory(), {})
+                              text.to(job.device), job.device)
+        return TransferOutcome(scores, TrainHistory(), {},
+                               validation_logits=self.validation_scores(job, None, pre, text))
 
 
 #: The transfer methods of open_clip backbones by name.

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -64,6 +64,7 @@ from hiddencost.prompting.visual_prompt import (
     TrainHistory,
     VPMethod,
     packed_predict_logits,
+    predict_logits,
     to_unit,
     train_visual_prompts,
 )
@@ -164,6 +165,9 @@ class TransferJob:
     #: Where a method that supports it saves its state at epoch ends and resumes from
     #: (:mod:`hiddencost.prompting.run_state`); None: the run is not resumable.
     state: StateFile | None = None
+    #: Indices of the training split held out for validation (never trained on): the method
+    #: scores them too (:attr:`TransferOutcome.validation_logits`); None: no validation split.
+    validation: torch.Tensor | None = None
 
 
 @dataclass
@@ -180,6 +184,8 @@ class TransferOutcome:
     mapping: MappingList | None = None
     mapping_history: list[MappingList] | None = None
     source_names: list[str] | None = None
+    #: The logits of the job's validation examples (same columns), when it has them.
+    validation_logits: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -354,8 +360,10 @@ class VisualPrompting(TransferMethod):
             precision=first.precision)
         logits = packed_predict_logits([model for model, _ in trained], task.test_images,
                                        first.device)
-        return [self._outcome(model, history, out)
-                for (model, history), out in zip(trained, logits, strict=True)]
+        return [replace(self._outcome(model, history, out), validation_logits=None
+                        if job.validation is None else
+                        predict_logits(model, task.train_images[job.validation], first.device))
+                for (model, history), out, job in zip(trained, logits, jobs, strict=True)]
 
     @staticmethod
     def _outcome(model: ReprogrammedModel, history: TrainHistory,
@@ -401,8 +409,10 @@ class LinearProbe(TransferMethod):
         )
         with torch.inference_mode():
             logits = head(test_all.to(job.device)).float().cpu()
+            held = None if job.validation is None else \
+                head(train_all[job.validation].to(job.device)).float().cpu()
         tensors = {"head.weight": head.weight.detach().cpu(), "head.bias": head.bias.detach().cpu()}
-        return TransferOutcome(logits, history, tensors)
+        return TransferOutcome(logits, history, tensors, validation_logits=held)
 
 
 class CrossModal(TransferMethod):
@@ -478,7 +488,11 @@ class CrossModal(TransferMethod):
                             evaluate=test_accuracy if s.options.test_every_epoch else None)
         logits = predict_xmr(model, task.test_tokens, task.test_lengths, job.device)
         mapping = None if sources is None else sources.tolist()
-        return TransferOutcome(logits, history, model.learned_tensors(), mapping)
+        held = None if job.validation is None else predict_xmr(
+            model, task.train_tokens[job.validation], task.train_lengths[job.validation],
+            job.device)
+        return TransferOutcome(logits, history, model.learned_tensors(), mapping,
+                               validation_logits=held)
 
 
 #: The registered transfer methods by name.
