@@ -80,3 +80,23 @@ def test_other_methods_score_their_validation_split_too(method):
                      cache=RunCache())
     # Σ_c round(0.1 · n_c) over digits' ten classes of the 1,347-image pool
     assert record.recalibration.n_validation == 136 and record.recalibration.temperature > 0
+
+
+def test_the_report_compares_the_ece_gap_before_and_after_scaling():
+    from support.synthetic_records import DEFAULT_COMPRESSIONS, make_record
+
+    from hiddencost.records import Recalibration
+    from hiddencost.report.sections.calibration import recalibrated_ece
+    from hiddencost.report.table import table_from_records
+
+    records = []
+    for comp, ece, scaled in ((DEFAULT_COMPRESSIONS[0], 0.10, 0.02),
+                              (DEFAULT_COMPRESSIONS[1], 0.20, 0.05)):
+        for seed in (0, 1):
+            recal = Recalibration(n_validation=100, temperature=1.5, ece=scaled, nll=1.0,
+                                  brier=0.5)
+            records.append(make_record(seed=seed, compression=comp, ece=ece)
+                           .model_copy(update={"recalibration": recal}))
+    [row] = recalibrated_ece(table_from_records(records)).to_dict("records")
+    assert row["delta_ece"] == pytest.approx(10.0) and row["delta_ts_ece"] == pytest.approx(3.0)
+    assert recalibrated_ece(table_from_records([make_record()])).empty  # nothing held out

@@ -224,6 +224,9 @@ def _row(record: Record, tags: Mapping[str, Any] | None, key: str | None,
     row["parameters"] = (record.get("backbone") or {}).get("parameters")
     comp = record.get("compression") or {}
     prunable, zeros = comp.get("n_prunable_weights"), comp.get("n_zero_weights")
+    recal = record.get("recalibration") or {}
+    row["temperature"], row["ts_ece"], row["ts_nll"] = (recal.get(k) for k in
+                                                        ("temperature", "ece", "nll"))
     row["prunable_weights"] = prunable
     row["nonzero_weights"] = prunable - zeros if prunable is not None and zeros is not None \
         else None
@@ -315,7 +318,7 @@ def _empty_columns() -> list[str]:
             "budget_rank", "seed", "family", "compression", "level", "unit", "epochs",
             "severity", *METRICS, *LISTS, "settings", "canvas_size", "inner_size", "artifacts",
             "prompt_history", "weights", "predictions", "result_missing", "parameters",
-            "prunable_weights", "nonzero_weights"]
+            "prunable_weights", "nonzero_weights", "temperature", "ts_ece", "ts_nll"]
 
 
 def table_from_study(study: StudyRuns, name: str | None = None) -> pd.DataFrame:
