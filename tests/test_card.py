@@ -103,3 +103,14 @@ def test_a_card_without_compressed_points_or_with_a_bad_one_is_one_line(tmp_path
     result, output = _card(tmp_path, "magnitude:2.0", name="bad")
     assert result.exit_code == 2 and "\n" not in output.strip()
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_model_compressed_elsewhere_enters_as_its_checkpoint_file(tmp_path):
+    (tmp_path / "pruned by my tool.pth").write_bytes(b"")  # the synthetic runner never loads it
+    result, output = _card(tmp_path, str(tmp_path / "pruned by my tool.pth"), name="mine")
+    assert result.exit_code == 0, output
+    [entry] = read_card(tmp_path / "mine" / "card.json").entries
+    assert (entry.label, entry.family) == ("checkpoint-pruned-by-my-tool", "checkpoint")
+    missing, output = _card(tmp_path, f"{tmp_path / 'pruned by my tool.pth'},mask=nope.pth",
+                            name="nomask")
+    assert missing.exit_code == 2 and "mask nope.pth of point" in " ".join(output.split())

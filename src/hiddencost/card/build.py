@@ -25,8 +25,7 @@ import pandas as pd
 from rich.console import Console
 
 from hiddencost.card.schema import Card, CellCard, CompressedCard, Fidelity, Interval
-from hiddencost.card.suites import Suite
-from hiddencost.compression import parse_compression
+from hiddencost.card.suites import Suite, point_entry
 from hiddencost.errors import HiddenCostError
 from hiddencost.report.common import PERCENT, _dense_pairs
 from hiddencost.report.sections.forgetting import forgetting_tables
@@ -42,7 +41,8 @@ CELL = ["backbone", "dataset", "method", "budget", "compression"]
 
 def card_study(suite: Suite, dense: str, points: Sequence[str]) -> StudySpec:
     """The card's study: ``card-<suite>-v<version>-<dense>`` over the dense model and
-    ``points`` (compression names or recipe points: ``magnitude:0.5``, ``w4``); cards of one
+    ``points`` (compression names, recipe points such as ``magnitude:0.5`` or ``w4``, or
+    checkpoint files, see :func:`~hiddencost.card.suites.point_entry`); cards of one
     dense model share it, so their dense runs are run once."""
     if not points:
         raise HiddenCostError("a card needs at least one compressed point (--compressed)")
@@ -167,7 +167,7 @@ def card_from_table(df: pd.DataFrame, suite: Suite, dense: str, points: Sequence
         by_point[key[4]].append((key, _shots(g), d, g))
     entries = []
     for point in points:
-        label = parse_compression(point).label
+        label = point_entry(point)[1]
         cells = by_point.get(label)
         if not cells:
             raise HiddenCostError(f"no finished dense and {label} runs in a common cell: the "

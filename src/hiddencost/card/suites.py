@@ -9,6 +9,7 @@ card's: the dense model and its compressed points. Built in: ``offline-mini`` an
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,7 @@ class Suite(BaseModel):
             "name": name, "description": f"card of {dense} on suite {self.suite} "
                                          f"v{self.version}",
             "model": [dense], "dataset": self.dataset,
-            "compression": [{"method": "none"},
-                            *(parse_compression(p).model_dump(mode="json") for p in points)],
+            "compression": [{"method": "none"}, *(point_entry(p)[0] for p in points)],
             "method": self.method, "n_shot": self.n_shot,
             "seed": self.seed}
         if self.params:
@@ -53,6 +53,36 @@ class Suite(BaseModel):
         if self.runner:
             spec["runner"] = self.runner
         return yaml.safe_dump(spec, sort_keys=False)
+
+
+#: How a compressed point names a mask beside its checkpoint file: ``FILE,mask=MASK``.
+MASK_SEPARATOR = ",mask="
+
+
+def point_entry(point: str) -> tuple[dict[str, Any], str]:
+    """A card's compressed point as a study's compression entry, and the label its runs carry.
+
+    ``point`` is a compression name or recipe point (``magnitude:0.5``, ``w8``, ``w4a4``), or a
+    model the user compressed with another tool: a state-dict file for the dense model's
+    architecture (``.pth``, ``.pt``, ``.safetensors``), optionally ``FILE,mask=MASK`` with a
+    0/1 mask applied as weight × mask. The file is loaded strictly (every key, every shape) and
+    its sparsity and bits are measured like any backbone's; its label is
+    ``checkpoint-<file stem>``."""
+    path, _, mask = point.partition(MASK_SEPARATOR)
+    file = Path(path).expanduser()
+    if not file.is_file():
+        if mask:
+            raise HiddenCostError(f"checkpoint {path} of point {point!r} does not exist")
+        spec = parse_compression(point)
+        return spec.model_dump(mode="json"), spec.label
+    if mask and not Path(mask).expanduser().is_file():
+        raise HiddenCostError(f"mask {mask} of point {point!r} does not exist")
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", file.stem)
+    entry: dict[str, Any] = {"name": "checkpoint", "checkpoint": str(file.resolve()),
+                             "levels": [stem]}
+    if mask:
+        entry["mask"] = str(Path(mask).expanduser().resolve())
+    return entry, f"checkpoint-{stem}"
 
 
 def suite_names() -> list[str]:

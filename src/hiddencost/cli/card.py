@@ -35,7 +35,8 @@ def card(
     dense: Annotated[str | None, typer.Option(help="The dense model (a registry name).")] = None,
     compressed: Annotated[list[str] | None, typer.Option(
         help="A compressed point (repeatable): a compression name or recipe point, e.g. "
-             "magnitude:0.5, w8, w4a4.")] = None,
+             "magnitude:0.5, w8, w4a4; or your own compressed model: a state-dict file for "
+             "the dense model's architecture, FILE or FILE,mask=MASK.")] = None,
     out: Annotated[Path | None, typer.Option(
         help="The card's study folder (default: hiddencost-results/card-<suite>-v<N>-<dense>); "
              "card.json and card.html are written there.")] = None,
