@@ -87,7 +87,18 @@ def test_the_report_finds_the_pies_and_the_paying_class_of_stored_predictions(tm
     cells, classes = forgetting_tables(table_from_records(records, artifacts=folders))
     [cell] = cells.to_dict("records")
     assert cell["pie_rate"] == pytest.approx(100 * 8 / 60)
+    assert cell["dense_disagreement"] == pytest.approx(100 * 12 / 60)  # one seed's slips each
     assert (cell["pie_dense_accuracy"], cell["pie_compressed_accuracy"]) == (100.0, 0.0)
     assert cell["lost_rate"] == pytest.approx(100 * 8 / 60) and cell["gained_rate"] == 0
     assert (cell["hurt_classes"], cell["worst_class"]) == (1, 6)
     assert classes.loc[classes["hurt"], "target"].tolist() == [6] and len(classes) == 20
+
+
+def test_dense_disagreement_is_the_share_of_examples_the_seeds_predict_differently():
+    from hiddencost.report.forgetting import disagreement
+
+    seeds = np.array([[0, 1, 2, 3],
+                      [0, 1, 1, 3],
+                      [0, 2, 2, 3]])
+    assert disagreement(seeds).tolist() == [False, True, True, False]
+    assert not disagreement(seeds[:1]).any()  # one seed agrees with itself

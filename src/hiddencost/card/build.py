@@ -139,7 +139,9 @@ def _cell_card(key: tuple, d: pd.DataFrame, g: pd.DataFrame,
         dense_ece=_interval(list(d["ece"] * PERCENT)),
         compressed_ece=_interval(list(g["ece"] * PERCENT)),
         delta_ece=_number(ece.diff), p_ece=_number(ece.p),
-        pie_rate=_number(f.get("pie_rate")), lost_rate=_number(f.get("lost_rate")),
+        pie_rate=_number(f.get("pie_rate")),
+        dense_disagreement=_number(f.get("dense_disagreement")),
+        lost_rate=_number(f.get("lost_rate")),
         gained_rate=_number(f.get("gained_rate")),
         hurt_classes=None if hurt is None else int(hurt), worst_class_delta=_number(worst))
 

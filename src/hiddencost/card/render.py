@@ -75,7 +75,8 @@ def card_html(card: Card) -> str:
             "dense acc": interval_text(c.dense_accuracy),
             "compressed acc": interval_text(c.compressed_accuracy),
             "Δ acc": _fmt(c.delta_accuracy), "p": _fmt(c.p_accuracy, 3),
-            "Δ ECE": _fmt(c.delta_ece), "PIE %": _fmt(c.pie_rate), "lost %": _fmt(c.lost_rate),
+            "Δ ECE": _fmt(c.delta_ece), "PIE %": _fmt(c.pie_rate),
+            "dense seeds disagree %": _fmt(c.dense_disagreement), "lost %": _fmt(c.lost_rate),
             "hurt classes": _fmt(c.hurt_classes), "worst class Δ": _fmt(c.worst_class_delta),
         } for c in e.cells])
         parts.append(_table(cells, "Per cell"))

@@ -47,6 +47,8 @@ class CellCard(_Model):
     delta_ece: float | None
     p_ece: float | None
     pie_rate: float | None = None
+    #: The share of examples the dense seeds predict differently: the PIE rate's baseline.
+    dense_disagreement: float | None = None
     lost_rate: float | None = None
     gained_rate: float | None = None
     hurt_classes: int | None = None

@@ -41,6 +41,14 @@ def modal_labels(predictions: np.ndarray) -> np.ndarray:
     return counts.argmax(axis=1)  # argmax takes the first (smallest label) of equal counts
 
 
+def disagreement(predictions: np.ndarray) -> np.ndarray:
+    """(N,) bool: the examples whose predictions differ between seeds ((S, N) predictions).
+    The dense runs' own disagreement is the baseline a PIE rate is read against: with few seeds
+    and small budgets, seeds alone change many predictions."""
+    predictions = np.asarray(predictions)
+    return (predictions != predictions[:1]).any(axis=0)
+
+
 def pies(dense: np.ndarray, compressed: np.ndarray) -> np.ndarray:
     """(N,) bool: the PIEs of a cell, from (S_d, N) dense and (S_c, N) compressed
     predictions (see the module docstring)."""

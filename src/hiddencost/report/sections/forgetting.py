@@ -21,15 +21,16 @@ from hiddencost.report.common import (
     _meta,
     _sort,
 )
-from hiddencost.report.forgetting import churn, class_tests, modal_labels, pies
+from hiddencost.report.forgetting import churn, class_tests, disagreement, modal_labels, pies
 from hiddencost.report.html import Note, Section, TableItem
 from hiddencost.report.stats import ALPHA
 from hiddencost.report.table import class_names
 
 CELL = [*TASK, "method", "budget", "compression"]
 COLUMNS = [*CELL, *COMPRESSION_META, "budget_rank", "n_dense", "n_compressed", "n_examples",
-           "pie_rate", "pie_dense_accuracy", "pie_compressed_accuracy", "rest_accuracy",
-           "lost_rate", "gained_rate", "hurt_classes", "worst_class", "worst_class_name"]
+           "pie_rate", "dense_disagreement", "pie_dense_accuracy", "pie_compressed_accuracy",
+           "rest_accuracy", "lost_rate", "gained_rate", "hurt_classes", "worst_class",
+           "worst_class_name"]
 CLASS_COLUMNS = [*CELL, *COMPRESSION_META, "budget_rank", "target", "target_name",
                  "dense_normalised_recall", "compressed_normalised_recall", "p", "p_holm",
                  "hurt"]
@@ -84,6 +85,7 @@ def forgetting_tables(df: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFr
                                 "budget_rank": float(compressed["budget_rank"].iloc[0])}
         rows.append({**cell, "n_dense": len(dp), "n_compressed": len(cp),
                      "n_examples": len(labels), "pie_rate": PERCENT * float(mask.mean()),
+                     "dense_disagreement": PERCENT * float(disagreement(dp).mean()),
                      "pie_dense_accuracy": _rate(right_d[mask]),
                      "pie_compressed_accuracy": _rate(right_c[mask]),
                      "rest_accuracy": _rate(right_d[~mask]),
@@ -115,14 +117,15 @@ def _largest_budget(t: pd.DataFrame) -> pd.DataFrame:
 
 def forgetting_shown(t: pd.DataFrame) -> pd.DataFrame:
     """One row per task · method, one column per compression point, at the largest budget:
-    ``PIE % · lost % · hurt classes``."""
+    ``PIE % (dense seeds disagree %) · lost % · hurt classes``."""
     top = _largest_budget(t)
     top = top.assign(
         task=[f"{b} → {d} · {m}" for b, d, m in
               zip(top["backbone"], top["dataset"], top["method"], strict=True)],
         column=top["compression_name"],
-        cell=[f"{_fmt(p)} · {_fmt(lo)} · {h}" for p, lo, h in
-              zip(top["pie_rate"], top["lost_rate"], top["hurt_classes"], strict=True)])
+        cell=[f"{_fmt(p)} ({_fmt(b)}) · {_fmt(lo)} · {h}" for p, b, lo, h in
+              zip(top["pie_rate"], top["dense_disagreement"], top["lost_rate"],
+                  top["hurt_classes"], strict=True)])
     return _wide(top, "task", "task · method")
 
 
@@ -138,7 +141,9 @@ def _fill_forgetting(b: _Builder, s: Section, tasks: list[Task]) -> None:
     caption = (
         f"Per cell at its largest budget ({_budgets(_largest_budget(cells))}): the share of "
         "test examples whose modal prediction over seeds differs between the dense and the "
-        "compressed runs (PIEs, %; the smallest label on ties), the share the dense runs get "
+        "compressed runs (PIEs, %; the smallest label on ties) and, in brackets, the share on "
+        "which the dense seeds disagree among themselves (the baseline to read it against: "
+        "seeds alone move many predictions at small budgets), the share the dense runs get "
         "right and the compressed ones wrong (lost, %; gained examples are in the CSV), and "
         "the number of classes whose recall, normalised by the run's accuracy, is "
         f"significantly lower (Welch across seeds, Holm over the classes, p < {ALPHA:g}). "
