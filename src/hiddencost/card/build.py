@@ -28,6 +28,7 @@ from hiddencost.card.schema import Card, CellCard, CompressedCard, Fidelity, Int
 from hiddencost.card.suites import Suite, point_entry
 from hiddencost.errors import HiddenCostError
 from hiddencost.report.common import PERCENT, _dense_pairs
+from hiddencost.report.sections.classes import per_class_matrix
 from hiddencost.report.sections.forgetting import forgetting_tables
 from hiddencost.report.stats import mean_ci, welch_test
 from hiddencost.report.table import table_from_spec
@@ -116,9 +117,8 @@ def _class_means(rows: pd.DataFrame) -> np.ndarray | None:
     lists = list(rows["per_class_accuracy"])
     if not lists or any(not isinstance(p, list) or not p for p in lists):
         return None
-    values = np.array([[np.nan if v is None else v for v in p] for p in lists], dtype=float)
     with np.errstate(all="ignore"):
-        return np.nanmean(values, axis=0)
+        return np.nanmean(per_class_matrix(rows), axis=0)
 
 
 def _cell_card(key: tuple, d: pd.DataFrame, g: pd.DataFrame,

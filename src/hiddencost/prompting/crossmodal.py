@@ -45,7 +45,7 @@ from hiddencost.errors import HiddenCostError
 from hiddencost.prompting.label_mapping import apply_mapping
 
 __all__ = ["DEFAULT_ALPHA", "PADDINGS", "REFERENCE_MAX_LENGTH", "REPEAT_LAST", "SlotLayout",
-           "SoftmaxRemapper", "TokenPatches", "canvas_to_input", "needs_remapper",
+           "SoftmaxRemapper", "TokenPatches", "canvas_to_input", "check_lengths", "needs_remapper",
            "reduce_mapped", "round_robin_sources", "slot_layout", "tile_patches", "xmr_loss"]
 
 #: Weight of the perturbation norm in the loss (the reference's default).
@@ -142,6 +142,12 @@ class TokenPatches(nn.Module):
         return torch.tanh(F.embedding(tokens, self.table)).reshape(*tokens.shape, 3, p, p)
 
 
+def check_lengths(lengths: torch.Tensor) -> None:
+    """Every sequence needs a token (a host-device sync: once per split, not per step)."""
+    if len(lengths) and int(lengths.min()) < 1:
+        raise HiddenCostError("every sequence needs at least one token")
+
+
 def tile_patches(patches: torch.Tensor, lengths: torch.Tensor, canvas: int,
                  check: bool = True) -> torch.Tensor:
     """(B, L, 3, P, P) patches and (B,) sequence lengths → (B, 3, C, C) canvases.
@@ -156,8 +162,8 @@ def tile_patches(patches: torch.Tensor, lengths: torch.Tensor, canvas: int,
         raise HiddenCostError(f"canvas {canvas} is not a multiple of the patch size {p}")
     per_row = canvas // p
     n = per_row * per_row
-    if check and int(lengths.min()) < 1:
-        raise HiddenCostError("every sequence needs at least one token")
+    if check:
+        check_lengths(lengths)
     last = (lengths.clamp(max=min(seq, n)) - 1).to(patches.device)
     slot = torch.arange(n, device=patches.device)
     index = torch.minimum(slot.unsqueeze(0), last.unsqueeze(1))  # (B, n): the repeat-last rule

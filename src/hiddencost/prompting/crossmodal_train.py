@@ -28,7 +28,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from hiddencost.errors import HiddenCostError
 from hiddencost.frozen import freeze
 from hiddencost.precision import exact, training
 from hiddencost.prompting.crossmodal import (
@@ -38,6 +37,7 @@ from hiddencost.prompting.crossmodal import (
     SoftmaxRemapper,
     TokenPatches,
     canvas_to_input,
+    check_lengths,
     needs_remapper,
     reduce_mapped,
     round_robin_sources,
@@ -222,12 +222,6 @@ def train_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.T
         if on_epoch is not None:
             on_epoch(record)
     return history
-
-
-def check_lengths(lengths: torch.Tensor) -> None:
-    """Every sequence needs a token (checked once per split, not per step: a sync)."""
-    if len(lengths) and int(lengths.min()) < 1:
-        raise HiddenCostError("every sequence needs at least one token")
 
 
 def predict_xmr(model: CrossModalReprogram, tokens: torch.Tensor, lengths: torch.Tensor,

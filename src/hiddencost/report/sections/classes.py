@@ -21,12 +21,17 @@ from hiddencost.report.html import Note, Section
 from hiddencost.report.table import class_names
 
 
+def per_class_matrix(g: pd.DataFrame) -> np.ndarray:
+    """(S, K) per-class accuracy (recall) of the runs (seeds) in ``g``; NaN for a class without
+    test examples."""
+    return np.array([[np.nan if v is None else v for v in p] for p in g["per_class_accuracy"]],
+                    dtype=float)
+
+
 def _per_class_mean(g: pd.DataFrame) -> np.ndarray:
     """Per-class accuracy (%) of the runs (seeds) in ``g``, mean over seeds (NaN-aware)."""
-    arr = np.array([[np.nan if v is None else v for v in p] for p in g["per_class_accuracy"]],
-                   dtype=float)
     with np.errstate(all="ignore"):
-        return np.nanmean(arr, axis=0) * PERCENT
+        return np.nanmean(per_class_matrix(g), axis=0) * PERCENT
 
 
 def _extreme_classes(delta: np.ndarray, k: int) -> list[tuple[str, int, int]]:

@@ -23,6 +23,7 @@ from hiddencost.report.common import (
 )
 from hiddencost.report.forgetting import churn, class_tests, disagreement, modal_labels, pies
 from hiddencost.report.html import Note, Section, TableItem
+from hiddencost.report.sections.classes import per_class_matrix
 from hiddencost.report.stats import ALPHA
 from hiddencost.report.table import class_names
 
@@ -50,11 +51,8 @@ def _stack(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _recalls(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(S, K) per-class recall and (S,) accuracy of the runs (NaN for a class without
-    examples)."""
-    recall = np.array([[np.nan if v is None else v for v in p]
-                       for p in rows["per_class_accuracy"]], dtype=float)
-    return recall, rows["accuracy"].to_numpy(dtype=float)
+    """(S, K) per-class recall and (S,) accuracy of the runs."""
+    return per_class_matrix(rows), rows["accuracy"].to_numpy(dtype=float)
 
 
 def forgetting_tables(df: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFrame,
@@ -68,9 +66,12 @@ def forgetting_tables(df: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFr
         return _empty(COLUMNS), _empty(CLASS_COLUMNS)
     meta = _meta(df)
     names: dict[str, dict[int, str]] = {}
+    stacks: dict[tuple, tuple[np.ndarray, np.ndarray] | None] = {}  # dense cells pair many times
     rows, class_rows = [], []
     for key, dense, compressed in _dense_pairs(df):
-        d, c = _stack(dense), _stack(compressed)
+        if key[:4] not in stacks:
+            stacks[key[:4]] = _stack(dense)
+        d, c = stacks[key[:4]], _stack(compressed)
         if d is None or c is None or not np.array_equal(d[1], c[1]):
             continue
         (dp, labels), (cp, _) = d, c
