@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hiddencost.report.forgetting import churn, class_tests, modal_labels, pies
+from hiddencost.forgetting import churn, modal_labels, pies
+from hiddencost.report.forgetting import class_tests
 
 
 def test_modal_labels_by_hand_with_the_smallest_label_on_ties():
@@ -95,10 +96,27 @@ def test_the_report_finds_the_pies_and_the_paying_class_of_stored_predictions(tm
 
 
 def test_dense_disagreement_is_the_share_of_examples_the_seeds_predict_differently():
-    from hiddencost.report.forgetting import disagreement
+    from hiddencost.forgetting import disagreement
 
     seeds = np.array([[0, 1, 2, 3],
                       [0, 1, 1, 3],
                       [0, 2, 2, 3]])
     assert disagreement(seeds).tolist() == [False, True, True, False]
     assert not disagreement(seeds[:1]).any()  # one seed agrees with itself
+
+
+def test_top_pies_put_lost_examples_first_then_the_firmest_by_hand():
+    from hiddencost.forgetting import top_pies
+
+    labels = np.array([0, 1, 2, 0, 1])
+    dense = np.array([[0, 1, 2, 0, 0],
+                      [0, 1, 2, 1, 0]])
+    compressed = np.array([[1, 1, 0, 0, 1],
+                           [1, 1, 0, 2, 2]])
+    # modal dense [0,1,2,0,0], compressed [1,1,0,0,1]: PIEs 0, 2, 4; example 3 ties to 0 on
+    # both sides (not a PIE); 0 and 2 are lost (dense right), 4 is gained (compressed right).
+    # firmness: 0 → 1 + 1, 2 → 1 + 1, 4 → 1 + 0.5
+    assert top_pies(dense, compressed, labels, 3).tolist() == [0, 2, 4]
+    assert top_pies(dense, compressed, labels, 1).tolist() == [0]
+    dense[1, 0] = 2  # example 0 now ties on the dense side: still lost (modal 0), less firm
+    assert top_pies(dense, compressed, labels, 3).tolist() == [2, 0, 4]

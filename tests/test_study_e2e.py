@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pandas as pd
 import typer
 from typer.testing import CliRunner
 
@@ -55,3 +56,14 @@ def test_tiny_real_study_through_the_cli(tmp_path):
     res = runner.invoke(app, ["study", "run", "smoke", "--out", out, "--device", "cpu",
                               "--no-progress"])
     assert res.exit_code == 0 and "0 executed" in res.output
+    # one seed per point: PIEs are the examples the two runs predict differently
+    from hiddencost import load_results
+    from hiddencost.predictions import read_predictions
+
+    dense, pruned = (read_predictions(tmp_path / "out" / "artifacts" / r.key) for r in runs)
+    table = load_results("smoke", out=out, forgetting=True)
+    assert pd.isna(table["pie_rate"].iloc[0]) and table["dense_disagreement"].iloc[1] == 0.0
+    assert table["pie_rate"].iloc[1] == 100 * (dense.predicted != pruned.predicted).mean()
+    assert table["lost_rate"].iloc[1] == 100 * (dense.correct & ~pruned.correct).mean()
+    assert table["gained_rate"].iloc[1] == 100 * (~dense.correct & pruned.correct).mean()
+    assert "pie_rate" not in load_results("smoke", out=out)

@@ -22,6 +22,7 @@ import pandas as pd
 from hiddencost.errors import HiddenCostError
 from hiddencost.records import RunRecord
 from hiddencost.study.catalog import load_spec
+from hiddencost.study.cell_forgetting import FORGETTING_COLUMNS, forgetting_columns
 from hiddencost.study.layout import RESULT_FILE, STORE_FILE, StudyPaths
 from hiddencost.study.spec import PlannedRun, StudySpec, expand, spec_fingerprint
 from hiddencost.study.store import STATUSES, RunRow, StoreLocation
@@ -263,7 +264,7 @@ def is_sqlite_file(path: str | Path) -> bool:
 
 def load_results(source: StudySpec | str | Path, status: str | Sequence[str] | None = "done",
                  *, out: str | Path | None = None,
-                 store: str | Path | None = None) -> pd.DataFrame:
+                 store: str | Path | None = None, forgetting: bool = False) -> pd.DataFrame:
     """A study's runs as one tidy table, one row per run, read from its results store without
     torch (nothing is trained or resolved).
 
@@ -280,9 +281,22 @@ def load_results(source: StudySpec | str | Path, status: str | Sequence[str] | N
     ``network_family``, ``wall_time_s``, ...; None until the run is done); and ``error``,
     ``host``, ``attempts``, ``started_at``, ``finished_at``, ``elapsed_s``, ``artifacts`` (the
     run's folder), ``result_missing``.
+
+    With ``forgetting=True`` (it reads every done run's ``predictions.safetensors``), each
+    compressed run also carries its cell's ``pie_rate``, ``dense_disagreement``, ``lost_rate``
+    and ``gained_rate`` (% of the test examples, over the seeds of the cell's dense runs and of
+    its compression point: :mod:`hiddencost.study.cell_forgetting`); None on dense runs.
     """
     statuses = (status,) if isinstance(status, str) else status
-    rows = _rows(study_of(source, out, store), statuses)
+    study = study_of(source, out, store)
+    rows = _rows(study, statuses)
+    if forgetting and rows:
+        missing = set(study.missing_results())
+        done = [(run, study.paths.run_dir(run.key)) for run in study.runs
+                if study.status(run) == "done" and run.key not in missing]
+        rates = forgetting_columns(done)
+        for row in rows:
+            row.update(rates.get(row["key"], dict.fromkeys(FORGETTING_COLUMNS)))
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["key", "status"])
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hiddencost.forgetting import forgetting_rates, modal_labels, pies, stack_predictions
 from hiddencost.predictions import read_predictions
 from hiddencost.report.builder import SectionSpec, Task, _budgets, _Builder, _fmt, _wide
 from hiddencost.report.common import (
@@ -21,7 +22,7 @@ from hiddencost.report.common import (
     _meta,
     _sort,
 )
-from hiddencost.report.forgetting import churn, class_tests, disagreement, modal_labels, pies
+from hiddencost.report.forgetting import class_tests
 from hiddencost.report.html import Note, Section, TableItem
 from hiddencost.report.sections.classes import per_class_matrix
 from hiddencost.report.stats import ALPHA
@@ -38,16 +39,9 @@ CLASS_COLUMNS = [*CELL, *COMPRESSION_META, "budget_rank", "target", "target_name
 
 
 def _stack(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
-    """(S, N) predicted labels of the runs and their (N,) labels; None when a run has no
-    predictions or the runs saw different test examples."""
-    found = [read_predictions(Path(p).parent) if isinstance(p, str) else None
-             for p in rows["predictions"]]
-    if not found or any(f is None for f in found):
-        return None
-    labels = found[0].labels
-    if any(f.labels.shape != labels.shape or (f.labels != labels).any() for f in found):
-        return None
-    return np.stack([f.predicted for f in found]), labels
+    """:func:`~hiddencost.forgetting.stack_predictions` of the runs of ``rows``."""
+    return stack_predictions([read_predictions(Path(p).parent) if isinstance(p, str) else None
+                              for p in rows["predictions"]])
 
 
 def _recalls(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +71,6 @@ def forgetting_tables(df: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFr
         (dp, labels), (cp, _) = d, c
         mask = pies(dp, cp)
         right_d, right_c = modal_labels(dp) == labels, modal_labels(cp) == labels
-        moved = churn(dp, cp, labels)
         tests = class_tests(*_recalls(dense), *_recalls(compressed), alpha)
         hurt = [t for t in tests if t.hurt]
         worst = min(hurt, key=lambda t: (t.p_holm, t.cls)) if hurt else None
@@ -85,13 +78,10 @@ def forgetting_tables(df: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFr
         cell: dict[str, Any] = {**dict(zip(CELL, key, strict=True)), **meta[key[4]],
                                 "budget_rank": float(compressed["budget_rank"].iloc[0])}
         rows.append({**cell, "n_dense": len(dp), "n_compressed": len(cp),
-                     "n_examples": len(labels), "pie_rate": PERCENT * float(mask.mean()),
-                     "dense_disagreement": PERCENT * float(disagreement(dp).mean()),
+                     "n_examples": len(labels), **forgetting_rates(dp, cp, labels),
                      "pie_dense_accuracy": _rate(right_d[mask]),
                      "pie_compressed_accuracy": _rate(right_c[mask]),
-                     "rest_accuracy": _rate(right_d[~mask]),
-                     "lost_rate": PERCENT * moved.lost_rate,
-                     "gained_rate": PERCENT * moved.gained_rate, "hurt_classes": len(hurt),
+                     "rest_accuracy": _rate(right_d[~mask]), "hurt_classes": len(hurt),
                      "worst_class": None if worst is None else worst.cls,
                      "worst_class_name": None if worst is None else
                      names[key[1]].get(worst.cls, f"class {worst.cls}")})
