@@ -79,9 +79,11 @@ def test_results_and_report_read_back_without_torch(tiny_study):
         by_folder = hc.load_results("results/tiny")
         by_store = hc.load_results("results/tiny/study.sqlite", status=None)
         assert by_spec["key"].tolist() == by_folder["key"].tolist() == by_store["key"].tolist()
-        hc.build_report("tiny.yaml", "r1", results="results/tiny")
-        for args in (["report", "tiny.yaml", "--results", "results/tiny", "--out", "r2"],
-                     ["report", "--db", "results/tiny/study.sqlite", "--out", "r3"],
+        hc.build_report("tiny.yaml", "r1", results="results/tiny", thumbnails=False)
+        for args in (["report", "tiny.yaml", "--results", "results/tiny", "--out", "r2",
+                      "--no-thumbnails"],
+                     ["report", "--db", "results/tiny/study.sqlite", "--out", "r3",
+                      "--no-thumbnails"],
                      ["study", "export", "tiny.yaml", "--out", "results/tiny",
                       "--output", "t.csv"]):
             try:

@@ -120,3 +120,57 @@ def test_top_pies_put_lost_examples_first_then_the_firmest_by_hand():
     assert top_pies(dense, compressed, labels, 1).tolist() == [0]
     dense[1, 0] = 2  # example 0 now ties on the dense side: still lost (modal 0), less firm
     assert top_pies(dense, compressed, labels, 3).tolist() == [2, 0, 4]
+
+
+def _digits_study(tmp_path, labels: np.ndarray, chosen: np.ndarray):
+    """Dense and 50 %-pruned ILM records on digits, three seeds each, whose predictions are
+    right but for ``chosen`` examples, which the pruned seeds get wrong (two of three)."""
+    from support.synthetic_records import DEFAULT_COMPRESSIONS, make_record
+
+    from hiddencost.predictions import write_predictions
+    from hiddencost.report.table import table_from_records
+
+    records, folders = [], []
+    for comp in DEFAULT_COMPRESSIONS[:2]:
+        for seed in range(3):
+            predicted = labels.copy()
+            if comp[0] != "dense" and seed < 2:
+                predicted[chosen] = (labels[chosen] + 1) % 10
+            records.append(make_record(seed=seed, compression=comp))
+            folder = tmp_path / f"{comp[1]}-{seed}"
+            folder.mkdir()
+            write_predictions(folder, np.eye(10)[predicted] * 3.0, labels)
+            folders.append(folder)
+    return table_from_records(records, artifacts=folders)
+
+
+def test_the_top_pies_come_with_their_real_test_images(tmp_path):
+    from hiddencost.data import load_dataset
+    from hiddencost.report.sections.forgetting import pie_examples, with_images
+
+    digits = load_dataset("digits")
+    labels = digits.test_labels.numpy()
+    chosen = np.array([3, 40, 41, 200, 449])
+    df = _digits_study(tmp_path, labels, chosen)
+    examples = pie_examples(df, k=4)
+    # all five are lost and equally firm (3 of 3 dense seeds, 2 of 3 pruned): by position
+    assert examples["position"].tolist() == [3, 40, 41, 200]
+    assert examples["rank"].tolist() == [0, 1, 2, 3]
+    assert (examples["dense_label"] == examples["label"]).all()
+    assert examples["compressed_label"].tolist() == [(y + 1) % 10 for y in labels[[3, 40, 41, 200]]]
+    assert examples["label_name"].tolist() == [str(y) for y in labels[[3, 40, 41, 200]]]
+    shown, problems = with_images(examples, df)
+    assert problems == []
+    want = digits.test_images[[3, 40, 41, 200]].permute(0, 2, 3, 1).numpy()
+    assert all(np.array_equal(a, b) for a, b in zip(shown["image"], want, strict=True))
+
+
+def test_thumbnails_of_a_test_split_that_changed_are_skipped_in_one_line(tmp_path):
+    from hiddencost.data import load_dataset
+    from hiddencost.report.sections.forgetting import pie_examples, with_images
+
+    labels = (load_dataset("digits").test_labels.numpy() + 1) % 10  # not the split's labels
+    df = _digits_study(tmp_path, labels, np.array([5]))
+    shown, problems = with_images(pie_examples(df), df)
+    assert shown.empty
+    assert problems == ["digits: the digits test split read now differs from the runs'"]

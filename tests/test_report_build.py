@@ -85,14 +85,15 @@ def test_report_has_every_section_and_figure_files(synthetic_report):
     assert "one seed" not in text.lower()
     figures = sorted((index.parent / "figures").glob("*.png"))
     # accuracy, Δ, ECE, reliability, confidence ×3 (ours and the paper's KL), mapping,
-    # classes, prompt distance, prompt images, loss, summary
-    assert len(figures) == 13 == len(page.imgs)
+    # classes, PIEs and lost examples, PIE thumbnails, prompt distance, prompt images, loss,
+    # summary
+    assert len(figures) == 15 == len(page.imgs)
     for png in figures:
         assert png.with_suffix(".svg").is_file() and png.with_suffix(".csv").is_file()
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert_references_resolve(index)
     # every figure has a caption (a sentence after its bold title)
-    assert len(re.findall(r"<figcaption><b>[^<]+\.</b> [A-ZΔL]", text)) == 13
+    assert len(re.findall(r"<figcaption><b>[^<]+\.</b> [A-ZΔL]", text)) == 15
     assert "Figures 11 and 13 plot the reverse divergence" in text
     # the summary table shows intervals
     assert re.search(r"\d+\.\d \[-?\d+\.\d, -?\d+\.\d\]", text)

@@ -2,7 +2,8 @@
 
 ``import hiddencost`` loads no torch: the names of :mod:`hiddencost.api` (``run_one``,
 ``run_study``, ``load_results``, ``build_report``, ...) load on first use, and reading a
-finished study's results (``load_results``, ``build_report``) never needs torch at all.
+finished study's results (``load_results``, ``build_report``) needs no torch (the report's PIE
+thumbnails read test images through the datasets, which do: ``thumbnails=False`` skips them).
 """
 
 from __future__ import annotations

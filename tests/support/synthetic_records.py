@@ -15,6 +15,7 @@ dicts (:meth:`RunRecord.to_json`), as a study reads them back from disk.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import platform
@@ -202,14 +203,23 @@ def _grid_prompts(folder: Path, method: str, shot: int | None, seed: int, s: flo
     write_prompts(folder, steps * (base + 2 * s * g.normal(0, 1, base.shape)))
 
 
-def write_grid_predictions(folder: Path, per_class: Sequence[float]) -> None:
-    """``predictions.safetensors`` agreeing with a record's per-class accuracy: test labels
-    0, 1, …, K−1 repeated over :data:`N_TEST` examples; in each class the first round(acc·n)
-    examples are predicted right, the others as the next class."""
+@functools.cache
+def _digits_test_labels() -> np.ndarray:
+    from hiddencost.data import load_dataset
+
+    return load_dataset("digits").test_labels.numpy()
+
+
+def write_grid_predictions(folder: Path, per_class: Sequence[float], dataset: str = "digits"
+                           ) -> None:
+    """``predictions.safetensors`` agreeing with a record's per-class accuracy: the test labels
+    of the real digits split (so the report can show its PIEs' images), else 0, 1, …, K−1
+    repeated over :data:`N_TEST` examples; in each class the first round(acc·n) examples are
+    predicted right, the others as the next class."""
     from hiddencost.predictions import write_predictions
 
     k = len(per_class)
-    labels = np.arange(N_TEST) % k
+    labels = _digits_test_labels() if dataset == "digits" and k == 10 else np.arange(N_TEST) % k
     predicted = labels.copy()
     for c, acc in enumerate(per_class):
         members = np.flatnonzero(labels == c)
@@ -247,7 +257,7 @@ def synthetic_records(
             folder = Path(artifacts) / key
             _grid_prompts(folder, method, shot, seed, severity(comp[0], comp[2], comp[3]),
                           epochs, canvas)
-            write_grid_predictions(folder, record.per_class_accuracy)
+            write_grid_predictions(folder, record.per_class_accuracy, dataset)
         records.append(record.to_json())
         tags.append(tags_of(comp))
         folders.append(str(folder) if folder is not None else None)

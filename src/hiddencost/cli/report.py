@@ -30,6 +30,8 @@ def report(
              "artifacts/ beside it.")] = None,
     results: Annotated[Path | None, typer.Option(
         help="The study's output folder (default: hiddencost-results/<name>).")] = None,
+    thumbnails: Annotated[bool, typer.Option(
+        help="Show the top PIEs' test images (reads the datasets, which loads torch).")] = True,
 ) -> None:
     """Write a study's report: every analysis as PNG + SVG + CSV, and OUT/index.html."""
     common.output_folder(out)
@@ -48,7 +50,8 @@ def report(
             raise HiddenCostError(f"results store {db} does not exist")
         # a store's fidelity.json and artifacts/ are read from its folder
         index = build_report(db, out, label=f"results store {db}", on_warning=warn,
-                             on_findings=show)
+                             on_findings=show, thumbnails=thumbnails)
     else:
-        index = build_report(str(spec), out, results=results, on_warning=warn, on_findings=show)
+        index = build_report(str(spec), out, results=results, on_warning=warn, on_findings=show,
+                             thumbnails=thumbnails)
     console.print(f"report: {index}", highlight=False, soft_wrap=True)

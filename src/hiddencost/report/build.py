@@ -110,12 +110,13 @@ def _page_notes(df: pd.DataFrame, b: _Builder) -> list[Note]:
     return notes
 
 
-def build_sections(df: pd.DataFrame, out: Path, fidelity: list[dict[str, Any]] | None = None
-                   ) -> tuple[list[Section], list[Note], _Builder]:
+def build_sections(df: pd.DataFrame, out: Path, fidelity: list[dict[str, Any]] | None = None,
+                   thumbnails: bool = True) -> tuple[list[Section], list[Note], _Builder]:
     """Every section of the report (files written under ``out``), page-level notes, and the
     builder (whose ``failures`` lists the failed sections, if any). ``fidelity``: the study's
-    fidelity entries (:func:`hiddencost.study.fidelity.read_fidelity`)."""
-    b = _Builder(df, out, fidelity, {spec.anchor: spec.title for spec in SECTIONS})
+    fidelity entries (:func:`hiddencost.study.fidelity.read_fidelity`); ``thumbnails``: see
+    :func:`build_report`."""
+    b = _Builder(df, out, fidelity, {spec.anchor: spec.title for spec in SECTIONS}, thumbnails)
     tasks = list(iter_tasks(df)) if not df.empty else []
     sections = [_build_section(b, spec, tasks) for spec in SECTIONS
                 if spec.shown is None or spec.shown(df)]
@@ -187,7 +188,8 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
                  embed: bool = True, label: str | None = None,
                  fidelity: list[dict[str, Any]] | None = None,
                  on_warning: Callable[[str], None] | None = None,
-                 on_findings: Callable[[list[str]], None] | None = None) -> Path:
+                 on_findings: Callable[[list[str]], None] | None = None,
+                 thumbnails: bool = True) -> Path:
     """Write the report of ``source`` into ``out`` and return the path of ``index.html``.
 
     ``source`` is a study spec (with its results folder ``results``, default
@@ -199,7 +201,8 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
     :mod:`hiddencost.study.fidelity`) defaults to the ``fidelity.json`` of the source's folder
     (:func:`results_root`), if there is one. ``on_warning`` receives each page-level warning
     (e.g. done runs whose ``result.json`` is gone) as one line; ``on_findings`` the findings
-    as plain-text lines (:func:`finding_lines`).
+    as plain-text lines (:func:`finding_lines`). ``thumbnails`` shows the top PIEs' test
+    images, read through the dataset registry: the one part of the report that loads torch.
 
     Raises :class:`ReportError` after writing the page when a section failed.
     """
@@ -214,7 +217,7 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)
-    sections, notes, builder = build_sections(df, out, fidelity)
+    sections, notes, builder = build_sections(df, out, fidelity, thumbnails)
     page_title, name = _page_title(loaded, df, title)
     label = label or (str(source) if isinstance(source, str | Path) else (
         f"study {name}" if name else f"{len(df)} result records"))

@@ -71,8 +71,9 @@ class _Builder:
 
     def __init__(self, df: pd.DataFrame, out: Path,
                  fidelity: list[dict[str, Any]] | None = None,
-                 titles: dict[str, str] | None = None) -> None:
+                 titles: dict[str, str] | None = None, thumbnails: bool = True) -> None:
         self.df, self.out = df, out
+        self.thumbnails = thumbnails  # read test images for the PIE thumbnails (loads torch)
         self.fidelity = fidelity or []
         self.titles = titles or {}
         self.figdir, self.tabdir = out / "figures", out / "tables"

@@ -736,3 +736,78 @@ def plot_fidelity_vs_cost(table: pd.DataFrame, title: str) -> Figure:
     _legend(fig, handles, "compression (colour) · transfer method (marker)", ncol=5)
     fig.suptitle(title)
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# What compression forgets
+# --------------------------------------------------------------------------------------------
+
+
+@styled
+def plot_forgetting(table: pd.DataFrame, title: str) -> Figure:
+    """Columns = methods; top row: PIE rate (%) against the data budget, one line per
+    compressed point, the dense seeds' own disagreement dashed grey (the baseline); bottom row:
+    lost examples (%, right under dense, wrong under compressed)."""
+    methods = list(dict.fromkeys(table["method"]))
+    fig = _figure(3.4 * len(methods) + 0.6, 5.6)
+    axes = _grid(fig, 2, len(methods), sharex=True, sharey="row")
+    colors, names = compression_colors(table), _names(table)
+    order, pos = budget_positions(table)
+    for c, method in enumerate(methods):
+        t = table[table["method"] == method]
+        base = t.drop_duplicates("budget").sort_values("budget_rank")
+        axes[0, c].plot([pos[b] for b in base["budget"]], base["dense_disagreement"], ls="--",
+                        color="0.45", lw=1.4)
+        for comp, g in t.groupby("compression", sort=False):
+            g = g.sort_values("budget_rank")
+            x = [pos[b] for b in g["budget"]]
+            for r, column in enumerate(("pie_rate", "lost_rate")):
+                axes[r, c].plot(x, g[column], marker="o", ms=3.5, color=colors[comp])
+        axes[0, c].set_title(method_name(method, table))
+        axes[1, c].set_xticks(range(len(order)), order)
+        axes[1, c].set_xlabel("data budget (examples per class)")
+        for ax in axes[:, c]:
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("PIEs (% of test examples)")
+    axes[1, 0].set_ylabel("lost examples (%)")
+    handles = [Line2D([], [], color=colors[c], marker="o", label=names[c]) for c in colors]
+    handles.append(Line2D([], [], color="0.45", ls="--", label="dense seeds disagree"))
+    _legend(fig, handles, "compression")
+    fig.suptitle(title)
+    return fig
+
+
+@styled
+def plot_pie_thumbnails(table: pd.DataFrame, title: str) -> Figure:
+    """Rows = method · compressed point, columns = its top PIEs (``rank``): each test image
+    with its true label and the modal predictions under dense and compressed."""
+    rows = list(dict.fromkeys(zip(table["method"], table["compression"], strict=True)))
+    k = int(table["rank"].max()) + 1
+    names = _names(table)
+    fig = _figure(1.25 * k + 1.0, 1.6 * len(rows) + 0.6)
+    axes = _grid(fig, len(rows), k)
+    for r, (method, comp) in enumerate(rows):
+        t = table[(table["method"] == method) & (table["compression"] == comp)]
+        for rank in range(k):
+            ax = axes[r, rank]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            hit = t[t["rank"] == rank]
+            if hit.empty:
+                ax.set_visible(rank != 0)
+                continue
+            row = hit.iloc[0]
+            ax.imshow(row["image"], interpolation="nearest")
+            lost = row["dense_label"] == row["label"]
+            ax.set_title(f"true {_short(row['label_name'], 12)}\n"
+                         f"dense {_short(row['dense_name'], 12)}\n"
+                         f"compr. {_short(row['compressed_name'], 12)}", fontsize=6.5,
+                         color="#c0392b" if lost else "0.2")
+            if rank == 0:
+                ax.set_ylabel(f"{method_name(method, table)}\n{names.get(comp, comp)}",
+                              fontsize=8)
+    handles = [Patch(facecolor="none", edgecolor="#c0392b",
+                     label="lost: dense right, compressed wrong (red title)")]
+    _legend(fig, handles)
+    fig.suptitle(title)
+    return fig

@@ -216,6 +216,7 @@ def _row(record: Record, tags: Mapping[str, Any] | None, key: str | None,
     row["canvas_size"] = cfg.get("canvas_size")
     row["inner_size"] = cfg.get("inner_size")
     row["artifacts"] = str(artifacts) if artifacts is not None else None
+    row["data_root"] = (cfg.get("environment") or {}).get("data_root")
     row["prompt_history"] = _existing(artifacts, PROMPT_HISTORY_FILE)
     row["weights"] = _existing(artifacts, WEIGHTS_FILE)
     row["predictions"] = _existing(artifacts, PREDICTIONS_FILE)
@@ -317,6 +318,7 @@ def _empty_columns() -> list[str]:
             "method_marker", "learns_prompt", "modality", "network_family", "n_shot", "budget",
             "budget_rank", "seed", "family", "compression", "level", "unit", "epochs",
             "severity", *METRICS, *LISTS, "settings", "canvas_size", "inner_size", "artifacts",
+            "data_root",
             "prompt_history", "weights", "predictions", "result_missing", "parameters",
             "prunable_weights", "nonzero_weights", "temperature", "ts_ece", "ts_nll"]
 

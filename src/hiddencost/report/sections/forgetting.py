@@ -4,15 +4,33 @@ predictions (``predictions.safetensors``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from hiddencost.forgetting import forgetting_rates, modal_labels, pies, stack_predictions
+import hiddencost.report.figures as fg
+from hiddencost.errors import HiddenCostError
+from hiddencost.forgetting import (
+    forgetting_rates,
+    modal_labels,
+    pies,
+    stack_predictions,
+    top_pies,
+)
 from hiddencost.predictions import read_predictions
-from hiddencost.report.builder import SectionSpec, Task, _budgets, _Builder, _fmt, _wide
+from hiddencost.report.builder import (
+    SectionSpec,
+    Task,
+    TaskFigure,
+    _budgets,
+    _Builder,
+    _fmt,
+    _of,
+    _wide,
+)
 from hiddencost.report.common import (
     COMPRESSION_META,
     PERCENT,
@@ -21,12 +39,14 @@ from hiddencost.report.common import (
     _empty,
     _meta,
     _sort,
+    most_compressed,
 )
 from hiddencost.report.forgetting import class_tests
 from hiddencost.report.html import Note, Section, TableItem
 from hiddencost.report.sections.classes import per_class_matrix
 from hiddencost.report.stats import ALPHA
 from hiddencost.report.table import class_names
+from hiddencost.report.test_images import test_images
 
 CELL = [*TASK, "method", "budget", "compression"]
 COLUMNS = [*CELL, *COMPRESSION_META, "budget_rank", "n_dense", "n_compressed", "n_examples",
@@ -49,6 +69,23 @@ def _recalls(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return per_class_matrix(rows), rows["accuracy"].to_numpy(dtype=float)
 
 
+Stack = tuple[np.ndarray, np.ndarray]
+
+
+def _paired_predictions(df: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame, pd.DataFrame,
+                                                            Stack, Stack]]:
+    """Each compressed cell of ``df`` with its dense cell (:func:`_dense_pairs`), both with
+    stored predictions of the same test examples: ``(key, dense rows, compressed rows, (dense
+    (S, N) predictions, labels), (compressed predictions, labels))``."""
+    stacks: dict[tuple, Stack | None] = {}  # a dense cell pairs with many compressed cells
+    for key, dense, compressed in _dense_pairs(df):
+        if key[:4] not in stacks:
+            stacks[key[:4]] = _stack(dense)
+        d, c = stacks[key[:4]], _stack(compressed)
+        if d is not None and c is not None and np.array_equal(d[1], c[1]):
+            yield key, dense, compressed, d, c
+
+
 def forgetting_tables(df: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFrame,
                                                                        pd.DataFrame]:
     """Per compressed cell (task, method, budget, compression) with dense runs of the same
@@ -60,15 +97,8 @@ def forgetting_tables(df: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFr
         return _empty(COLUMNS), _empty(CLASS_COLUMNS)
     meta = _meta(df)
     names: dict[str, dict[int, str]] = {}
-    stacks: dict[tuple, tuple[np.ndarray, np.ndarray] | None] = {}  # dense cells pair many times
     rows, class_rows = [], []
-    for key, dense, compressed in _dense_pairs(df):
-        if key[:4] not in stacks:
-            stacks[key[:4]] = _stack(dense)
-        d, c = stacks[key[:4]], _stack(compressed)
-        if d is None or c is None or not np.array_equal(d[1], c[1]):
-            continue
-        (dp, labels), (cp, _) = d, c
+    for key, dense, compressed, (dp, labels), (cp, _) in _paired_predictions(df):
         mask = pies(dp, cp)
         right_d, right_c = modal_labels(dp) == labels, modal_labels(cp) == labels
         tests = class_tests(*_recalls(dense), *_recalls(compressed), alpha)
@@ -94,6 +124,58 @@ def forgetting_tables(df: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFr
         return _empty(COLUMNS), _empty(CLASS_COLUMNS)
     return (_sort(pd.DataFrame(rows)[COLUMNS], df),
             _sort(pd.DataFrame(class_rows)[CLASS_COLUMNS], df, ["target"]))
+
+
+#: PIE thumbnails per compressed point (the top PIEs of :func:`~hiddencost.forgetting.top_pies`).
+THUMBNAILS = 6
+PIE_COLUMNS = [*CELL, *COMPRESSION_META, "rank", "position", "label", "label_name",
+               "dense_label", "dense_name", "compressed_label", "compressed_name"]
+
+
+def pie_examples(df: pd.DataFrame, k: int = THUMBNAILS) -> pd.DataFrame:
+    """The top ``k`` PIEs (:func:`~hiddencost.forgetting.top_pies`) of each method's most
+    compressed point per family, at each task's largest budget: their test-split ``position``,
+    true label and modal predictions under dense and compressed (with class names)."""
+    if df.empty or "predictions" not in df:
+        return _empty(PIE_COLUMNS)
+    top = df[df["budget_rank"] == df.groupby(TASK)["budget_rank"].transform("max")]
+    shown = {k: set(most_compressed(g)) for k, g in top.groupby([*TASK, "method"], sort=False)}
+    meta, rows = _meta(df), []
+    for key, dense, _, (dp, labels), (cp, _) in _paired_predictions(top):
+        if key[4] not in shown[key[:3]]:
+            continue
+        stored = read_predictions(Path(dense["predictions"].iloc[0]).parent)
+        names = class_names(df, key[1])
+        modal_d, modal_c = modal_labels(dp), modal_labels(cp)
+        for rank, i in enumerate(top_pies(dp, cp, labels, k)):
+            rows.append({**dict(zip(CELL, key, strict=True)), **meta[key[4]], "rank": rank,
+                         "position": int(stored.indices[i]),  # type: ignore[union-attr]
+                         **{f"{side}label": int(v[i]) for side, v in
+                            (("", labels), ("dense_", modal_d), ("compressed_", modal_c))},
+                         **{f"{side}name": names.get(int(v[i]), f"class {v[i]}") for side, v in
+                            (("label_", labels), ("dense_", modal_d),
+                             ("compressed_", modal_c))}})
+    return _sort(pd.DataFrame(rows)[PIE_COLUMNS], df, ["rank"]) if rows else _empty(PIE_COLUMNS)
+
+
+def with_images(pies_table: pd.DataFrame, df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``pies_table`` with each example's test ``image`` (read through the dataset registry:
+    :mod:`hiddencost.report.test_images`), and one line per dataset that could not be read."""
+    if pies_table.empty:
+        return pies_table, []
+    where = df.drop_duplicates("dataset").set_index("dataset")
+    images: dict[Any, np.ndarray] = {}
+    problems = []
+    for dataset, g in pies_table.groupby("dataset", sort=False):
+        source = where.loc[dataset]
+        try:
+            images.update(zip(g.index, test_images(
+                dataset, source["data_root"], int(source["settings"].get("split_seed") or 0),
+                g["position"].to_numpy(), g["label"].to_numpy()), strict=True))
+        except HiddenCostError as exc:
+            problems.append(f"{dataset}: {exc}")
+    kept = pies_table[pies_table.index.isin(list(images))]
+    return kept.assign(image=[images[i] for i in kept.index]), problems
 
 
 def _rate(hits: np.ndarray) -> float:
@@ -142,6 +224,35 @@ def _fill_forgetting(b: _Builder, s: Section, tasks: list[Task]) -> None:
         f"{path.name} and forgetting_classes.csv.")
     s.items.append(TableItem("PIEs, lost examples and hurt classes", caption,
                              forgetting_shown(cells), path))
+    for task in tasks:
+        b.task_figure(s, FORGETTING, task, cells)
+    examples = pie_examples(b.df[b.df["modality"] == "image"])
+    b.save_table("forgetting_pies", examples)
+    if not b.thumbnails:
+        return
+    shown, problems = with_images(examples, b.df)
+    for problem in problems:
+        s.items.append(Note(f"PIE thumbnails skipped for {problem} (the PIEs are listed in "
+                            "forgetting_pies.csv)."))
+    for task in tasks:
+        if not _of(shown, task).empty:  # a task whose images could not be read has its note
+            b.task_figure(s, THUMBS, task, shown)
+
+
+FORGETTING = TaskFigure(
+    "forgetting", "PIEs and lost examples",
+    "Per transfer method, against the data budget: the share of test examples whose modal "
+    "prediction over seeds differs between the dense and each compressed model (PIEs, top; "
+    "dashed: the share on which the dense seeds disagree among themselves, the baseline) and "
+    "the share the dense runs get right and the compressed ones wrong (bottom).",
+    fg.plot_forgetting)
+THUMBS = TaskFigure(
+    "pies", "The top PIEs",
+    f"Up to {THUMBNAILS} PIEs of each method's most compressed model per family at the "
+    "largest budget, lost examples first (right under dense, wrong under compressed; red "
+    "titles), then those both sides predict most firmly over seeds: the test image, its true "
+    "label and the modal predictions of the dense and the compressed runs.",
+    fg.plot_pie_thumbnails)
 
 SECTION = SectionSpec(
     "forgetting", "What compression forgets",
