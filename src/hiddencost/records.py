@@ -116,6 +116,33 @@ class Recalibration(BaseModel):
     brier: float
 
 
+class TrainedBackbone(BaseModel):
+    """What a method that trains backbone parameters (fine-tuning, BitFit, LoRA) trained, and
+    whether the compression survived it, measured on the trained backbone after the run.
+
+    ``trainable_parameters`` counts the tensors the optimiser updated (the new head included);
+    ``backbone_parameters`` the backbone's own (adapters excluded). ``sparsity_before`` /
+    ``sparsity_after`` are the measured sparsity of the compression's prunable layers (its
+    exclusions applied); ``zero_set_kept``: every weight that was exactly zero before still is;
+    ``max_distinct_values_per_channel`` after training, with ``bits_kept``: at most
+    2^bits − 1 values per output channel of every quantized layer (None: not quantized).
+    ``merged``: LoRA adapters were merged into the weights (``--set merge=true``).
+    ``peak_memory_mb``: the device's peak allocated memory during training (CUDA only; None on
+    a CPU, where a per-run peak is not measurable)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trainable_parameters: int
+    backbone_parameters: int
+    sparsity_before: float
+    sparsity_after: float
+    zero_set_kept: bool
+    max_distinct_values_per_channel: int | None = None
+    bits_kept: bool | None = None
+    merged: bool = False
+    peak_memory_mb: float | None = None
+
+
 class RunRecord(BaseModel):
     """The result of one run (see :func:`hiddencost.run.run_one` for how each field is made).
 
@@ -176,6 +203,8 @@ class RunRecord(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     #: With a ``validation_fraction``: the calibration after temperature scaling.
     recalibration: Recalibration | None = None
+    #: Methods that train the backbone: what they trained and what of the compression survived.
+    trained_backbone: TrainedBackbone | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -187,9 +216,11 @@ class RunRecord(BaseModel):
         return data
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON-safe dict written to ``result.json`` (``backbone`` and ``recalibration``
-        only when there are, so the records of runs without them keep their earlier form)."""
-        absent = {k for k in ("backbone", "recalibration") if getattr(self, k) is None}
+        """The JSON-safe dict written to ``result.json`` (``backbone``, ``recalibration`` and
+        ``trained_backbone`` only when there are, so the records of runs without them keep their
+        earlier form)."""
+        absent = {k for k in ("backbone", "recalibration", "trained_backbone")
+                  if getattr(self, k) is None}
         return self.model_dump(mode="json", exclude=absent or None)
 
     def scalar_metrics(self) -> dict[str, Any]:

@@ -212,6 +212,7 @@ def _record(run: ResolvedRun, outcome: TransferOutcome, task: TaskData | Sequenc
         precision=precision,
         versions=run_versions(),
         warnings=[*task.warnings(), *subset.warnings()],
+        trained_backbone=outcome.trained_backbone,
     )
 
 
@@ -267,7 +268,7 @@ def run_pack(
     jobs = [TransferJob(
         backbone=backbone, num_source=info.num_classes, mean=info.mean, std=info.std,
         task=task, subset=subset.indices, settings=r.settings, device=device,
-        validation=held,
+        validation=held, compression=r.config.compression,
         on_epoch=on_epoch if i == 0 else None, memo=cache.memo(r.config, task.image_size, fit),
         precision=dtype, state=state,
     ) for i, (r, (subset, held), state) in enumerate(zip(runs, splits, states, strict=True))]

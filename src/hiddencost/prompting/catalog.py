@@ -7,6 +7,7 @@ backbone family's registry (:func:`method_for`); a new family adds its registry 
 
 from __future__ import annotations
 
+import hiddencost.prompting.tune_methods  # noqa: F401  (registers ft, bitfit and lora)
 from hiddencost.errors import HiddenCostError
 from hiddencost.prompting.clip_methods import CLIP_METHODS
 from hiddencost.prompting.methods import METHODS, TransferMethod

@@ -33,6 +33,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from hiddencost.compression.spec import CompressionSpec, Dense
 from hiddencost.data import TaskData, batch_size_for
 from hiddencost.data.sequences import SequenceTask
 from hiddencost.data.transforms import ResizeNormalize
@@ -68,7 +69,7 @@ from hiddencost.prompting.visual_prompt import (
     to_unit,
     train_visual_prompts,
 )
-from hiddencost.records import EpochRecord
+from hiddencost.records import EpochRecord, TrainedBackbone
 from hiddencost.registry import Registry
 
 __all__ = [
@@ -168,6 +169,8 @@ class TransferJob:
     #: Indices of the training split held out for validation (never trained on): the method
     #: scores them too (:attr:`TransferOutcome.validation_logits`); None: no validation split.
     validation: torch.Tensor | None = None
+    #: The backbone's compression (methods that train its weights keep it).
+    compression: CompressionSpec = field(default_factory=Dense)
 
 
 @dataclass
@@ -186,6 +189,8 @@ class TransferOutcome:
     source_names: list[str] | None = None
     #: The logits of the job's validation examples (same columns), when it has them.
     validation_logits: torch.Tensor | None = None
+    #: Methods that train the backbone: what trained and what of the compression survived.
+    trained_backbone: TrainedBackbone | None = None
 
 
 @dataclass(frozen=True)
