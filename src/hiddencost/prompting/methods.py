@@ -8,6 +8,8 @@ name        method
 ``flm``     VP, pad prompt + frequency label mapping (computed once, initial prompt)
 ``rlm``     VP, pad prompt + random label mapping (seeded, fixed)
 ``fm``      VP, pad prompt + a trainable fully-connected mapping K' → K (AutoVP)
+``blm``     VP, pad prompt + Bayesian-guided label mapping (a K' × K weight matrix)
+``blm+``    VP, pad prompt + BLM over the top-k source probabilities
 ``lp``      linear probing: a linear head on cached penultimate features
 ``xmr``     cross-modal reprogramming of sequence tasks (text, DNA; Neekhara et al. 2022)
 ==========  =================================================================================
@@ -111,6 +113,15 @@ class VPOptions(MethodOptions):
     many_to_one: bool = Field(False, description="allow K > K' by reusing source classes")
     test_every_epoch: bool = Field(False, description="record the test accuracy after every "
                                    "epoch (curves only; the result is the final epoch's)")
+
+
+class BLMOptions(VPOptions):
+    """BLM / BLM+ (Bayesian-guided label mapping): VP's options and the weight matrix's."""
+
+    laplace: float = Field(1.0, ge=0, description="Laplace term λ of the row sums "
+                           "(BayesianLM's cfg: 1)")
+    topk_ratio: float = Field(0.15, gt=0, le=1, description="BLM+: k = max(1, ⌊ratio·K⌋) "
+                              "source probabilities per example (BayesianLM's cfg: 0.15)")
 
 
 class CrossModalOptions(MethodOptions):
@@ -305,11 +316,12 @@ class VisualPrompting(TransferMethod):
     options = VPOptions
 
     def __init__(self, mapping: VPMethod, display_name: str, marker: str,
-                 description: str) -> None:
+                 description: str, options: type[VPOptions] = VPOptions) -> None:
         self.name = mapping
         self.mapping = mapping
         self.strategy = MAPPINGS.get(mapping)
         self.display_name, self.marker, self.description = display_name, marker, description
+        self.options = options
 
     def stored_image_size(self, s: TransferSettings) -> int:
         return s.inner_size
@@ -352,7 +364,8 @@ class VisualPrompting(TransferMethod):
                 task.train_labels[job.subset], method.mapping, s.seed, lr=s.lr,
                 many_to_one=o.many_to_one, mapping_interval=o.mapping_interval,
                 mapping_num=o.mapping_num, save_prompt_history=s.save_prompt_history,
-                on_epoch=job.on_epoch, state=job.state))
+                on_epoch=job.on_epoch, state=job.state,
+                **{k: getattr(o, k) for k in ("laplace", "topk_ratio") if hasattr(o, k)}))
 
         def test_accuracies(models: list[ReprogrammedModel]) -> list[float]:
             return [float((logits.argmax(1) == task.test_labels).double().mean())
@@ -374,6 +387,9 @@ class VisualPrompting(TransferMethod):
     def _outcome(model: ReprogrammedModel, history: TrainHistory,
                  logits: torch.Tensor) -> TransferOutcome:
         tensors = {"prompt.delta": model.prompt.delta.detach().cpu()}
+        if model.weights is not None:  # BLM: ω, no index mapping
+            tensors["mapping.weights"] = model.weights.detach().cpu()
+            return TransferOutcome(logits, history, tensors)
         if model.fm is not None:
             tensors.update({f"fm.{k}": v.detach().cpu() for k, v in model.fm.state_dict().items()})
             return TransferOutcome(logits, history, tensors)
@@ -509,6 +525,10 @@ for _method in (
     VisualPrompting("flm", "FLM-VP", "s", "VP, frequency label mapping (computed once)"),
     VisualPrompting("rlm", "RLM-VP", "^", "VP, random label mapping"),
     VisualPrompting("fm", "FM-VP", "v", "VP, fully-connected mapping (AutoVP)"),
+    VisualPrompting("blm", "BLM-VP", "<", "VP, Bayesian-guided label mapping (BLM)",
+                    BLMOptions),
+    VisualPrompting("blm+", "BLM+-VP", ">", "VP, BLM over top-k source probabilities (BLM+)",
+                    BLMOptions),
     LinearProbe(),
     CrossModal(),
 ):

@@ -27,7 +27,14 @@ from hiddencost.prompting.label_mapping import (
     apply_mapping,
     frequency_mapping,
 )
-from hiddencost.prompting.mappings import MAPPINGS, LabelMapping, check_positive_options
+from hiddencost.prompting.mappings import (
+    MAPPINGS,
+    LabelMapping,
+    bayesian_weights,
+    check_positive_options,
+    source_mass,
+    top_k_of,
+)
 from hiddencost.prompting.pad_prompt import PadPrompt
 from hiddencost.prompting.run_state import StateFile
 from hiddencost.prompting.schedule import EpochSums, adam_multistep, descend, epoch_batches
@@ -40,10 +47,13 @@ VPMethod = str
 
 
 class ReprogrammedModel(nn.Module):
-    """prompt → frozen backbone (channels_last) → label mapping (index selection or FM layer).
+    """prompt → frozen backbone (channels_last) → label mapping (index selection, FM layer or
+    BLM weight matrix).
 
     ``mapping`` is a length-K buffer (``mapping_num`` m = 1, initially arange(K) mod K′) or a
-    (K, m) one (initially arange(K·m) mod K′, row-wise), see :func:`apply_mapping`.
+    (K, m) one (initially arange(K·m) mod K′, row-wise), see :func:`apply_mapping`. With
+    ``reweights`` the target logits are the source logits times the K′ × K buffer ``weights``
+    (BLM's ω, :mod:`hiddencost.prompting.mappings`; zero until the first remap).
     """
 
     def __init__(
@@ -54,6 +64,7 @@ class ReprogrammedModel(nn.Module):
         num_target: int,
         fully_connected: bool = False,
         mapping_num: int = 1,
+        reweights: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -61,6 +72,8 @@ class ReprogrammedModel(nn.Module):
         self.num_source = num_source
         self.num_target = num_target
         self.fm = FullyConnectedMapping(num_source, num_target) if fully_connected else None
+        self.register_buffer("weights", torch.zeros(num_source, num_target) if reweights
+                             else None)
         initial = torch.arange(num_target * mapping_num) % num_source
         if mapping_num > 1:
             initial = initial.view(num_target, mapping_num)
@@ -76,6 +89,8 @@ class ReprogrammedModel(nn.Module):
         with exact(source_logits.device):
             if self.fm is not None:
                 return self.fm(source_logits.float())
+            if self.weights is not None:
+                return source_logits.float() @ self.weights
             return apply_mapping(source_logits.float(), self.mapping)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,15 +179,15 @@ def packed_source_logits(prompts: Sequence[PadPrompt], backbone: nn.Module,
 
 
 @torch.inference_mode()
-def packed_source_predictions(models: Sequence[ReprogrammedModel],
-                              image_sets: Sequence[torch.Tensor], device: torch.device,
-                              batch_size: int = PREDICT_BATCH,
-                              fuse: bool | None = None) -> list[torch.Tensor]:
-    """:func:`source_predictions` of each model on its own images, chunk j of every run's
-    images in one step (one backbone pass when :func:`fuses_batches`); in fp32, as they decide
-    the label mapping."""
+def packed_source_pass(models: Sequence[ReprogrammedModel], image_sets: Sequence[torch.Tensor],
+                       device: torch.device, consume: Sequence[Callable[[slice, torch.Tensor],
+                                                                         None]],
+                       batch_size: int = PREDICT_BATCH, fuse: bool | None = None) -> None:
+    """Each model's images through its prompt and the backbone, chunk j of every run's images
+    in one step (one backbone pass when :func:`fuses_batches`), in fp32 (they decide the label
+    mapping): ``consume[i](rows, logits)`` receives run i's source logits of its images
+    ``rows``, chunk by chunk."""
     chunks = [images.split(batch_size) for images in image_sets]
-    preds: list[list[torch.Tensor]] = [[] for _ in models]
     with exact(device):
         for j in range(max(len(c) for c in chunks)):
             active = [i for i, c in enumerate(chunks) if j < len(c)]
@@ -181,8 +196,40 @@ def packed_source_predictions(models: Sequence[ReprogrammedModel],
                                           [to_unit(chunks[i][j], device) for i in active],
                                           fuses_batches(device, fuse))
             for i, out in zip(active, logits, strict=True):
-                preds[i].append(out.argmax(1).cpu())
+                consume[i](slice(j * batch_size, j * batch_size + len(out)), out.float())
+
+
+def packed_source_predictions(models: Sequence[ReprogrammedModel],
+                              image_sets: Sequence[torch.Tensor], device: torch.device,
+                              batch_size: int = PREDICT_BATCH,
+                              fuse: bool | None = None) -> list[torch.Tensor]:
+    """:func:`source_predictions` of each model on its own images
+    (:func:`packed_source_pass`)."""
+    preds: list[list[torch.Tensor]] = [[] for _ in models]
+    packed_source_pass(models, image_sets, device,
+                       [lambda rows, out, p=p: p.append(out.argmax(1).cpu()) for p in preds],
+                       batch_size, fuse)
     return [torch.cat(p) for p in preds]
+
+
+def packed_source_weights(members: Sequence[_Member], device: torch.device,
+                          fuse: bool | None = None) -> list[torch.Tensor]:
+    """BLM's ω of each member under its current prompt (:func:`packed_source_pass` over its
+    training images, F accumulated chunk by chunk; see :mod:`hiddencost.prompting.mappings`)."""
+    counts = [torch.zeros(m.model.num_source, m.model.num_target, dtype=torch.float64,
+                          device=device) for m in members]
+
+    def add(i: int) -> Callable[[slice, torch.Tensor], None]:
+        member = members[i]
+        k = (top_k_of(member.run.topk_ratio, member.model.num_target)
+             if member.mapping.top_k else None)  # type: ignore[attr-defined]
+        return lambda rows, out: counts[i].add_(source_mass(
+            out, member.labels[rows], member.model.num_target, k))
+
+    packed_source_pass([m.model for m in members], [m.images for m in members], device,
+                       [add(i) for i in range(len(members))], fuse=fuse)
+    return [bayesian_weights(c, m.run.laplace).to(device)
+            for c, m in zip(counts, members, strict=True)]
 
 
 @torch.inference_mode()
@@ -269,6 +316,9 @@ class PromptRun:
     on_epoch: Callable[[EpochRecord], None] | None = None
     #: Where the run saves its state at every epoch end and resumes from (None: it does not).
     state: StateFile | None = None
+    #: BLM / BLM+ only: the Laplace term λ and the top-k ratio (k = max(1, ⌊ratio·K⌋)).
+    laplace: float = 1.0
+    topk_ratio: float = 0.15
 
 
 @dataclass
@@ -333,7 +383,7 @@ def _member(backbone: nn.Module, run: PromptRun, num_source: int, num_classes: i
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.seed)  # FM layer initialisation, without touching global RNG state
         model = ReprogrammedModel(backbone, run.prompt, num_source, num_classes,
-                                  mapping.fully_connected, run.mapping_num)
+                                  mapping.fully_connected, run.mapping_num, mapping.reweights)
     model.to(device)
     optimizer, scheduler = adam_multistep([p for p in model.parameters() if p.requires_grad],
                                           epochs, run.lr)
@@ -349,20 +399,38 @@ def _member(backbone: nn.Module, run: PromptRun, num_source: int, num_classes: i
 def _remap(members: Sequence[_Member], device: torch.device, epoch: int,
            fuse: bool | None) -> list[int]:
     """The frequency mapping under each member's current prompt (no gradients) replaces its
-    ``model.mapping``; returns, per member, how many targets changed source (m > 1: source
-    set; all of them at epoch 0)."""
-    preds = packed_source_predictions([m.model for m in members],
-                                      [m.images for m in members], device, fuse=fuse)
-    changes = []
-    for member, pred in zip(members, preds, strict=True):
+    ``model.mapping`` (BLM: ω replaces its ``model.weights``); returns, per member, how many
+    targets changed source (m > 1: source set; BLM: most weighted source; all of them at
+    epoch 0)."""
+    blm = [m for m in members if m.model.weights is not None]
+    index = [m for m in members if m.model.weights is None]
+    changes = dict(zip(map(id, blm), _reweight(blm, device, epoch, fuse), strict=True))
+    preds = packed_source_predictions([m.model for m in index], [m.images for m in index],
+                                      device, fuse=fuse) if index else []
+    for member, pred in zip(index, preds, strict=True):
         model, run = member.model, member.run
         new = frequency_mapping(pred, run.train_labels, model.num_source, model.num_target,
                                 run.many_to_one, run.mapping_num)
         differs = new.to(device) != model.mapping
         if run.mapping_num > 1:  # rows are sorted, so equal rows mean equal source sets
             differs = differs.any(dim=1)
-        changes.append(int(differs.sum()) if epoch else model.num_target)
+        changes[id(member)] = int(differs.sum()) if epoch else model.num_target
         model.mapping.copy_(new)
+    return [changes[id(m)] for m in members]
+
+
+def _reweight(members: Sequence[_Member], device: torch.device, epoch: int,
+              fuse: bool | None) -> list[int]:
+    """BLM's ω under each member's current prompt replaces its ``model.weights``; returns how
+    many targets changed their most weighted source (all K at epoch 0)."""
+    if not members:
+        return []
+    changes = []
+    for member, new in zip(members, packed_source_weights(members, device, fuse), strict=True):
+        old = member.model.weights
+        changes.append(int((new.argmax(0) != old.argmax(0)).sum()) if epoch
+                       else member.model.num_target)
+        old.copy_(new)
     return changes
 
 
@@ -444,7 +512,8 @@ def train_visual_prompts(
         changed = dict(zip(map(id, todo), _remap(todo, device, epoch, fuse) if todo else [],
                            strict=True))
         for member in active:
-            member.history.mappings.append(member.model.mapping.tolist())
+            if member.model.weights is None:  # BLM's ω is saved with its weights instead
+                member.history.mappings.append(member.model.mapping.tolist())
         _train_epoch(active, batch_size, device, epoch, fuse, precision)
         seconds = time.perf_counter() - start  # training only, as the test pass is optional
         accuracies = evaluate([m.model for m in active]) if evaluate is not None else None
