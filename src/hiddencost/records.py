@@ -205,6 +205,8 @@ class RunRecord(BaseModel):
     recalibration: Recalibration | None = None
     #: Methods that train the backbone: what they trained and what of the compression survived.
     trained_backbone: TrainedBackbone | None = None
+    #: A prompt with more than δ (SMM's mask generator): δ's and its parameters.
+    prompt_parameters: int | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -216,11 +218,11 @@ class RunRecord(BaseModel):
         return data
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON-safe dict written to ``result.json`` (``backbone``, ``recalibration`` and
-        ``trained_backbone`` only when there are, so the records of runs without them keep their
-        earlier form)."""
-        absent = {k for k in ("backbone", "recalibration", "trained_backbone")
-                  if getattr(self, k) is None}
+        """The JSON-safe dict written to ``result.json`` (``backbone``, ``recalibration``,
+        ``trained_backbone`` and ``prompt_parameters`` only when there are, so the records of
+        runs without them keep their earlier form)."""
+        absent = {k for k in ("backbone", "recalibration", "trained_backbone",
+                              "prompt_parameters") if getattr(self, k) is None}
         return self.model_dump(mode="json", exclude=absent or None)
 
     def scalar_metrics(self) -> dict[str, Any]:

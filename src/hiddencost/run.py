@@ -213,6 +213,7 @@ def _record(run: ResolvedRun, outcome: TransferOutcome, task: TaskData | Sequenc
         versions=run_versions(),
         warnings=[*task.warnings(), *subset.warnings()],
         trained_backbone=outcome.trained_backbone,
+        prompt_parameters=outcome.prompt_parameters,
     )
 
 

@@ -10,6 +10,7 @@ name        method
 ``fm``      VP, pad prompt + a trainable fully-connected mapping K' → K (AutoVP)
 ``blm``     VP, pad prompt + Bayesian-guided label mapping (a K' × K weight matrix)
 ``blm+``    VP, pad prompt + BLM over the top-k source probabilities
+``smm``     VP, sample-specific masked prompt over the resized image + ILM (Cai et al. 2024)
 ``lp``      linear probing: a linear head on cached penultimate features
 ``xmr``     cross-modal reprogramming of sequence tasks (text, DNA; Neekhara et al. 2022)
 ==========  =================================================================================
@@ -61,6 +62,7 @@ from hiddencost.prompting.linear_probe import extract_features, train_linear_hea
 from hiddencost.prompting.mappings import MAPPINGS
 from hiddencost.prompting.pad_prompt import PadPrompt
 from hiddencost.prompting.run_state import StateFile
+from hiddencost.prompting.smm import SampleMaskPrompt
 from hiddencost.prompting.visual_prompt import (
     PromptRun,
     ReprogrammedModel,
@@ -122,6 +124,13 @@ class BLMOptions(VPOptions):
                            "(BayesianLM's cfg: 1)")
     topk_ratio: float = Field(0.15, gt=0, le=1, description="BLM+: k = max(1, ⌊ratio·K⌋) "
                               "source probabilities per example (BayesianLM's cfg: 0.15)")
+
+
+class SMMOptions(VPOptions):
+    """SMM: VP's options and the mask generator's patch size."""
+
+    patch_size: Literal[1, 2, 4, 8, 16] = Field(8, description="pixels per mask value (the "
+                                                 "reference's default: 8)")
 
 
 class CrossModalOptions(MethodOptions):
@@ -202,6 +211,8 @@ class TransferOutcome:
     validation_logits: torch.Tensor | None = None
     #: Methods that train the backbone: what trained and what of the compression survived.
     trained_backbone: TrainedBackbone | None = None
+    #: A prompt with more than δ (SMM's mask generator): the parameters it trained.
+    prompt_parameters: int | None = None
 
 
 @dataclass(frozen=True)
@@ -316,8 +327,9 @@ class VisualPrompting(TransferMethod):
     options = VPOptions
 
     def __init__(self, mapping: VPMethod, display_name: str, marker: str,
-                 description: str, options: type[VPOptions] = VPOptions) -> None:
-        self.name = mapping
+                 description: str, options: type[VPOptions] = VPOptions,
+                 name: str | None = None) -> None:
+        self.name = name or mapping
         self.mapping = mapping
         self.strategy = MAPPINGS.get(mapping)
         self.display_name, self.marker, self.description = display_name, marker, description
@@ -380,13 +392,21 @@ class VisualPrompting(TransferMethod):
                                        first.device)
         return [replace(self._outcome(model, history, out), validation_logits=None
                         if job.validation is None else
-                        predict_logits(model, task.train_images[job.validation], first.device))
-                for (model, history), out, job in zip(trained, logits, jobs, strict=True)]
+                        predict_logits(model, task.train_images[job.validation], first.device),
+                        prompt_parameters=method.prompt_parameters(model.prompt))
+                for (model, history), out, (method, job) in zip(trained, logits, members,
+                                                                strict=True)]
+
+    def prompt_parameters(self, prompt: nn.Module) -> int | None:
+        """What the record states the prompt trained (None: the pad prompt's 3·C·C, which its
+        configuration already says)."""
+        return None
 
     @staticmethod
     def _outcome(model: ReprogrammedModel, history: TrainHistory,
                  logits: torch.Tensor) -> TransferOutcome:
-        tensors = {"prompt.delta": model.prompt.delta.detach().cpu()}
+        tensors = {f"prompt.{k}": v.detach().cpu() for k, v in model.prompt.state_dict().items()
+                   if k == "delta" or k.startswith("mask.")}  # SMM: its mask generator too
         if model.weights is not None:  # BLM: ω, no index mapping
             tensors["mapping.weights"] = model.weights.detach().cpu()
             return TransferOutcome(logits, history, tensors)
@@ -394,6 +414,26 @@ class VisualPrompting(TransferMethod):
             tensors.update({f"fm.{k}": v.detach().cpu() for k, v in model.fm.state_dict().items()})
             return TransferOutcome(logits, history, tensors)
         return TransferOutcome(logits, history, tensors, model.mapping.tolist(), history.mappings)
+
+
+class SampleSpecificPrompting(VisualPrompting):
+    """SMM (:mod:`hiddencost.prompting.smm`): the image resized to the canvas, plus δ through a
+    mask a small CNN draws from the image, with ILM's label mapping (the reference's default).
+    Its prompt covers the image, so the pad-prompt analyses of the report do not apply."""
+
+    learns_prompt = False
+
+    def __init__(self) -> None:
+        super().__init__("ilm", "SMM-VP", "d", "VP, sample-specific masked prompt (SMM) with "
+                         "iterative label mapping", SMMOptions, name="smm")
+
+    def prompt_parameters(self, prompt: nn.Module) -> int | None:
+        return sum(p.numel() for p in prompt.parameters())
+
+    def input_transform(self, s: TransferSettings, mean: tuple[float, ...],
+                        std: tuple[float, ...]) -> nn.Module:
+        return SampleMaskPrompt(s.canvas_size, mean, std, s.options.patch_size,  # type: ignore[arg-type]
+                                s.options.prompt_init, s.seed)
 
 
 class LinearProbe(TransferMethod):
@@ -529,6 +569,7 @@ for _method in (
                     BLMOptions),
     VisualPrompting("blm+", "BLM+-VP", ">", "VP, BLM over top-k source probabilities (BLM+)",
                     BLMOptions),
+    SampleSpecificPrompting(),
     LinearProbe(),
     CrossModal(),
 ):

@@ -385,6 +385,7 @@ def _member(backbone: nn.Module, run: PromptRun, num_source: int, num_classes: i
         model = ReprogrammedModel(backbone, run.prompt, num_source, num_classes,
                                   mapping.fully_connected, run.mapping_num, mapping.reweights)
     model.to(device)
+    model.prompt.eval()  # inference passes (mappings, tests) use a BatchNorm's running stats
     optimizer, scheduler = adam_multistep([p for p in model.parameters() if p.requires_grad],
                                           epochs, run.lr)
     initial = mapping.initial(num_source, num_classes, run.seed, run.many_to_one,
@@ -445,6 +446,19 @@ def _train_epoch(members: Sequence[_Member], batch_size: int, device: torch.devi
                for m in members]
     for member in members:
         member.sums = EpochSums(device)
+        member.model.prompt.train()  # a prompt with BatchNorm (SMM's mask generator) trains so
+    try:
+        _steps(members, batches, device, epoch, fuse, precision)
+    finally:
+        for member in members:
+            member.model.prompt.eval()  # ... and every inference pass uses its running stats
+    for member in members:
+        member.sums.check(epoch)
+
+
+def _steps(members: Sequence[_Member], batches: list[list[torch.Tensor]], device: torch.device,
+           epoch: int, fuse: bool | None, precision: torch.dtype | None) -> None:
+    """The optimiser steps of one epoch of :func:`_train_epoch`."""
     for step in range(max(len(b) for b in batches)):
         active = [(m, b[step]) for m, b in zip(members, batches, strict=True) if step < len(b)]
         xs = [to_unit(m.images[idx], device) for m, idx in active]
@@ -458,8 +472,6 @@ def _train_epoch(members: Sequence[_Member], batch_size: int, device: torch.devi
         descend([m.optimizer for m, _ in active], losses, epoch, check_finite=False)
         for (member, _), loss, out, y in zip(active, losses, logits, ys, strict=True):
             member.sums.add(loss, out, y)
-    for member in members:
-        member.sums.check(epoch)
 
 
 def train_visual_prompts(
