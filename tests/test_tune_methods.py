@@ -186,3 +186,36 @@ def test_a_resumed_ft_run_equals_an_uninterrupted_one(tmp_path):
     assert [e.epoch for e in history.epochs] == [1, 2, 3]
     for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_vpt_deep_runs_an_epoch_on_deit_tiny_and_counts_tokens_layers_width():
+    from hiddencost.data.transforms import ResizeNormalize
+    from hiddencost.prompting.tuning import TunedClassifier, train_tuned
+    from hiddencost.prompting.vpt import PromptedViT
+
+    vit, _ = create_model("deit_tiny", weights="random", seed=0)
+    for p in vit.parameters():
+        p.requires_grad_(False)
+    before = [p.clone() for p in vit.parameters()]
+    prompted = PromptedViT(vit, tokens=5, deep=True, seed=0)
+    assert prompted.prompts.shape == (12, 5, 192)  # blocks × tokens × width
+    bound = (6 / (3 * 16 * 16 + 192)) ** 0.5
+    assert prompted.prompts.abs().max() <= bound
+    model = TunedClassifier(prompted, ResizeNormalize(224, (0.5,) * 3, (0.5,) * 3), 3, 224, 0)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == 5 * 12 * 192 + (192 * 3 + 3)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    start = prompted.prompts.detach().clone()
+    history = train_tuned(model, images, torch.tensor([0, 1, 2, 0]), 1, 2, 0, CPU, 1e-2, 0.0)
+    assert len(history.epochs) == 1 and not torch.equal(prompted.prompts, start)
+    assert all(torch.equal(a, b) for a, b in zip(before, vit.parameters(), strict=True))
+    shallow = PromptedViT(vit, tokens=5, deep=False, seed=0)
+    assert shallow.prompts.shape == (1, 5, 192)
+    feats = shallow.forward_features(torch.zeros(1, 3, 224, 224))
+    assert feats.shape == (1, 1 + 196, 192)  # the prompt positions are dropped after the norm
+
+
+def test_vpt_refuses_a_convolutional_backbone(cache):
+    with pytest.raises(Exception, match="vpt applies to Vision Transformers"):
+        _run(cache, "vpt")

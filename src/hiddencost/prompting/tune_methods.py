@@ -13,6 +13,9 @@ name        what trains (besides the head)                                      
 ``lora``    rank-r adapters on every Linear and groups-1 Conv2d (depthwise ones    Adam 1e-3,
             skipped), unmerged; ``merge=true`` folds them into the weights after   wd 0, r 8,
             training, which a dense update makes dense (recorded, and warned)      α 8
+``vpt``     prompt tokens in a Vision Transformer, deep (a set per block) or       Adam 1e-3,
+            shallow (:mod:`~hiddencost.prompting.vpt`)                             wd 0, 10
+                                                                                   tokens
 ==========  =====================================================================  ==========
 
 Sources: ``ft`` follows ILM-VP's ``experiments/cnn/full_finetune.py`` (Adam lr 1e-4, weight decay
@@ -20,7 +23,8 @@ Sources: ``ft`` follows ILM-VP's ``experiments/cnn/full_finetune.py`` (Adam lr 1
 train mode with crop-and-flip augmentation, where this trains a fresh K-way head in eval mode
 without augmentation, as LP does); the kept mask follows Iofinova et al., CVPR'22. ``bitfit``:
 Ben Zaken et al., ACL'22 (lr 1e-4–1e-3). ``lora``: Hu et al., ICLR'22; r = α = 8 are PEFT's
-defaults. The backbone's own classifier is not used (the head replaces it) and never trains.
+defaults. ``vpt``: Jia et al., ECCV'22 (its Xavier-uniform init; 10 tokens, deep). The
+backbone's own classifier is not used (the head replaces it) and never trains.
 Each record's ``trained_backbone`` says what trained and what of the compression survived.
 """
 
@@ -53,6 +57,7 @@ from hiddencost.prompting.methods import (
     resized_storage,
 )
 from hiddencost.prompting.tuning import TunedClassifier, count, predict_tuned, train_tuned
+from hiddencost.prompting.vpt import PromptedViT
 from hiddencost.records import TrainedBackbone
 
 log = logging.getLogger(__name__)
@@ -74,6 +79,12 @@ class FineTuneOptions(TuneOptions):
     keep_zeros: bool | None = Field(None, description="keep every zero weight at zero; None: "
                                     "when the backbone is sparse (measured sparsity ≥ 1%) and "
                                     "not weight-quantized (its zeros are grid values)")
+
+
+class VPTOptions(TuneOptions):
+    tokens: int = Field(10, ge=1, description="prompt tokens per set (VPT's lengths: 1–200)")
+    deep: bool = Field(True, description="a fresh set before every block (VPT-deep) or one "
+                       "before the first (shallow)")
 
 
 class LoRAOptions(TuneOptions):
@@ -229,7 +240,25 @@ class LoRA(TuneMethod):
         return True
 
 
+class VisualPromptTuning(TuneMethod):
+    """Prompt tokens in a frozen Vision Transformer (:mod:`hiddencost.prompting.vpt`)."""
+
+    name = "vpt"
+    description = "visual prompt tuning: shallow or deep prompt tokens in a frozen ViT"
+    display_name = "VPT"
+    marker = "p"
+    options = VPTOptions
+
+    def prepare(self, model: TunedClassifier, job: TransferJob) -> None:
+        o = job.settings.options
+        model.backbone = PromptedViT(model.backbone, o.tokens, o.deep, job.settings.seed)
+
+    def conclude(self, model: TunedClassifier, job: TransferJob) -> bool:
+        model.backbone = model.backbone.vit  # measured and kept as it was: frozen
+        return False
+
+
 #: The methods of this module, registered in :data:`~hiddencost.prompting.methods.METHODS`.
-TUNE_METHODS: tuple[TuneMethod, ...] = (FineTune(), BitFit(), LoRA())
+TUNE_METHODS: tuple[TuneMethod, ...] = (FineTune(), BitFit(), LoRA(), VisualPromptTuning())
 for _method in TUNE_METHODS:
     METHODS.add(_method.name, _method)
