@@ -14,6 +14,7 @@ from support.synthetic_records import DEFAULT_COMPRESSIONS, make_record, tags_of
 from hiddencost.report import build_report
 from hiddencost.report.findings import (
     claim_confidence,
+    claim_finetuning_recovers,
     claim_low_data,
     claim_method_order,
     claim_quantization_calibration,
@@ -124,6 +125,19 @@ def test_vp_pays_more_than_lp():
     assert claim_vp_vs_lp(_table(lambda m, c, s: 0.8)).verdict == "not testable"
 
 
+def test_finetuning_recovers_the_cost():
+    # ILM loses 20 points to compression, FT 2: supported (Δ_FT < Δ_ILM); the reverse: not
+    df = _table(lambda m, c, s: 0.8 - (0 if c is DENSE else 0.2 if m == "ilm" else 0.02),
+                methods=("ilm", "ft"))
+    f = claim_finetuning_recovers(df)
+    assert f.verdict == "supported" and "Δ_FT < Δ_ILM in 2 of 2 cells" in f.statistic
+    assert list(f.cells["delta_ft"]) == pytest.approx([2.0, 2.0])
+    rev = _table(lambda m, c, s: 0.8 - (0 if c is DENSE else 0.02 if m == "ilm" else 0.2),
+                 methods=("ilm", "ft"))
+    assert claim_finetuning_recovers(rev).verdict == "contradicted"
+    assert claim_finetuning_recovers(_table(lambda m, c, s: 0.8)).verdict == "not testable"
+
+
 def test_calibration_claims():
     # sparsity raises ECE by 10 points at full data; 4-bit leaves it alone
     ece = {"dense": 0.05, "magnitude-global-s0.50": 0.15, "magnitude-global-s0.90": 0.25,
@@ -191,7 +205,7 @@ def test_report_has_findings_first_with_csv_and_cli_text(tmp_path):
     assert page.index('id="findings"') < page.index('id="accuracy"')
     assert "supported" in page and 'href="#delta"' in page
     rows = list(csv.DictReader(open(tmp_path / "r" / "tables" / "findings.csv")))
-    assert [int(r["claim_number"]) for r in rows] == list(range(1, 9))
+    assert [int(r["claim_number"]) for r in rows] == list(range(1, 10))
     assert rows[0]["verdict"] == "supported"
     # each verdict's cells are in their own CSV, so the statistic can be recomputed
     cells = list(csv.DictReader(open(tmp_path / "r" / "tables" / "findings_1.csv")))
@@ -201,7 +215,7 @@ def test_report_has_findings_first_with_csv_and_cli_text(tmp_path):
     significant_for = sum(float(c["p_holm"]) < 0.05 and float(c["diff"]) > 0 for c in cells)
     assert f"{significant_for} significant for the claim" in rows[0]["statistic"]
     assert printed and printed[0].startswith("1. supported")
-    assert [f.number for f in findings(df)] == list(range(1, 9))
+    assert [f.number for f in findings(df)] == list(range(1, 10))
 
 
 REAL = """

@@ -68,6 +68,13 @@ def test_bitfit_trains_the_biases_and_the_head_only(cache):
         p.numel() for p in prepared.parameters())
 
 
+def test_augmentation_is_an_option_and_changes_training(cache):
+    plain = _run(cache, "bitfit")
+    augmented = _run(cache, "bitfit", options={"augment": True})
+    assert augmented.config["options"]["augment"] and not plain.config["options"]["augment"]
+    assert augmented.final_train_loss != plain.final_train_loss
+
+
 def test_lora_runs_unmerged_and_merged_on_a_pruned_backbone(cache):
     pruned = {"method": "magnitude", "sparsity": 0.5}
     unmerged = _run(cache, "lora", pruned).trained_backbone
@@ -219,3 +226,19 @@ def test_vpt_deep_runs_an_epoch_on_deit_tiny_and_counts_tokens_layers_width():
 def test_vpt_refuses_a_convolutional_backbone(cache):
     with pytest.raises(Exception, match="vpt applies to Vision Transformers"):
         _run(cache, "vpt")
+
+
+def test_flip_and_shift_by_hand():
+    from hiddencost.prompting.tuning import SHIFT, flip_and_shift
+
+    x = torch.arange(2 * 3 * 10 * 10, dtype=torch.float32).view(2, 3, 10, 10)
+    g = torch.Generator().manual_seed(3)
+    out = flip_and_shift(x, g)
+    g = torch.Generator().manual_seed(3)  # the same draws, by hand
+    flip = torch.rand(2, generator=g) < 0.5
+    offsets = torch.randint(0, 2 * SHIFT + 1, (2, 2), generator=g).tolist()
+    for i, (r, c) in enumerate(offsets):
+        src = x[i].flip(2) if flip[i] else x[i]
+        padded = torch.nn.functional.pad(src[None], (SHIFT,) * 4, mode="reflect")[0]
+        assert torch.equal(out[i], padded[:, r:r + 10, c:c + 10])
+    assert out.shape == x.shape

@@ -71,6 +71,9 @@ class TuneOptions(MethodOptions):
     """What every method that trains inside the backbone reads."""
 
     weight_decay: float = Field(0.0, ge=0, description="Adam's L2 weight decay")
+    augment: bool = Field(False, description="random left-right flips and shifts of up to 4 "
+                          "px per training batch (light augmentation; ILM-VP's full_finetune "
+                          "crops and flips)")
 
 
 class FineTuneOptions(TuneOptions):
@@ -156,7 +159,8 @@ class TuneMethod(TransferMethod):
             torch.cuda.reset_peak_memory_stats(job.device)
         history = train_tuned(model, task.train_images[job.subset], task.train_labels[job.subset],
                               s.epochs, s.batch_size, s.seed, job.device, s.lr,
-                              s.options.weight_decay, job.precision, job.on_epoch, job.state)
+                              s.options.weight_decay, job.precision, job.on_epoch, job.state,
+                              s.options.augment)
         peak = (torch.cuda.max_memory_allocated(job.device) / 2**20
                 if job.device.type == "cuda" else None)
         tensors = self.learned(model)

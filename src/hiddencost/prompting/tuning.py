@@ -52,6 +52,23 @@ class TunedClassifier(nn.Module):
         return self.head(self.features(x).float())
 
 
+#: :func:`flip_and_shift`'s largest shift in pixels (of the stored image).
+SHIFT = 4
+
+
+def flip_and_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Light augmentation of a batch of [0, 1] images (B, 3, H, W): each image flipped left to
+    right with probability ½ and shifted by up to :data:`SHIFT` pixels each way (reflect-padded,
+    then cropped back to H × W), drawn from ``generator`` (CPU) so a run repeats exactly."""
+    b, _, h, w = x.shape
+    flip = torch.rand(b, generator=generator) < 0.5
+    offsets = torch.randint(0, 2 * SHIFT + 1, (b, 2), generator=generator)
+    padded = F.pad(torch.where(flip.to(x.device).view(b, 1, 1, 1), x.flip(3), x),
+                   (SHIFT,) * 4, mode="reflect")
+    return torch.stack([padded[i, :, r:r + h, c:c + w]
+                        for i, (r, c) in enumerate(offsets.tolist())])
+
+
 def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
@@ -69,9 +86,11 @@ def train_tuned(
     precision: torch.dtype | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     state: StateFile | None = None,
+    augment: bool = False,
 ) -> TrainHistory:
     """Train the parameters of ``model`` that require grad on the uint8 ``images``: seeded
-    batches, Adam(lr, weight_decay) and per-epoch cosine annealing (see the module). With
+    batches, Adam(lr, weight_decay) and per-epoch cosine annealing (see the module); with
+    ``augment``, :func:`flip_and_shift` on every batch (from the data-order generator). With
     ``state`` the trainable tensors, optimiser, schedule, data order and history are saved at
     every epoch end, and a saved state of the same run is resumed."""
     params = _trainable(model)
@@ -94,6 +113,8 @@ def train_tuned(
         start, sums = time.perf_counter(), EpochSums(device)
         for idx in epoch_batches(len(labels), batch_size, generator):
             x = to_unit(images[idx], device)
+            if augment:
+                x = flip_and_shift(x, generator)
             with training(device, precision):
                 feats = model.features(x)
             with exact(device):

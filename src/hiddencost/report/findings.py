@@ -7,7 +7,7 @@ statistic is computed from (written beside the page, so every verdict can be rec
 
 Tests, chosen for few seeds and few cells:
 
-* **Cell tests** (claims 1, 3, 4, 5, 6, 7). A cell is one (backbone, dataset, method, budget,
+* **Cell tests** (claims 1, 3, 4, 5, 6, 7, 9). A cell is one (backbone, dataset, method, budget,
   compression) comparison. Its difference is tested across seeds with Welch's two-sided t-test
   (:func:`~hiddencost.report.stats.welch_test`, the test of the Δ heatmaps); the cells of one
   claim are one family of tests whose p-values are Holm-adjusted
@@ -232,27 +232,35 @@ def _per_seed_delta(df: pd.DataFrame, method: str) -> pd.DataFrame:
     return comp.dropna(subset=["delta"])
 
 
+def _delta_comparison(df: pd.DataFrame, more: str, less: str) -> pd.DataFrame:
+    """Per (task, budget, compression) with runs of both methods: Welch on the per-seed Δ of
+    method ``more`` against method ``less`` (``diff`` = mean Δ_more − mean Δ_less)."""
+    a, b = _per_seed_delta(df, more), _per_seed_delta(df, less)
+    keys = [*TASK, "budget", "compression"]
+    b_cells = dict(iter(b.groupby(keys, sort=False)))
+    rows = []
+    for k, g in a.groupby(keys, sort=False):
+        h = b_cells.get(k)
+        if h is None:
+            continue
+        w = welch_test(g["delta"], h["delta"])
+        rows.append({**dict(zip(keys, k, strict=True)), f"delta_{_name(more)}":
+                     float(g["delta"].mean()), f"delta_{_name(less)}": float(h["delta"].mean()),
+                     "diff": w.diff, "p": w.p, f"n_seeds_{_name(more)}": w.n_a,
+                     f"n_seeds_{_name(less)}": w.n_b})
+    return pd.DataFrame(rows)
+
+
 def claim_vp_vs_lp(df: pd.DataFrame) -> Finding:
     """Claim 3: per (task, budget, compression), Welch on the per-seed Δ of ILM-VP vs LP."""
     sections = ("delta", "summary")
     if df.empty or not {ILM_VP, LP} <= set(df["method_id"]):
         return _missing(3, C3, "needs both ILM-VP and LP runs", sections)
-    ilm, lp = _per_seed_delta(df, ILM_VP), _per_seed_delta(df, LP)
-    keys = [*TASK, "budget", "compression"]
-    lp_cells = dict(iter(lp.groupby(keys, sort=False)))
-    rows = []
-    for k, g in ilm.groupby(keys, sort=False):
-        h = lp_cells.get(k)
-        if h is None:
-            continue
-        w = welch_test(g["delta"], h["delta"])
-        rows.append({**dict(zip(keys, k, strict=True)), "delta_ilm": float(g["delta"].mean()),
-                     "delta_lp": float(h["delta"].mean()), "diff": w.diff, "p": w.p,
-                     "n_seeds_ilm": w.n_a, "n_seeds_lp": w.n_b})
-    if not rows:
+    rows = _delta_comparison(df, ILM_VP, LP)
+    if rows.empty:
         return _missing(3, C3, "no cell has both ILM-VP and LP runs of dense and compressed "
                         "backbones", sections)
-    c, cells = _count(pd.DataFrame(rows))
+    c, cells = _count(rows)
     verdict, stat = _directional(c, "Δ_ILM > Δ_LP")
     return Finding(3, C3, verdict, stat, CELL_TEST + " (on the per-seed Δ of each method)",
                    sections, cells)
@@ -383,10 +391,32 @@ def claim_ranking(df: pd.DataFrame) -> Finding:
                    "by rank thirds", sections, cells)
 
 
-#: The claims in the paper's order.
+C9 = ("Fine-tuning recovers the cost: Δ under FT < Δ under ILM-VP, same backbone and cell "
+      "(Iofinova et al., CVPR'22, for fine-tuning with the mask kept; not a claim of the paper)")
+FT = "timm/ft"
+
+
+def claim_finetuning_recovers(df: pd.DataFrame) -> Finding:
+    """Claim 9: per (task, budget, compression), Welch on the per-seed Δ of ILM-VP vs FT
+    (``diff`` > 0: fine-tuning pays less than visual prompting)."""
+    sections = ("delta", "summary")
+    if df.empty or not {ILM_VP, FT} <= set(df["method_id"]):
+        return _missing(9, C9, "needs both ILM-VP and FT runs", sections)
+    rows = _delta_comparison(df, ILM_VP, FT)
+    if rows.empty:
+        return _missing(9, C9, "no cell has both ILM-VP and FT runs of dense and compressed "
+                        "backbones", sections)
+    c, cells = _count(rows)
+    verdict, stat = _directional(c, "Δ_FT < Δ_ILM")
+    return Finding(9, C9, verdict, stat, CELL_TEST + " (on the per-seed Δ of each method)",
+                   sections, cells)
+
+
+#: The claims in the paper's order, then the literature's it builds on.
 CLAIMS: tuple[Callable[[pd.DataFrame], Finding], ...] = (
     claim_vp_cost, claim_low_data, claim_vp_vs_lp, claim_sparsity_calibration,
     claim_quantization_calibration, claim_confidence, claim_method_order, claim_ranking,
+    claim_finetuning_recovers,
 )
 
 
