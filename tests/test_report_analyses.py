@@ -409,3 +409,16 @@ def test_crossmodal_table_by_hand():
                                    "efficientnet_lite0 · magnitude 90% sparse"]
     assert shown.iloc[0].tolist() == ["splice", "82.0 ± 2.0", "71.0 ± 1.0 ▼"]
     assert an.crossmodal_table(table([(DENSE, {"method": "ilm"})])).empty
+
+
+def test_a_methods_own_default_does_not_split_the_backbone():
+    from support.synthetic_records import make_record
+
+    from hiddencost.report.table import table_from_records
+
+    ilm = make_record(method="ilm").to_json()
+    ft = make_record(method="lp").to_json()
+    ft["config"]["lr"] = 1e-4  # another method's protocol learning rate
+    df = table_from_records([ilm, ft])
+    assert list(df["backbone"]) == ["efficientnet_lite0"] * 2
+    assert not df.attrs["varying_settings"]

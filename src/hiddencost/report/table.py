@@ -86,8 +86,8 @@ def _scalar_fields() -> tuple[str, ...]:
 METRICS: tuple[str, ...] = _scalar_fields()
 #: The structured record fields the analyses read (None when absent).
 LISTS: tuple[str, ...] = ("per_class_accuracy", "reliability", "label_mapping", "history")
-#: Non-axis configuration fields that, when they differ between runs, split the backbone column
-#: (a method's own options are not among them: methods are shown apart anyway).
+#: Non-axis configuration fields that, when they differ between runs of one method, split the
+#: backbone column (a method's own options are not among them: methods are shown apart anyway).
 SETTING_FIELDS: tuple[str, ...] = (
     "weights", "split_seed", "epochs", "lr", "canvas_size", "inner_size", "lp_image_size",
 )
@@ -280,8 +280,11 @@ def table_from_records(
     df = pd.DataFrame(rows, columns=None if rows else _empty_columns())
     if df.empty:
         return df
+    # a setting splits the backbone when it differs between runs of one method: methods'
+    # own protocol defaults (FT's lr 1e-4 beside VP's 0.01) compare on one backbone
     varying = [f for f in SETTING_FIELDS
-               if len({json.dumps(s.get(f), sort_keys=True) for s in df["settings"]}) > 1]
+               if any(len({json.dumps(s.get(f), sort_keys=True) for s in g}) > 1
+                      for _, g in df.groupby("method_id", sort=False)["settings"])]
     df["backbone"] = [
         a if not varying else a + " (" + ", ".join(f"{f}={s.get(f)}" for f in varying) + ")"
         for a, s in zip(df["arch"], df["settings"], strict=True)
