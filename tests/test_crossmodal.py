@@ -313,7 +313,8 @@ def test_character_tokens_and_their_refusal():
 
 def test_methods_and_datasets_must_share_a_modality():
     with pytest.raises(HiddenCostError, match="'xmr' reads sequence data and dataset 'digits' "
-                                              "holds image data; use ilm, flm, rlm, fm, lp"):
+                                              "holds image data; use ilm, flm, rlm, fm, blm, "
+                                              "blm\\+, smm, lp, ft, bitfit, lora, vpt"):
         make_config(method="xmr").resolved()
     with pytest.raises(HiddenCostError, match="'ilm' reads image data.*use xmr"):
         make_config(method="ilm", dataset="splice").resolved()
