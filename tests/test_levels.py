@@ -18,6 +18,7 @@ CASES = {
                                   "weights remaining (%)"),
     LevelUnit.BITS: (4, 1 - 4 / 32, "4-bit", "bit-width (bits)"),
     LevelUnit.COMPRESSION_RATIO: (4, 1 - 1 / 4, "4× smaller", "compression ratio (×)"),
+    LevelUnit.RANK_RATIO: (0.25, 0.75, "rank 25%", "rank kept (% of full rank)"),
     LevelUnit.LEVEL: (3, 3.0, "3", "compression level (level)"),
     LevelUnit.VARIANT: ("moderate", math.nan, "moderate", "compression level (variant)"),
 }
@@ -26,7 +27,8 @@ CASES = {
 def test_every_unit_has_a_case():
     assert set(CASES) == set(LevelUnit)
     assert [u.value for u in LevelUnit] == ["sparsity", "sparsity_percent", "remaining_percent",
-                                            "bits", "compression_ratio", "level", "variant"]
+                                            "bits", "compression_ratio", "rank_ratio", "level",
+                                            "variant"]
 
 
 @pytest.mark.parametrize("unit", list(LevelUnit))

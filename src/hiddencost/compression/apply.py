@@ -9,10 +9,14 @@ its function here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
+from hiddencost.compression.activation_aware import nm_eligible, nm_prune, wanda_prune
+from hiddencost.compression.gptq import gptq_quantize
+from hiddencost.compression.lowrank import lowrank_factorize
 from hiddencost.compression.measure import (
     max_distinct_values_per_channel,
     paper_remaining_percent,
@@ -27,12 +31,16 @@ from hiddencost.compression.quantization import (
 )
 from hiddencost.compression.report import CompressionReport
 from hiddencost.compression.spec import (
+    GPTQ,
     VARIANTS,
     CompressionSpec,
     Dense,
+    LowRank,
     MagnitudePruning,
+    NMSparsity,
     Quantization,
     RandomPruning,
+    Wanda,
 )
 from hiddencost.errors import HiddenCostError
 
@@ -64,13 +72,42 @@ def _quantize(spec: Quantization, model: nn.Module, images: torch.Tensor | None,
         calibrate_activations(model, images, batch_size=batch)  # type: ignore[arg-type]
 
 
-#: Spec ``method`` → the function that compresses a model in place as that spec says.
-APPLY: dict[str, Callable[..., None]] = {
-    "none": _dense, "magnitude": _magnitude, "random": _random, "quantize": _quantize}
+def _nm(spec: NMSparsity, model: nn.Module, images: torch.Tensor | None,
+        batch: int) -> dict[str, Any]:
+    skipped = nm_prune(model, spec.n, spec.m, spec.score, images, spec.exclude_classifier)
+    eligible, _ = nm_eligible(model, spec.m, spec.exclude_classifier)
+    zeros = sum(int((mod.weight == 0).sum()) for _, mod in eligible)
+    total = sum(mod.weight.numel() for _, mod in eligible)
+    return {"skipped_layers": skipped, "eligible_sparsity": zeros / total if total else 0.0}
 
 
-def measure_compression(model: nn.Module, spec: CompressionSpec) -> CompressionReport:
-    """Measure ``model`` against ``spec`` without changing it."""
+def _wanda(spec: Wanda, model: nn.Module, images: torch.Tensor | None, batch: int) -> None:
+    wanda_prune(model, spec.sparsity, images, **spec.exclusions)
+
+
+def _gptq(spec: GPTQ, model: nn.Module, images: torch.Tensor | None, batch: int) -> None:
+    gptq_quantize(model, spec.weight_bits, images, spec.damp, **spec.exclusions)
+
+
+def _lowrank(spec: LowRank, model: nn.Module, images: torch.Tensor | None,
+             batch: int) -> dict[str, Any]:
+    dense = sum(p.numel() for p in model.parameters())
+    skipped = lowrank_factorize(model, spec.rank_ratio, **spec.exclusions)
+    return {"skipped_layers": skipped, "n_parameters_dense": dense,
+            "n_parameters": sum(p.numel() for p in model.parameters())}
+
+
+#: Spec ``method`` → the function that compresses a model in place as that spec says (and may
+#: return report fields only it knows: layers it skipped, parameter counts).
+APPLY: dict[str, Callable[..., dict[str, Any] | None]] = {
+    "none": _dense, "magnitude": _magnitude, "random": _random, "quantize": _quantize,
+    "nm": _nm, "wanda": _wanda, "gptq": _gptq, "lowrank": _lowrank}
+
+
+def measure_compression(model: nn.Module, spec: CompressionSpec,
+                        extra: dict[str, Any] | None = None) -> CompressionReport:
+    """Measure ``model`` against ``spec`` without changing it (``extra``: the report fields its
+    compression function returned)."""
     excl = spec.exclusions
     n_zero, n_total = sparsity_counts(model, **excl)
     all_zero, all_total = sparsity_counts(model)
@@ -88,6 +125,7 @@ def measure_compression(model: nn.Module, spec: CompressionSpec) -> CompressionR
         overall_sparsity=all_zero / all_total if all_total else 0.0,
         n_activation_quantizers=sum(q.calibrated for q in activation_quantizers(model)),
         paper_remaining_percent=paper_remaining_percent(model),
+        **(extra or {}),
     )
 
 
@@ -108,13 +146,12 @@ def apply_compression(
     apply = APPLY.get(getattr(spec, "method", None))
     if apply is None or not isinstance(spec, VARIANTS):
         raise HiddenCostError(f"expected a CompressionSpec, got {type(spec).__name__}")
-    if spec.activation_bits is not None:
+    if spec.needs_calibration:
         if calibration_images is None:
             raise HiddenCostError(
-                f"activation quantization ({spec.label}) needs calibration_images: "
-                "a tensor of normalised model inputs"
+                f"{spec.label} needs calibration_images: a tensor of normalised model inputs"
             )
         if not isinstance(calibration_images, torch.Tensor) or calibration_images.numel() == 0:
             raise HiddenCostError("calibration_images must be a non-empty tensor")
-    apply(spec, model, calibration_images, calibration_batch_size)
-    return measure_compression(model, spec)
+    extra = apply(spec, model, calibration_images, calibration_batch_size)
+    return measure_compression(model, spec, extra)

@@ -13,6 +13,7 @@ unit                   meaning of the level                 severity            
 ``remaining_percent``  percent of weights kept (IMP)        1 − level / 100          11.5% remaining
 ``bits``               bit-width                            1 − level / 32           4-bit
 ``compression_ratio``  dense / compressed parameters (UPop)  1 − 1 / level            2× smaller
+``rank_ratio``         rank kept / full rank, (0, 1]        1 − level                rank 25%
 ``level``              an ordinal (e.g. an IMP round)       level                    3
 ``variant``            a name (SparseZoo ``moderate``)      NaN (order of listing)   moderate
 =====================  ===================================  =======================  ==========
@@ -33,6 +34,7 @@ class LevelUnit(StrEnum):
     REMAINING_PERCENT = "remaining_percent"
     BITS = "bits"
     COMPRESSION_RATIO = "compression_ratio"
+    RANK_RATIO = "rank_ratio"
     LEVEL = "level"
     VARIANT = "variant"
 
@@ -73,6 +75,7 @@ _SEVERITY = {
     LevelUnit.REMAINING_PERCENT: lambda x: 1.0 - x / 100.0,
     LevelUnit.BITS: lambda x: 1.0 - x / 32.0,
     LevelUnit.COMPRESSION_RATIO: lambda x: 1.0 - 1.0 / x if x > 0 else math.nan,
+    LevelUnit.RANK_RATIO: lambda x: 1.0 - x,
     LevelUnit.LEVEL: lambda x: x,
     LevelUnit.VARIANT: lambda x: x,
 }
@@ -82,6 +85,7 @@ _LABEL = {
     LevelUnit.REMAINING_PERCENT: lambda x: f"{x:.5g}% remaining",
     LevelUnit.BITS: lambda x: f"{x:g}-bit",
     LevelUnit.COMPRESSION_RATIO: lambda x: "uncompressed" if x == 1 else f"{x:g}× smaller",
+    LevelUnit.RANK_RATIO: lambda x: f"rank {100 * x:.4g}%",
     LevelUnit.LEVEL: lambda x: f"{x:g}",
     LevelUnit.VARIANT: lambda x: f"{x:g}",
 }
@@ -91,6 +95,7 @@ _KIND = {
     LevelUnit.REMAINING_PERCENT: "sparsity",
     LevelUnit.BITS: "quantization",
     LevelUnit.COMPRESSION_RATIO: "structured",
+    LevelUnit.RANK_RATIO: "structured",
 }
 _AXIS = {
     LevelUnit.SPARSITY: "sparsity (% of weights zeroed)",
@@ -98,6 +103,7 @@ _AXIS = {
     LevelUnit.REMAINING_PERCENT: "weights remaining (%)",
     LevelUnit.BITS: "bit-width (bits)",
     LevelUnit.COMPRESSION_RATIO: "compression ratio (×)",
+    LevelUnit.RANK_RATIO: "rank kept (% of full rank)",
     LevelUnit.LEVEL: "compression level (level)",
     LevelUnit.VARIANT: "compression level (variant)",
 }

@@ -4,8 +4,10 @@ Two forms besides YAML mappings, both read here and nowhere else:
 
 - the **short form** (``hiddencost fidelity --compressed``, study files, labels):
   ``dense``; ``magnitude:0.9`` / ``random:0.5`` (global scope), ``magnitude-layer:0.5`` (per-layer
-  scope), a percentage ``magnitude:90%``; ``w4``, ``a8``, ``w4a4`` (weight / activation bits); the
-  labels the library prints (``magnitude-global-s0.90``) are accepted too. A sparsity is a
+  scope), a percentage ``magnitude:90%``; ``w4``, ``a8``, ``w4a4`` (weight / activation bits);
+  ``nm:2:4`` / ``wanda-nm:2:4`` (N:M by magnitude / Wanda), ``wanda:0.5``, ``gptq:4``,
+  ``lowrank:0.25``; the labels the library prints (``magnitude-global-s0.90``, ``nm2:4``,
+  ``wanda-s0.50``, ``gptq-w4``, ``lowrank-r0.25``) are accepted too. A sparsity is a
   fraction in (0, 1) or a percentage with ``%``: ``magnitude:1.5`` is an error, never 1.5%.
 - the **flags** of ``hiddencost run`` (``--prune``, ``--sparsity``, ``--weight-bits``, ...).
 
@@ -24,7 +26,12 @@ __all__ = ["flag_fields", "short_form_fields"]
 
 _PRUNE = re.compile(r"(magnitude|random)(?:-(global|layer))?(?::|-s)(\d*\.?\d+)(%?)")
 _BITS = re.compile(r"(?:w(\d))?(?:a(\d))?")
-_FORMS = "dense, magnitude:0.9, magnitude:90%, random:0.5, magnitude-layer:0.5, w4, a8 or w4a4"
+_NM = re.compile(r"(wanda-)?nm:?(\d+):(\d+)")
+_WANDA = re.compile(r"wanda(?::|-s)(\d*\.?\d+)(%?)")
+_GPTQ = re.compile(r"gptq(?::|-w)(\d)")
+_LOWRANK = re.compile(r"lowrank(?::|-r)(\d*\.?\d+)")
+_FORMS = ("dense, magnitude:0.9, magnitude:90%, random:0.5, magnitude-layer:0.5, w4, a8, w4a4, "
+          "nm:2:4, wanda-nm:2:4, wanda:0.5, gptq:4 or lowrank:0.25")
 
 
 def _sparsity(value: str, percent: bool, text: str) -> float:
@@ -47,6 +54,19 @@ def short_form_fields(text: str) -> dict[str, Any]:
     if m:
         return {"method": m.group(1), "scope": m.group(2) or "global",
                 "sparsity": _sparsity(m.group(3), bool(m.group(4)), text)}
+    m = _NM.fullmatch(t)
+    if m:
+        return {"method": "nm", "n": int(m.group(2)), "m": int(m.group(3)),
+                "score": "wanda" if m.group(1) else "magnitude"}
+    m = _WANDA.fullmatch(t)
+    if m:
+        return {"method": "wanda", "sparsity": _sparsity(m.group(1), bool(m.group(2)), text)}
+    m = _GPTQ.fullmatch(t)
+    if m:
+        return {"method": "gptq", "weight_bits": int(m.group(1))}
+    m = _LOWRANK.fullmatch(t)
+    if m:
+        return {"method": "lowrank", "rank_ratio": float(m.group(1))}
     m = _BITS.fullmatch(t)
     if m and (m.group(1) or m.group(2)):
         return {"method": "quantize",

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+
+#: Fields written only when set, so the reports of earlier methods keep their form.
+_WHEN_SET = ("skipped_layers", "eligible_sparsity", "n_parameters", "n_parameters_dense")
 
 
 class CompressionReport(BaseModel):
@@ -19,7 +22,10 @@ class CompressionReport(BaseModel):
     ``paper_remaining_percent`` is the paper's convention (% of conv weights remaining, ``conv1``
     excluded; :func:`~hiddencost.compression.measure.paper_remaining_percent`). A measurement
     left None was not made (a runner that builds no model reports only ``method`` and
-    ``label``).
+    ``label``). N:M sparsity and low-rank factorisation list the layers they left as they were
+    (``skipped_layers``, each with why); N:M reports the sparsity of the layers that took the
+    pattern (``eligible_sparsity``); low rank the model's parameters after and before
+    (``n_parameters``, ``n_parameters_dense``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -36,6 +42,15 @@ class CompressionReport(BaseModel):
     overall_sparsity: float | None = None
     n_activation_quantizers: int = 0
     paper_remaining_percent: float | None = None
+    skipped_layers: list[str] | None = None
+    eligible_sparsity: float | None = None
+    n_parameters: int | None = None
+    n_parameters_dense: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if k not in _WHEN_SET or v is not None}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of all fields."""

@@ -12,7 +12,16 @@ One spec is one point on the compression axis of a study, a pydantic **discrimin
 ``random``     :class:`RandomPruning`     as magnitude, plus ``seed``
 ``quantize``   :class:`Quantization`      ``weight_bits`` and/or ``activation_bits`` in
                                 {2, 3, 4, 8}, exclusions
+``nm``         :class:`NMSparsity`        ``n`` of every ``m`` consecutive weights kept,
+                                ``score`` (``magnitude`` or ``wanda``), ``exclude_classifier``
+``wanda``      :class:`Wanda`             ``sparsity`` per output row by |W|·‖X‖, exclusions
+``gptq``       :class:`GPTQ`              ``weight_bits`` by second-order rounding, ``damp``,
+                                exclusions
+``lowrank``    :class:`LowRank`           ``rank_ratio`` of Linear / 1×1 convolutions, exclusions
 =============  ===============  ===========================================================
+
+Wanda, Wanda-scored N:M and GPTQ calibrate on images (``needs_calibration``): the run's own
+training images through its input transform, as activation quantizers do.
 
 ``exclude_first_conv`` / ``exclude_classifier`` keep the first conv / last linear layer
 uncompressed (see :mod:`hiddencost.compression.pruning` for the layer set). Pruning and
@@ -46,10 +55,14 @@ __all__ = [
     "CompressionSpec",
     "Dense",
     "FIELD_NAMES",
+    "GPTQ",
+    "LowRank",
     "MagnitudePruning",
+    "NMSparsity",
     "Quantization",
     "RandomPruning",
     "SUPPORTED_BITS",
+    "Wanda",
     "compression_or_error",
     "parse_compression",
 ]
@@ -83,6 +96,11 @@ class _Spec(BaseModel):
     def level(self) -> float | int | None:
         """The point's level on its family's axis (None for dense)."""
         return None
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether applying it reads calibration images (normalised model inputs)."""
+        return self.activation_bits is not None  # type: ignore[attr-defined]
 
     @property
     def unit(self) -> LevelUnit | None:
@@ -217,6 +235,149 @@ class Quantization(_Spec, _NotPruned):
         return LevelUnit.BITS
 
 
+def _fraction(v: float) -> float:
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"must be in (0, 1), got {v}")
+    return v
+
+
+class NMSparsity(_Spec, _NotQuantized):
+    """N:M semi-structured sparsity (:mod:`hiddencost.compression.activation_aware`): ``n`` of
+    every ``m`` consecutive weights of an output row kept, by magnitude or Wanda's score; the
+    stem, grouped convolutions and rows not a multiple of ``m`` stay dense (listed)."""
+
+    method: Literal["nm"] = "nm"
+    n: int = Field(2, ge=1)
+    m: int = Field(4, ge=2, le=64)
+    score: Literal["magnitude", "wanda"] = "magnitude"
+    exclude_classifier: bool = False
+
+    @model_validator(mode="after")
+    def _n_below_m(self) -> NMSparsity:
+        if self.n >= self.m:
+            raise ValueError(f"N:M needs n < m, got {self.n}:{self.m}")
+        return self
+
+    @property
+    def family(self) -> str:
+        """``nm`` by magnitude, ``wanda-nm`` by Wanda's score."""
+        return "wanda-nm" if self.score == "wanda" else "nm"
+
+    @property
+    def sparsity(self) -> float:
+        """1 − n/m: the sparsity of the layers that take the pattern."""
+        return 1.0 - self.n / self.m
+
+    @property
+    def level(self) -> float:
+        return self.sparsity
+
+    @property
+    def unit(self) -> LevelUnit:
+        return LevelUnit.SPARSITY
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.score == "wanda"
+
+    @property
+    def label(self) -> str:
+        """``"nm2:4"``, ``"wanda-nm2:4"``."""
+        return f"{'wanda-' if self.score == 'wanda' else ''}nm{self.n}:{self.m}{self._suffix()}"
+
+
+class Wanda(_Spec, _NotQuantized):
+    """Wanda (|W|·‖X‖ per output row) to ``sparsity`` in every row of every in-scope layer."""
+
+    method: Literal["wanda"] = "wanda"
+    sparsity: float
+    exclude_first_conv: bool = False
+    exclude_classifier: bool = False
+
+    _check = field_validator("sparsity")(classmethod(lambda cls, v: _fraction(v)))
+
+    @property
+    def level(self) -> float:
+        return self.sparsity
+
+    @property
+    def unit(self) -> LevelUnit:
+        return LevelUnit.SPARSITY
+
+    @property
+    def needs_calibration(self) -> bool:
+        return True
+
+    @property
+    def label(self) -> str:
+        """``"wanda-s0.50"``."""
+        return f"wanda-s{_format_sparsity(self.sparsity)}{self._suffix()}"
+
+
+class GPTQ(_Spec, _NotPruned):
+    """k-bit weights by second-order rounding (:mod:`hiddencost.compression.gptq`) on
+    round-to-nearest's grid."""
+
+    method: Literal["gptq"] = "gptq"
+    weight_bits: int
+    damp: float = Field(0.01, gt=0, le=1)
+    exclude_first_conv: bool = False
+    exclude_classifier: bool = False
+
+    @field_validator("weight_bits")
+    @classmethod
+    def _supported_bits(cls, v: int) -> int:
+        if v not in SUPPORTED_BITS:
+            raise ValueError(f"bits must be one of {list(SUPPORTED_BITS)}, got {v}")
+        return v
+
+    @property
+    def activation_bits(self) -> None:
+        return None
+
+    @property
+    def level(self) -> int:
+        return self.weight_bits
+
+    @property
+    def unit(self) -> LevelUnit:
+        return LevelUnit.BITS
+
+    @property
+    def needs_calibration(self) -> bool:
+        return True
+
+    @property
+    def label(self) -> str:
+        """``"gptq-w4"``."""
+        return f"gptq-w{self.weight_bits}{self._suffix()}"
+
+
+class LowRank(_Spec, _NotPruned, _NotQuantized):
+    """Linear layers and 1×1 convolutions replaced by rank-r SVD factors
+    (:mod:`hiddencost.compression.lowrank`), r = ``rank_ratio`` of the full rank."""
+
+    method: Literal["lowrank"] = "lowrank"
+    rank_ratio: float
+    exclude_first_conv: bool = False
+    exclude_classifier: bool = False
+
+    _check = field_validator("rank_ratio")(classmethod(lambda cls, v: _fraction(v)))
+
+    @property
+    def level(self) -> float:
+        return self.rank_ratio
+
+    @property
+    def unit(self) -> LevelUnit:
+        return LevelUnit.RANK_RATIO
+
+    @property
+    def label(self) -> str:
+        """``"lowrank-r0.25"``."""
+        return f"lowrank-r{_format_sparsity(self.rank_ratio)}{self._suffix()}"
+
+
 #: The value of each field that means "this part of compression is off". A field another variant
 #: owns, given at this value, is dropped: ``{method: none, sparsity: 0}`` is dense, and records
 #: written when every spec carried every field still read.
@@ -243,12 +404,13 @@ def _coerce(value: Any) -> Any:
 #: One compression setting: the variants, told apart by ``method`` (default ``none``); a field of
 #: this type also accepts the short form (:mod:`hiddencost.compression.parse`).
 CompressionSpec = Annotated[
-    Dense | MagnitudePruning | RandomPruning | Quantization,
+    Dense | MagnitudePruning | RandomPruning | Quantization | NMSparsity | Wanda | GPTQ | LowRank,
     Field(discriminator="method"), BeforeValidator(_coerce),
 ]
 COMPRESSION_ADAPTER: TypeAdapter[Any] = TypeAdapter(CompressionSpec)
 #: The spec classes, one per ``method``.
-VARIANTS = (Dense, MagnitudePruning, RandomPruning, Quantization)
+VARIANTS = (Dense, MagnitudePruning, RandomPruning, Quantization, NMSparsity, Wanda, GPTQ,
+            LowRank)
 _BY_METHOD: dict[str, type[_Spec]] = {
     v.model_fields["method"].default: v for v in VARIANTS}
 #: Every field some variant has, in a stable order (what a compression mapping may hold).

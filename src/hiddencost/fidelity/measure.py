@@ -165,12 +165,13 @@ def _shared_reference(request: FidelityRequest, device: torch.device,
 
 
 def _calibration_split(spec: CompressionSpec, n_images: int, calibration_count: int) -> int:
-    """How many leading images calibrate activation quantizers (0 without them)."""
-    if spec.activation_bits is None:
+    """How many leading images calibrate the compression (activation quantizers, Wanda, GPTQ;
+    0 without them)."""
+    if not spec.needs_calibration:
         return 0
     if n_images <= calibration_count:
-        raise HiddenCostError(f"activation quantization needs more than {calibration_count} "
-                              "images (the first calibrate, the rest are measured)")
+        raise HiddenCostError(f"{spec.label} needs more than {calibration_count} images (the "
+                              "first calibrate, the rest are measured)")
     return calibration_count
 
 
