@@ -129,3 +129,17 @@ def test_patches_of_a_convolution_are_its_im2col_rows():
     stats = input_statistics(nn.Sequential(conv), [("0", conv)], x, gram=True)["0"]
     assert torch.allclose(stats.sq[0], p[0].square().sum(0), atol=1e-4)
     assert stats.n == p.shape[1]
+
+
+def test_the_run_command_takes_a_short_form_and_refuses_it_beside_the_flags(tmp_path):
+    from typer.testing import CliRunner
+
+    from hiddencost.cli import app
+
+    both = CliRunner().invoke(app, ["run", "--compression", "nm:2:4", "--prune", "magnitude",
+                                    "--sparsity", "0.5", "--out", str(tmp_path / "a")])
+    assert both.exit_code == 2 and "not both" in both.output
+    bad = CliRunner().invoke(app, ["run", "--compression", "nm:4:4", "--out",
+                                   str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "N:M needs n < m" in " ".join(bad.output.split())
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

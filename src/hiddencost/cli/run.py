@@ -46,6 +46,15 @@ def _value(v: object) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _compression(text: str | None, flags: dict) -> dict | str:
+    """``--compression TEXT``, or the compression flags' fields; both at once is an error."""
+    if text is None:
+        return flags
+    if flags != {"method": "none"}:
+        raise HiddenCostError("give --compression or the --prune / --weight-bits flags, not both")
+    return text
+
+
 @common.command(app)
 def run(
     model: Annotated[str, typer.Option(help="Backbone, arch or arch.tag (see `models`).")] = (
@@ -65,10 +74,14 @@ def run(
         help="Leave unreadable image files out (counted in the run's warnings).")] = False,
     split_seed: Annotated[int, typer.Option(help="Seed of the splits made by hiddencost.")] = 0,
     method: Annotated[str, typer.Option(
-        help="ilm, flm, rlm, fm (VP), lp; xmr for sequence datasets (splice); CLIP "
-             "backbones: vp, ilm, zero-shot, lp (see `hiddencost models`).")] = "ilm",
+        help="ilm, flm, rlm, fm, blm, blm+, smm (VP), lp, ft, bitfit, lora, vpt; xmr for "
+             "sequence datasets (splice); CLIP backbones: vp, ilm, zero-shot, lp (see "
+             "`hiddencost models`).")] = "ilm",
     n_shot: Annotated[str, typer.Option(help="Examples per class, or 'full'.")] = "full",
     seed: Annotated[int, typer.Option(help="Seed of sampling, shuffling and init.")] = 0,
+    compression: Annotated[str | None, typer.Option(
+        help="A compression in its short form (nm:2:4, wanda-nm:2:4, wanda:0.5, gptq:4, "
+             "lowrank:0.25, magnitude:0.9, w4, ...), instead of the flags below.")] = None,
     prune: Annotated[str, typer.Option(help="none, magnitude or random.")] = "none",
     sparsity: Annotated[float, typer.Option(help="Fraction of weights zeroed, in (0, 1).")] = 0.0,
     scope: common.ScopeOpt = "global",
@@ -113,8 +126,9 @@ def run(
         model=model, weights=weights, checkpoint=checkpoint, mask=mask,
         dataset=dataset, data_root=str(data_root) if data_root else None, download=download,
         split_seed=split_seed, method=method, n_shot=parse_n_shot(n_shot), seed=seed,
-        compression=flag_fields(prune, sparsity, scope, weight_bits, activation_bits,
-                                exclude_first_conv, exclude_classifier, seed),
+        compression=_compression(compression, flag_fields(
+            prune, sparsity, scope, weight_bits, activation_bits, exclude_first_conv,
+            exclude_classifier, seed)),
         epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
         canvas_size=canvas_size, inner_size=inner_size, lp_image_size=lp_image_size,
         many_to_one=many_to_one,
