@@ -218,7 +218,7 @@ def method_options(model: type[BaseModel], given: dict[str, Any], method: str,
     an option the method does not have (or a bad value) is a one-line error naming the ones
     it has."""
     try:
-        return model.model_validate(given).model_dump(mode="json")
+        options = model.model_validate(given).model_dump(mode="json")
     except ValidationError as exc:
         names = ", ".join(model.model_fields) or "none"
         err = exc.errors()[0]
@@ -227,6 +227,8 @@ def method_options(model: type[BaseModel], given: dict[str, Any], method: str,
                    f"option {where}: {err['msg'].removeprefix('Value error, ')}")
         raise HiddenCostError(f"method {method!r} on {backbone} {problem} (its options: "
                               f"{names})") from None
+    optional = getattr(model, "OPTIONAL", ())
+    return {k: v for k, v in options.items() if k not in optional or v is not None}
 
 
 def make_config(**kwargs: Any) -> RunConfig:

@@ -100,9 +100,13 @@ class MethodOptions(BaseModel):
     configuration and record), given as keyword arguments of a run, a study's ``params`` or
     ``hiddencost run --set KEY=VALUE``. A method declares its model
     (:attr:`TransferMethod.options`); this base has none. Adding an option is one field here
-    or in a subclass: validation, the defaults in the record and the run key follow."""
+    or in a subclass: validation, the defaults in the record and the run key follow. An option
+    added to a method that already has runs is named in :attr:`OPTIONAL` with a None default:
+    left unset it is not part of the identity, so earlier runs keep their keys."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    #: Options that are part of the identity only when set (not None).
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()
 
 
 class VPOptions(MethodOptions):
@@ -115,6 +119,10 @@ class VPOptions(MethodOptions):
     many_to_one: bool = Field(False, description="allow K > K' by reusing source classes")
     test_every_epoch: bool = Field(False, description="record the test accuracy after every "
                                    "epoch (curves only; the result is the final epoch's)")
+    augment: Literal["trivial"] | None = Field(None, description="TrivialAugment of every "
+                                               "training batch (the strong-VP arm; AutoVP)")
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("augment",)
 
 
 class BLMOptions(VPOptions):
@@ -376,7 +384,7 @@ class VisualPrompting(TransferMethod):
                 task.train_labels[job.subset], method.mapping, s.seed, lr=s.lr,
                 many_to_one=o.many_to_one, mapping_interval=o.mapping_interval,
                 mapping_num=o.mapping_num, save_prompt_history=s.save_prompt_history,
-                on_epoch=job.on_epoch, state=job.state,
+                on_epoch=job.on_epoch, state=job.state, augment=o.augment,
                 **{k: getattr(o, k) for k in ("laplace", "topk_ratio") if hasattr(o, k)}))
 
         def test_accuracies(models: list[ReprogrammedModel]) -> list[float]:

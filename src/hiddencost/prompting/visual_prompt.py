@@ -21,6 +21,7 @@ from torch import nn
 
 from hiddencost.frozen import freeze
 from hiddencost.precision import exact, training
+from hiddencost.prompting.augment import batch_seed, trivial_augment
 from hiddencost.prompting.label_mapping import (
     FullyConnectedMapping,
     MappingList,
@@ -319,6 +320,8 @@ class PromptRun:
     #: BLM / BLM+ only: the Laplace term λ and the top-k ratio (k = max(1, ⌊ratio·K⌋)).
     laplace: float = 1.0
     topk_ratio: float = 0.15
+    #: ``"trivial"``: TrivialAugment of every training batch (:mod:`.augment`); None: none.
+    augment: str | None = None
 
 
 @dataclass
@@ -461,7 +464,8 @@ def _steps(members: Sequence[_Member], batches: list[list[torch.Tensor]], device
     """The optimiser steps of one epoch of :func:`_train_epoch`."""
     for step in range(max(len(b) for b in batches)):
         active = [(m, b[step]) for m, b in zip(members, batches, strict=True) if step < len(b)]
-        xs = [to_unit(m.images[idx], device) for m, idx in active]
+        xs = [to_unit(m.images[idx] if m.run.augment is None else trivial_augment(
+            m.images[idx], batch_seed(m.run.seed, epoch, step)), device) for m, idx in active]
         ys = [m.labels[idx] for m, idx in active]
         with training(device, precision):
             source = packed_source_logits([m.model.prompt for m, _ in active],
