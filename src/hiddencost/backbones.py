@@ -21,6 +21,7 @@ from torch import nn
 
 # Imported for their registrations (weight sources, name resolvers), as timm registers models.
 import hiddencost.clip  # noqa: F401
+import hiddencost.compact  # noqa: F401
 import hiddencost.python_factory  # noqa: F401
 import hiddencost.recipes.artifact  # noqa: F401
 import hiddencost.standard_weights  # noqa: F401

@@ -204,6 +204,14 @@ for _entry in (
     _hub("vgg16.tv_in1k", "vgg16", "VGG-16, torchvision ImageNet-1k weights"),
     _hub("vgg19.tv_in1k", "vgg19", "VGG-19, torchvision ImageNet-1k weights"),
     _hub("deit_tiny.fb_in1k", "deit_tiny_patch16_224", "DeiT-Tiny, ImageNet-1k"),
+    _hub("deit_small.fb_in1k", "deit_small_patch16_224", "DeiT-Small, ImageNet-1k"),
+    _hub("deit_base.fb_in1k", "deit_base_patch16_224", "DeiT-Base, ImageNet-1k"),
+    _hub("deit_tiny_distilled.fb_in1k", "deit_tiny_distilled_patch16_224",
+         "DeiT-Tiny distilled from a RegNetY-16GF teacher (distillation token), ImageNet-1k"),
+    _hub("tiny_vit_5m.dist_in22k_ft_in1k", "tiny_vit_5m_224",
+         "TinyViT-5M, distilled from CLIP-ViT-L on ImageNet-21k, fine-tuned on ImageNet-1k"),
+    _hub("tiny_vit_21m.dist_in22k_ft_in1k", "tiny_vit_21m_224",
+         "TinyViT-21M, distilled from CLIP-ViT-L on ImageNet-21k, fine-tuned on ImageNet-1k"),
     _hub("swin_tiny.ms_in1k", "swin_tiny_patch4_window7_224", "Swin-T, ImageNet-1k"),
 ):
     register_backbone(_entry)

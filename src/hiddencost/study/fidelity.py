@@ -136,7 +136,7 @@ def _compressed_points(spec: StudySpec
 def _target(run: PlannedRun, dense_model: str, point: CompressionPoint,
             dense_checkpoint: str | None) -> FidelityTarget:
     c = run.identity
-    family = point.checkpoint is not None
+    family = point.checkpoint is not None or point.tag is not None  # its own model or file
     return FidelityTarget(
         model=c["model"], dataset=c["dataset"], dense_model=dense_model, weights=c["weights"],
         dense_checkpoint=dense_checkpoint, compression=None if family else point.spec,

@@ -64,6 +64,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from hiddencost.budgets import parse_n_shot
@@ -97,13 +98,15 @@ class CheckpointFamily(BaseModel):
     placeholders, names the model ``<arch>.<tag>``: a name of the compression zoo
     (:mod:`hiddencost.zoo`, e.g. ``acdc-s{level}`` → ``resnet50.acdc-s90``) reads the file in
     its published format and checks its claim; without a tag the file is a plain state dict
-    loaded strictly into the spec's model. No further compression is applied.
+    loaded strictly into the spec's model. No further compression is applied. A family of
+    models that need no file (compact and distilled models, :mod:`hiddencost.compact`: ``tag:
+    compact-{key}``, weights from the hub) has a ``tag`` and no ``checkpoint``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
-    checkpoint: str = Field(min_length=1)
+    checkpoint: str | None = Field(None, min_length=1)
     levels: list[float | int | str] = Field(min_length=1)
     keys: list[int | str] | None = None
     mask: str | None = Field(None, min_length=1)
@@ -113,6 +116,12 @@ class CheckpointFamily(BaseModel):
     #: (``resnet34``); None: every model. A family published for one architecture only (e.g.
     #: VVTQ's DeiT-T) is then crossed with that model alone.
     models: list[str] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _file_or_tag(self) -> CheckpointFamily:
+        if self.checkpoint is None and self.tag is None:
+            raise ValueError("a checkpoint family needs a checkpoint template or a tag")
+        return self
 
     @field_validator("keys")
     @classmethod
@@ -225,9 +234,11 @@ def _family_points(entry: dict[str, Any]) -> list[CompressionPoint]:
             raise ValueError(f"{what} template {template!r} uses "
                              f"{{{sorted(names - TEMPLATE_FIELDS)[0]}}}; "
                              "only {level}, {key}, {model} and {arch} are known")
-    names = {f for _, f, _, _ in string.Formatter().parse(family.checkpoint) if f is not None}
+    what, template = (("checkpoint", family.checkpoint) if family.checkpoint is not None
+                      else ("tag", family.tag))
+    names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     if not names & {"level", "key"} and len(family.levels) > 1:
-        raise ValueError(f"checkpoint template {family.checkpoint!r} needs {{level}} or {{key}}: "
+        raise ValueError(f"{what} template {template!r} needs {{level}} or {{key}}: "
                          f"family {family.name!r} has {len(family.levels)} levels")
     keys = family.keys or [None] * len(family.levels)
     return [
