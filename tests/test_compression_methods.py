@@ -143,3 +143,22 @@ def test_the_run_command_takes_a_short_form_and_refuses_it_beside_the_flags(tmp_
                                    str(tmp_path / "b")])
     assert bad.exit_code == 2 and "N:M needs n < m" in " ".join(bad.output.split())
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_compress_writes_an_artifact_of_a_new_method_that_loads_back(tmp_path):
+    from typer.testing import CliRunner
+
+    from hiddencost.cli import app
+    from hiddencost.compression.measure import sparsity_counts
+
+    out = tmp_path / "nm"
+    result = CliRunner().invoke(app, ["compress", "--recipe", "oneshot", "--compression",
+                                      "wanda-nm:2:4", "--limit", "32", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    model, info = create_model("efficientnet_lite0", checkpoint=out / "model.safetensors")
+    zeros, total = sparsity_counts(model)
+    assert info.weights.startswith("artifact:") and zeros / total == pytest.approx(0.4804, abs=1e-4)
+    refused = CliRunner().invoke(app, ["compress", "--recipe", "oneshot", "--compression",
+                                       "lowrank:0.25", "--out", str(tmp_path / "lr")])
+    assert refused.exit_code == 2 and "replaces layers" in refused.output
+    assert not (tmp_path / "lr").exists()

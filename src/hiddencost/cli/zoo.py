@@ -35,8 +35,11 @@ def compress(
     weights: common.WeightsOpt = "pretrained",
     checkpoint: Annotated[Path | None, typer.Option(help="Start from this state dict.")] = None,
     recipe: Annotated[str, typer.Option(
-        help="A registered recipe: magnitude, random, quantize, gmp, imp or structured "
-             "(an unknown name lists them all).")] = "magnitude",
+        help="A registered recipe: magnitude, random, quantize, oneshot (--compression), gmp, "
+             "imp or structured (an unknown name lists them all).")] = "magnitude",
+    compression: Annotated[str | None, typer.Option(
+        help="oneshot: a compression's short form (nm:2:4, wanda-nm:2:4, wanda:0.5, "
+             "gptq:4, ...).")] = None,
     sparsity: Annotated[float, typer.Option(help="Target sparsity (magnitude/random/gmp).")] = 0.5,
     weight_bits: Annotated[int | None, typer.Option(help="quantize: weight bits.")] = None,
     activation_bits: Annotated[int | None, typer.Option(help="quantize: activation bits.")] = None,
@@ -81,7 +84,7 @@ def compress(
         batch_size=batch_size, lr=lr, loss=loss, n_events=n_events,  # type: ignore[arg-type]
         frequency=frequency, start_step=start_step, levels=levels, fraction=fraction,
         rewind_step=rewind_step, target_ratio=target_ratio, target=target,  # type: ignore
-        seed=seed,
+        seed=seed, compression=compression,
     )
     torch.manual_seed(seed)
     net, info = create_model(model, weights=weights, checkpoint=checkpoint)  # type: ignore[arg-type]

@@ -65,6 +65,7 @@ class CompressOptions(BaseModel):
     target_ratio: float = 0.5
     target: Literal["params", "flops"] = "params"
     seed: int = 0
+    compression: str | None = None
 
     @property
     def exclusions(self) -> dict[str, bool]:
@@ -137,6 +138,35 @@ class OneShot:
         calibration = None
         if data is not None:
             calibration = data.preprocess()(data.images[:256].float() / 255)
+        report = apply_compression(net, spec, calibration_images=calibration)
+        return RecipeResult(spec.model_dump(mode="json"), spec.weight_bits,
+                            {"compression_report": report.to_dict()})
+
+
+class OneShotSpec:
+    """Any one-shot compression given in its short form (``--compression nm:2:4``,
+    ``wanda-nm:2:4``, ``gptq:4``, ...): applied as a run applies it, calibrated on the first
+    256 training images when it needs calibration. Low rank replaces layers, which an artifact
+    cannot rebuild: it is refused here (a run applies it)."""
+
+    name = "oneshot"
+
+    def spec(self, opts: CompressOptions) -> Any:
+        if opts.compression is None:
+            raise HiddenCostError("--recipe oneshot needs --compression (e.g. nm:2:4, gptq:4)")
+        spec = compression_or_error(opts.compression)
+        if spec.method == "lowrank":
+            raise HiddenCostError(f"{spec.label} replaces layers, which a compressed artifact "
+                                  "cannot rebuild; use it in a run or study instead")
+        return spec
+
+    def needs_data(self, opts: CompressOptions) -> bool:
+        return self.spec(opts).needs_calibration
+
+    def run(self, net: nn.Module, info: BackboneInfo, opts: CompressOptions,
+            data: TrainData | None, device: torch.device, out: Path, log: Log) -> RecipeResult:
+        spec = self.spec(opts)
+        calibration = data.preprocess()(data.images[:256].float() / 255) if data else None
         report = apply_compression(net, spec, calibration_images=calibration)
         return RecipeResult(spec.model_dump(mode="json"), spec.weight_bits,
                             {"compression_report": report.to_dict()})
@@ -233,6 +263,6 @@ def train_data(info: BackboneInfo, dataset: str, data_root: str | None,
     return TrainData(images, labels, input_size or info.input_size, info.mean, info.std)
 
 
-for _recipe in (OneShot("magnitude"), OneShot("random"), OneShot("quantize"), GradualMagnitude(),
-                IterativeMagnitude(), StructuredPruning()):
+for _recipe in (OneShot("magnitude"), OneShot("random"), OneShot("quantize"), OneShotSpec(),
+                GradualMagnitude(), IterativeMagnitude(), StructuredPruning()):
     RECIPES.add(_recipe.name, _recipe)
