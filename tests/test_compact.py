@@ -67,3 +67,13 @@ def test_a_family_needs_a_file_or_a_tag():
         parse_spec(SPEC.replace('    tag: "compact-{key}"\n', ""))
     with pytest.raises(Exception, match="tag template 'compact' needs \\{level\\} or \\{key\\}"):
         parse_spec(SPEC.replace('"compact-{key}"', '"compact"'))
+
+
+def test_mobileclip_is_a_compact_point_of_clip():
+    import open_clip
+
+    towers, info = create_model("clip_vit_b16.compact-mobileclip_s1", weights="random", seed=0)
+    reference = open_clip.create_model("MobileCLIP-S1", pretrained=None)
+    assert info.compression["parameters"] == sum(p.numel() for p in reference.parameters())
+    assert (info.input_size, info.mean, info.std) == (256, (0.0,) * 3, (1.0,) * 3)
+    assert towers.encode_texts(["a photo of a cat"]).shape == (1, 512)

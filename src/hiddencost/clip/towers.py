@@ -105,7 +105,7 @@ class ClipTowers(nn.Module):
         if self._tokenizer is None:
             self._tokenizer = open_clip_module().SimpleTokenizer(
                 context_length=self.context_length)
-        device = self.clip.token_embedding.weight.device
+        device = next(self.clip.parameters()).device
         rows = []
         for start in range(0, len(texts), batch_size):
             tokens = self._tokenizer(list(texts[start:start + batch_size])).to(device)
@@ -123,11 +123,25 @@ def towers_config(entry: BackboneEntry) -> dict:
     return config
 
 
+def quick_gelu(entry: BackboneEntry) -> bool:
+    """Whether the entry's towers use QuickGELU: OpenAI's weights do (and every model built from
+    an explicit ``model_config``, as UPop's narrowed OpenAI towers); other weights (MobileCLIP)
+    use GELU, as open_clip builds them for their tags."""
+    return entry.model_config is not None or entry.cfg.hub_name == "openai"
+
+
 def build_towers(entry: BackboneEntry, num_classes: int | None = None) -> ClipTowers:
-    """The entry's CLIP with open_clip's random initialisation and QuickGELU (OpenAI's)."""
+    """The entry's CLIP with open_clip's random initialisation (its own builder for a named
+    configuration: custom text towers and timm image towers included)."""
     config = towers_config(entry)
-    clip = open_clip_module().CLIP(config["embed_dim"], config["vision_cfg"], config["text_cfg"],
-                          quick_gelu=True)
+    if entry.model_config is not None:
+        clip = open_clip_module().CLIP(config["embed_dim"], config["vision_cfg"],
+                                       config["text_cfg"], quick_gelu=True)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # open_clip's note on random weights
+            clip = open_clip_module().create_model(entry.timm_arch, pretrained=None,
+                                                   force_quick_gelu=quick_gelu(entry))
     return ClipTowers(clip, config["text_cfg"].get("context_length", 77)).eval()
 
 
@@ -176,7 +190,8 @@ class OpenClipWeights:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # open_clip's notes on QuickGELU and caching
                 clip = open_clip_module().create_model(entry.timm_arch, pretrained=tag,
-                                              force_quick_gelu=True, cache_dir=str(CACHE_DIR))
+                                              force_quick_gelu=quick_gelu(entry),
+                                              cache_dir=str(CACHE_DIR))
         except Exception as exc:  # no network, hub down, corrupt cache, ...
             first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
             raise HiddenCostError(
@@ -200,11 +215,25 @@ def _openai(name: str, config: str, size: int, description: str) -> BackboneEntr
                           description=description))
 
 
+def _mobileclip(name: str, config: str, size: int, description: str) -> BackboneEntry:
+    """Apple's MobileCLIP (Vasu et al., CVPR'24): CLIP distilled into small image and text
+    towers (multi-modal reinforced training); inputs in [0, 1], no mean/std normalisation."""
+    return BackboneEntry(
+        name=f"{name}.datacompdr", timm_arch=config, family="open_clip",
+        cfg=PretrainedCfg(source="open_clip", hub_name="datacompdr", input_size=size,
+                          mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), num_classes=0,
+                          description=description))
+
+
 for _entry in (
     _openai("clip_vit_b32", "ViT-B-32", 224, "CLIP ViT-B/32, OpenAI weights (open_clip)"),
     _openai("clip_vit_b16", "ViT-B-16", 224, "CLIP ViT-B/16, OpenAI weights (open_clip)"),
     _openai("clip_vit_l14", "ViT-L-14", 224, "CLIP ViT-L/14, OpenAI weights (open_clip)"),
     _openai("clip_vit_l14_336", "ViT-L-14-336", 336,
             "CLIP ViT-L/14 at 336 px, OpenAI weights (open_clip); the base of UPop's checkpoints"),
+    _mobileclip("mobileclip_s1", "MobileCLIP-S1", 256,
+                "MobileCLIP-S1 (FastViT image tower), DataCompDR weights (open_clip)"),
+    _mobileclip("mobileclip_b", "MobileCLIP-B", 224,
+                "MobileCLIP-B (ViT-B/16 image tower), DataCompDR weights (open_clip)"),
 ):
     register_backbone(_entry)
