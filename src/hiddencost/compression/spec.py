@@ -103,6 +103,12 @@ class _Spec(BaseModel):
         return self.activation_bits is not None  # type: ignore[attr-defined]
 
     @property
+    def restructures(self) -> bool:
+        """Whether applying it replaces modules (a saved model is rebuilt by applying it to
+        the fresh architecture before its weights load)."""
+        return False
+
+    @property
     def unit(self) -> LevelUnit | None:
         """The unit of :attr:`level`."""
         return None
@@ -371,6 +377,10 @@ class LowRank(_Spec, _NotPruned, _NotQuantized):
     @property
     def unit(self) -> LevelUnit:
         return LevelUnit.RANK_RATIO
+
+    @property
+    def restructures(self) -> bool:
+        return True
 
     @property
     def label(self) -> str:

@@ -10,6 +10,7 @@ of their folder, names the artifact):
      "base_model": "efficientnet_lite0.in1k", "timm_arch": "tf_efficientnet_lite0",
      "num_classes": 1000, "recipe": "gmp", "recipe_config": {...},
      "structure": {module: {"attrs": {...}, "tensors": {name: shape}}} | null,
+     "restructure": {a compression spec that replaces layers, e.g. low rank} (when there is one),
      "activation_quantization": {"bits": 8, "layers": [names]} | null,
      "report": {"n_zero_weights": ..., "n_prunable_weights": ..., "measured_sparsity": ...,
                 "n_params": ..., "weight_bits": ...}, "sha256": "<of model.safetensors>"}
@@ -37,6 +38,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from hiddencost.checkpoints import load_state_dict_strict, read_state_dict
+from hiddencost.compression import apply_compression, compression_or_error
 from hiddencost.compression.measure import max_distinct_values_per_channel, sparsity_counts
 from hiddencost.compression.quantization import ActivationFakeQuant, QuantizedInput
 from hiddencost.errors import HiddenCostError
@@ -211,7 +213,7 @@ def save_artifact(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     weights, meta = _paths(out)
-    base = build_network(entry)
+    base = _restructured(build_network(entry), (extra or {}).get("restructure"))
     bits, layers = _quantized_layers(model)
     if bits is not None:  # compare structure against a base with the same wrappers
         _wrap_inputs(base, layers, bits)
@@ -249,7 +251,8 @@ def load_artifact(
     meta = _read_metadata(path, expected_model)
     if meta.get("sha256") and _sha256(weights) != meta["sha256"]:
         raise HiddenCostError(f"{weights} does not match the sha256 recorded in {meta_path.name}")
-    model = build_network(_table_entry(meta["base_model"]), num_classes=meta["num_classes"])
+    model = _restructured(build_network(_table_entry(meta["base_model"]),
+                                        num_classes=meta["num_classes"]), meta.get("restructure"))
     quant = meta.get("activation_quantization")
     if quant:
         _wrap_inputs(model, quant["layers"], int(quant["bits"]))
@@ -261,6 +264,15 @@ def load_artifact(
             q._calibrated = None  # re-read from the loaded buffers
     _check_report(model, meta.get("report", {}), f"{weights}", meta_path.name)
     return model.eval(), meta
+
+
+def _restructured(model: nn.Module, restructure: dict[str, Any] | None) -> nn.Module:
+    """``model`` with the module replacements of the artifact's ``restructure`` spec (low rank):
+    the same layers replaced as when it was compressed (their shapes depend on the spec and the
+    architecture only), to be filled by the strict load."""
+    if restructure:
+        apply_compression(model, compression_or_error(restructure))
+    return model
 
 
 def _read_metadata(path: str | Path, expected_model: str | None) -> dict[str, Any]:

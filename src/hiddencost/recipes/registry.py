@@ -145,20 +145,17 @@ class OneShot:
 
 class OneShotSpec:
     """Any one-shot compression given in its short form (``--compression nm:2:4``,
-    ``wanda-nm:2:4``, ``gptq:4``, ...): applied as a run applies it, calibrated on the first
-    256 training images when it needs calibration. Low rank replaces layers, which an artifact
-    cannot rebuild: it is refused here (a run applies it)."""
+    ``wanda-nm:2:4``, ``gptq:4``, ``lowrank:0.25``, ...): applied as a run applies it,
+    calibrated on the first 256 training images when it needs calibration. A spec that replaces
+    layers (low rank) is recorded as the artifact's ``restructure``, re-applied to the fresh
+    architecture before its weights load."""
 
     name = "oneshot"
 
     def spec(self, opts: CompressOptions) -> Any:
         if opts.compression is None:
             raise HiddenCostError("--recipe oneshot needs --compression (e.g. nm:2:4, gptq:4)")
-        spec = compression_or_error(opts.compression)
-        if spec.method == "lowrank":
-            raise HiddenCostError(f"{spec.label} replaces layers, which a compressed artifact "
-                                  "cannot rebuild; use it in a run or study instead")
-        return spec
+        return compression_or_error(opts.compression)
 
     def needs_data(self, opts: CompressOptions) -> bool:
         return self.spec(opts).needs_calibration
@@ -168,8 +165,10 @@ class OneShotSpec:
         spec = self.spec(opts)
         calibration = data.preprocess()(data.images[:256].float() / 255) if data else None
         report = apply_compression(net, spec, calibration_images=calibration)
-        return RecipeResult(spec.model_dump(mode="json"), spec.weight_bits,
-                            {"compression_report": report.to_dict()})
+        extra: dict[str, Any] = {"compression_report": report.to_dict()}
+        if spec.restructures:
+            extra["restructure"] = spec.model_dump(mode="json")
+        return RecipeResult(spec.model_dump(mode="json"), spec.weight_bits, extra)
 
 
 class _FineTuning:
