@@ -36,6 +36,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -69,6 +70,12 @@ __all__ = [
 
 #: Bit-widths the fake quantizers support.
 SUPPORTED_BITS: tuple[int, ...] = (2, 3, 4, 8)
+
+
+def _bits(v: int) -> int:
+    if v not in SUPPORTED_BITS:
+        raise ValueError(f"bits must be one of {list(SUPPORTED_BITS)}, got {v}")
+    return v
 
 
 def _format_sparsity(s: float) -> str:
@@ -215,9 +222,7 @@ class Quantization(_Spec, _NotPruned):
     @field_validator("weight_bits", "activation_bits")
     @classmethod
     def _supported_bits(cls, v: int | None) -> int | None:
-        if v is not None and v not in SUPPORTED_BITS:
-            raise ValueError(f"bits must be one of {list(SUPPORTED_BITS)}, got {v}")
-        return v
+        return v if v is None else _bits(v)
 
     @model_validator(mode="after")
     def _some_bits(self) -> Quantization:
@@ -245,6 +250,12 @@ def _fraction(v: float) -> float:
     if not 0.0 < v < 1.0:
         raise ValueError(f"must be in (0, 1), got {v}")
     return v
+
+
+#: A fraction in (0, 1) (Wanda's sparsity, low rank's rank ratio).
+Fraction = Annotated[float, AfterValidator(_fraction)]
+#: A bit-width the fake quantizers support.
+Bits = Annotated[int, AfterValidator(_bits)]
 
 
 class NMSparsity(_Spec, _NotQuantized):
@@ -296,11 +307,9 @@ class Wanda(_Spec, _NotQuantized):
     """Wanda (|W|·‖X‖ per output row) to ``sparsity`` in every row of every in-scope layer."""
 
     method: Literal["wanda"] = "wanda"
-    sparsity: float
+    sparsity: Fraction
     exclude_first_conv: bool = False
     exclude_classifier: bool = False
-
-    _check = field_validator("sparsity")(classmethod(lambda cls, v: _fraction(v)))
 
     @property
     def level(self) -> float:
@@ -325,17 +334,10 @@ class GPTQ(_Spec, _NotPruned):
     round-to-nearest's grid."""
 
     method: Literal["gptq"] = "gptq"
-    weight_bits: int
+    weight_bits: Bits
     damp: float = Field(0.01, gt=0, le=1)
     exclude_first_conv: bool = False
     exclude_classifier: bool = False
-
-    @field_validator("weight_bits")
-    @classmethod
-    def _supported_bits(cls, v: int) -> int:
-        if v not in SUPPORTED_BITS:
-            raise ValueError(f"bits must be one of {list(SUPPORTED_BITS)}, got {v}")
-        return v
 
     @property
     def activation_bits(self) -> None:
@@ -364,11 +366,9 @@ class LowRank(_Spec, _NotPruned, _NotQuantized):
     (:mod:`hiddencost.compression.lowrank`), r = ``rank_ratio`` of the full rank."""
 
     method: Literal["lowrank"] = "lowrank"
-    rank_ratio: float
+    rank_ratio: Fraction
     exclude_first_conv: bool = False
     exclude_classifier: bool = False
-
-    _check = field_validator("rank_ratio")(classmethod(lambda cls, v: _fraction(v)))
 
     @property
     def level(self) -> float:
