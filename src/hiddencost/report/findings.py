@@ -251,19 +251,27 @@ def _delta_comparison(df: pd.DataFrame, more: str, less: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def claim_vp_vs_lp(df: pd.DataFrame) -> Finding:
-    """Claim 3: per (task, budget, compression), Welch on the per-seed Δ of ILM-VP vs LP."""
+def _pays_more(df: pd.DataFrame, number: int, claim: str, more: str, less: str,
+               names: str, what: str) -> Finding:
+    """A claim that method ``more`` pays more for compression than ``less`` (``names``: both,
+    as the verdict says them): :func:`_delta_comparison` per cell, :func:`_directional` on
+    ``what``."""
     sections = ("delta", "summary")
-    if df.empty or not {ILM_VP, LP} <= set(df["method_id"]):
-        return _missing(3, C3, "needs both ILM-VP and LP runs", sections)
-    rows = _delta_comparison(df, ILM_VP, LP)
+    if df.empty or not {more, less} <= set(df["method_id"]):
+        return _missing(number, claim, f"needs both {names} runs", sections)
+    rows = _delta_comparison(df, more, less)
     if rows.empty:
-        return _missing(3, C3, "no cell has both ILM-VP and LP runs of dense and compressed "
+        return _missing(number, claim, f"no cell has both {names} runs of dense and compressed "
                         "backbones", sections)
     c, cells = _count(rows)
-    verdict, stat = _directional(c, "Δ_ILM > Δ_LP")
-    return Finding(3, C3, verdict, stat, CELL_TEST + " (on the per-seed Δ of each method)",
-                   sections, cells)
+    verdict, stat = _directional(c, what)
+    return Finding(number, claim, verdict, stat,
+                   CELL_TEST + " (on the per-seed Δ of each method)", sections, cells)
+
+
+def claim_vp_vs_lp(df: pd.DataFrame) -> Finding:
+    """Claim 3: per (task, budget, compression), Welch on the per-seed Δ of ILM-VP vs LP."""
+    return _pays_more(df, 3, C3, ILM_VP, LP, "ILM-VP and LP", "Δ_ILM > Δ_LP")
 
 
 def _ece_claim(df: pd.DataFrame, number: int, claim: str, kind: str,
@@ -399,17 +407,7 @@ FT = "timm/ft"
 def claim_finetuning_recovers(df: pd.DataFrame) -> Finding:
     """Claim 9: per (task, budget, compression), Welch on the per-seed Δ of ILM-VP vs FT
     (``diff`` > 0: fine-tuning pays less than visual prompting)."""
-    sections = ("delta", "summary")
-    if df.empty or not {ILM_VP, FT} <= set(df["method_id"]):
-        return _missing(9, C9, "needs both ILM-VP and FT runs", sections)
-    rows = _delta_comparison(df, ILM_VP, FT)
-    if rows.empty:
-        return _missing(9, C9, "no cell has both ILM-VP and FT runs of dense and compressed "
-                        "backbones", sections)
-    c, cells = _count(rows)
-    verdict, stat = _directional(c, "Δ_FT < Δ_ILM")
-    return Finding(9, C9, verdict, stat, CELL_TEST + " (on the per-seed Δ of each method)",
-                   sections, cells)
+    return _pays_more(df, 9, C9, ILM_VP, FT, "ILM-VP and FT", "Δ_FT < Δ_ILM")
 
 
 #: The claims in the paper's order, then the literature's it builds on.
