@@ -444,17 +444,9 @@ class SampleSpecificPrompting(VisualPrompting):
                                 s.options.prompt_init, s.seed)
 
 
-class LinearProbe(TransferMethod):
-    """A fresh linear head on the penultimate features, computed once per backbone and task."""
-
-    name = "lp"
-    description = "linear probing: a linear head on cached penultimate features"
-    display_name = "LP"
-    marker = "D"
-
-    def work(self, s: TransferSettings, n_train: int, n_pool: int, n_test: int) -> Work:
-        # the head costs nothing beside one forward of the whole task, shared by its LP runs
-        return Work(s.lp_image_size, 0, n_pool + n_test, shared_forward=True)
+class ResizedInput(TransferMethod):
+    """A method that feeds the image resized to the backbone's input size (``lp_image_size``)
+    and normalised, no prompt: linear probing and the methods that train inside the backbone."""
 
     def stored_image_size(self, s: TransferSettings) -> int:
         return resized_storage(s.inner_size, s.lp_image_size)
@@ -465,6 +457,19 @@ class LinearProbe(TransferMethod):
     def input_transform(self, s: TransferSettings, mean: tuple[float, ...],
                         std: tuple[float, ...]) -> nn.Module:
         return ResizeNormalize(s.lp_image_size, mean, std)
+
+
+class LinearProbe(ResizedInput):
+    """A fresh linear head on the penultimate features, computed once per backbone and task."""
+
+    name = "lp"
+    description = "linear probing: a linear head on cached penultimate features"
+    display_name = "LP"
+    marker = "D"
+
+    def work(self, s: TransferSettings, n_train: int, n_pool: int, n_test: int) -> Work:
+        # the head costs nothing beside one forward of the whole task, shared by its LP runs
+        return Work(s.lp_image_size, 0, n_pool + n_test, shared_forward=True)
 
     def fit(self, job: TransferJob) -> TransferOutcome:
         s, task = job.settings, job.task

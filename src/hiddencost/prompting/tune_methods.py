@@ -38,7 +38,6 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from hiddencost.data.transforms import ResizeNormalize
 from hiddencost.prompting.keep_compression import (
     compressed_layers,
     finish,
@@ -49,12 +48,11 @@ from hiddencost.prompting.lora import add_lora, lora_targets, merge_lora
 from hiddencost.prompting.methods import (
     METHODS,
     MethodOptions,
+    ResizedInput,
     TransferJob,
-    TransferMethod,
     TransferOutcome,
     TransferSettings,
     Work,
-    resized_storage,
 )
 from hiddencost.prompting.tuning import TunedClassifier, count, predict_tuned, train_tuned
 from hiddencost.prompting.vpt import PromptedViT
@@ -104,7 +102,7 @@ def _classifier_ids(backbone: nn.Module) -> set[int]:
     return {id(found)} if isinstance(found, nn.Module) else set()
 
 
-class TuneMethod(TransferMethod):
+class TuneMethod(ResizedInput):
     """A fresh head on a trainable copy of the backbone; subclasses say what else trains."""
 
     marker = "X"
@@ -114,16 +112,6 @@ class TuneMethod(TransferMethod):
     #: Whether it trains the backbone's weights (then their compression is guarded while it
     #: trains, :func:`~hiddencost.prompting.keep_compression.keep_compression`).
     trains_weights: ClassVar[bool] = False
-
-    def stored_image_size(self, s: TransferSettings) -> int:
-        return resized_storage(s.inner_size, s.lp_image_size)
-
-    def input_size(self, s: TransferSettings) -> int:
-        return s.lp_image_size
-
-    def input_transform(self, s: TransferSettings, mean: tuple[float, ...],
-                        std: tuple[float, ...]) -> nn.Module:
-        return ResizeNormalize(s.lp_image_size, mean, std)
 
     def work(self, s: TransferSettings, n_train: int, n_pool: int, n_test: int) -> Work:
         return Work(s.lp_image_size, s.epochs * n_train, n_test)
