@@ -117,11 +117,12 @@ def train_tuned(
                 x = flip_and_shift(x, generator)
             with training(device, precision):
                 feats = model.features(x)
+            y = labels[idx.to(device)]
             with exact(device):
                 logits = model.head(feats.float())
-                loss = F.cross_entropy(logits, labels[idx.to(device)])
+                loss = F.cross_entropy(logits, y)
             descend(optimizer, loss, epoch, check_finite=False)
-            sums.add(loss, logits, labels[idx.to(device)])
+            sums.add(loss, logits, y)
         sums.check(epoch)
         total, correct = sums.values()
         record = EpochRecord(epoch=epoch + 1, loss=total / len(labels),
