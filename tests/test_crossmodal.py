@@ -430,3 +430,66 @@ def test_xmr_runs_record_their_options_honour_the_curve_and_the_reference_seed(t
     assert curve.label_mapping == other.label_mapping
     accuracies = [e.test_accuracy for e in curve.history]
     assert len(accuracies) == 2 and accuracies[-1] == curve.accuracy  # the final epoch's
+
+
+# --------------------------------------------------------------------------- the used tokens only
+
+
+@pytest.mark.parametrize(("rows", "width", "chunk"), [
+    (1000, 768, 64), (37, 3, 16), (50, 5, 16), (10, 768, 4096), (1, 48, 16)])
+def test_the_used_rows_start_as_the_whole_tables_rows_bit_for_bit(rows, width, chunk):
+    from hiddencost.prompting.crossmodal import seeded_rows
+
+    whole = torch.randn(rows, width, generator=torch.Generator().manual_seed(5))
+    keep = torch.unique(torch.tensor([0, 3 % rows, rows // 2, rows - 1]))
+    assert torch.equal(seeded_rows(rows, width, 5, keep, chunk=chunk), whole[keep])
+
+
+def test_a_model_on_the_used_tokens_draws_the_canvases_of_the_whole_table():
+    from hiddencost.prompting.crossmodal import used_token_ids
+
+    tokens, lengths = torch.tensor([[5, 9, 0], [9, 9, 2]]), torch.tensor([2, 3])
+    layout, rows = slot_layout([f"t{i}" for i in range(60)], ("[CLS]", "[SEP]"), "pad")
+    used = used_token_ids((tokens,), layout)
+    assert used.tolist() == [0, 2, 5, 9, 60, 61, 62] and rows == 63  # [PAD] [CLS] [SEP]: 60-62
+    backbone = _tiny_backbone().eval()
+    sources = seeded_sources(backbone, 16, 2, 3, seed=0, device=CPU)
+    whole, small = (CrossModalReprogram(backbone, sources, rows, 16, MEAN, STD, patch=4, seed=3,
+                                        layout=layout, token_ids=ids) for ids in (None, used))
+    assert small.patches.table.shape == (7, 48) and whole.patches.table.shape == (63, 48)
+    assert torch.equal(small.perturbation(tokens, lengths), whole.perturbation(tokens, lengths))
+    assert small.learned_tensors()["patches.token_ids"].tolist() == used.tolist()
+    # Adam updates each entry on its own and unused rows get no gradient: training is the same
+    labels = torch.tensor([0, 1])
+    runs = [train_xmr(m, tokens, lengths, labels, epochs=3, device=CPU, seed=0, lr=0.05,
+                      batch_size=1) for m in (whole, small)]
+    assert [e.loss for e in runs[0].epochs] == [e.loss for e in runs[1].epochs]
+    assert torch.equal(small.patches.table, whole.patches.table[used])
+
+
+def test_a_huge_vocabulary_costs_only_the_tokens_a_task_uses(tmp_path):
+    """The red team's 400k-token tokenizer made an 8.3 GB table; the table now has a row per
+    token the task uses (here 10 of a 100,003-row table: 30 KB instead of 307 MB)."""
+    pytest.importorskip("tokenizers")
+    from types import SimpleNamespace
+
+    import numpy as np
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from hiddencost.data.text import text_task
+    from hiddencost.prompting.methods import CrossModal, CrossModalOptions
+
+    vocab = {"[UNK]": 0, **{f"w{i}": i + 1 for i in range(99_999)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    task = text_task("t", ["a", "b"], ["w5 w7 w5", "w99998 w3"], np.array([0, 1]),
+                     ["w7 w12 w9"], np.array([1]), "note", tokenizer=str(path))
+    assert len(task.vocab) == 100_000
+    layout, rows, used = CrossModal.layout(task, SimpleNamespace(options=CrossModalOptions()))
+    # padding 0, w3 w5 w7 w9 w12 w99998, and [PAD] [CLS] [SEP] appended after the vocabulary
+    assert rows == 100_003 and used.tolist() == [0, 4, 6, 8, 10, 13, 99_999, 100_000,
+                                                 100_001, 100_002]
+    patches = TokenPatches(rows, 16, seed=0, token_ids=used)
+    assert patches.table.shape == (10, 768)

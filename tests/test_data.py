@@ -438,3 +438,144 @@ def test_a_decompression_bomb_is_one_line_or_skipped(tmp_path, monkeypatch):
     task = load_dataset(f"imagefolder:{tmp_path}", image_size=SMALL, skip_unreadable=True)
     assert len(task.skipped_images) == 1 and task.skipped_images[0].endswith("a/0.png")
     assert len(task.train_labels) + len(task.test_labels) == 9
+
+
+# --------------------------------------------------------------------------- nothing silently lost
+
+
+def test_a_class_with_no_training_example_is_refused_naming_every_such_class():
+    images = torch.zeros(4, 3, 4, 4, dtype=torch.uint8)
+    train, test = torch.tensor([0, 0, 0, 0]), torch.tensor([0, 1, 2, 2])
+    with pytest.raises(HiddenCostError, match=r"^dataset 'x': 2 of 3 classes have no training "
+                       r"example: 'b' \(1 test\), 'c' \(2 test\); no method can learn") as err:
+        TaskData("x", ["a", "b", "c"], images, train, images, test, 4, 4, "note")
+    assert "\n" not in str(err.value)
+    # a class with no test example is allowed: it can still be learned
+    TaskData("x", ["a", "b"], images, torch.tensor([0, 1, 0, 1]), images, torch.zeros(4).long(),
+             4, 4, "note")
+
+
+def test_effective_shots_count_a_class_with_no_example_and_the_warning_names_it():
+    from types import SimpleNamespace
+
+    from hiddencost.run import make_config, training_split
+
+    # the top classes have no training example: inferred from the labels they went uncounted
+    task = SimpleNamespace(train_labels=torch.tensor([0, 0, 0, 1, 1, 2]), num_classes=5)
+    subset, held = training_split(task, make_config(n_shot=2))
+    assert held is None and subset.effective_counts == {0: 2, 1: 2, 2: 1, 3: 0, 4: 0}
+    assert subset.warnings() == [
+        "2 classes have no training example and cannot be learned: 3, 4 (effective count 0)",
+        "3 classes have fewer than 2 training examples and use what they have (effective "
+        "counts are recorded)"]
+    full = few_shot_indices(task.train_labels, None, seed=0, num_classes=5)
+    assert full.warnings() == ["2 classes have no training example and cannot be learned: "
+                               "3, 4 (effective count 0)"]
+
+
+def test_a_class_whose_training_images_are_all_unreadable_is_refused_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from hiddencost.cli import app
+
+    palette = Palette()
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            palette.write(tmp_path / "data" / split / cls / "a.png")
+    (tmp_path / "data" / "train" / "dog" / "a.png").write_bytes(b"not an image")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "run", "--dataset", f"imagefolder:{tmp_path / 'data'}", "--skip-unreadable",
+        "--method", "lp", "--epochs", "1", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    message = (result.stderr or result.output).strip()
+    assert "\n" not in message and "1 of 2 classes have no training example: 'dog' (1 test)" \
+        in message
+    assert not out.exists()
+
+
+def test_imagefolder_class_folders_without_images_are_refused(tmp_path):
+    palette = Palette()
+    for i in range(3):
+        palette.write(tmp_path / "pool" / "a" / f"{i}.png")
+    (tmp_path / "pool" / "b").mkdir()
+    (tmp_path / "pool" / "b" / "notes.txt").write_text("no image here")
+    with pytest.raises(HiddenCostError, match=r"class folder\(s\) b of .*pool hold no image "
+                       r"file \(\.jpg, .*\): add images or remove the folder") as err:
+        load_dataset(f"imagefolder:{tmp_path / 'pool'}", image_size=SMALL)
+    assert "\n" not in str(err.value)
+    # train/ and test/: a class with test images but an empty training folder, or none at all
+    for split in ("train", "test"):
+        palette.write(tmp_path / "split" / split / "a" / "0.png")
+    palette.write(tmp_path / "split" / "test" / "b" / "0.png")
+    with pytest.raises(HiddenCostError, match=r"imagefolder: class folders of .* differ: \['b'\]"):
+        load_dataset(f"imagefolder:{tmp_path / 'split'}", image_size=SMALL)
+    (tmp_path / "split" / "train" / "b").mkdir()
+    with pytest.raises(HiddenCostError, match=r"class folder\(s\) b of .*train hold no image"):
+        load_dataset(f"imagefolder:{tmp_path / 'split'}", image_size=SMALL)
+
+
+def test_a_link_loop_is_walked_once_and_no_file_is_both_trained_on_and_tested(tmp_path):
+    palette = Palette()
+    for cls in ("a", "b"):
+        for i in range(5):
+            palette.write(tmp_path / cls / f"{i}.png")
+    os.symlink(".", tmp_path / "a" / "loop")  # a/loop/loop/...: class a again at every depth
+    os.symlink(tmp_path / "b" / "0.png", tmp_path / "b" / "again.png")  # one file, two paths
+    task = load_dataset(f"imagefolder:{tmp_path}", image_size=SMALL)
+    assert (len(task.train_labels), len(task.test_labels)) == (8, 2)
+    assert_clean_split(task, palette)  # every file once, train and test disjoint
+    # a link to the folder above: class b's files would be class a's too
+    os.symlink("..", tmp_path / "a" / "up")
+    with pytest.raises(HiddenCostError, match=r"/b/0\.png \(class 'a'\) and .*/b/0\.png "
+                       r"\(class 'b'\) are one file, linked from two class folders"):
+        load_dataset(f"imagefolder:{tmp_path}", image_size=SMALL)
+
+
+def test_a_test_image_linked_to_a_training_image_is_refused(tmp_path):
+    palette = Palette()
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            palette.write(tmp_path / split / cls / f"{split}.png")
+    os.symlink(tmp_path / "train" / "b" / "train.png", tmp_path / "test" / "b" / "copy.png")
+    with pytest.raises(HiddenCostError, match=r"1 test image\(s\) are training images too "
+                       r"\(e\.g\. .*test/b/copy\.png, a link into .*train\)") as err:
+        load_dataset(f"imagefolder:{tmp_path}", image_size=SMALL)
+    assert "\n" not in str(err.value)
+
+
+def test_labels_must_be_whole_class_indices():
+    from hiddencost.data.images import decode_dataset
+    from hiddencost.data.task import class_labels
+
+    assert class_labels(np.array([0.0, 1.0, 2.0]), "x").tolist() == [0, 1, 2]  # 1.0 is class 1
+    assert class_labels([], "x").dtype == torch.int64
+    for bad, shown in ((1.5, "1.5"), (float("nan"), "nan"), (float("inf"), "inf")):
+        with pytest.raises(HiddenCostError, match=rf"^labels\.csv: the label of row 1 is "
+                           rf"{shown}, not a whole class index"):
+            class_labels([0, bad], "labels.csv")
+    with pytest.raises(HiddenCostError, match="must be class indices"):
+        class_labels(["cat", "dog"], "labels.csv")
+    # where labels are read: a torchvision-style dataset, and the few-shot sampler
+    image = Image.new("RGB", (4, 4))
+    with pytest.raises(HiddenCostError, match=r"^decoding x: the label of row 1 is "):
+        decode_dataset([(image, 0), (image, 1.5)], 4, "decoding x")
+    assert decode_dataset([(image, 0), (image, 1.0)], 4, "decoding x")[1].tolist() == [0, 1]
+    with pytest.raises(HiddenCostError, match=r"training labels: the label of row 2 is"):
+        few_shot_indices(torch.tensor([0.0, 1.0, 1.5]), 1, seed=0)
+
+
+@pytest.mark.parametrize(("class_id", "match"), [
+    ("1.5", r"cannot read gtsrb under .*: ValueError invalid literal for int\(\) .*'1\.5'"),
+    ("99", r"gtsrb: test labels run 0\.\.99, outside its 43 classes 0\.\.42"),
+])
+def test_a_malformed_label_file_of_a_torchvision_dataset_is_one_line(tmp_path, class_id, match):
+    base = tmp_path / "gtsrb"
+    palette = Palette()
+    palette.write(base / "GTSRB" / "Training" / "00000" / "a.ppm")
+    palette.write(base / "GTSRB" / "Final_Test" / "Images" / "b.ppm")
+    palette.write(base / "GTSRB" / "Final_Test" / "Images" / "c.ppm")
+    (base / "GT-final_test.csv").write_text(f"Filename;ClassId\nb.ppm;0\nc.ppm;{class_id}\n")
+    with pytest.raises(HiddenCostError, match=match) as err:
+        load_dataset("gtsrb", root=tmp_path, image_size=SMALL)
+    assert "\n" not in str(err.value)

@@ -32,6 +32,14 @@ HUB_FEATURES = {
 WORDS = ["good", "bad", "food", "river", "market", "goal", "vote", "chip", "film", "album"]
 
 
+@pytest.fixture(autouse=True)
+def hf_cache(tmp_path_factory, monkeypatch):
+    """datasets' Arrow cache in a folder of the test's own (not the user's ~/.cache)."""
+    cache = tmp_path_factory.mktemp("hf-cache")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    return cache
+
+
 def _features(name: str) -> datasets.Features:
     return datasets.Features({
         col: datasets.ClassLabel(names=names) if names else datasets.Value("string")
@@ -170,6 +178,8 @@ def test_xmr_run_on_local_ag_news(tmp_path):
                                    r"one of imdb's names neg, pos"),
     ("text,label\nfine,0\nodd,positive\n", r"the label of row 1 is 'positive'"),
     ('text,label\n1234,0\n5.5,1\n', None),  # numbers as text: their digits
+    ("text,label\nfine,0.0\nodd,1.0\n", None),  # whole floats are class indices
+    ("text,label\nfine,0\nodd,1.5\n", r"the label of row 1 is 1\.5, not a class index"),
 ])
 def test_odd_label_and_text_cells_read_or_fail_in_one_line(tmp_path, rows, match):
     folder = tmp_path / "imdb"
@@ -194,3 +204,37 @@ def test_a_tokenizer_whose_ids_have_holes_is_refused(tmp_path):
     tok.save(str(path))
     with pytest.raises(HiddenCostError, match=r"its vocabulary has no token for id 2"):
         load_dataset(f"ag_news:{path}", root=tmp_path)
+
+
+def _tree(root) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*")}
+
+
+def test_a_read_only_data_root_is_read_and_left_untouched(tmp_path, hf_cache):
+    root = tmp_path / "data"
+    folder = write_hub_files(root, "ag_news")
+    before = _tree(root)
+    for path in (folder / "train.parquet", folder / "test.parquet", folder, root):
+        path.chmod(0o555 if path.is_dir() else 0o444)  # read-only (root ignores it: see below)
+    try:
+        task = load_dataset("ag_news", root=root)
+        # nothing written under the data root (the old code put a .hf-cache there)
+        assert _tree(root) == before and not (root / ".hf-cache").exists()
+    finally:
+        for path in (root, folder):
+            path.chmod(0o755)
+    assert task.train_labels.tolist() == [c for c in range(4) for _ in range(3)]
+    assert any(hf_cache.iterdir())  # the Arrow cache went to HF_DATASETS_CACHE
+
+
+def test_a_class_missing_from_the_training_file_is_refused(tmp_path):
+    write_hub_files(tmp_path, "imdb")
+    (tmp_path / "imdb" / "train.parquet").unlink()
+    (tmp_path / "imdb" / "train.csv").write_text("text,label\nawful,0\nbad,0\n")
+    (tmp_path / "imdb" / "test.parquet").unlink()
+    (tmp_path / "imdb" / "test.csv").write_text("text,label\nawful,0\ngreat,1\n")
+    with pytest.raises(HiddenCostError, match=r"^dataset 'imdb': 1 of 2 classes have no training "
+                       r"example: 'positive' \(1 test\)"):
+        load_dataset("imdb", root=tmp_path)

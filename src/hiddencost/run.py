@@ -298,7 +298,8 @@ def training_split(task: TaskData | SequenceTask,
     by ``split_seed``: every seed and compression of a cell holds out the same examples); the
     subset is drawn from the rest."""
     if cfg.validation_fraction is None:
-        return few_shot_indices(task.train_labels, cfg.n_shot, cfg.seed), None
+        return few_shot_indices(task.train_labels, cfg.n_shot, cfg.seed,
+                                num_classes=task.num_classes), None
     pool, held = validation_split(task.train_labels, cfg.validation_fraction, cfg.split_seed)
     subset = few_shot_indices(task.train_labels[pool], cfg.n_shot, cfg.seed,
                               num_classes=task.num_classes)

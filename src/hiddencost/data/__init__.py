@@ -6,6 +6,7 @@ from hiddencost.data.datasets import (
     available_datasets,
     dataset_info,
     dataset_key,
+    image_dataset,
     load_dataset,
 )
 from hiddencost.data.few_shot import (
@@ -29,6 +30,7 @@ __all__ = [
     "dataset_info",
     "dataset_key",
     "few_shot_indices",
+    "image_dataset",
     "load_dataset",
     "parse_n_shot",
     "stratified_split",

@@ -36,11 +36,17 @@ import torch
 from torchvision import datasets as tvd
 
 from hiddencost.data.hub_text import HUB_TEXT_TASKS, hub_text_task
-from hiddencost.data.images import FITS, array_to_uint8, decode_dataset
+from hiddencost.data.images import (
+    FITS,
+    array_to_uint8,
+    decode_dataset,
+    file_identity,
+    image_files,
+)
 from hiddencost.data.sequences import SequenceTask, char_tokens
 from hiddencost.data.splice import read_splice, splice_split
 from hiddencost.data.splits import split_note, stratified_split
-from hiddencost.data.task import TaskData
+from hiddencost.data.task import TaskData, class_labels
 from hiddencost.data.text import bbc_news_task
 from hiddencost.errors import HiddenCostError
 
@@ -129,9 +135,15 @@ GTSRB_CLASSES = [
 
 
 def _open(name: str, factory: Callable[..., object], root: Path, download: bool, **kwargs):
-    """Instantiate a torchvision dataset, turning "not found" into one actionable line."""
+    """Instantiate a torchvision dataset, turning "not found" and a malformed index file (a
+    label column that is not an integer, a missing column) into one actionable line."""
     try:
         return factory(root=str(root), download=download, **kwargs)
+    except (ValueError, KeyError) as exc:  # torchvision parsing the dataset's own files
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise HiddenCostError(f"cannot read {name} under {root}: {type(exc).__name__} {first}; "
+                              "replace the malformed file (or fetch it again with --download)"
+                              ) from None
     except (RuntimeError, FileNotFoundError, OSError) as exc:
         if download:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -142,8 +154,10 @@ def _open(name: str, factory: Callable[..., object], root: Path, download: bool,
         ) from None
 
 
-def _labels(values: Sequence[int] | np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(values, dtype=np.int64))
+def _labels(values: Sequence[int] | np.ndarray, where: str) -> torch.Tensor:
+    """A split's labels as int64 class indices; a label that is not a whole number is a
+    one-line error naming ``where`` (never cut to an integer)."""
+    return class_labels(values, where)
 
 
 def _split_pool(
@@ -176,14 +190,15 @@ def _digits(req: LoadRequest) -> Raw:
     digits = load_digits()
     raw = np.round(digits.images / 16.0 * 255.0).astype(np.uint8)  # (N, 8, 8), 0..16 → 0..255
     return _split_pool([str(d) for d in range(10)], array_to_uint8(raw, req.size, req.fit),
-                       _labels(digits.target), req.split_seed, "scikit-learn digits",
+                       _labels(digits.target, "digits"), req.split_seed, "scikit-learn digits",
                        DIGITS_TEST_FRACTION)
 
 
 def _cifar10(req: LoadRequest) -> Raw:
     parts = [_open("cifar10", tvd.CIFAR10, req.root, req.download, train=t)
              for t in (True, False)]
-    (tr, te) = [(array_to_uint8(p.data, req.size, req.fit), _labels(p.targets)) for p in parts]
+    (tr, te) = [(array_to_uint8(p.data, req.size, req.fit), _labels(p.targets, f"cifar10 {s}"))
+                for p, s in zip(parts, ("train", "test"), strict=True)]
     return Raw(list(parts[0].classes), *tr, *te, "CIFAR-10 official train / test")
 
 
@@ -191,8 +206,8 @@ def _svhn(req: LoadRequest) -> Raw:
     parts = [_open("svhn", tvd.SVHN, req.root, req.download, split=s)
              for s in ("train", "test")]
     (tr, te) = [(array_to_uint8(p.data.transpose(0, 2, 3, 1), req.size, req.fit),
-                 _labels(p.labels))
-                for p in parts]
+                 _labels(p.labels, f"svhn {s}"))
+                for p, s in zip(parts, ("train", "test"), strict=True)]
     return Raw([str(d) for d in range(10)], *tr, *te, "SVHN official train / test (no extra)")
 
 
@@ -288,11 +303,49 @@ def _regular_image_file(path: str) -> bool:
     return path.lower().endswith(tvd.folder.IMG_EXTENSIONS) and os.path.isfile(path)
 
 
+class _ImageFolder(tvd.ImageFolder):
+    """torchvision's ``ImageFolder`` over :func:`~hiddencost.data.images.image_files`: a link
+    loop is walked once, a file reached by two paths counts once, a file in two class folders
+    and a class folder with no image are one-line errors."""
+
+    @staticmethod
+    def make_dataset(directory: str | Path, class_to_idx: dict[str, int],
+                     extensions: tuple[str, ...] | None = None,
+                     is_valid_file: Callable[[str], bool] | None = None,
+                     allow_empty: bool = False) -> list[tuple[str, int]]:
+        samples: list[tuple[str, int]] = []
+        owner: dict[tuple[int, int] | None, tuple[str, str]] = {}  # file → (class, path)
+        empty = []
+        for name in sorted(class_to_idx):
+            files = image_files(os.path.join(directory, name), _regular_image_file)
+            empty += [] if files else [name]
+            for path in files:
+                first, seen = owner.setdefault(file_identity(path), (name, path))
+                if first != name:
+                    raise HiddenCostError(
+                        f"imagefolder: {seen} (class {first!r}) and {path} (class {name!r}) are "
+                        "one file, linked from two class folders: keep it in one class")
+                samples.append((path, class_to_idx[name]))
+        if empty:
+            raise HiddenCostError(
+                f"imagefolder: class folder(s) {', '.join(empty)} of {directory} hold no image "
+                f"file ({', '.join(tvd.folder.IMG_EXTENSIONS)}): add images or remove the "
+                "folder")
+        return samples
+
+
 def _image_folder(path: Path) -> tvd.ImageFolder:
     try:
-        return tvd.ImageFolder(str(path), is_valid_file=_regular_image_file)
+        return _ImageFolder(str(path), is_valid_file=_regular_image_file)
     except (FileNotFoundError, OSError) as exc:
         raise HiddenCostError(f"cannot read image folder {path}: {exc}") from None
+
+
+def _shared_files(train: tvd.ImageFolder, test: tvd.ImageFolder) -> list[str]:
+    """The test files that are training files too (one file by two paths: a link, or a linked
+    folder)."""
+    trained = {file_identity(path) for path, _ in train.samples}
+    return [path for path, _ in test.samples if file_identity(path) in trained]
 
 
 def _imagefolder(req: LoadRequest) -> Raw:
@@ -312,6 +365,12 @@ def _imagefolder(req: LoadRequest) -> Raw:
                 f"imagefolder: class folders of {train_dir} and {test_dir} differ: "
                 f"{sorted(set(train.classes) ^ set(test.classes))}"
             )
+        shared = _shared_files(train, test)
+        if shared:
+            raise HiddenCostError(
+                f"imagefolder: {len(shared)} test image(s) are training images too (e.g. "
+                f"{shared[0]}, a link into {train_dir}); a test image must never be trained on: "
+                "remove them from one split")
         tr = decode_dataset(train, req.size, "decoding train", req.skipped, req.fit)
         te = decode_dataset(test, req.size, "decoding test", req.skipped, req.fit)
         return Raw(list(train.classes), *tr, *te, f"image folder {root}: train/ / test/")
@@ -395,6 +454,30 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[dataset_key(name)[0]][0]
 
 
+def image_dataset(name: str, option: str) -> DatasetInfo:
+    """The registry entry of ``name``, which must hold images: a sequence task given where
+    images are read (``option``, e.g. ``"compress --dataset"``) is a one-line error listing
+    the image datasets."""
+    info = dataset_info(name)
+    if info.modality != "image":
+        images = [f"{i.name}:PATH" if i.argument == "PATH" else i.name
+                  for i in available_datasets() if i.modality == "image"]
+        raise HiddenCostError(f"{option} {name}: {info.name} holds {info.modality} data, not "
+                              f"images; use an image dataset: {', '.join(images)}")
+    return info
+
+
+def _check_label_range(name: str, raw: Raw) -> None:
+    """Labels read from a dataset's files index its classes: one outside is a one-line error
+    naming the split (not TaskData's ValueError, meant for callers' mistakes)."""
+    k = len(raw.class_names)
+    for split, labels in (("train", raw.train_labels), ("test", raw.test_labels)):
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            raise HiddenCostError(f"{name}: {split} labels run {int(labels.min())}.."
+                                  f"{int(labels.max())}, outside its {k} classes 0..{k - 1}; "
+                                  "check the dataset's label files")
+
+
 def load_dataset(
     name: str,
     root: str | Path | None = None,
@@ -436,6 +519,7 @@ def load_dataset(
     raw = loader(LoadRequest(where, download, size, split_seed, skipped, arg, fit))
     if isinstance(raw, SequenceTask):
         return raw
+    _check_label_range(key, raw)
     return TaskData(key if info.argument != "PATH" else name, raw.class_names, raw.train_images,
                     raw.train_labels, raw.test_images, raw.test_labels, size, info.inner_size,
                     raw.note, list(skipped or []))

@@ -13,6 +13,7 @@ from hiddencost.budgets import (  # noqa: F401 (re-exported: the data package's 
     batch_size_for,
     parse_n_shot,
 )
+from hiddencost.data.task import class_labels
 
 
 @dataclass(frozen=True)
@@ -32,16 +33,20 @@ class FewShotSubset:
         return len(self.indices)
 
     def warnings(self) -> list[str]:
-        """What a user should know about this subset: an N that every class falls short of is
-        full data under a run key of its own; short classes use what they have."""
+        """What a user should know about this subset: classes with no example at all (named,
+        each); an N that every class falls short of is full data under a run key of its own;
+        short classes use what they have."""
+        empty = [c for c, n in self.effective_counts.items() if n == 0]
+        said = ([f"{len(empty)} classes have no training example and cannot be learned: "
+                 f"{', '.join(map(str, empty))} (effective count 0)"] if empty else [])
         if self.requested is None or not self.short_classes:
-            return []
+            return said
         if len(self.short_classes) == len(self.effective_counts):
-            return [f"N-shot {self.requested} exceeds every class (largest "
+            return [*said, f"N-shot {self.requested} exceeds every class (largest "
                     f"{max(self.effective_counts.values())}): this run uses all training data, "
                     "under another run key than 'full'"]
-        return [f"{len(self.short_classes)} classes have fewer than {self.requested} training "
-                f"examples and use what they have (effective counts are recorded)"]
+        return [*said, f"{len(self.short_classes)} classes have fewer than {self.requested} "
+                f"training examples and use what they have (effective counts are recorded)"]
 
 
 def _class_permutation(count: int, seed: int, cls: int) -> np.ndarray:
@@ -57,9 +62,11 @@ def few_shot_indices(
     index order before the shuffle), the first N taken. Deterministic for (labels, N, seed);
     nested across N for one seed. ``n_shot=None`` returns every index in its original order.
     A class with fewer than N examples gives all it has (``effective_counts``, ``short_classes``,
-    both recorded, and said in :meth:`FewShotSubset.warnings`).
+    both recorded, and said in :meth:`FewShotSubset.warnings`). Pass ``num_classes`` (the
+    task's K): inferred from the labels, a top class with no example would go uncounted.
+    A label that is not a whole class index is a one-line error.
     """
-    labels = torch.as_tensor(labels).long()
+    labels = class_labels(labels, "training labels")
     if num_classes is None:
         num_classes = int(labels.max()) + 1 if len(labels) else 0
     k = int(num_classes)
@@ -88,7 +95,7 @@ def validation_split(labels: torch.Tensor, fraction: float,
     test split is never touched."""
     if not 0 < fraction < 1:
         raise ValueError(f"the validation fraction must lie in (0, 1), got {fraction}")
-    labels = torch.as_tensor(labels).long()
+    labels = class_labels(labels, "training labels")
     held = []
     for c in range(int(labels.max()) + 1 if len(labels) else 0):
         members = torch.nonzero(labels == c, as_tuple=True)[0]

@@ -4,12 +4,14 @@
 **Where the data lives.** ``ROOT/<name>/train.<ext>`` and ``ROOT/<name>/test.<ext>`` (``ext``:
 ``parquet``, ``csv``, ``jsonl`` or ``json``), in the Hub dataset's own schema (the columns and
 label order of :data:`HUB_TEXT_TASKS`). ``--download`` fills that folder once:
-``datasets.load_dataset(hub_id, cache_dir=ROOT/.hf-cache)`` fetches the official train / test
-splits and each is written as ``ROOT/<name>/<split>.parquet``. Without ``--download`` nothing is
-fetched: the files are read through ``datasets.load_dataset("parquet" | "csv" | "json",
-data_files=...)`` and a missing folder is a one-line error saying what to put there. So a run
-never reaches the Hub unless asked, and files copied from elsewhere (the Hub's own parquet
-exports, renamed) work as they are.
+``datasets.load_dataset(hub_id)`` fetches the official train / test splits and each is written
+as ``ROOT/<name>/<split>.parquet``. Without ``--download`` nothing is fetched: the files are read
+through ``datasets.load_dataset("parquet" | "csv" | "json", data_files=...)`` and a missing
+folder is a one-line error saying what to put there. So a run never reaches the Hub unless
+asked, and files copied from elsewhere (the Hub's own parquet exports, renamed) work as they
+are. Reading writes nothing under ROOT (a read-only data root works): ``datasets`` keeps its
+Arrow cache where it keeps it for everything, ``HF_DATASETS_CACHE`` (default
+``~/.cache/huggingface/datasets``).
 
 **Splits.** The official train / test splits; N-shot sampling draws from train as for images.
 
@@ -91,7 +93,7 @@ def _download(spec: HubText, root: Path, folder: Path) -> None:
     import datasets  # optional (the text extra): only these tasks need it
 
     try:
-        hub = datasets.load_dataset(spec.hub_id, cache_dir=str(root / ".hf-cache"))
+        hub = datasets.load_dataset(spec.hub_id)  # the library's own cache, not the data root
     except Exception as exc:  # network, auth and Hub errors all end the same way
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise HiddenCostError(f"could not download {spec.hub_id} into {root}: {first}") from None
@@ -162,8 +164,9 @@ def read_hub_text(spec: HubText, root: Path,
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # reading local files is quick; the CLI has its own bars
     try:
-        loaded = datasets.load_dataset(builder, data_files={s: str(p) for s, p in files.items()},
-                                       cache_dir=str(root / ".hf-cache"))
+        # the Arrow cache goes where datasets keeps it (HF_DATASETS_CACHE), never under the
+        # data root, which may be read-only
+        loaded = datasets.load_dataset(builder, data_files={s: str(p) for s, p in files.items()})
     except Exception as exc:  # a malformed file: name it in one line
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise HiddenCostError(f"cannot read {spec.name} from {folder}: {first}") from None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ from rich.progress import track
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from hiddencost.data.task import class_labels
 from hiddencost.errors import HiddenCostError
 
 #: How an image is brought to S×S: ``squash`` (ILM-VP's ``Resize((S, S))``: bilinear, aspect
@@ -58,7 +60,7 @@ def decode_dataset(
     ``skipped`` list is given, the file is left out and its name appended there instead."""
     n = len(dataset)
     images = torch.empty((n, 3, size, size), dtype=torch.uint8)
-    labels = torch.empty(n, dtype=torch.int64)
+    found: list[object] = [0] * n  # each label as the dataset gives it, checked at the end
     kept = torch.ones(n, dtype=torch.bool)
     items = range(n)
     if n >= 2000:
@@ -78,7 +80,8 @@ def decode_dataset(
             skipped.append(_name_of(dataset, i))
             kept[i] = False
             continue
-        labels[i] = int(label)
+        found[i] = label
+    labels = class_labels(found, description)
     if n and not bool(kept.any()):
         raise HiddenCostError(f"no readable image ({description}): all {n} files were left out "
                               f"as unreadable, e.g. {skipped[0] if skipped else '#0'}")
@@ -91,3 +94,39 @@ def _name_of(dataset: Sequence, i: int) -> str:
     """The file behind item ``i`` where the dataset says (torchvision's ``samples``)."""
     samples = getattr(dataset, "samples", None)
     return str(samples[i][0]) if samples else f"#{i}"
+
+
+def image_files(folder: str, is_image: Callable[[str], bool]) -> list[str]:
+    """The files under ``folder`` that ``is_image`` accepts, in torchvision ``ImageFolder``'s
+    order (folders sorted by path, names sorted within one). Directory links are followed, but
+    each real directory is entered once, so a link loop (``a/loop -> ..``) is walked once
+    instead of listing the same images again at every depth until the OS gives up; a file
+    reached by two paths (a link) is listed once, at its first path in that order."""
+    entered: set[tuple[int, int]] = set()
+    found: list[tuple[str, list[str]]] = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        key = file_identity(root)
+        if key is None or key in entered:
+            dirs[:] = []  # a directory seen through another path (or gone): not again
+            continue
+        entered.add(key)
+        dirs.sort()  # enter in a fixed order: which path of a linked folder counts is stable
+        found.append((root, sorted(names)))
+    files, seen = [], set()
+    for root, names in sorted(found):
+        for name in names:
+            path = os.path.join(root, name)
+            if is_image(path) and (key := file_identity(path)) is not None and key not in seen:
+                seen.add(key)
+                files.append(path)
+    return files
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` points to: one value for every path to one file or
+    folder (symbolic and hard links alike); None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hiddencost.data.task import check_training_classes
 from hiddencost.errors import HiddenCostError
 
 __all__ = ["SequenceTask", "char_tokens"]
@@ -70,6 +71,10 @@ class SequenceTask:
                 raise ValueError(f"{split} tokens, lengths and labels must have one row each")
             if len(lengths) and int(lengths.min()) < 1:
                 raise ValueError(f"{split} sequences must have at least one token")
+            if labels.dtype != torch.int64 or (len(labels) and (int(labels.min()) < 0
+                                                                 or int(labels.max()) >= k)):
+                raise ValueError(f"{split} labels must be int64 in [0, {k}) for {k} class names")
+        check_training_classes(self.name, self.class_names, self.train_labels, self.test_labels)
 
     @property
     def num_classes(self) -> int:

@@ -2,11 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from hiddencost.errors import HiddenCostError
+
+
+def class_labels(values: Sequence[object] | np.ndarray | torch.Tensor,
+                 where: str) -> torch.Tensor:
+    """Labels as (N,) int64 class indices: integers, or floats whose value is whole (``1.0``,
+    as CSV readers and float arrays hold them). A fractional, infinite or NaN label, or a
+    non-numeric one, is a one-line error naming ``where`` and the row: casting would silently
+    turn 1.5 into class 1."""
+    array = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values)
+    if array.dtype == np.bool_ or array.dtype.kind not in "iuf":
+        if array.size:
+            raise HiddenCostError(f"{where}: labels must be class indices (integers), "
+                                  f"got {array.dtype} values such as {array.flat[0].item()!r}")
+        array = array.astype(np.int64)
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array) | (array != np.round(array))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            value = array.flat[row].item()
+            raise HiddenCostError(f"{where}: the label of row {row} is {value!r}, not a whole "
+                                  "class index; fix the label (a fraction is not rounded or "
+                                  "cut)")
+    return torch.from_numpy(array.astype(np.int64).reshape(-1))
+
+
+def check_training_classes(name: str, class_names: Sequence[str], train_labels: torch.Tensor,
+                           test_labels: torch.Tensor) -> None:
+    """A task with a class that has no training example is refused, naming every such class:
+    no transfer method can learn a class it never sees, and the scores would hide it (a 2-class
+    task whose test split holds only the other class scores accuracy 1.0)."""
+    k = len(class_names)
+    train = torch.bincount(train_labels, minlength=k)
+    empty = [c for c in range(k) if int(train[c]) == 0]
+    if not empty:
+        return
+    test = torch.bincount(test_labels, minlength=k)
+    shown = ", ".join(f"{class_names[c]!r} ({int(test[c])} test)" for c in empty)
+    raise HiddenCostError(f"dataset {name!r}: {len(empty)} of {k} classes have no training "
+                          f"example: {shown}; no method can learn a class it never sees: add "
+                          "training examples of them or remove them from the task")
 
 
 @dataclass(frozen=True, repr=False)
@@ -47,6 +89,7 @@ class TaskData:
         if k < 2:  # with one class every prediction is right: accuracy 1, ECE 0, nothing measured
             raise HiddenCostError(f"dataset {self.name!r} has {k} class(es); a classification "
                                   "task needs at least 2")
+        check_training_classes(self.name, self.class_names, self.train_labels, self.test_labels)
 
     @property
     def num_classes(self) -> int:

@@ -10,6 +10,14 @@ pieces from a tokenizer trained on the training split.
   rest) is trained with Hugging Face ``tokenizers`` on the **training split only**, so no test
   text shapes it. Each article keeps its first ``max_tokens`` pieces (the canvas holds
   (C/P)² of them: 196 at 224 px with 16-px patches).
+* **Long texts.** Since the model reads only ``max_tokens`` pieces, each text is cut to its
+  first ``max_tokens × CHARS_PER_PIECE`` characters (25,600 for 256 pieces) before the
+  vocabulary is trained and before it is tokenised (:func:`cut_text`), so a 60 MB line costs
+  what a page costs. A piece covers at most ``CHARS_PER_PIECE`` characters of a word
+  (WordPiece's ``max_input_chars_per_word``; a longer word is one ``[UNK]``), so the cut keeps
+  every piece the model reads unless its first pieces are spread over more than that by long
+  runs of spaces or by words over 100 characters. No BBC News article is that long (at most
+  25,485 characters), so its vocabulary and tokens are unchanged.
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ import torch
 
 from hiddencost.data.sequences import SequenceTask
 from hiddencost.data.splits import split_note, stratified_split
+from hiddencost.data.task import class_labels
 from hiddencost.errors import HiddenCostError
 
-__all__ = ["BBC_TOPICS", "bbc_news_task", "pretrained_tokenizer", "read_bbc_news",
+__all__ = ["BBC_TOPICS", "CHARS_PER_PIECE", "bbc_news_task", "cut_text", "pretrained_tokenizer",
+           "read_bbc_news",
            "require_text_package", "text_task", "train_wordpiece", "wordpiece_tokens"]
 
 BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
@@ -35,6 +45,15 @@ DEFAULT_MAX_TOKENS = 256
 TEXT_TEST_FRACTION = 0.2
 #: BERT frames every sequence of word pieces (the reference tokenises with bert-base-cased).
 WORDPIECE_FRAME = ("[CLS]", "[SEP]")
+#: The most characters one word piece stands for (WordPiece's ``max_input_chars_per_word``):
+#: a text is cut to ``max_tokens`` times this before it is tokenised (see the module).
+CHARS_PER_PIECE = 100
+
+
+def cut_text(text: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> str:
+    """``text`` cut to its first ``max_tokens × CHARS_PER_PIECE`` characters: more than the
+    model's ``max_tokens`` pieces ever need, and bounded, so memory and time stay small."""
+    return text[: max_tokens * CHARS_PER_PIECE]
 
 
 def require_text_package(module: str) -> None:
@@ -114,8 +133,10 @@ def wordpiece_tokens(tokenizer, texts: Sequence[str],
                      max_tokens: int = DEFAULT_MAX_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, max_tokens) int64 ids (0-padded) and (N,) lengths of the first ``max_tokens`` pieces
     of each text, without special tokens (``[CLS]``, ``[SEP]``); a text with no piece becomes
-    one ``[UNK]`` (id 0 for a tokenizer without one)."""
-    encoded = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    one ``[UNK]`` (id 0 for a tokenizer without one). Each text is cut first
+    (:func:`cut_text`): a huge line is never tokenised whole."""
+    encoded = tokenizer.encode_batch([cut_text(t, max_tokens) for t in texts],
+                                     add_special_tokens=False)
     unk = tokenizer.token_to_id("[UNK]") or 0
     tokens = torch.zeros(len(texts), max_tokens, dtype=torch.int64)
     lengths = torch.zeros(len(texts), dtype=torch.int64)
@@ -145,7 +166,12 @@ def text_task(name: str, class_names: list[str], train_texts: Sequence[str],
               max_tokens: int = DEFAULT_MAX_TOKENS) -> SequenceTask:
     """Texts and labels of both splits → a :class:`SequenceTask` of word pieces: from the
     pretrained ``tokenizer`` when named, else from a WordPiece vocabulary trained on
-    ``train_texts`` (so no test text shapes it)."""
+    ``train_texts`` (so no test text shapes it). Texts are cut (:func:`cut_text`) before
+    either; a label that is not a whole class index is a one-line error."""
+    train_y = class_labels(train_labels, f"{name} train")
+    test_y = class_labels(test_labels, f"{name} test")
+    train_texts = [cut_text(t, max_tokens) for t in train_texts]
+    test_texts = [cut_text(t, max_tokens) for t in test_texts]
     if tokenizer:
         tok = pretrained_tokenizer(tokenizer)
         how = f"word pieces of the pretrained tokenizer {tokenizer}"
@@ -157,10 +183,8 @@ def text_task(name: str, class_names: list[str], train_texts: Sequence[str],
     vocab = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
     _check_vocabulary(vocab, (tr_tokens, te_tokens), tokenizer or "trained")
     how = how or f"WordPiece vocabulary of {len(vocab)} from the training split"
-    return SequenceTask(name, list(class_names), vocab, tr_tokens, tr_lengths,
-                        torch.as_tensor(train_labels, dtype=torch.int64), te_tokens, te_lengths,
-                        torch.as_tensor(test_labels, dtype=torch.int64), f"{note}; {how}",
-                        frame=WORDPIECE_FRAME)
+    return SequenceTask(name, list(class_names), vocab, tr_tokens, tr_lengths, train_y,
+                        te_tokens, te_lengths, test_y, f"{note}; {how}", frame=WORDPIECE_FRAME)
 
 
 def bbc_news_task(seed: int = 0, tokenizer: str | None = None) -> SequenceTask:

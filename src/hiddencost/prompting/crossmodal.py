@@ -5,7 +5,10 @@ Pieces, each a pure function or a small module (the training loop and the regist
 method come next):
 
 * **Tokens → patches.** A trainable table ``vocab × 3·P·P`` embeds each token; ``tanh`` bounds
-  it; the row is reshaped to a ``3×P×P`` patch.
+  it; the row is reshaped to a ``3×P×P`` patch. The table holds a row only for the tokens a
+  task uses (:func:`used_token_ids`), each initialised as it would be in the whole
+  ``vocab``-row table, so a 400,000-token tokenizer costs what its used tokens cost and
+  results are those of the whole table.
 * **Tokens → slots** (:class:`SlotLayout`). The reference tokenises every sequence to its
   tokenizer's ``max_length`` (512): BERT frames word pieces as ``[CLS] … [SEP]`` and pads with
   ``[PAD]``, its character tokenizer pads DNA with id 0. So with ``padding="pad"`` (the
@@ -46,7 +49,8 @@ from hiddencost.prompting.label_mapping import apply_mapping
 
 __all__ = ["DEFAULT_ALPHA", "PADDINGS", "REFERENCE_MAX_LENGTH", "REPEAT_LAST", "SlotLayout",
            "SoftmaxRemapper", "TokenPatches", "canvas_to_input", "check_lengths", "needs_remapper",
-           "reduce_mapped", "round_robin_sources", "slot_layout", "tile_patches", "xmr_loss"]
+           "reduce_mapped", "round_robin_sources", "seeded_rows", "slot_layout", "tile_patches",
+           "used_token_ids", "xmr_loss"]
 
 #: Weight of the perturbation norm in the loss (the reference's default).
 DEFAULT_ALPHA = 1e-4
@@ -125,20 +129,67 @@ def slot_layout(vocab: Sequence[str], frame: tuple[str, str] | None,
     return SlotLayout(padding, ids[0], start, end), rows
 
 
-class TokenPatches(nn.Module):
-    """Token ids → ``tanh`` of a trainable ``vocab × 3·P·P`` embedding, as (B, L, 3, P, P)."""
+def used_token_ids(tokens: Sequence[torch.Tensor], layout: SlotLayout) -> torch.Tensor:
+    """The sorted distinct ids in ``tokens`` (every position, padding included: the model embeds
+    whole rows) and the ``layout``'s pad and frame ids: every id a model of the task looks up."""
+    extra = [i for i in (layout.pad_id, layout.start_id, layout.end_id) if i is not None]
+    flat = [t.reshape(-1).cpu() for t in tokens]
+    return torch.unique(torch.cat([*flat, torch.tensor(extra, dtype=torch.int64)]).long())
 
-    def __init__(self, vocab_size: int, patch: int = 16, seed: int = 0) -> None:
+
+def seeded_rows(rows: int, width: int, seed: int, keep: torch.Tensor,
+                chunk: int = 4096) -> torch.Tensor:
+    """Rows ``keep`` of ``torch.randn(rows, width, generator=Generator().manual_seed(seed))``,
+    without holding the whole table: drawn ``chunk`` rows at a time and the kept rows copied
+    out. The CPU generator draws a chunk of a multiple of 16 numbers exactly as it draws those
+    numbers inside the whole tensor (each number one 32-bit draw, Box-Muller over blocks of
+    16), so with every chunk but the last a multiple of 16 numbers long, and the last ending
+    where the whole table ends, the rows are the whole table's, bit for bit."""
+    generator = torch.Generator().manual_seed(seed)
+    out = torch.empty(len(keep), width)
+    step = max(16, chunk // 16 * 16)  # rows per draw: a multiple of 16 numbers at any width
+    start = 0
+    while start < rows:
+        # the remainder joins the last draw: it ends where the whole table ends
+        stop = rows if rows - start < 2 * step else start + step
+        block = torch.randn(stop - start, width, generator=generator)
+        inside = (keep >= start) & (keep < stop)
+        out[inside] = block[keep[inside] - start]
+        start = stop
+    return out
+
+
+class TokenPatches(nn.Module):
+    """Token ids → ``tanh`` of a trainable ``vocab × 3·P·P`` embedding, as (B, L, 3, P, P).
+
+    With ``token_ids`` (sorted distinct ids, :func:`used_token_ids`) the table holds only those
+    rows, each as the whole table would start it (:func:`seeded_rows`), and ids are looked up
+    by their position in ``token_ids``: the same patches, for a fraction of the memory. An id
+    not in ``token_ids`` must not be given."""
+
+    def __init__(self, vocab_size: int, patch: int = 16, seed: int = 0,
+                 token_ids: torch.Tensor | None = None) -> None:
         super().__init__()
         if vocab_size < 1 or patch < 1:
             raise HiddenCostError(f"vocab_size and patch must be ≥ 1, got {vocab_size}, {patch}")
         self.patch = patch
-        generator = torch.Generator().manual_seed(seed)
+        width = 3 * patch * patch
         # N(0, 1) as nn.Embedding initialises, drawn from the run's seed
-        self.table = nn.Parameter(torch.randn(vocab_size, 3 * patch * patch, generator=generator))
+        if token_ids is None:
+            table = torch.randn(vocab_size, width, generator=torch.Generator().manual_seed(seed))
+        else:
+            token_ids = torch.unique(token_ids.long().cpu())  # sorted, for the lookup
+            if len(token_ids) and (int(token_ids[0]) < 0 or int(token_ids[-1]) >= vocab_size):
+                raise HiddenCostError(f"token ids must lie in [0, {vocab_size}), got "
+                                      f"{int(token_ids[0])}..{int(token_ids[-1])}")
+            table = seeded_rows(vocab_size, width, seed, token_ids)
+        self.register_buffer("token_ids", token_ids, persistent=False)
+        self.table = nn.Parameter(table)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         p = self.patch
+        if self.token_ids is not None:
+            tokens = torch.searchsorted(self.token_ids, tokens)
         return torch.tanh(F.embedding(tokens, self.table)).reshape(*tokens.shape, 3, p, p)
 
 

@@ -99,19 +99,22 @@ class CrossModalReprogram(nn.Module):
     """Token ids and lengths → K class scores through a frozen backbone (see the module): the
     (K, m) ``sources`` reduced by max (or mean), or, with ``sources=None``, the trainable
     ``remapper``. ``vocab_size`` is the token table's row count (the vocabulary and the
-    ``layout``'s extra tokens, see :func:`~hiddencost.prompting.crossmodal.slot_layout`)."""
+    ``layout``'s extra tokens, see :func:`~hiddencost.prompting.crossmodal.slot_layout`);
+    ``token_ids``, when given, the rows actually kept (see
+    :class:`~hiddencost.prompting.crossmodal.TokenPatches`)."""
 
     def __init__(self, backbone: nn.Module, sources: torch.Tensor | None, vocab_size: int,
                  canvas: int, mean: tuple[float, ...], std: tuple[float, ...],
                  patch: int = XMR_PATCH,
                  reduce: Literal["max", "mean"] = "max", seed: int = 0,
                  remapper: SoftmaxRemapper | None = None,
-                 layout: SlotLayout = REPEAT_LAST) -> None:
+                 layout: SlotLayout = REPEAT_LAST,
+                 token_ids: torch.Tensor | None = None) -> None:
         super().__init__()
         if (sources is None) == (remapper is None):
             raise ValueError("give either sources or a remapper")
         self.backbone = backbone
-        self.patches = TokenPatches(vocab_size, patch, seed)
+        self.patches = TokenPatches(vocab_size, patch, seed, token_ids)
         self.register_buffer("sources", None if sources is None else sources.clone())
         self.remapper = remapper
         self.canvas, self.mean, self.std, self.reduce = canvas, mean, std, reduce
@@ -125,6 +128,8 @@ class CrossModalReprogram(nn.Module):
     def learned_tensors(self) -> dict[str, torch.Tensor]:
         """The trained tensors by name, on the CPU, for the run's artifacts."""
         out = {"patches.table": self.patches.table.detach().cpu()}
+        if self.patches.token_ids is not None:  # which token each row of the table is
+            out["patches.token_ids"] = self.patches.token_ids.cpu()
         if self.remapper is not None:
             out |= {f"remapper.{k}": v.detach().cpu()
                     for k, v in self.remapper.linear.state_dict().items()}

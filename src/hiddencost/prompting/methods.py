@@ -46,6 +46,7 @@ from hiddencost.prompting.crossmodal import (
     canvas_to_input,
     slot_layout,
     tile_patches,
+    used_token_ids,
 )
 from hiddencost.prompting.crossmodal_train import (
     REFERENCE_MAPPING_SEED,
@@ -523,16 +524,19 @@ class CrossModal(TransferMethod):
         return nn.Identity()  # inputs are made from tokens (see calibration_inputs)
 
     @staticmethod
-    def layout(task: SequenceTask, s: TransferSettings) -> tuple[SlotLayout, int]:
-        """The task's slot layout under the run's ``padding`` and the token table's rows."""
-        return slot_layout(task.vocab, task.frame, s.options.padding)
+    def layout(task: SequenceTask,
+               s: TransferSettings) -> tuple[SlotLayout, int, torch.Tensor]:
+        """The task's slot layout under the run's ``padding``, the token table's rows and the
+        ids of those the task uses (the only rows kept: a huge vocabulary costs nothing)."""
+        layout, rows = slot_layout(task.vocab, task.frame, s.options.padding)
+        return layout, rows, used_token_ids((task.train_tokens, task.test_tokens), layout)
 
     def calibration_inputs(self, task: TaskData | SequenceTask, subset: torch.Tensor,
                            s: TransferSettings, mean: tuple[float, ...], std: tuple[float, ...],
                            limit: int) -> torch.Tensor:
         # the canvases of the initial token table fit() starts from (same seed, same layout)
-        layout, rows = self.layout(task, s)
-        patches = TokenPatches(rows, XMR_PATCH, s.seed)
+        layout, rows, used = self.layout(task, s)
+        patches = TokenPatches(rows, XMR_PATCH, s.seed, used)
         idx = subset[:limit]
         ids, lengths = layout.arrange(task.train_tokens[idx], task.train_lengths[idx],
                                       (s.canvas_size // XMR_PATCH) ** 2)
@@ -546,10 +550,10 @@ class CrossModal(TransferMethod):
         sources, remapper = output_mapping(job.backbone, s.canvas_size, task.num_classes,
                                            s.options.mapping_num, image_seed, job.device,
                                            remapper_seed=s.seed)
-        layout, rows = self.layout(task, s)
+        layout, rows, used = self.layout(task, s)
         model = CrossModalReprogram(job.backbone, sources, rows, s.canvas_size, job.mean,
                                     job.std, XMR_PATCH, seed=s.seed, remapper=remapper,
-                                    layout=layout)
+                                    layout=layout, token_ids=used)
 
         def test_accuracy() -> float:
             scores = predict_xmr(model, task.test_tokens, task.test_lengths, job.device)
