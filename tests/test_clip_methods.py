@@ -143,6 +143,16 @@ def test_the_text_table_is_encoded_once_per_backbone_classes_and_templates(monke
     assert calls == [10, 810]
 
 
+def test_activation_quantized_clip_runs_with_both_towers_calibrated(cache):
+    """The text tower is not reached by the calibration images: it calibrates on its own
+    prompts, so a CLIP method that encodes texts runs (it used to fail: uncalibrated)."""
+    record = run_one(make_config(method="zero-shot", compression="a8", **TINY_RUN), cache=cache)
+    report = record.compression
+    assert record.activation_bits == 8 and report.label == "a8"
+    assert report.n_activation_quantizers == 9  # image tower 5, text tower 4
+    assert record.n_test == 450 and 0.0 <= record.accuracy <= 1.0
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"method": "flm"}, "does not apply to open_clip backbones; use vp, ilm, zero-shot, lp"),
     ({"method": "vp", "restrict_templates": True},

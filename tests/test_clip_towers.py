@@ -195,3 +195,28 @@ def test_models_command_names_survive_80_columns(monkeypatch):
     output = _models_output(monkeypatch, 80)
     for name, _ in CLIP_ROWS:
         assert f" {name} " in output, output
+
+
+def test_activation_quantization_calibrates_both_towers(tiny):
+    """Calibration images reach the image tower only; the text tower's quantizers calibrate on
+    the fixed text prompts (250, one batch), so encoding texts works and is quantized."""
+    import copy
+
+    from hiddencost.compression import apply_compression, parse_compression
+    from hiddencost.compression.quantization import ActivationFakeQuant
+
+    model = copy.deepcopy(tiny)
+    images = torch.randn(100, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    report = apply_compression(model, parse_compression("a4"), calibration_images=images)
+    batches = {name: int(m.num_batches) for name, m in model.named_modules()
+               if isinstance(m, ActivationFakeQuant)}
+    text = {n: b for n, b in batches.items() if n.startswith("clip.transformer.")}
+    assert len(towers_mod.calibration_texts()) == 250
+    assert report.n_activation_quantizers == len(batches) == 9 and len(text) == 4
+    assert set(text.values()) == {1}  # the prompts, in one batch of 256
+    assert {b for n, b in batches.items() if n not in text} == {2}  # 100 images, batches of 64
+    with torch.no_grad():
+        quantized, exact = model.encode_texts(TEXTS), tiny.encode_texts(TEXTS)
+        assert (quantized - exact).abs().max() > 1e-3
+        assert (model(images[:2]) - tiny(images[:2])).abs().max() > 1e-3
+    assert torch.equal(model.encode_texts(TEXTS), quantized)

@@ -391,3 +391,19 @@ def test_widths_above_the_architecture_are_refused_before_allocating(upop, tmp_p
     message = _refused(upop, path)
     block = key.split(".attn.")[0].split(".mlp.")[0]
     assert "UPop only narrows" in message and f"{block} claims" in message
+
+
+@pytest.mark.parametrize("key", [
+    "visual_m.transformer.resblocks.0.mlp.c_fc.weight",  # a momentum copy: only counted
+    "visual.ln_post.weight",                              # its declared shape fits the model
+])
+def test_expanded_tensors_are_refused_naming_them(upop, tmp_path, key):
+    """A stride-0 tensor declares numbers the file does not hold (here 10⁹·64 over one): the
+    report would count them and a model built from them would allocate them."""
+    state = {**upop["pruned"], **upop["extra"]}
+    shape = (10**9, 64) if key.startswith("visual_m") else state[key].shape
+    state[key] = torch.zeros(1).expand(shape)
+    path = _write(tmp_path, state)
+    assert _refused(upop, path) == (f"checkpoint {str(path)!r}: {key} declares shape "
+                       f"{tuple(shape)} ({math.prod(shape)} numbers) over 1 stored; a UPop file "
+                       "stores every weight it holds")

@@ -230,3 +230,67 @@ def test_one_fidelity_table_for_both_clis():
     plain = Console(record=True, width=120)
     print_fidelity_table(plain, [FidelityRow("w4", "digits", m)])
     assert "sparsity" not in plain.export_text() and "not measured" not in plain.export_text()
+
+
+def _app():
+    from hiddencost.cli import app
+    return app
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A 65-byte PNG that declares ``width`` × ``height`` RGB pixels (and holds none)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side, pixels", [
+    (50_000, 2_500_000_000),  # beyond twice Pillow's limit: Pillow raises
+    (10_000, 100_000_000),    # beyond its limit only: Pillow warns, and would decode it
+])
+def test_a_decompression_bomb_is_one_line_naming_the_file(tmp_path, side, pixels):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    bomb = tmp_path / "b.png"
+    bomb.write_bytes(_png_header(side, side))
+    with pytest.raises(HiddenCostError) as err:
+        read_images(str(tmp_path), 8)
+    message = str(err.value)
+    assert message.startswith(f"cannot read image {bomb}: Image size ({pixels} pixels) exceeds "
+                              "limit of ") and "decompression bomb" in message
+    assert "\n" not in message
+    result = CliRunner().invoke(_app(), ["fidelity", "--model", "resnet18", "--weights",
+                                         "random", "--images", str(tmp_path), "--compressed",
+                                         "w8", "--device", "cpu"])
+    text = (result.stderr or result.output).strip()
+    assert result.exit_code == 2 and text == f"error: {message}"
+
+
+def test_fidelity_refuses_bad_images_or_out_before_building_a_model(tmp_path, monkeypatch):
+    import hiddencost.fidelity.measure as measure
+
+    def built(*args, **kwargs):
+        raise AssertionError("a model was built before --images was refused")
+
+    monkeypatch.setattr(measure, "create_model", built)
+    out = tmp_path / "fid.json"
+    result = CliRunner().invoke(_app(), ["fidelity", "--images", "splice", "--compressed", "w8",
+                                         "--out", str(out)])
+    text = (result.stderr or result.output).strip()
+    assert result.exit_code == 2 and len(text.splitlines()) == 1, text
+    assert text.startswith("error: --images splice: splice holds sequence data, not images; "
+                           "use an image dataset: digits, ") and not out.exists()
+    with pytest.raises(HiddenCostError, match="--images bbc_news: bbc_news holds sequence"):
+        read_images("bbc_news", 8)  # the library refuses it too
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    result = CliRunner().invoke(_app(), ["fidelity", "--compressed", "w8", "--out", str(folder)])
+    text = (result.stderr or result.output).strip()
+    assert result.exit_code == 2 and text == (f"error: --out {folder} is a folder; give the "
+                                              "JSON file to write")

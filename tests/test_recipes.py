@@ -253,3 +253,96 @@ def test_cli_compress_gmp_and_errors(tmp_path):
     assert measure_sparsity(model) == pytest.approx(0.6, abs=1e-6)
     bad = CliRunner().invoke(_cli(), ["compress", "--recipe", "prune-it-all"])
     assert bad.exit_code == 2 and "unknown --recipe" in bad.output
+
+
+def _one_line(result) -> str:
+    text = (result.stderr or result.output).strip()
+    assert result.exit_code == 2 and len(text.splitlines()) == 1, text
+    return text
+
+
+def _no_model(monkeypatch):
+    """Fail the test if a command builds a model: its refusals must come before any work."""
+    import hiddencost.backbones as backbones
+
+    def built(*args, **kwargs):
+        raise AssertionError("a model was built before the input was refused")
+
+    monkeypatch.setattr(backbones, "create_model", built)
+
+
+def test_compress_refuses_an_out_it_would_clobber_before_any_work(tmp_path, monkeypatch):
+    _no_model(monkeypatch)
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    text = _one_line(CliRunner().invoke(_cli(), ["compress", "--out", str(taken)]))
+    assert f"--out {taken} is a file; give a folder" in text and taken.read_text() == "keep me"
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "model.safetensors").write_bytes(b"earlier weights")
+    (held / "model.json").write_text("{}")
+    text = _one_line(CliRunner().invoke(_cli(), ["compress", "--out", str(held)]))
+    assert text == (f"error: {held} already holds a compressed model (model.safetensors); give "
+                    "another --out, or --overwrite to replace it")
+    assert (held / "model.safetensors").read_bytes() == b"earlier weights"
+    assert sorted(p.name for p in held.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_compress_refuses_a_sequence_dataset_naming_the_image_ones(tmp_path, monkeypatch):
+    _no_model(monkeypatch)
+    out = tmp_path / "c"
+    text = _one_line(CliRunner().invoke(_cli(), ["compress", "--dataset", "splice",
+                                                 "--out", str(out)]))
+    assert text.startswith("error: compress --dataset splice: splice holds sequence data, not "
+                           "images; use an image dataset: digits, cifar10, ")
+    assert text.endswith(", imagefolder:PATH") and "bbc_news" not in text
+    assert not out.exists()
+
+
+def test_compress_overwrite_replaces_an_artifact_whole(tmp_path):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"earlier weights")
+    (out / "model.json").write_text("{}")
+    again = CliRunner().invoke(_cli(), [
+        "compress", "--model", "efficientnet_lite0", "--weights", "random", "--recipe",
+        "magnitude", "--sparsity", "0.8", "--device", "cpu", "--out", str(out), "--overwrite"])
+    assert again.exit_code == 0, again.output
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["report"]["measured_sparsity"] == pytest.approx(0.8, abs=1e-6)
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.safetensors"]
+    model, _ = load_artifact(out)  # the hash in the new JSON is that of the new weights
+    assert measure_sparsity(model) == pytest.approx(0.8, abs=1e-6)
+
+
+def test_an_interrupted_save_leaves_the_earlier_artifact_whole(tmp_path, monkeypatch):
+    import hiddencost.recipes.artifact as artifact
+
+    model, _ = create_model("efficientnet_lite0", weights="random")
+    path = save_artifact(model, tmp_path / "a", "efficientnet_lite0", "magnitude")
+    before = {p.name: p.read_bytes() for p in path.parent.iterdir()}
+
+    def killed(state, filename):  # half the file written, then the process is stopped
+        with open(filename, "wb") as fh:
+            fh.write(b"\0" * 100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(artifact, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_artifact(model, tmp_path / "a", "efficientnet_lite0", "random")
+    assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before  # no temp left
+    load_artifact(path)
+
+
+def test_a_structure_larger_than_the_architecture_is_refused_before_allocating(tmp_path):
+    model, _ = create_model("efficientnet_lite0", weights="random")
+    path = save_artifact(model, tmp_path / "a", "efficientnet_lite0", "magnitude")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    huge = [10**6, 10**6, 3, 3]  # 36 TB of float32 zeros, were it built
+    meta["structure"] = {"conv_stem": {"attrs": {}, "tensors": {"weight": huge}}}
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(HiddenCostError) as err:
+        load_artifact(path)
+    assert str(err.value) == ("structure gives conv_stem.weight the shape [1000000, 1000000, 3, "
+                              "3], larger than the architecture's [32, 3, 3, 3] (structured "
+                              "pruning only removes)")

@@ -121,3 +121,65 @@ def test_cli_run_end_to_end(tmp_path):
     record = json.loads((tmp_path / "x" / "result.json").read_text())
     assert record["sparsity"] == pytest.approx(0.9, abs=1e-6)
     assert record["compression"]["label"] == "magnitude-global-s0.90"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"[1, 2]", "holds an array, not a result record (a JSON object)"),
+    (b"\xff\xfe\x00 not text", "is not valid JSON: 'utf-8' codec can't decode byte 0xff in "
+                               "position 0: invalid start byte"),
+])
+def test_show_refuses_what_is_not_a_record_in_one_line(tmp_path, content, message):
+    path = tmp_path / "result.json"
+    path.write_bytes(content)
+    result = runner.invoke(app, ["show", str(path)])
+    text = (result.stderr or result.output).strip()
+    assert result.exit_code == 2 and text == f"error: {path} {message}"
+    assert path.read_bytes() == content
+
+
+BEYOND_64_BITS = 2**70  # 1180591620717411303424
+
+
+def test_integers_beyond_64_bits_are_refused_where_a_run_or_record_is_read():
+    """Stores and Parquet hold signed 64-bit integers: a larger one is refused as bad input
+    where it comes in, never met as an overflow at export."""
+    limit = "does not fit in 64 bits (at most 9223372036854775807)"
+    with pytest.raises(HiddenCostError) as err:
+        make_config(options={"mapping_num": BEYOND_64_BITS})
+    assert str(err.value) == f"invalid options.mapping_num: {BEYOND_64_BITS} {limit}"
+    with pytest.raises(HiddenCostError, match=f"invalid seed: {2**63} does not fit"):
+        make_config(seed=2**63)
+    assert make_config(seed=2**63 - 1).seed == 2**63 - 1
+
+    from support.synthetic_records import make_record
+
+    from hiddencost.study.worker import checked_record
+
+    record = make_record().to_json()
+    record["config"]["options"] = {"mapping_num": BEYOND_64_BITS}
+    with pytest.raises(HiddenCostError) as err:
+        checked_record(record, "r/result.json")
+    assert str(err.value) == ("r/result.json is not a valid result record: record: "
+                              f"config.options.mapping_num: {BEYOND_64_BITS} {limit}")
+    for field, value, why in [("n_test", 2**63, "less than or equal to 9223372036854775807"),
+                              ("weight_bits", 2**64, "less than or equal to 64"),
+                              ("n_train", -1, "greater than or equal to 0")]:
+        with pytest.raises(HiddenCostError, match=f"record: {field}: Input should be {why}"):
+            checked_record({**make_record().to_json(), field: value}, "r/result.json")
+
+
+def test_a_study_with_a_64_bit_overflow_is_refused_before_export(tmp_path):
+    from support import SYNTHETIC
+
+    spec = tmp_path / "big.yaml"
+    spec.write_text(f"name: big\nmethod: [ilm]\nparams: {{epochs: 1, mapping_num: "
+                    f"{BEYOND_64_BITS}}}\nrunner: {SYNTHETIC}\n")
+    out = tmp_path / "out"
+    for args in (["run", "--no-progress"], ["export", "--format", "parquet"]):
+        result = runner.invoke(app, ["study", args[0], str(spec), "--out", str(out), *args[1:]])
+        text = (result.stderr or result.output).strip()
+        assert result.exit_code == 2 and len(text.splitlines()) == 1, text
+        assert text.startswith("error: ") and text.endswith(
+            f"invalid options.mapping_num: {BEYOND_64_BITS} does not fit in 64 bits (at most "
+            "9223372036854775807)")
+    assert not out.exists()

@@ -22,6 +22,7 @@ from pydantic import (
 
 from hiddencost.compression import CompressionSpec, Dense
 from hiddencost.errors import HiddenCostError, validation_message
+from hiddencost.records import check_int64
 
 
 def _known_method(name: str) -> str:
@@ -151,6 +152,14 @@ class RunConfig(BaseModel):
                 if value != unset:
                     options.setdefault(name, value)
         return {**data, "options": options}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ints_fit(cls, data: Any) -> Any:
+        # every integer (fields, method options) is stored and exported: 64 bits at most
+        if isinstance(data, dict):
+            check_int64(data)
+        return data
 
     @field_validator("n_shot")
     @classmethod

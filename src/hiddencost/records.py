@@ -11,9 +11,10 @@ a file was written with. Fields are read as attributes (``record.accuracy``); th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic_core import PydanticCustomError
 
 from hiddencost.compression.report import CompressionReport
 
@@ -30,6 +31,30 @@ METRIC_FIELDS: tuple[str, ...] = (
 #: What the loaded backbone measurably holds (measured after compression, not the target).
 COMPRESSION_FIELDS: tuple[str, ...] = (
     "sparsity", "paper_remaining_percent", "weight_bits", "activation_bits")
+#: The integers a record (and a run's configuration) may hold: signed 64 bits, what the
+#: store (SQLite) and an export (Parquet) keep. A larger one is refused where it is read, so it
+#: never reaches an export as an overflow.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: A count (examples, parameters) that fits a store column.
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+#: A measured bit-width.
+Bits = Annotated[int, Field(ge=1, le=64)]
+
+
+def check_int64(data: Any, where: str = "") -> None:
+    """Raise a pydantic error naming the dotted path of the first integer in ``data`` (dicts,
+    lists and tuples walked) outside signed 64 bits; for ``mode="before"`` validators of what
+    the schema does not type (a configuration's ``options``, a record's ``config``)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            check_int64(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(data, list | tuple):
+        for i, value in enumerate(data):
+            check_int64(value, f"{where}.{i}" if where else str(i))
+    elif isinstance(data, int) and not INT64_MIN <= data <= INT64_MAX:
+        raise PydanticCustomError(
+            "int64", "{where}: {value} does not fit in 64 bits (at most {limit})",
+            {"where": where or "value", "value": data, "limit": INT64_MAX})
 
 
 class MappingEntry(BaseModel):
@@ -155,7 +180,7 @@ class RunRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Count = SCHEMA_VERSION
     config: dict[str, Any]
     #: The transfer method as shown (None in records of schema < 3).
     method: MethodCard | None = None
@@ -180,15 +205,15 @@ class RunRecord(BaseModel):
     #: The paper's convention: % of conv weights remaining, ``conv1`` excluded
     #: (:func:`hiddencost.compression.measure.paper_remaining_percent`).
     paper_remaining_percent: float | None = None
-    weight_bits: int | None = None
-    activation_bits: int | None = None
+    weight_bits: Bits | None = None
+    activation_bits: Bits | None = None
     backbone_weights: str = ""
     #: What the weight source verified about the loaded backbone, when it reports anything
     #: (UPop: parameters, dense parameters, ratio; zoo formats: the claim they checked).
     backbone: dict[str, Any] | None = None
-    n_train: int | None = None
-    n_test: int | None = None
-    effective_shots: dict[str, int] = Field(default_factory=dict)
+    n_train: Count | None = None
+    n_test: Count | None = None
+    effective_shots: dict[str, Count] = Field(default_factory=dict)
     history: list[EpochRecord] = Field(default_factory=list)
     final_train_loss: float | None = None
     wall_time_s: float
@@ -206,7 +231,7 @@ class RunRecord(BaseModel):
     #: Methods that train the backbone: what they trained and what of the compression survived.
     trained_backbone: TrainedBackbone | None = None
     #: A prompt with more than δ (SMM's mask generator): δ's and its parameters.
-    prompt_parameters: int | None = None
+    prompt_parameters: Count | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -215,6 +240,14 @@ class RunRecord(BaseModel):
         # real run); it is dropped on reading
         if isinstance(data, dict) and "synthetic" in data and data.get("schema_version", 1) < 3:
             data = {k: v for k, v in data.items() if k != "synthetic"}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _untyped_ints_fit(cls, data: Any) -> Any:
+        # the free-form fields hold what a runner put there: bounded like the typed ones
+        if isinstance(data, dict):
+            check_int64({k: data[k] for k in ("config", "backbone") if k in data})
         return data
 
     def to_json(self) -> dict[str, Any]:

@@ -206,8 +206,12 @@ def show(result: Annotated[Path, typer.Argument(help="A result.json file.")]) ->
     if not result.is_file():
         raise HiddenCostError(f"{result} does not exist")
     try:
-        record = json.loads(result.read_text())
-    except json.JSONDecodeError as exc:
+        record = json.loads(result.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # garbled text, or not text
         raise HiddenCostError(f"{result} is not valid JSON: {exc}") from None
+    if not isinstance(record, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(record), "a number")
+        raise HiddenCostError(f"{result} holds {kind}, not a result record (a JSON object)")
     for k in SHOWN_FIELDS:
         console.print(f"{k:>24}: {_value(record.get(k))}")

@@ -4,6 +4,7 @@ compressed models, and upstream fidelity."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -67,15 +68,25 @@ def compress(
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     device: common.DeviceChoiceOpt = "auto",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("compressed/latest"),
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace an artifact already in OUT (else it is refused before any work).")] = False,
 ) -> None:
     """Compress a backbone and write OUT/model.safetensors + OUT/model.json."""
     import torch  # lazy: torch (commands load what they use)
 
     from hiddencost.backbones import create_model  # lazy: as above
+    from hiddencost.data import image_dataset  # lazy: as above
     from hiddencost.device import resolve_device  # lazy: as above
-    from hiddencost.recipes import save_artifact  # lazy: as above
+    from hiddencost.recipes import existing_artifact, save_artifact  # lazy: as above
     from hiddencost.recipes.registry import RECIPES, CompressOptions, train_data  # lazy: as above
 
+    # what can be refused is refused before the model is built and compressed
+    common.output_folder(out)
+    found = existing_artifact(out)
+    if found is not None and not overwrite:
+        raise HiddenCostError(f"{out} already holds a compressed model ({found.name}); give "
+                              "another --out, or --overwrite to replace it")
+    image_dataset(dataset, "compress --dataset")
     chosen = RECIPES.get(recipe)
     opts = CompressOptions.parse(
         sparsity=sparsity, scope=scope, weight_bits=weight_bits,  # type: ignore[arg-type]
@@ -142,11 +153,15 @@ def fidelity(
     """Top-1 agreement and KL(p_dense || p_compressed) of compressed models on any images."""
     from hiddencost.fidelity import (  # lazy: torch (commands load what they use)
         cached_fidelity,
+        check_image_source,
         print_fidelity_table,
     )
 
     if not compressed:
         raise HiddenCostError("give at least one --compressed (e.g. magnitude:0.9 or w4)")
+    check_image_source(images)  # before any model is built
+    if out is not None and out.is_dir():
+        raise HiddenCostError(f"--out {out} is a folder; give the JSON file to write")
     items = [_compressed(item) for item in compressed]
     if mask is not None:
         files = [kw for kw in items if "compressed_checkpoint" in kw]
@@ -170,5 +185,7 @@ def fidelity(
         rows = [{"compressed": item, **r.model_dump(mode="json")}
                 for r, item in zip(results, compressed, strict=True)]
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(rows, indent=2, allow_nan=False))
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # renamed: never half-written
+        tmp.write_text(json.dumps(rows, indent=2, allow_nan=False))
+        os.replace(tmp, out)
         console.print(f"wrote {out}")

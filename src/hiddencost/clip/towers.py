@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hiddencost.clip.text import DEFAULT_TEMPLATE, text_table
+from hiddencost.clip.text import DEFAULT_TEMPLATE, column_texts, text_table
 from hiddencost.errors import HiddenCostError
 from hiddencost.model_table import (
     BackboneEntry,
@@ -52,6 +52,15 @@ OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_LOGIT_SCALE = 100.0
 #: Where open_clip keeps the weights it downloaded for hiddencost.
 CACHE_DIR = Path.home() / ".cache" / "hiddencost" / "open_clip"
+#: The text tower's activation quantizers calibrate on :data:`DEFAULT_TEMPLATE` over every
+#: this-many-th ImageNet class name (250 prompts spread over the whole list): fixed and offline,
+#: as the image side's calibration images are.
+CALIBRATION_CLASS_STRIDE = 4
+
+
+def calibration_texts() -> list[str]:
+    """The prompts that calibrate the text tower (see :data:`CALIBRATION_CLASS_STRIDE`)."""
+    return column_texts(imagenet_class_names()[::CALIBRATION_CLASS_STRIDE], [DEFAULT_TEMPLATE])
 
 
 def open_clip_module() -> ModuleType:
@@ -95,6 +104,13 @@ class ClipTowers(nn.Module):
         after each step and exponentiates: with OpenAI's fp16-stored ln s that is 100.003, not
         100 (a 0.003% larger scale; documented, not reproduced)."""
         return self.clip.logit_scale.detach().exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def calibrate_rest(self) -> None:
+        """Run the text tower on :func:`calibration_texts`: activation calibration
+        (:func:`~hiddencost.compression.quantization.calibrate_activations`) calls this after
+        the images, which reach the image tower only, so that the text tower's quantizers (on
+        its layers as on the image tower's) are calibrated too."""
+        self.encode_texts(calibration_texts())
 
     @torch.no_grad()  # not inference mode: the table enters the prompt's autograd graph
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:

@@ -87,6 +87,21 @@ def widths_in(state: Mapping[str, torch.Tensor], towers: ClipTowers,
     return widths
 
 
+def check_stored(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Every tensor must store the numbers its shape declares: a stride-0 (expanded) tensor
+    claims a huge shape over a few stored numbers, which a model built from it or a count of
+    it (the report's momentum copies) would take at face value. Refused naming the tensor."""
+    for key, tensor in state.items():
+        if tensor.layout != torch.strided:  # sparse ones have no one storage to compare with
+            continue
+        stored = tensor.untyped_storage().nbytes() // tensor.element_size()
+        if tensor.numel() > stored:
+            raise HiddenCostError(
+                f"checkpoint {source}: {key} declares shape {tuple(tensor.shape)} "
+                f"({tensor.numel()} numbers) over {stored} stored; a UPop file stores every "
+                "weight it holds")
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -96,6 +111,7 @@ def load_upop(entry_towers: ClipTowers, path: str) -> tuple[ClipTowers, dict[str
     state = read_state_dict(path)
     kept, dropped = remap_keys(state, [(r".+", r"\g<0>")], repr(path), ignore=DROPPED)
     widths = widths_in(kept, entry_towers, repr(path))
+    check_stored(state, repr(path))  # the dropped keys too: their sizes are counted below
     dense = parameter_count(entry_towers)
     blocks = _blocks(entry_towers)
     narrowed = 0

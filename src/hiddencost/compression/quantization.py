@@ -34,6 +34,11 @@ The forward uses a straight-through estimator (STE)::
 so the output equals ``q(x)`` while ``dy/dx = 1``: gradients pass through the quantizers
 unchanged, which lets visual prompting train its input prompt through a quantized backbone.
 
+A model whose ``forward`` does not reach all of its layers (CLIP: ``forward`` is the image
+tower, the text tower runs in ``encode_texts``) may define ``calibrate_rest()``: calibration
+calls it once after the images, in the same recording mode, to run those layers on its own
+calibration inputs (CLIP's: text prompts, see :meth:`hiddencost.clip.towers.ClipTowers`).
+
 Layers inside ``nn.MultiheadAttention`` (its ``out_proj``) are not wrapped: that module reads
 ``out_proj.weight`` directly and never calls ``out_proj``, so an input quantizer there would never
 run. Their weights are still quantized by :func:`quantize_weights`.
@@ -321,6 +326,9 @@ def _observe(model: nn.Module, quantizers: list[ActivationFakeQuant], images: to
         with torch.no_grad():
             for batch in _batches(images, batch_size):
                 model(batch.to(device))
+            rest = getattr(model, "calibrate_rest", None)  # layers forward never reaches
+            if callable(rest):
+                rest()
     finally:
         for q in quantizers:
             q.calibrating = False
@@ -340,9 +348,10 @@ def calibrate_activations(
     eval mode under :func:`torch.no_grad`, in batches of ``batch_size``, with every quantizer in
     pass-through mode recording its running ``max |x|`` and ``min x``; the previous train/eval
     flags of all modules are restored afterwards. With ``reset`` (default) earlier statistics are
-    discarded first. Returns the number of quantizers that observed data; quantizers on layers the
-    forward pass never reaches stay uncalibrated. Raises :class:`HiddenCostError` if the model has
-    no quantizers, ``images`` is empty, or no quantizer saw any data.
+    discarded first. Returns the number of quantizers that observed data; quantizers on layers
+    neither the forward pass nor the model's ``calibrate_rest`` (see the module docstring)
+    reaches stay uncalibrated. Raises :class:`HiddenCostError` if the model has no quantizers,
+    ``images`` is empty, or no quantizer saw any data.
     """
     quantizers = activation_quantizers(model)
     if not quantizers:

@@ -27,8 +27,8 @@ from hiddencost.fidelity.values import KL_DIRECTION, FidelityMetrics
 #: fidelity.json needs only :class:`FidelityMetrics`.
 _LAZY: dict[str, str] = {
     **dict.fromkeys(("FIDELITY_VERSION", "cached_fidelity"), "cache"),
-    **dict.fromkeys(("SKIMAGE_PHOTOS", "ImageSet", "load_fidelity_images", "read_images"),
-                    "images"),
+    **dict.fromkeys(("SKIMAGE_PHOTOS", "ImageSet", "check_image_source",
+                     "load_fidelity_images", "read_images"), "images"),
     **dict.fromkeys(("FidelityRequest", "FidelityResult", "MeasureSettings",
                      "measure_fidelity"), "measure"),
     **dict.fromkeys(("fidelity_metrics", "fidelity_report", "model_logits"), "metric"),

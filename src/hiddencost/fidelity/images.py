@@ -14,6 +14,7 @@ optional ``pooch``), so a photo that cannot be had offline is skipped and named 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from hiddencost.data import load_dataset
+from hiddencost.data import image_dataset, load_dataset
 from hiddencost.data.transforms import ResizeNormalize
 from hiddencost.errors import HiddenCostError
 
-__all__ = ["IMAGE_SUFFIXES", "SKIMAGE_PHOTOS", "ImageSet", "load_fidelity_images",
-           "read_images"]
+__all__ = ["IMAGE_SUFFIXES", "SKIMAGE_PHOTOS", "ImageSet", "check_image_source",
+           "load_fidelity_images", "read_images"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                             ".ppm"})
@@ -66,9 +67,14 @@ def _read_folder(folder: Path, size: int, limit: int | None) -> ImageSet:
     tensors = []
     for f in files:
         try:
-            with Image.open(f) as img:
-                tensors.append(_rgb_tensor(img, size))
-        except (OSError, UnidentifiedImageError) as exc:  # a corrupt or truncated file
+            with warnings.catch_warnings():
+                # Pillow only warns up to twice its pixel limit: a file declaring more pixels
+                # than that (a decompression bomb) is refused before it is decoded
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f) as img:
+                    tensors.append(_rgb_tensor(img, size))
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as exc:  # corrupt, truncated or a bomb
             raise HiddenCostError(f"cannot read image {f}: {exc}") from None
     return ImageSet(torch.stack(tensors))
 
@@ -106,11 +112,19 @@ def _read_skimage(size: int, limit: int | None) -> ImageSet:
 
 
 def _read_dataset(name: str, limit: int | None, data_root: str | None) -> ImageSet:
+    image_dataset(name, "--images")
     images = load_dataset(name, root=data_root).test_images
     images = images[:limit] if limit is not None else images
     if images.shape[0] == 0:
         raise HiddenCostError(f"no test images of {name} to measure fidelity on")
     return ImageSet(images)
+
+
+def check_image_source(source: str) -> None:
+    """Refuse, before any work, an image source that names a dataset without images (a
+    sequence task) or no dataset at all; folders and ``"skimage"`` are checked when read."""
+    if not Path(source).is_dir() and source != "skimage":
+        image_dataset(source, "--images")
 
 
 def read_images(source: str, size: int, limit: int | None = None,

@@ -8,6 +8,7 @@ in open_lth's layout (:mod:`hiddencost.zoo.open_lth`).
 
 from hiddencost.recipes.artifact import (
     artifact_metadata_path,
+    existing_artifact,
     load_artifact,
     save_artifact,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "count_params_flops",
     "cubic_sparsity",
     "distillation_loss",
+    "existing_artifact",
     "gmp_prune",
     "imp_prune",
     "load_artifact",

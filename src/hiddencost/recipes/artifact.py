@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,7 @@ __all__ = [
     "apply_structure",
     "artifact_metadata_path",
     "capture_structure",
+    "existing_artifact",
     "load_artifact",
     "save_artifact",
 ]
@@ -71,6 +74,13 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     if path.suffix == ".json":
         return path.with_suffix(".safetensors"), path
     return path, path.with_suffix(".json")
+
+
+def existing_artifact(folder: str | Path) -> Path | None:
+    """The first file of an artifact already in ``folder`` (weights or JSON), or None: what
+    ``compress`` refuses to replace unless told to."""
+    found = [p for p in _paths(Path(folder) / _WEIGHTS) if p.exists()]
+    return found[0] if found else None
 
 
 def artifact_metadata_path(path: str | Path) -> Path | None:
@@ -123,9 +133,18 @@ def capture_structure(model: nn.Module, base: nn.Module) -> dict[str, dict[str, 
     return structure
 
 
+def _narrower(shape: Any, full: torch.Size) -> bool:
+    """Whether ``shape`` (from JSON) is a list of as many sizes as ``full`` has, holding at most
+    as many numbers (grouped convolutions may trade one dimension for another)."""
+    return (isinstance(shape, list) and len(shape) == len(full)
+            and all(type(n) is int and n >= 0 for n in shape)
+            and math.prod(shape) <= full.numel())
+
+
 def apply_structure(model: nn.Module, structure: dict[str, dict[str, Any]]) -> nn.Module:
     """Resize ``model``'s modules as ``structure`` records (attributes set, tensors replaced by
-    zeros of the recorded shapes, to be filled by a strict load). Returns ``model``."""
+    zeros of the recorded shapes, to be filled by a strict load). Returns ``model``. A recorded
+    shape larger than the architecture's is refused before it is allocated."""
     modules = dict(model.named_modules())
     for name, change in structure.items():
         if name not in modules:
@@ -137,6 +156,12 @@ def apply_structure(model: nn.Module, structure: dict[str, dict[str, Any]]) -> n
         params = dict(module.named_parameters(recurse=False))
         buffers = dict(module.named_buffers(recurse=False))
         for tname, shape in change.get("tensors", {}).items():
+            current = params.get(tname, buffers.get(tname))
+            if current is not None and not _narrower(shape, current.shape):
+                # checked before anything of that shape is allocated (a crafted JSON)
+                raise HiddenCostError(
+                    f"structure gives {name}.{tname} the shape {shape}, larger than the "
+                    f"architecture's {list(current.shape)} (structured pruning only removes)")
             if tname in params:
                 old = params[tname]
                 setattr(module, tname, nn.Parameter(
@@ -219,7 +244,6 @@ def save_artifact(
         _wrap_inputs(base, layers, bits)
     structure = capture_structure(model, base)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(weights))
     data = {
         "format": ARTIFACT_FORMAT,
         "version": ARTIFACT_VERSION,
@@ -231,10 +255,22 @@ def save_artifact(
         "structure": structure or None,
         "activation_quantization": {"bits": bits, "layers": layers} if bits is not None else None,
         "report": _report(model, weight_bits),
-        "sha256": _sha256(weights),
+        "sha256": None,  # of the weights, once written
         **(extra or {}),
     }
-    meta.write_text(json.dumps(data, indent=2, allow_nan=False))
+    # both files through temporary names, renamed into place weights first: an interrupted
+    # save leaves no half-written file (at worst new weights beside the old JSON, which the
+    # sha256 check refuses)
+    tmp_weights, tmp_meta = (p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in (weights, meta))
+    try:
+        save_file(state, str(tmp_weights))
+        data["sha256"] = _sha256(tmp_weights)
+        tmp_meta.write_text(json.dumps(data, indent=2, allow_nan=False))
+        os.replace(tmp_weights, weights)
+        os.replace(tmp_meta, meta)
+    finally:
+        tmp_weights.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
     return weights
 
 

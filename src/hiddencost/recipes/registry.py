@@ -20,7 +20,7 @@ from torch import nn
 
 from hiddencost.compression import apply_compression, compression_or_error
 from hiddencost.compression.parse import flag_fields
-from hiddencost.data import load_dataset
+from hiddencost.data import image_dataset, load_dataset
 from hiddencost.errors import HiddenCostError, validation_message
 from hiddencost.model_table import BackboneInfo
 from hiddencost.recipes.gmp import GMPConfig, gmp_prune
@@ -254,7 +254,9 @@ RECIPES: Registry[Recipe] = Registry("--recipe")
 
 def train_data(info: BackboneInfo, dataset: str, data_root: str | None,
                input_size: int | None, limit: int | None) -> TrainData:
-    """A dataset's training split as recipe input, preprocessed as ``info``'s backbone wants."""
+    """A dataset's training split as recipe input, preprocessed as ``info``'s backbone wants
+    (an image dataset: a sequence task is a one-line error)."""
+    image_dataset(dataset, "--dataset")
     task = load_dataset(dataset, root=data_root)
     images, labels = task.train_images, task.train_labels
     if limit:

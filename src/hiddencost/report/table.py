@@ -70,10 +70,12 @@ def _scalar_fields() -> tuple[str, ...]:
     or either ``| None``; not ``schema_version``): :data:`METRIC_FIELDS` first, then the rest in
     field order (sparsity, bits, sizes, loss, time)."""
     def numeric(annotation: Any) -> bool:
+        if typing.get_origin(annotation) is typing.Annotated:  # a bounded int (records.Count)
+            return numeric(typing.get_args(annotation)[0])
         if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is \
                 typing.Union:
             args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            return bool(args) and all(a in (int, float) for a in args)
+            return bool(args) and all(numeric(a) for a in args)
         return annotation in (int, float)
 
     rest = [name for name, field in RunRecord.model_fields.items()
