@@ -297,3 +297,140 @@ def test_a_study_refuses_to_add_runs_of_another_precision_before_running(tmp_pat
                        r"in fp32 \(--precision auto, device cpu\): run with --precision bf16"):
         run_study(spec, out=tmp_path, environment={"device": "cpu"}, fidelity=False)
     assert study_status(spec, tmp_path).counts["done"] == 0
+
+
+# --- issue 28: --verify, a full disk, --max-runs ---------------------------------------------
+
+TWO_RUNS = f"name: two\nmethod: [ilm, lp]\nparams: {{epochs: 1}}\nrunner: {SYNTHETIC}\n"
+
+
+def _break(result, how: str, elsewhere) -> None:
+    """Make a done run's result.json unreadable as a record, ``how``."""
+    if how == "symlink":  # to a valid record elsewhere: hiddencost never writes one there
+        elsewhere.write_text(result.read_text())
+        result.unlink()
+        result.symlink_to(elsewhere)
+    else:
+        result.write_text({"garbage": "{not json", "list": "[]", "not-a-record": '{"a": 1}'}[how])
+
+
+@pytest.mark.parametrize("how", ["garbage", "list", "not-a-record", "symlink"])
+def test_verify_reruns_a_result_that_does_not_read_back_as_the_report_reads_it(tmp_path, how):
+    from hiddencost.study.results import read_record, read_study, record_or_metrics
+
+    spec = parse_spec(TWO_RUNS)
+    out = tmp_path / "out"
+    run_study(spec, out=out, console=_quiet())
+    broken, kept = (out / "artifacts" / r.key for r in expand(spec))
+    elsewhere = tmp_path / "elsewhere.json"
+    _break(broken / "result.json", how, elsewhere)
+    before = elsewhere.read_bytes() if how == "symlink" else None
+    # the report, export and run all count it missing: the same reader
+    study = read_study(spec, out)
+    assert study.missing_results() == [broken.name]
+    [(_, row), _] = list(study.done())
+    assert record_or_metrics(broken, row)["result_missing"] is True
+    assert [r["result_missing"] for r in export_rows(spec, out)] == [True, False]
+    warned = run_study(spec, out=out, console=_quiet())  # looks at the files, reads none
+    assert warned.missing == (how == "symlink") and warned.executed == 0
+    verified = run_study(spec, out=out, console=_quiet(), verify=True)
+    assert verified.verified == 1 and verified.executed == 1 and verified.counts["done"] == 2
+    result = broken / "result.json"
+    assert not result.is_symlink() and read_record(result).config["method"] == "ilm"
+    assert read_study(spec, out).missing_results() == []
+    assert _db_rows(out)[broken.name].attempts == 2 and _db_rows(out)[kept.name].attempts == 1
+    if before is not None:  # the link's target is left as it was
+        assert elsewhere.read_bytes() == before
+
+
+DISK_FULL = {"errno": None}
+
+
+def disk_full_runner(cfg, out_dir=None, cache=None, on_epoch=None):
+    """The synthetic runner, but its result cannot be written while DISK_FULL names an errno."""
+    if DISK_FULL["errno"] is not None:
+        code = DISK_FULL["errno"]
+        raise OSError(code, os.strerror(code), str(out_dir / "result.json.tmp"))
+    return synthetic_runner(cfg, out_dir, cache, on_epoch)
+
+
+register_runner("disk-full", disk_full_runner)
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT"])
+def test_a_full_disk_leaves_runs_pending_and_the_same_command_finishes_them(tmp_path, code,
+                                                                             monkeypatch):
+    import errno
+
+    monkeypatch.setitem(DISK_FULL, "errno", getattr(errno, code))
+    spec_file = tmp_path / "full.yaml"
+    spec_file.write_text(TWO_RUNS.replace(SYNTHETIC, "disk-full"))
+    args = ["study", "run", str(spec_file), "--out", str(tmp_path / "out"), "--no-progress"]
+    res = CliRunner().invoke(_app(), args)
+    assert res.exit_code == 2, res.output
+    error = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "the disk is full" in error[0] and os.strerror(
+        getattr(errno, code)) in error[0] and "run the same command again" in error[0]
+    assert not any(line.startswith("failed ") for line in res.output.splitlines())
+    rows = _db_rows(tmp_path / "out")
+    assert {r.status for r in rows.values()} == {"pending"}
+    # the first run found the disk full; the second was never started
+    assert sorted(r.attempts for r in rows.values()) == [0, 1]
+    assert not any((tmp_path / "out" / "artifacts" / k / "outcome.json").exists() for k in rows)
+    monkeypatch.setitem(DISK_FULL, "errno", None)  # space freed
+    again = CliRunner().invoke(_app(), args)
+    assert again.exit_code == 0, again.output
+    assert "2 done · 0 failed · 0 not run · 2 executed" in again.output
+    assert {r.status for r in _db_rows(tmp_path / "out").values()} == {"done"}
+
+
+def test_a_pack_that_finds_the_disk_full_is_pending_at_once(tmp_path, monkeypatch):
+    """A full disk is not the pack's fault: its runs are not retried in halves, and none is
+    failed; a library that reports the error as text (safetensors) counts too."""
+    import hiddencost.run as run_module
+    from hiddencost.study.outcome import disk_full
+    from hiddencost.study.worker import execute_pack
+
+    calls = []
+
+    def full(configs, out_dirs, **kwargs):
+        calls.append(len(configs))
+        raise RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                           'message: "No space left on device" })')
+
+    monkeypatch.setattr(run_module, "run_pack", full)
+    runs = expand(parse_spec("name: p\nmethod: [ilm]\nn_shot: [1, 2]\nparams: {epochs: 1}\n"))
+    tasks = [Task(r.key, {**r.identity}, str(tmp_path / r.key)) for r in runs]
+    outcomes = execute_pack(tasks)
+    assert calls == [2] and [o.status for o in outcomes] == ["pending", "pending"]
+    assert "No space left on device" in outcomes[0].error
+    assert not any((tmp_path / r.key / "outcome.json").exists() for r in runs)
+    assert not disk_full(RuntimeError("training loss became nan"))
+
+
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_max_runs_below_one_is_one_line_before_any_work(tmp_path, value):
+    spec_file = tmp_path / "two.yaml"
+    spec_file.write_text(TWO_RUNS)
+    res = CliRunner().invoke(_app(), ["study", "run", str(spec_file), "--out",
+                                      str(tmp_path / "out"), "--max-runs", value])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip() == (f"error: --max-runs must be at least 1, got {value} "
+                                  "(--dry-run shows what would run without running it)")
+    assert not (tmp_path / "out").exists()
+    from hiddencost.errors import HiddenCostError
+
+    with pytest.raises(HiddenCostError, match="--max-runs must be at least 1"):
+        run_study(parse_spec(TWO_RUNS), out=tmp_path / "out", max_runs=-1)
+
+
+def test_a_full_disk_under_the_driver_itself_is_one_line(tmp_path):
+    import errno
+
+    from hiddencost.errors import HiddenCostError
+
+    paths = StudyPaths.resolve(parse_spec("name: w\n"), tmp_path / "out")
+    with pytest.raises(HiddenCostError, match=r"cannot write out/fidelity.tmp: No space left on "
+                                              r"device; the disk is full: free some space"):
+        with paths.writable():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "out/fidelity.tmp")

@@ -198,3 +198,51 @@ def test_durations_of_any_size_print():
 
     assert (format_duration(float("inf")), format_duration(7261), format_duration(None)) == (
         "∞", "2h 01m", "?")
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"throughput": {"resnet50@224": {"train": {"16": float("nan")}, "eval": {"16": 100}}}},
+     "throughput resnet50@224 train batch 16: throughputs and packing gains must be finite and "
+     "> 0, got nan"),
+    ({"throughput": {"resnet50@224": {"train": {"16": 10}, "eval": {"16": -3.5}}}},
+     "throughput resnet50@224 eval batch 16: throughputs and packing gains must be finite and "
+     "> 0, got -3.5"),
+    ({"throughput": {}, "pack_gain": {"full": "fast"}},
+     "pack_gain full: throughputs and packing gains must be finite and > 0, got 'fast'"),
+    ({"throughput": {"resnet50@224": {"train": {"x": 10}, "eval": {"x": 10}}}},
+     "throughput resnet50@224: batch sizes must be integers ≥ 1, got 'x'"),
+])
+def test_a_negative_or_nan_profile_entry_is_one_line_naming_it(tmp_path, entry, message):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"format": "hiddencost-profile/2", **entry}))  # NaN: JSON's NaN
+    result = CliRunner().invoke(study_app, ["plan", "quickstart", "--out", str(tmp_path / "o"),
+                                            "--profile", str(path)])
+    assert result.exit_code == 2, result.output
+    assert " ".join(result.output.split()) == f"error: cannot read profile {path}: {message}"
+
+
+def test_a_partial_profile_says_which_architectures_were_timed_here(tmp_path):
+    runs = expand(parse_spec(SPEC))
+    profile = _profile({"efficientnet_lite0@48": Throughput(10.0, 100.0)}, 1.0)
+    timed = []
+    plan = make_plan(runs, packs=8, profile=profile,
+                     measure=lambda key: timed.append(key) or Throughput(20.0, 200.0))
+    assert timed == ["efficientnet_lite0@32"]
+    assert (plan.profiled, plan.timed_here) == (["efficientnet_lite0@48"],
+                                                ["efficientnet_lite0@32"])
+    whole = make_plan(runs, packs=8, profile=_profile(
+        {"efficientnet_lite0@48": Throughput(10.0, 100.0),
+         "efficientnet_lite0@32": Throughput(20.0, 200.0)}, 1.0))
+    assert (whole.profiled, whole.timed_here) == (
+        ["efficientnet_lite0@32", "efficientnet_lite0@48"], [])
+    # the command line: the LP architecture is timed on this CPU, and says so
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    path = write_profile(Profile({"efficientnet_lite0@48": {16: Throughput(10.0, 100.0)}},
+                                 {}, "NVIDIA test GPU", "bf16"), tmp_path / "gpu.json")
+    result = CliRunner().invoke(study_app, ["plan", str(spec), "--out", str(tmp_path / "o"),
+                                            "--device", "cpu", "--profile", str(path)])
+    assert result.exit_code == 0, result.output
+    assert (f"(profile {path}: NVIDIA test GPU, bf16 for efficientnet_lite0@48; timed on this "
+            "machine (cpu) for efficientnet_lite0@32, which the profile lacks)"
+            ) in " ".join(result.output.split())

@@ -23,6 +23,7 @@ from hiddencost.errors import HiddenCostError
 from hiddencost.study.catalog import load_preset, load_spec, preset_names
 from hiddencost.study.driver import (
     build_tasks,
+    check_max_runs,
     resolve_environment,
     run_study,
     study_fidelity,
@@ -31,7 +32,7 @@ from hiddencost.study.executors import EXECUTORS, executor_options
 from hiddencost.study.fidelity_file import DEFAULT_FIDELITY_IMAGES
 from hiddencost.study.layout import RESULT_FILE, StudyPaths
 from hiddencost.study.packing import default_pack_size, form_packs, local_gpu
-from hiddencost.study.plan import make_plan, measure_throughput, read_profile
+from hiddencost.study.plan import Plan, Profile, make_plan, measure_throughput, read_profile
 from hiddencost.study.results import export_study, format_duration, read_study, study_status
 from hiddencost.study.spec import StudySpec, expand
 from hiddencost.study.store import STATUSES
@@ -60,10 +61,11 @@ ExecutorOpt = Annotated[str, typer.Option(help=f"{', '.join(EXECUTORS)}.")]
 RetryOpt = Annotated[bool, typer.Option(help="Run failed runs again.")]
 ReclaimOpt = Annotated[bool, typer.Option(
     help="Also reclaim runs marked running by drivers on other hosts.")]
-MaxRunsOpt = Annotated[int | None, typer.Option(help="Execute at most N runs now.")]
+MaxRunsOpt = Annotated[int | None, typer.Option(help="Execute at most N (≥ 1) runs now.")]
 DryRunOpt = Annotated[bool, typer.Option(help="Show what would run, run nothing.")]
 VerifyOpt = Annotated[bool, typer.Option(
-    help="Run again the done runs whose result.json is missing (deleted artifacts).")]
+    help="Run again the done runs whose result.json is missing or does not read back as a "
+         "record (deleted artifacts, a garbled file, a symbolic link).")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
 PackOpt = Annotated[int | None, typer.Option(
     min=1, help="Train up to N runs that share backbone, data and schedule through one "
@@ -161,6 +163,7 @@ def run_cmd(
     left undone (held by another driver on the store), 130 when interrupted.
     """
     common.output_folder(out)
+    check_max_runs(max_runs)
     study = load_spec(spec)
     if dry_run:
         _print_dry_run(study, out, store)
@@ -223,8 +226,7 @@ def plan_cmd(
         table.add_row(r["model"], r["dataset"], r["method"], str(r["n_shot"]), str(r["runs"]),
                       format_duration(r["device_s"]))
     console.print(table)
-    source = (f"profile {profile}: {measured.device}, {measured.precision}" if measured
-              else f"timed on this machine ({dev})")
+    source = _plan_source(plan, profile, measured, dev)
     console.print(f"device time {format_duration(plan.device_s)} ({source}); {plan.packs} "
                   f"packs of up to {size}; wall time on {gpus} device(s) ≥ "
                   f"{format_duration(plan.wall_s)} (packing gain {plan.pack_speedup:.2f}× on "
@@ -232,6 +234,19 @@ def plan_cmd(
     if plan.unknown:
         console.print(f"not estimated (split sizes unknown until loaded): "
                       f"{', '.join(plan.unknown)}", highlight=False)
+
+
+def _plan_source(plan: Plan, path: Path | None, profile: Profile | None, device: str) -> str:
+    """Where the plan's throughputs come from: the profile, this machine, or (a profile that
+    lacks some architectures) which from each."""
+    here = f"timed on this machine ({device})"
+    if profile is None:
+        return here
+    source = f"profile {path}: {profile.device}, {profile.precision}"
+    if not plan.timed_here:
+        return source
+    return (f"{source} for {', '.join(plan.profiled) or 'none'}; {here} for "
+            f"{', '.join(plan.timed_here)}, which the profile lacks")
 
 
 @common.command(app, "fidelity")

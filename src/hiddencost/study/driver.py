@@ -15,7 +15,8 @@
    :mod:`hiddencost.study.packing`; packs of one by default on CPU) and hand them, in expansion
    order, to the executor, which claims a pack's runs together (running, one transaction)
    before it starts; the driver records every run's outcome (done with metrics, or failed with
-   its error) in one transaction as it arrives;
+   its error) in one transaction as it arrives; a run that a full disk stopped stays pending,
+   and the study stops there with one line (free space, run the same command again);
 7. measure the upstream fidelity of every compressed backbone with a done run (top-1 agreement
    and KL against the dense backbone on the dataset's test images, no labels) into
    ``fidelity.json``; on by default for the standard runner, skipped for a custom ``runner``
@@ -97,7 +98,7 @@ class StudyReport:
     merged: int = 0
     reclaimed: int = 0
     retried: int = 0
-    missing: int = 0  # done runs whose result.json is gone (rerun with verify)
+    missing: int = 0  # done runs with no result.json (verify: none that reads back)
     verified: int = 0  # of those, reset to pending by verify
     executed: int = 0
     failed_now: list[str] = field(default_factory=list)
@@ -130,6 +131,7 @@ class _Session:
         self.store, self.owner, self.console, self.emit = store, owner, console, on_event
         self.executed = 0
         self.failed: list[str] = []
+        self.disk_full: str | None = None  # the error of a run a full disk stopped
         self.labels: dict[str, str] = {}
         self.progress: Progress | None = None
         self.runs_bar = self.epochs_bar = None
@@ -149,7 +151,15 @@ class _Session:
     def _epoch(self, rec: EpochRecord) -> None:
         self.progress.update(self.epochs_bar, advance=1, status=f"loss {rec.loss:.3f}")
 
+    def stop_if_disk_full(self) -> None:
+        """One line, once a run found the disk full: every later run would too."""
+        if self.disk_full is not None:
+            raise HiddenCostError(f"the disk is full ({self.disk_full}): the study stopped and "
+                                  "its unfinished runs stay pending (none is recorded as "
+                                  "failed); free some space and run the same command again")
+
     def claim_pack(self, pack: Sequence[Task]) -> list[Task]:
+        self.stop_if_disk_full()
         keys = set(self.store.claim_many([t.key for t in pack], self.owner))
         claimed = [t for t in pack if t.key in keys]
         for task in claimed:
@@ -172,6 +182,9 @@ class _Session:
         self.emit("executed", outcome.key)
         self.store.record(outcome)
         self.emit("recorded", outcome.key)
+        if outcome.status == "pending":  # not run to its end (a full disk): left to run
+            self.disk_full = self.disk_full or outcome.error
+            return
         self.executed += 1
         if outcome.status == "failed":
             self.failed.append(outcome.key)
@@ -242,14 +255,30 @@ def _sync_store(db: SQLiteStore, spec: StudySpec, runs: Sequence[PlannedRun],
 
 def _check_results(db: SQLiteStore, runs: Sequence[PlannedRun], paths: StudyPaths,
                    report: StudyReport, verify: bool) -> None:
-    """Done runs whose ``result.json`` was deleted are counted; with ``verify`` they are reset
-    to pending, so this call runs them again."""
-    missing = StudyRuns(paths, list(runs), db.rows(r.key for r in runs), True).missing_results()
+    """Done runs without a ``result.json`` are counted (a look at each, not a read); with
+    ``verify`` every one is read as the report reads it
+    (:meth:`~hiddencost.study.results.StudyRuns.missing_results`), and those that are gone or
+    do not read back as a record (garbled, not a record, a symbolic link) are reset to
+    pending, their outcome and broken result file removed (a link, not what it points to), so
+    this call runs them again."""
+    study = StudyRuns(paths, list(runs), db.rows(r.key for r in runs), True)
+    missing = study.missing_results(read=verify)
     report.missing = len(missing)
     if verify and missing:
         for key in missing:
-            (paths.run_dir(key) / OUTCOME_FILE).unlink(missing_ok=True)
+            for name in (OUTCOME_FILE, RESULT_FILE):
+                path = paths.run_dir(key) / name
+                if path.is_symlink() or not path.is_dir():  # a folder there fails the run
+                    path.unlink(missing_ok=True)
         report.verified = len(db.reset(missing, "done"))
+
+
+def check_max_runs(max_runs: int | None) -> None:
+    """Refuse a ``max_runs`` below 1 (``-1`` would slice off the last run, 0 run nothing and
+    exit 0), before anything is read or written."""
+    if max_runs is not None and max_runs < 1:
+        raise HiddenCostError(f"--max-runs must be at least 1, got {max_runs} (--dry-run shows "
+                              "what would run without running it)")
 
 
 def _pending(db: SQLiteStore, runs: Sequence[PlannedRun], max_runs: int | None
@@ -340,19 +369,21 @@ def run_study(
         environment: device / data_root / download for every run (not part of identity);
             overrides the spec's ``params``.
         checkpoint_root: where relative checkpoint paths live (overrides the spec's).
-        max_runs: execute at most this many runs now.
+        max_runs: execute at most this many runs now (at least 1).
         console: where to print the plan, progress bars and summary (None: nothing is
             printed; the returned report says what happened); ``progress=False`` turns the
             progress bars off.
         fidelity: record upstream fidelity (step 7); None = when ``spec.runner`` is unset.
         fidelity_images: test images per dataset for fidelity.
         on_event: called as ``on_event(step, key)`` at each step of :data:`EVENTS`.
-        verify: run again the done runs whose ``result.json`` is missing (without it they are
-            only counted, and a warning names how many).
+        verify: read every done run's ``result.json`` as the report reads it, and run again
+            those that are missing or do not read back as a record (without it, the done runs
+            with no ``result.json`` file are only counted, and a warning names how many).
         pack: at most this many runs train together through one backbone pass (see
             :mod:`hiddencost.study.packing`); None: 1 where the executor runs them on a CPU,
             several on a GPU, full-data runs alone.
     """
+    check_max_runs(max_runs)
     start = time.perf_counter()
     console = console or Console(quiet=True)  # a library call prints nothing unless given one
     runs = expand(spec)
@@ -382,6 +413,7 @@ def run_study(
                     report)
         session = _Session(db, owner, console, emit)
         _execute(executor, packs, session, keys, console, progress)
+        session.stop_if_disk_full()
         report.counts = db.counts(keys)
         rows = db.rows(keys)
     report.executed, report.failed_now = session.executed, session.failed

@@ -276,7 +276,7 @@ class RayExecutor(ExecutorBase):
         try:
             return ray.get(ref)
         except Exception as exc:  # the worker died: its runs failed, not the study
-            return [failed_outcome(t, f"ray: {one_line_error(exc)}") for t in pack]
+            return [failed_outcome(t, f"ray: {one_line_error(exc)}", cause=exc) for t in pack]
 
 
 @register_executor
@@ -421,18 +421,19 @@ class SlurmExecutor(ExecutorBase):
         if not job.done():
             return False
         results: dict[str, RunOutcome] = {}
-        reason = "no result"
+        reason, cause = "no result", None
         try:
             results = {o.key: o for o in job.result()}
         except Exception as exc:  # the job crashed, timed out or was cancelled
-            reason = one_line_error(exc)
+            reason, cause = one_line_error(exc), exc
         for task in chunk:
             if task.key not in outstanding:
                 continue
             outcome = read_outcome(task.out_dir, task.key) or results.get(task.key)
             if outcome is None:
                 outcome = failed_outcome(
-                    task, f"slurm job {job.job_id} ended without a result: {reason}")
+                    task, f"slurm job {job.job_id} ended without a result: {reason}",
+                    cause=cause)
             del outstanding[task.key]
             hooks.record(outcome)
         return True

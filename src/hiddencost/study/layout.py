@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hiddencost.errors import HiddenCostError
+from hiddencost.study.outcome import DISK_FULL
 from hiddencost.study.spec import StudySpec
 from hiddencost.study.store import StoreLocation
 
@@ -27,6 +28,14 @@ DEFAULT_RESULTS = Path("hiddencost-results")
 STORE_FILE = "study.sqlite"
 #: The result record of a run, in its artifact folder (see :mod:`hiddencost.records`).
 RESULT_FILE = "result.json"
+
+
+def check_key(key: str) -> None:
+    """Refuse a run key that is not a plain folder name (``../x``, ``/abs``, ``.``): keys come
+    from a store file, which may have been edited or crafted."""
+    if not isinstance(key, str) or key in ("", ".", "..") or any(c in key for c in "/\\\0"):
+        raise HiddenCostError(f"the results store holds the run key {key!r}, which is not a "
+                              "plain folder name; it was not written by hiddencost")
 
 
 @dataclass(frozen=True)
@@ -52,14 +61,16 @@ class StudyPaths:
         return self.location.text
 
     def run_dir(self, key: str) -> Path:
-        """The artifact folder of run ``key``."""
+        """The artifact folder of run ``key``: always a folder directly inside ``artifacts``
+        (a key read from a store that names anything else is refused, never followed)."""
+        check_key(key)
         return self.artifacts / key
 
     @contextlib.contextmanager
     def writable(self) -> Iterator[None]:
         """Turn "cannot write" failures of the store or the output folder (a read-only file,
-        folder or file system, before or during a study) into one-line errors; what was
-        recorded before stays recorded."""
+        folder or file system, a full disk, before or during a study) into one-line errors;
+        what was recorded before stays recorded."""
         advice = ("`study run` needs a writable output folder and store (what finished is "
                   "kept: restore write access and run it again)")
         try:
@@ -68,7 +79,10 @@ class StudyPaths:
             raise HiddenCostError(f"cannot write the study store {self.store}: {exc}; "
                                   f"{advice}") from None
         except OSError as exc:
-            if exc.errno not in _UNWRITABLE:
+            if exc.errno in DISK_FULL:
+                advice = ("the disk is full: free some space and run the same command again "
+                          "(what finished is kept)")
+            elif exc.errno not in _UNWRITABLE:
                 raise
             raise HiddenCostError(f"cannot write {exc.filename or self.root}: "
                                   f"{exc.strerror}; {advice}") from None

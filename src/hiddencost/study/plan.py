@@ -113,6 +113,10 @@ class Plan:
     packs: int
     gpus: int
     unknown: list[str] = field(default_factory=list)
+    #: The throughputs (ARCH@SIZE) read from the profile, and those timed here instead (all of
+    #: them without a profile; those a partial profile lacks).
+    profiled: list[str] = field(default_factory=list)
+    timed_here: list[str] = field(default_factory=list)
 
     @property
     def pack_speedup(self) -> float:
@@ -247,31 +251,46 @@ def read_profile(path: str | Path) -> Profile:
     try:
         data = json.loads(Path(path).read_text())
         if data.get("format") == PROFILE_FORMAT:
-            throughputs = {k: {_batch(b): Throughput(_rate(v["train"][b]), _rate(v["eval"][b]))
-                               for b in v["train"]} for k, v in data["throughput"].items()}
-            gain = {str(k): _rate(g) for k, g in data.get("pack_gain", {}).items()}
+            throughputs = {
+                k: {_batch(b, f"throughput {k}"): Throughput(
+                    _rate(v["train"][b], f"throughput {k} train batch {b}"),
+                    _rate(v["eval"][b], f"throughput {k} eval batch {b}")) for b in v["train"]}
+                for k, v in data["throughput"].items()}
+            gain = {str(k): _rate(g, f"pack_gain {k}")
+                    for k, g in data.get("pack_gain", {}).items()}
             return Profile(throughputs, gain, data.get("device"), data.get("precision"))
-        speedup = _rate(data.pop("pack_speedup", 1.0))
-        return Profile({k: {TRAIN_PROBE_BATCH: Throughput(_rate(v["train_img_s"]),
-                                                          _rate(v["eval_img_s"]))}
-                        for k, v in data.items()}, {"*": speedup})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        speedup = _rate(data.pop("pack_speedup", 1.0), "pack_speedup")
+        return Profile({k: {TRAIN_PROBE_BATCH: Throughput(
+            _rate(v["train_img_s"], f"{k} train_img_s"),
+            _rate(v["eval_img_s"], f"{k} eval_img_s"))} for k, v in data.items()},
+            {"*": speedup})
+    except KeyError as exc:
+        raise HiddenCostError(f"cannot read profile {path}: no entry {exc}") from None
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise HiddenCostError(f"cannot read profile {path}: {exc}") from None
 
 
-def _rate(value: Any) -> float:
-    """A throughput or packing gain: a finite number > 0 (a ValueError otherwise)."""
-    rate = float(value)
+def _rate(value: Any, entry: str) -> float:
+    """A throughput or packing gain: a finite number > 0 (a ValueError naming ``entry``
+    otherwise: a negative or NaN figure would print negative or unknown times)."""
+    try:
+        rate = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        rate = math.nan
     if not (math.isfinite(rate) and rate > 0):
-        raise ValueError(f"throughputs and packing gains must be finite and > 0, got {value!r}")
+        raise ValueError(f"{entry}: throughputs and packing gains must be finite and > 0, "
+                         f"got {value!r}")
     return rate
 
 
-def _batch(value: Any) -> int:
-    """A measured batch size: an integer ≥ 1 (a ValueError otherwise)."""
-    batch = int(value)
+def _batch(value: Any, entry: str) -> int:
+    """A measured batch size: an integer ≥ 1 (a ValueError naming ``entry`` otherwise)."""
+    try:
+        batch = int(value)
+    except (TypeError, ValueError):
+        batch = 0
     if batch < 1:
-        raise ValueError(f"batch sizes must be ≥ 1, got {value!r}")
+        raise ValueError(f"{entry}: batch sizes must be integers ≥ 1, got {value!r}")
     return batch
 
 
@@ -279,11 +298,13 @@ def make_plan(runs: Sequence[PlannedRun], packs: int, gpus: int = 1,
               profile: Profile | None = None,
               measure: Callable[[str], Throughput] = measure_throughput) -> Plan:
     """The plan for ``runs`` (the pending ones) formed into ``packs`` packs; throughputs
-    ``profile`` lacks are measured with ``measure`` (one batch size; no packing gain)."""
+    ``profile`` lacks are measured with ``measure`` (one batch size; no packing gain), and the
+    plan says which (:attr:`Plan.timed_here`, the others :attr:`Plan.profiled`)."""
     if gpus < 1:
         raise HiddenCostError(f"--gpus must be at least 1, got {gpus}")
     profile = profile or Profile({})
-    measured: dict[str, Throughput] = {}
+    measured: dict[str, Throughput] = {}  # timed here, by ARCH@SIZE
+    used: set[str] = set()  # every ARCH@SIZE the runs need
     groups: dict[tuple, dict[str, Any]] = defaultdict(
         lambda: {"runs": 0, "device_s": 0.0, "packable_s": 0.0, "packed_s": 0.0})
     sharing: dict[tuple, list[tuple]] = defaultdict(list)  # LP feature set → its runs' groups
@@ -297,12 +318,8 @@ def make_plan(runs: Sequence[PlannedRun], packs: int, gpus: int = 1,
         if cost is None:
             unknown[c["dataset"]] += 1
             continue
-        train = profile.throughput(cost.throughput_key, cost.batch_size)
-        forward = profile.throughput(cost.throughput_key, PREDICT_BATCH)
-        if train is None or forward is None:
-            if cost.throughput_key not in measured:
-                measured[cost.throughput_key] = measure(cost.throughput_key)
-            train = forward = measured[cost.throughput_key]
+        used.add(cost.throughput_key)
+        train, forward = _throughputs(cost, profile, measured, measure)
         seconds = cost.train_images / train.train_img_s + cost.eval_images / forward.eval_img_s
         if cost.shared is None:
             groups[group]["device_s"] += seconds
@@ -320,7 +337,22 @@ def make_plan(runs: Sequence[PlannedRun], packs: int, gpus: int = 1,
     rows = [{"model": k[0], "dataset": k[1], "method": k[2],
              "n_shot": "full" if k[3] is None else k[3], **v} for k, v in groups.items()]
     return Plan(rows, len(runs), sum(r["device_s"] for r in rows), packable, packed, packs,
-                gpus, [f"{d} ({n} runs)" for d, n in unknown.items()])
+                gpus, [f"{d} ({n} runs)" for d, n in unknown.items()],
+                profiled=sorted(used - measured.keys()), timed_here=sorted(measured))
+
+
+def _throughputs(cost: RunCost, profile: Profile, measured: dict[str, Throughput],
+                 measure: Callable[[str], Throughput]) -> tuple[Throughput, Throughput]:
+    """The throughputs of a run's training steps and of its forward passes: the profile's,
+    else timed here with ``measure``, once per ARCH@SIZE, into ``measured``."""
+    key = cost.throughput_key
+    train = profile.throughput(key, cost.batch_size)
+    forward = profile.throughput(key, PREDICT_BATCH)
+    if train is None or forward is None:
+        if key not in measured:
+            measured[key] = measure(key)
+        train = forward = measured[key]
+    return train, forward
 
 
 class _Unmeasured(Exception):

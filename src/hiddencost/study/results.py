@@ -9,8 +9,11 @@ the report's tables) reads a study through it.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
+import os
+import stat
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ import pandas as pd
 
 from hiddencost.errors import HiddenCostError
 from hiddencost.records import RunRecord
+from hiddencost.spreadsheet import safe_cell
 from hiddencost.study.catalog import load_spec
 from hiddencost.study.cell_forgetting import FORGETTING_COLUMNS, forgetting_columns
 from hiddencost.study.layout import RESULT_FILE, STORE_FILE, StudyPaths
@@ -56,11 +60,13 @@ class StudyRuns:
             if row is not None and row.status == "done":
                 yield run, row
 
-    def missing_results(self) -> list[str]:
-        """The keys of done runs whose ``result.json`` is gone (e.g. a deleted artifacts
-        folder): `study run --verify` runs them again."""
+    def missing_results(self, read: bool = True) -> list[str]:
+        """The keys of done runs without a ``result.json`` that reads back as a record (see
+        :func:`read_record`: gone with a deleted artifacts folder, garbled, not a record, a
+        symbolic link): the report shows them from the store's metrics, and `study run
+        --verify` runs them again. ``read=False`` only looks (:func:`has_record`)."""
         return [run.key for run, _ in self.done()
-                if not (self.paths.run_dir(run.key) / RESULT_FILE).is_file()]
+                if not has_record(self.paths.run_dir(run.key) / RESULT_FILE, read)]
 
 
 def read_study(spec: StudySpec, out: str | Path | None = None,
@@ -88,8 +94,34 @@ def read_study(spec: StudySpec, out: str | Path | None = None,
 
 def read_record(path: str | Path) -> RunRecord:
     """A ``result.json``, checked against the record schema (:class:`RunRecord`): OSError when
-    it cannot be read, ValueError when it is not JSON, HiddenCostError when not a record."""
-    return checked_record(json.loads(Path(path).read_text()), str(path))
+    it cannot be read or is not a regular file (a symbolic link, which hiddencost never writes
+    there, is not followed; a FIFO is not waited on), ValueError when it is not JSON,
+    HiddenCostError when not a record."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link, not a result file", str(path)) from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        text = fh.read()
+    return checked_record(json.loads(text), str(path))
+
+
+def has_record(path: str | Path, read: bool = True) -> bool:
+    """Whether ``path`` reads back as a result record (:func:`read_record`); ``read=False``
+    only looks: whether it is a regular file, not a link (no record is read: what every `study
+    run` checks, where reading thousands of records, maybe on a shared file system, would cost
+    its start minutes; `--verify` reads them)."""
+    try:
+        if not read:
+            return stat.S_ISREG(os.lstat(path).st_mode)
+        read_record(path)
+    except (OSError, ValueError, HiddenCostError):
+        return False
+    return True
 
 
 def record_or_metrics(folder: str | Path, row: RunRow) -> RunRecord | dict[str, Any]:
@@ -337,7 +369,7 @@ def export_study(spec: StudySpec, path: str | Path, fmt: str = "csv",
         with open(path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
-            writer.writerows({c: "" if r.get(c) is None else r.get(c) for c in columns}
+            writer.writerows({c: "" if r.get(c) is None else safe_cell(r.get(c)) for c in columns}
                              for r in rows)
     else:
         try:

@@ -342,12 +342,18 @@ class SQLiteStore:
 
     def record(self, outcome: RunOutcome) -> bool:
         """Write a worker outcome (status done/failed, metrics or error, timings) over a pending
-        or running row; False (and nothing written) when the row is finished or absent.
+        or running row; False (and nothing written) when the row is finished or absent. A
+        pending outcome (the disk was full) only returns the row to pending, with its error.
 
         A store holds results of one precision: the first done run that says its precision
         sets it, and a done run of another precision is written as failed, with a one-line
         error naming both (a study resumed on other hardware never mixes bf16 and fp32)."""
         with self._tx() as db:
+            if outcome.status == "pending":
+                cur = db.execute("UPDATE runs SET status = 'pending', owner = NULL, error = ? "
+                                 "WHERE key = ? AND status IN ('pending', 'running')",
+                                 (outcome.error, outcome.key))
+                return cur.rowcount == 1
             outcome = self._one_precision(db, outcome)
             metrics = outcome.metrics
             cur = db.execute(

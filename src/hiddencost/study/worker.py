@@ -9,7 +9,10 @@ runs), and then writes ``outcome.json`` there: the outcome the driver records (s
 record's scalar metrics or the one-line error, timings, host). ``outcome.json`` is written
 last and atomically, so its presence means the run finished; a driver that was killed before
 recording it merges it on its next start, and the Slurm driver reads these files instead of
-sharing the database with its jobs. A failure also leaves ``error.txt`` (the traceback).
+sharing the database with its jobs. A failure also leaves ``error.txt`` (the traceback). A
+run that a full disk stopped is the machine's failure, not the run's: its outcome is pending
+(:func:`~hiddencost.study.outcome.disk_full`), no ``outcome.json`` is written, and the driver
+leaves it to run again.
 
 This module imports neither torch nor the store, so that workers start quickly.
 """
@@ -36,6 +39,7 @@ from hiddencost.records import EpochRecord, RunRecord, as_record
 from hiddencost.study.outcome import (  # noqa: F401 (re-exported: the worker's outcome API)
     OUTCOME_FILE,
     RunOutcome,
+    disk_full,
     outcome_path,
     read_outcome,
 )
@@ -154,22 +158,28 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def failed_outcome(task: Task, error: str, started_at: float | None = None) -> RunOutcome:
-    """An outcome for a run that ended without producing one (crashed worker, lost job)."""
-    return RunOutcome(key=task.key, status="failed", error=error, started_at=started_at,
-                      finished_at=time.time())
+def failed_outcome(task: Task, error: str, started_at: float | None = None,
+                   cause: BaseException | None = None) -> RunOutcome:
+    """An outcome for a run that ended without producing one (crashed worker, lost job):
+    failed, or pending when ``cause`` is a full disk (:func:`disk_full`)."""
+    return RunOutcome(key=task.key, status="pending" if disk_full(cause) else "failed",
+                      error=error, started_at=started_at, finished_at=time.time())
 
 
 def _finish(task: Task, record: RunRecord | None, error: str | None, started_at: float,
-            t0: float, pack_size: int | None = None) -> RunOutcome:
+            t0: float, pack_size: int | None = None, full: bool = False) -> RunOutcome:
     """The run's outcome (done with ``record``'s scalar metrics and precision, else failed with
-    ``error``; where and when it ran), also written as its ``outcome.json``."""
-    outcome = RunOutcome(key=task.key, status="done" if record is not None else "failed",
+    ``error``, or pending when the disk was ``full``; where and when it ran), written as its
+    ``outcome.json`` when the run finished."""
+    status = "done" if record is not None else "pending" if full else "failed"
+    outcome = RunOutcome(key=task.key, status=status,
                          metrics=None if record is None else record.scalar_metrics(),
                          precision=None if record is None else record.precision, error=error,
                          host=socket.gethostname(), pid=os.getpid(), started_at=started_at,
                          finished_at=time.time(), wall_time_s=time.perf_counter() - t0,
                          pack_size=pack_size)
+    if status == "pending":
+        return outcome
     try:
         write_json_atomic(outcome_path(task.out_dir), outcome.model_dump(exclude_none=True))
     except OSError as exc:
@@ -182,7 +192,7 @@ def execute_task(
 ) -> RunOutcome:
     """Run one task and return its outcome; never raises for a failing run (only for
     KeyboardInterrupt and other BaseExceptions, and when its folder cannot be made), so one
-    failure cannot stop a study."""
+    failure cannot stop a study. A run stopped by a full disk is pending, not failed."""
     out_dir = Path(task.out_dir)
     # an output folder that cannot be written is the study's problem, not this run's: it
     # raises (the driver stops with one line) instead of failing every remaining run
@@ -197,9 +207,9 @@ def execute_task(
         record: RunRecord | None = checked_record(
             runner(cfg, out_dir=out_dir, cache=cache, on_epoch=on_epoch),
             f"what runner {task.runner or 'run_one'} returned")
-        error = None
+        error, full = None, False
     except Exception as exc:  # a failing run is data, not a crash
-        record, error = None, one_line_error(exc)
+        record, error, full = None, one_line_error(exc), disk_full(exc)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / ERROR_FILE).write_text(traceback.format_exc())
@@ -208,7 +218,7 @@ def execute_task(
     finally:
         if cache is not None:
             trim_cache(cache)
-    return _finish(task, record, error, started_at, t0)
+    return _finish(task, record, error, started_at, t0, full=full)
 
 
 def execute_pack(
@@ -218,7 +228,8 @@ def execute_pack(
     outcome per task, each written to its own folder. A pack of one, or of a custom runner, is
     :func:`execute_task`. When the pack fails as a whole (out of device memory, one run
     diverging), each half is executed again as a smaller pack, down to single runs, so every
-    run ends with its own outcome and a failing run fails alone."""
+    run ends with its own outcome and a failing run fails alone; a full disk is not the pack's
+    fault: its runs are all pending at once."""
     if len(tasks) == 1 or any(t.runner is not None for t in tasks):
         return [execute_task(t, cache, on_epoch if i == 0 else None)
                 for i, t in enumerate(tasks)]
@@ -226,17 +237,20 @@ def execute_pack(
         Path(task.out_dir).mkdir(parents=True, exist_ok=True)
     started_at, t0 = time.time(), time.perf_counter()
     checked: list[RunRecord] | None = None
+    full: str | None = None
     try:
         from hiddencost.run import RunConfig, run_pack  # lazy: torch
 
         records = run_pack([RunConfig.model_validate(t.config) for t in tasks],
                            [t.out_dir for t in tasks], cache=cache, on_epoch=on_epoch)
         checked = [checked_record(r, "what run_pack returned") for r in records]
-    except Exception:  # smaller packs, below: see the docstring
-        pass
+    except Exception as exc:  # smaller packs, below: see the docstring
+        full = one_line_error(exc) if disk_full(exc) else None
     finally:
         if cache is not None:
             trim_cache(cache)
+    if full is not None:
+        return [_finish(task, None, full, started_at, t0, full=True) for task in tasks]
     if checked is None:
         # out of the except block, so the failed pack's traceback (and the tensors its frames
         # hold) is gone before the halves allocate theirs
@@ -265,12 +279,18 @@ def execute_pack_in_process_cache(tasks: Sequence[Task]) -> list[RunOutcome]:
 def execute_chunk(packs: Sequence[Sequence[Task]]) -> list[RunOutcome]:
     """Several packs in one process, sharing a cache (the body of one Slurm array job). A run
     whose ``outcome.json`` is already there (this job ran it before it was requeued: the
-    driver deletes a run's outcome when it claims the run) is not run again."""
+    driver deletes a run's outcome when it claims the run) is not run again. Once a run finds
+    the disk full, the job's later runs are not started: they are pending too."""
     outcomes: dict[str, RunOutcome] = {}
+    full: str | None = None
     for pack in packs:
         finished = {t.key: o for t in pack if (o := read_outcome(t.out_dir, t.key)) is not None}
         todo = [t for t in pack if t.key not in finished]
-        ran = execute_pack(todo, cache=process_cache()) if todo else []
+        if full is not None:
+            ran = [RunOutcome(key=t.key, status="pending", error=full) for t in todo]
+        else:
+            ran = execute_pack(todo, cache=process_cache()) if todo else []
+            full = next((o.error for o in ran if o.status == "pending"), None)
         outcomes.update(finished)
         outcomes.update((o.key, o) for o in ran)
     return [outcomes[t.key] for pack in packs for t in pack]
