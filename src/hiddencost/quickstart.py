@@ -24,6 +24,7 @@ from hiddencost import report
 from hiddencost.records import RunRecord
 from hiddencost.report.analyses import crossmodal_table
 from hiddencost.report.build import crossmodal_shown
+from hiddencost.report.publish import check_target
 from hiddencost.report.table import table_from_spec
 from hiddencost.run import RunConfig
 from hiddencost.study import driver
@@ -94,6 +95,7 @@ def run_quickstart(
     (``result.json``, ``weights.safetensors``, ``predictions.safetensors``,
     ``prompt_history.safetensors``).
     """
+    check_target(out / "report")  # a folder the report may not replace: before the study
     configs = quickstart_configs(epochs, device)
     first = configs[0]
     console.print(
@@ -138,6 +140,7 @@ def run_crossmodal_quickstart(out: Path, console: Console, epochs: int | None = 
     """Run the ``quickstart-crossmodal`` preset (resumable), print the dense vs compressed
     accuracy per task (the paper's Table 3 layout), write the report and print its path;
     return the result records."""
+    check_target(out / "report")
     spec = load_preset(QUICKSTART_CROSSMODAL)
     if epochs:
         spec = spec.with_params(epochs=epochs)

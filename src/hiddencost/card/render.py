@@ -15,6 +15,7 @@ import pandas as pd
 
 from hiddencost.card.schema import Card, Interval
 from hiddencost.errors import HiddenCostError
+from hiddencost.spreadsheet import safe_table
 
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:72em}table{border-collapse:collapse;"
          "margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}"
@@ -127,7 +128,7 @@ def write_leaderboard(cards: Sequence[Card], folder: str | Path) -> tuple[Path, 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     csv = folder / "leaderboard.csv"
-    table.to_csv(csv, index=False)
+    safe_table(table).to_csv(csv, index=False)  # names from user files never run as formulas
     shown = table.assign(index=[interval_text(Interval(mean=m, lo=lo, hi=hi)) for m, lo, hi in
                                 zip(table["index"], table["index_lo"], table["index_hi"],
                                     strict=True)]).drop(columns=["index_lo", "index_hi"])

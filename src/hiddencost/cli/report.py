@@ -14,6 +14,7 @@ from rich.console import Console
 import hiddencost.cli.common as common
 from hiddencost.errors import HiddenCostError
 from hiddencost.report import build_report, findings_text
+from hiddencost.report.publish import check_target
 
 app = common.command_app()
 console = Console()
@@ -34,7 +35,7 @@ def report(
         help="Show the top PIEs' test images (reads the datasets, which loads torch).")] = True,
 ) -> None:
     """Write a study's report: every analysis as PNG + SVG + CSV, and OUT/index.html."""
-    common.output_folder(out)
+    check_target(out)
 
     def warn(message: str) -> None:
         console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)

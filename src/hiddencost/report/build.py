@@ -6,7 +6,10 @@ Layout of the output folder::
     index.html                 the page (figures embedded; opens from disk)
     figures/NN-<name>.{png,svg,csv}   each figure and the table behind it
     tables/<analysis>.csv      each analysis over all tasks, methods and budgets
+    .hiddencost-report.json    the list of files the report wrote
 
+The report is built in a fresh folder and swapped in (:mod:`hiddencost.report.publish`): an
+interrupted report leaves the previous one whole, and files the report did not write are kept.
 A figure whose inputs are absent is replaced by a note saying why. A section whose analysis
 fails, or a figure that cannot be drawn, shows its error on the page, and the rest of the report
 is still written; :func:`build_report` then raises :class:`ReportError` naming every failed
@@ -31,6 +34,7 @@ from hiddencost.errors import HiddenCostError
 from hiddencost.report.builder import Draw, SectionSpec, Task, TaskFigure, _Builder
 from hiddencost.report.html import Note, Section, render_page
 from hiddencost.report.order import budget_order, compression_order
+from hiddencost.report.publish import check_target, publish
 from hiddencost.report.sections import SECTIONS
 from hiddencost.report.sections.accuracy import ACCURACY
 from hiddencost.report.sections.calibration import ECE, RELIABILITY
@@ -145,14 +149,6 @@ def _meta(df: pd.DataFrame, source: str) -> list[tuple[str, str]]:
     ]
 
 
-def _clear_previous(out: Path) -> None:
-    """Remove the files an earlier report wrote into ``out`` (and only those)."""
-    for pattern, folder in (("[0-9][0-9]-*.png", "figures"), ("[0-9][0-9]-*.svg", "figures"),
-                            ("[0-9][0-9]-*.csv", "figures"), ("*.csv", "tables")):
-        for f in (out / folder).glob(pattern):
-            f.unlink(missing_ok=True)
-
-
 def results_root(source: Any, results: str | Path | None = None,
                  store: str | Path | None = None) -> Path | None:
     """The output folder of a report source (where ``fidelity.json`` lives): the study's
@@ -206,6 +202,7 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
 
     Raises :class:`ReportError` after writing the page when a section failed.
     """
+    check_target(Path(out))  # before reading anything
     loaded = _parsed(source)
     df = load_table(loaded, results=results, store=store)
     missing = missing_results_warning(df)
@@ -214,16 +211,19 @@ def build_report(source: Any, out: str | Path, *, results: str | Path | None = N
     if fidelity is None:
         root = results_root(loaded, results, store)
         fidelity = [e.to_json() for e in read_fidelity(root)] if root is not None else []
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _clear_previous(out)
-    sections, notes, builder = build_sections(df, out, fidelity, thumbnails)
     page_title, name = _page_title(loaded, df, title)
     label = label or (str(source) if isinstance(source, str | Path) else (
         f"study {name}" if name else f"{len(df)} result records"))
-    index = out / "index.html"
-    index.write_text(render_page(page_title, _meta(df, label), notes, sections, out,
-                                 embed=embed), encoding="utf-8")
+
+    def write(folder: Path) -> _Builder:
+        sections, notes, builder = build_sections(df, folder, fidelity, thumbnails)
+        (folder / "index.html").write_text(
+            render_page(page_title, _meta(df, label), notes, sections, folder, embed=embed),
+            encoding="utf-8")
+        return builder
+
+    builder = publish(Path(out), write)
+    index = Path(out) / "index.html"
     if on_findings is not None and builder.findings:
         on_findings(finding_lines(builder.findings))
     if builder.failures:

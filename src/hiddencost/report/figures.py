@@ -28,13 +28,16 @@ from matplotlib.ticker import MaxNLocator
 
 from hiddencost.report.order import budget_order, budget_positions, compression_order
 from hiddencost.report.table import level_label, unit_axis_label
+from hiddencost.spreadsheet import safe_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 FAMILY_MAPS = ("Reds", "Blues", "Greens", "Purples", "Oranges", "YlOrBr", "PuRd", "GnBu")
 DPI = 110
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
          "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.titlesize": 12,
-         "svg.hashsalt": "hiddencost", "svg.fonttype": "none"}
+         "svg.hashsalt": "hiddencost", "svg.fonttype": "none",
+         # names come from user files: "$\\frac{1}{0}$" is a class name, not math to typeset
+         "text.parse_math": False}
 
 
 def method_name(method: str, table: pd.DataFrame) -> str:
@@ -60,10 +63,12 @@ class SavedFigure:
 
 
 def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` without columns holding arrays, lists or dicts (they do not fit in a CSV)."""
+    """``table`` without columns holding arrays, lists or dicts (they do not fit in a CSV), its
+    text cells never read as formulas by a spreadsheet (:func:`hiddencost.spreadsheet.safe_table`
+    ; class names come from user files)."""
     keep = [c for c in table.columns
             if not any(isinstance(v, np.ndarray | list | dict) for v in table[c])]
-    return table[keep]
+    return safe_table(table[keep])
 
 
 def save_figure(fig: Figure, table: pd.DataFrame, folder: str | Path, name: str
