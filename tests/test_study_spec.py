@@ -285,3 +285,17 @@ def test_the_environment_is_apart_from_the_identity():
     assert not {"environment", "device", "data_root", "download"} & set(identity)
     assert make_config(environment={"device": "cpu"}).environment.device == "cpu"
     assert cfg.identity() == make_config().identity()
+
+
+def test_a_compression_entry_may_be_a_short_form():
+    # the short forms `run --compression` takes name the same runs as the mappings they stand for
+    short = BASE.replace("""compression:
+  - method: none
+  - method: magnitude
+    sparsity: [0.5, 0.9]""", """compression: [dense, "magnitude:0.5", magnitude:90%]""")
+    assert short != BASE
+    assert [r.key for r in expand(parse_spec(short))] == [r.key for r in expand(parse_spec(BASE))]
+    runs = expand(parse_spec("compression: [w4, nm:2:4, {method: none}]\n"))
+    assert [r.tags["compression"] for r in runs] == ["w4", "nm2:4", "dense"]
+    with pytest.raises(HiddenCostError, match=r"compression\[1\]: .*'bogus:3'"):
+        parse_spec("compression: [w4, bogus:3]\n")

@@ -12,6 +12,7 @@ A spec lists values per axis and shares everything else::
         sparsity: [0.5, 0.9]
       - method: quantize
         weight_bits: [4, 2]
+      - nm:2:4                      #   a short form, as `run --compression` takes it
       - name: acdc                  #   checkpoint families: one checkpoint file per level
         tag: "acdc-s{level}"        #   model becomes <arch>.acdc-s80 (a hiddencost.zoo name)
         checkpoint: "acdc/{arch}_s{level}.pth"   # relative to checkpoint_root
@@ -69,6 +70,7 @@ from pydantic import (
 
 from hiddencost.budgets import parse_n_shot
 from hiddencost.compression import CompressionSpec, Dense, parse_compression
+from hiddencost.compression.parse import short_form_fields
 from hiddencost.compression.spec import FIELD_NAMES
 from hiddencost.config import ENVIRONMENT_FIELDS, RunConfig, make_config
 from hiddencost.errors import HiddenCostError, validation_message
@@ -253,9 +255,15 @@ def compression_points(entries: list[dict[str, Any]]) -> list[CompressionPoint]:
     """The points of a compression axis, in the order written (see the module docstring)."""
     points: list[CompressionPoint] = []
     for i, entry in enumerate(entries):
+        if isinstance(entry, str):  # a short form: "w4", "magnitude:0.9", "nm:2:4"
+            try:
+                entry = short_form_fields(entry)
+            except HiddenCostError as exc:
+                raise ValueError(f"compression[{i}]: {exc}") from None
         if not isinstance(entry, dict):
             raise ValueError(f"compression[{i}] must be a mapping such as "
-                             f"{{method: magnitude, sparsity: [0.5, 0.9]}}, got {entry!r}")
+                             f"{{method: magnitude, sparsity: [0.5, 0.9]}} or a short form "
+                             f"such as w4 or magnitude:0.9, got {entry!r}")
         is_family = {"checkpoint", "levels", "name", "tag", "mask", "keys", "models"} & set(entry)
         try:
             points += _family_points(entry) if is_family else _grid_points(entry)
