@@ -96,7 +96,9 @@ def test_fused_packed_runs_equal_the_same_runs_alone_up_to_float_reordering(
         assert p.accuracy == a.accuracy
         assert p.per_class_accuracy == a.per_class_accuracy  # same test predictions
         for name in CLOSE:
-            assert getattr(p, name) == pytest.approx(getattr(a, name), abs=1e-4), name
+            # 1e-4, or 2e-4 of the value: a tiny run's NLL (7.4, confidently wrong) moved by
+            # 8e-4 on an AMX CPU, whose oneDNN blocks the fused batch differently
+            assert getattr(p, name) == pytest.approx(getattr(a, name), rel=2e-4, abs=1e-4), name
         for hp, ha in zip(p.history, a.history, strict=True):
             assert hp.mapping_changes == ha.mapping_changes
             assert hp.train_accuracy == ha.train_accuracy
