@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch/torchvision pinned in pyproject.toml; pip on this kind of machine takes them from local disk.
 PIP_FLAGS ?=
 
-.PHONY: demo test install install-test browser splice-data lint bench bench-gpu clean
+.PHONY: demo test docs install install-test browser splice-data lint bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,10 +41,15 @@ splice-data:
 	  echo "r-cran-mlbench could not be installed: the splice data test will be skipped"; }
 
 test: install-test browser splice-data
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples docs
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'pytest collected no tests: that is a failure here'; fi; exit $$rc
+
+# The docs site (mkdocs.yml) into site/, warnings as errors; `make test` builds it too
+# (tests/test_docs.py) and checks the reference covers every command and public function.
+docs: install-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: install-test
 	$(BIN)/python benchmarks/bench_training.py
@@ -54,4 +59,4 @@ bench-gpu: install-test
 	$(BIN)/python benchmarks/bench_gpu.py
 
 clean:
-	rm -rf $(VENV) hiddencost-results runs
+	rm -rf $(VENV) hiddencost-results runs site

@@ -72,7 +72,8 @@ def check_target(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and _manifest(out) is None:
         raise HiddenCostError(
             f"{out} is not empty and was not written by `hiddencost report` (it has no {MANIFEST}"
-            "); give a new or empty folder so that nothing in it is overwritten")
+            "); give a new or empty folder, or remove it, so that nothing of yours is "
+            "overwritten")
 
 
 def _foreign(out: Path, old: set[str]) -> tuple[set[str], set[str]]:
