@@ -361,6 +361,7 @@ def test_sequence_datasets_have_no_fidelity_targets():
         parse_spec(grid.format(d="splice", m="ilm"))
 
 
+@pytest.mark.slow  # 15 s on this CPU; the remapper's unit tests above cover its logic
 @pytest.mark.skipif(not SPLICE_RDA.is_file(), reason=f"{SPLICE_RDA} is absent (r-cran-mlbench)")
 def test_xmr_with_more_sources_than_imagenet_has_trains_a_remapper(tmp_path):
     """3 classes × 400 sources > 1,000 ImageNet classes: the softmax remapper is used."""

@@ -230,6 +230,7 @@ params: {epochs: 1, canvas_size: 32, inner_size: 16, lp_image_size: 32}
 """
 
 
+@pytest.mark.slow  # 22 s on this CPU: the claims are tested above on tables of known values
 def test_findings_on_a_real_two_seed_study(tmp_path):
     """The genuine EfficientNet-Lite0 on digits, 16 tiny runs: `hiddencost report` prints the
     findings, claims 1 and 3 are tested (two seeds), and the CSV behind claim 1 recomputes."""
