@@ -27,7 +27,7 @@ the reference's; or a ``tokenizer.json`` path); the default trains one on the tr
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,12 +154,6 @@ def _open(name: str, factory: Callable[..., object], root: Path, download: bool,
         ) from None
 
 
-def _labels(values: Sequence[int] | np.ndarray, where: str) -> torch.Tensor:
-    """A split's labels as int64 class indices; a label that is not a whole number is a
-    one-line error naming ``where`` (never cut to an integer)."""
-    return class_labels(values, where)
-
-
 def _split_pool(
     class_names: list[str], images: torch.Tensor, labels: torch.Tensor, seed: int, source: str,
     test_fraction: float = NO_SPLIT_TEST_FRACTION,
@@ -190,14 +184,15 @@ def _digits(req: LoadRequest) -> Raw:
     digits = load_digits()
     raw = np.round(digits.images / 16.0 * 255.0).astype(np.uint8)  # (N, 8, 8), 0..16 → 0..255
     return _split_pool([str(d) for d in range(10)], array_to_uint8(raw, req.size, req.fit),
-                       _labels(digits.target, "digits"), req.split_seed, "scikit-learn digits",
+                       class_labels(digits.target, "digits"), req.split_seed, "scikit-learn digits",
                        DIGITS_TEST_FRACTION)
 
 
 def _cifar10(req: LoadRequest) -> Raw:
     parts = [_open("cifar10", tvd.CIFAR10, req.root, req.download, train=t)
              for t in (True, False)]
-    (tr, te) = [(array_to_uint8(p.data, req.size, req.fit), _labels(p.targets, f"cifar10 {s}"))
+    (tr, te) = [(array_to_uint8(p.data, req.size, req.fit),
+                 class_labels(p.targets, f"cifar10 {s}"))
                 for p, s in zip(parts, ("train", "test"), strict=True)]
     return Raw(list(parts[0].classes), *tr, *te, "CIFAR-10 official train / test")
 
@@ -206,7 +201,7 @@ def _svhn(req: LoadRequest) -> Raw:
     parts = [_open("svhn", tvd.SVHN, req.root, req.download, split=s)
              for s in ("train", "test")]
     (tr, te) = [(array_to_uint8(p.data.transpose(0, 2, 3, 1), req.size, req.fit),
-                 _labels(p.labels, f"svhn {s}"))
+                 class_labels(p.labels, f"svhn {s}"))
                 for p, s in zip(parts, ("train", "test"), strict=True)]
     return Raw([str(d) for d in range(10)], *tr, *te, "SVHN official train / test (no extra)")
 

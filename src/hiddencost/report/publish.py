@@ -134,8 +134,8 @@ def _install(staging: Path, out: Path) -> None:
 
 @contextmanager
 def staging_folder(out: Path) -> Iterator[Path]:
-    """A fresh folder beside ``out`` to build the report in; deleted if the build fails."""
-    out = Path(os.path.abspath(out))
+    """A fresh folder beside ``out`` (an absolute path) to build the report in; deleted if the
+    build fails."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     try:
@@ -147,8 +147,8 @@ def staging_folder(out: Path) -> Iterator[Path]:
 
 def publish(out: Path, build: Callable[[Path], T]) -> T:
     """Run ``build(folder)`` in a fresh folder, record what it wrote in :data:`MANIFEST`, and
-    swap it into ``out`` (see the module docstring). Returns what ``build`` returned."""
-    check_target(out)
+    swap it into ``out`` (see the module docstring). Returns what ``build`` returned. ``out``
+    is checked by the caller (:func:`check_target`) before any work, not again here."""
     target = Path(os.path.abspath(out))
     with staging_folder(target) as staging:
         result = build(staging)
